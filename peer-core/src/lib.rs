@@ -1,0 +1,15 @@
+//! Peer logic that does not depend on the browser or the native stack, used by both peers so
+//! they speak exactly the same way:
+//!
+//! * [`negotiation`]: who offers to whom, and perfect negotiation (polite/impolite) per peer;
+//! * [`channels`]: the data-channel layout and the messages carried on it (chat, file framing);
+//! * [`transfer`]: file chunking and the receiving side's checks (size, SHA-256);
+//! * [`path`]: naming how a connection goes (direct LAN, hole punched, relayed) from the
+//!   selected ICE candidate pair;
+//! * [`link`]: turning a room link someone shared into the signaling WebSocket URL.
+
+pub mod channels;
+pub mod link;
+pub mod negotiation;
+pub mod path;
+pub mod transfer;

@@ -1,0 +1,355 @@
+//! The signaling protocol spoken between Burrow peers and the rendezvous server.
+//!
+//! One definition, used by the server (`signal-server`), the native peer (`burrow`) and the browser
+//! peer (`wasm-peer`). Every message is one JSON object in one WebSocket **text** frame, tagged by
+//! its `"type"` field. Messages are named by direction:
+//!
+//! * [`ClientMessage`]: client → server (`hello`, `signal`);
+//! * [`ServerMessage`]: server → client (`welcome`, `peer_joined`, `peer_left`, `signal`, `error`);
+//! * [`PeerSignal`]: the peer → peer payload that the server relays untouched (SDP offer and
+//!   answer, trickled ICE candidates, end of candidates).
+//!
+//! # Flow
+//!
+//! A client opens `ws://HOST/ws/{room}` and sends `hello` with the [`PROTOCOL_VERSION`] it speaks.
+//! The server answers `welcome` (its peer id, the peers already in the room, the ICE servers to
+//! use) or an `error` (wrong version, bad room id, full room: the socket stays open and `hello` may
+//! be sent again). Every other member of the room then gets `peer_joined`. From then on a client
+//! addresses a [`PeerSignal`] to one peer id; the server delivers it to that peer only, stamped with
+//! the sender's id. When a socket closes or stops answering pings, the room gets `peer_left`.
+//!
+//! # Example exchange
+//!
+//! ```text
+//! A → S  {"type":"hello","version":1,"name":"alice"}
+//! S → A  {"type":"welcome","version":1,"peer_id":"k3J9xQ2m","room":"demo","peers":[],
+//!         "ice_servers":[{"urls":["stun:203.0.113.7:3478"]}]}
+//! B → S  {"type":"hello","version":1}
+//! S → B  {"type":"welcome","version":1,"peer_id":"Zp0aL7wE","room":"demo",
+//!         "peers":[{"id":"k3J9xQ2m","name":"alice"}],"ice_servers":[…]}
+//! S → A  {"type":"peer_joined","peer":{"id":"Zp0aL7wE","name":null}}
+//! B → S  {"type":"signal","to":"k3J9xQ2m","data":{"kind":"offer","sdp":"v=0…"}}
+//! S → A  {"type":"signal","from":"Zp0aL7wE","data":{"kind":"offer","sdp":"v=0…"}}
+//! A → S  {"type":"signal","to":"Zp0aL7wE","data":{"kind":"answer","sdp":"v=0…"}}
+//! A → S  {"type":"signal","to":"Zp0aL7wE","data":{"kind":"candidate","candidate":"candidate:1 1 udp …",
+//!         "sdp_mid":"0","sdp_m_line_index":0}}
+//! B → S  {"type":"signal","to":"nobody","data":{"kind":"end_of_candidates"}}
+//! S → B  {"type":"error","code":"unknown_peer","message":"no peer 'nobody' in this room"}
+//! (B's socket closes)
+//! S → A  {"type":"peer_left","peer_id":"Zp0aL7wE"}
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this crate speaks; a `hello` with another version is refused.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Longest room id accepted, in characters.
+pub const MAX_ROOM_ID_LEN: usize = 64;
+
+/// Longest display name accepted, in characters (longer names are cut, not refused).
+pub const MAX_NAME_LEN: usize = 64;
+
+/// A peer's id, assigned by the server when it joins a room, unique within the server.
+pub type PeerId = String;
+
+/// Messages a client sends to the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// Join the room named in the WebSocket URL.
+    Hello {
+        /// The protocol version the client speaks ([`PROTOCOL_VERSION`]).
+        version: u32,
+        /// An optional display name shown to the other peers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
+    /// Relay `data` to peer `to` in the same room.
+    Signal {
+        /// The addressed peer.
+        to: PeerId,
+        /// The payload, delivered untouched.
+        data: PeerSignal,
+    },
+}
+
+/// Messages the server sends to a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// The answer to a successful `hello`.
+    Welcome {
+        /// The server's protocol version.
+        version: u32,
+        /// The id the server gave this client.
+        peer_id: PeerId,
+        /// The room joined.
+        room: String,
+        /// The peers that were in the room before this one.
+        peers: Vec<PeerInfo>,
+        /// The ICE servers (STUN, TURN) the client should use.
+        ice_servers: Vec<IceServer>,
+    },
+    /// Another peer joined the room.
+    PeerJoined {
+        /// Who joined.
+        peer: PeerInfo,
+    },
+    /// A peer left the room (socket closed, or it stopped answering pings).
+    PeerLeft {
+        /// Who left.
+        peer_id: PeerId,
+    },
+    /// A signal from another peer in the room.
+    Signal {
+        /// The sender, as stamped by the server.
+        from: PeerId,
+        /// The payload, as the sender wrote it.
+        data: PeerSignal,
+    },
+    /// A request failed; the connection stays usable unless the message says otherwise.
+    Error {
+        /// A stable machine-readable code.
+        code: ErrorCode,
+        /// A human-readable explanation.
+        message: String,
+    },
+}
+
+/// A member of a room as others see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// The server-assigned id.
+    pub id: PeerId,
+    /// The display name the peer gave in `hello`, if any.
+    pub name: Option<String>,
+}
+
+/// One ICE server entry, shaped like the browser's `RTCIceServer`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    /// `stun:host:port` or `turn:host:port?transport=udp` URLs.
+    pub urls: Vec<String>,
+    /// TURN username (for TURN entries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// TURN password (for TURN entries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// The peer → peer payload carried inside `signal` messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PeerSignal {
+    /// An SDP offer.
+    Offer {
+        /// The session description.
+        sdp: String,
+    },
+    /// An SDP answer.
+    Answer {
+        /// The session description.
+        sdp: String,
+    },
+    /// One trickled ICE candidate.
+    Candidate {
+        /// The `candidate:` attribute line, as `RTCIceCandidate.candidate`.
+        candidate: String,
+        /// The media stream id it belongs to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sdp_mid: Option<String>,
+        /// The m-line index it belongs to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sdp_m_line_index: Option<u16>,
+    },
+    /// The sender has gathered all its candidates.
+    EndOfCandidates,
+}
+
+/// Why a request failed: stable codes clients can match on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The message was not valid JSON or lacked a field.
+    MalformedMessage,
+    /// The message's `type` is not one this server knows.
+    UnknownType,
+    /// The message was larger than the server accepts.
+    MessageTooLarge,
+    /// The client speaks another protocol version.
+    UnsupportedVersion,
+    /// The room id in the URL is not valid.
+    InvalidRoomId,
+    /// The room already holds the maximum number of peers.
+    RoomFull,
+    /// The server already holds the maximum number of rooms.
+    ServerFull,
+    /// A signal was addressed to a peer that is not in the room.
+    UnknownPeer,
+    /// The client sent messages faster than allowed; the message was dropped.
+    RateLimited,
+    /// A signal was sent before a successful `hello`.
+    NotJoined,
+    /// A second `hello` was sent after joining.
+    AlreadyJoined,
+    /// The addressed peer is not reading its messages; the signal was dropped.
+    PeerCongested,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire (`"room_full"`), for logs and user messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::MalformedMessage => "malformed_message",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::MessageTooLarge => "message_too_large",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::InvalidRoomId => "invalid_room_id",
+            ErrorCode::RoomFull => "room_full",
+            ErrorCode::ServerFull => "server_full",
+            ErrorCode::UnknownPeer => "unknown_peer",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::NotJoined => "not_joined",
+            ErrorCode::AlreadyJoined => "already_joined",
+            ErrorCode::PeerCongested => "peer_congested",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an incoming client message could not be used: the code and text for the error reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ParseError {
+    /// `malformed_message` or `unknown_type`.
+    pub code: ErrorCode,
+    /// What was wrong, for the human reading the reply.
+    pub message: String,
+}
+
+impl ClientMessage {
+    /// Parses one text frame, telling an unknown `type` apart from a malformed message.
+    pub fn parse(text: &str) -> Result<ClientMessage, ParseError> {
+        serde_json::from_str(text).map_err(|e| {
+            #[derive(Deserialize)]
+            struct Tag {
+                #[serde(rename = "type")]
+                kind: String,
+            }
+            match serde_json::from_str::<Tag>(text) {
+                Ok(tag) if !matches!(tag.kind.as_str(), "hello" | "signal") => ParseError {
+                    code: ErrorCode::UnknownType,
+                    message: format!("unknown message type '{}'", tag.kind),
+                },
+                _ => ParseError {
+                    code: ErrorCode::MalformedMessage,
+                    message: format!("malformed message: {e}"),
+                },
+            }
+        })
+    }
+}
+
+/// Why a room id was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoomIdError {
+    /// The id is empty.
+    #[error("room id is empty")]
+    Empty,
+    /// The id is longer than [`MAX_ROOM_ID_LEN`].
+    #[error("room id is longer than {MAX_ROOM_ID_LEN} characters")]
+    TooLong,
+    /// The id holds a character outside `A-Z a-z 0-9 - _`.
+    #[error("room id may only hold letters, digits, '-' and '_'")]
+    BadCharacter,
+}
+
+/// Checks a room id: 1 to [`MAX_ROOM_ID_LEN`] characters of `A-Z a-z 0-9 - _` (URL-safe as is).
+pub fn validate_room_id(id: &str) -> Result<(), RoomIdError> {
+    if id.is_empty() {
+        return Err(RoomIdError::Empty);
+    }
+    if id.len() > MAX_ROOM_ID_LEN {
+        return Err(RoomIdError::TooLong);
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(RoomIdError::BadCharacter);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_round_trips_and_omits_missing_name() {
+        let m = ClientMessage::Hello {
+            version: 1,
+            name: None,
+        };
+        let s = serde_json::to_string(&m).unwrap();
+        assert_eq!(s, r#"{"type":"hello","version":1}"#);
+        assert_eq!(serde_json::from_str::<ClientMessage>(&s).unwrap(), m);
+    }
+
+    #[test]
+    fn signal_wire_format_is_stable() {
+        let m = ClientMessage::Signal {
+            to: "abc".into(),
+            data: PeerSignal::Candidate {
+                candidate: "candidate:1 1 udp 1 1.2.3.4 5 typ host".into(),
+                sdp_mid: Some("0".into()),
+                sdp_m_line_index: Some(0),
+            },
+        };
+        let v: serde_json::Value = serde_json::to_value(&m).unwrap();
+        assert_eq!(v["type"], "signal");
+        assert_eq!(v["data"]["kind"], "candidate");
+        assert_eq!(v["data"]["sdp_m_line_index"], 0);
+        let end = serde_json::to_string(&PeerSignal::EndOfCandidates).unwrap();
+        assert_eq!(end, r#"{"kind":"end_of_candidates"}"#);
+    }
+
+    #[test]
+    fn error_codes_serialize_as_their_names() {
+        for code in [
+            ErrorCode::RoomFull,
+            ErrorCode::UnknownPeer,
+            ErrorCode::MessageTooLarge,
+        ] {
+            let s = serde_json::to_string(&code).unwrap();
+            assert_eq!(s, format!("\"{}\"", code.as_str()));
+        }
+    }
+
+    #[test]
+    fn parse_tells_unknown_type_from_malformed() {
+        let e = ClientMessage::parse(r#"{"type":"dance"}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::UnknownType);
+        let e = ClientMessage::parse(r#"{"type":"signal","to":3}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::MalformedMessage);
+        let e = ClientMessage::parse("not json").unwrap_err();
+        assert_eq!(e.code, ErrorCode::MalformedMessage);
+        assert!(ClientMessage::parse(r#"{"type":"hello","version":1}"#).is_ok());
+    }
+
+    #[test]
+    fn room_ids_are_validated() {
+        assert!(validate_room_id("abc-DEF_123").is_ok());
+        assert_eq!(validate_room_id(""), Err(RoomIdError::Empty));
+        assert_eq!(validate_room_id(&"a".repeat(65)), Err(RoomIdError::TooLong));
+        assert_eq!(validate_room_id("a/b"), Err(RoomIdError::BadCharacter));
+        assert_eq!(validate_room_id("äb"), Err(RoomIdError::BadCharacter));
+    }
+}

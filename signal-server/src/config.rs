@@ -1,0 +1,150 @@
+//! Command-line flags (each with a `BURROW_*` environment twin) and their defaults.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Everything the server can be told at start-up.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "signal-server",
+    version,
+    about = "Burrow's rendezvous server: rooms, signaling relay, STUN/TURN, and the web page"
+)]
+pub struct Config {
+    /// Address for HTTP and WebSocket (the page, /ws/{room}, /healthz); port 0 picks a free one.
+    #[arg(long, env = "BURROW_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// UDP address of the embedded STUN/TURN server; port 0 picks a free one.
+    #[arg(long, env = "BURROW_STUN_LISTEN", default_value = "0.0.0.0:3478")]
+    pub stun_listen: SocketAddr,
+
+    /// Host name or IP that clients are told to use for STUN/TURN (default: the host the client
+    /// connected to).
+    #[arg(long, env = "BURROW_PUBLIC_HOST")]
+    pub public_host: Option<String>,
+
+    /// Folder holding the web page (index.html and the wasm build in pkg/).
+    #[arg(long, env = "BURROW_WWW", default_value = "www")]
+    pub www: PathBuf,
+
+    /// Largest signaling message accepted, in bytes; larger ones are refused with an error.
+    #[arg(long, env = "BURROW_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Most peers in one room; a join beyond it is refused with `room_full`.
+    #[arg(long, env = "BURROW_MAX_PEERS_PER_ROOM", default_value_t = 16)]
+    pub max_peers_per_room: usize,
+
+    /// Most rooms at once; a join that would open one more is refused with `server_full`.
+    #[arg(long, env = "BURROW_MAX_ROOMS", default_value_t = 100_000)]
+    pub max_rooms: usize,
+
+    /// Sustained messages per second one connection may send (a token bucket).
+    #[arg(long, env = "BURROW_RATE_PER_SEC", default_value_t = 100)]
+    pub rate_per_sec: u32,
+
+    /// Burst of messages one connection may send at once before the rate applies.
+    #[arg(long, env = "BURROW_RATE_BURST", default_value_t = 400)]
+    pub rate_burst: u32,
+
+    /// How often the server pings each WebSocket (e.g. `10s`, `500ms`).
+    #[arg(long, env = "BURROW_PING_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub ping_interval: Duration,
+
+    /// A peer silent (no pong, no message) for this long is dropped and announced as left.
+    #[arg(long, env = "BURROW_PING_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
+    pub ping_timeout: Duration,
+
+    /// Messages queued for one peer before signals to it are refused with `peer_congested`.
+    #[arg(long, env = "BURROW_PEER_QUEUE", default_value_t = 256)]
+    pub peer_queue: usize,
+}
+
+impl Config {
+    /// The defaults, as if run with no flags (for tests and embedding).
+    pub fn defaults() -> Config {
+        Config::parse_from(["signal-server"])
+    }
+
+    /// The host to put in ICE server URLs for a client that reached us at `request_host`.
+    pub fn ice_host(&self, request_host: Option<&str>) -> String {
+        if let Some(h) = &self.public_host {
+            return h.clone();
+        }
+        let fallback = || match self.listen.ip() {
+            ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+            ip => host_for_url(ip),
+        };
+        request_host.map(strip_port).unwrap_or_else(fallback)
+    }
+}
+
+/// An IP written as a URL host (IPv6 in brackets).
+fn host_for_url(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}
+
+/// `example.org:8080` → `example.org`, `[::1]:80` → `[::1]`.
+fn strip_port(host: &str) -> String {
+    if host.starts_with('[') {
+        return match host.find(']') {
+            Some(end) => host[..=end].to_string(),
+            None => host.to_string(),
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h.to_string(),
+        _ => host.to_string(),
+    }
+}
+
+/// Parses `250ms`, `10s`, `2m` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration like 500ms, 10s or 2m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("'{s}': unit must be ms, s or m")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5h").is_err());
+    }
+
+    #[test]
+    fn ice_host_comes_from_the_request_unless_configured() {
+        let mut c = Config::defaults();
+        assert_eq!(c.ice_host(Some("example.org:8080")), "example.org");
+        assert_eq!(c.ice_host(Some("[::1]:8080")), "[::1]");
+        assert_eq!(c.ice_host(None), "127.0.0.1");
+        c.public_host = Some("burrow.example".into());
+        assert_eq!(c.ice_host(Some("example.org:8080")), "burrow.example");
+    }
+}

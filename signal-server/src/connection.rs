@@ -1,0 +1,216 @@
+//! One WebSocket connection: reads client messages, answers them, drains the peer's outbox, and
+//! keeps the connection alive with pings.
+//!
+//! Everything runs in a single task per connection (no reader/writer split), which keeps an idle
+//! peer down to its socket, its small buffers, a queue and this task's state.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use signal_protocol::{
+    validate_room_id, ClientMessage, ErrorCode, ServerMessage, PROTOCOL_VERSION,
+};
+use tokio::sync::mpsc;
+use tokio::time::MissedTickBehavior;
+
+use crate::rate::RateLimit;
+use crate::room::{encode, Refusal};
+use crate::AppState;
+
+/// What the connection learned about the client when it upgraded.
+pub struct Client {
+    /// The room named in the URL (not yet validated).
+    pub room: String,
+    /// The host the client used to reach us, for the ICE server URLs.
+    pub host: Option<String>,
+}
+
+/// Serves one upgraded WebSocket until it closes or goes silent.
+pub async fn serve(mut socket: WebSocket, client: Client, state: Arc<AppState>) {
+    let cfg = &state.config;
+    let (outbox, mut inbox) = mpsc::channel::<Utf8Bytes>(cfg.peer_queue);
+    let mut session = Session {
+        client,
+        state: state.clone(),
+        outbox: Some(outbox),
+        peer_id: None,
+        rate: RateLimit::new(cfg.rate_per_sec, cfg.rate_burst),
+    };
+    let mut ping = tokio::time::interval(cfg.ping_interval);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    ping.tick().await;
+    let mut last_heard = Instant::now();
+
+    loop {
+        tokio::select! {
+            incoming = socket.recv() => {
+                let msg = match incoming {
+                    Some(Ok(msg)) => msg,
+                    Some(Err(e)) => {
+                        if is_too_large(&e) {
+                            let reply = too_large(cfg.max_message_bytes);
+                            let _ = socket.send(Message::Text(reply)).await;
+                            let _ = socket.send(Message::Close(Some(CloseFrame {
+                                code: 1009,
+                                reason: "message too large".into(),
+                            }))).await;
+                        }
+                        tracing::debug!(error = %e, "websocket read failed");
+                        break;
+                    }
+                    None => break,
+                };
+                last_heard = Instant::now();
+                let reply = match msg {
+                    Message::Text(text) => session.on_text(&text),
+                    Message::Binary(_) => Some(error(
+                        ErrorCode::MalformedMessage,
+                        "binary frames are not part of the protocol; send JSON text".into(),
+                    )),
+                    Message::Close(_) => break,
+                    Message::Ping(_) | Message::Pong(_) => None,
+                };
+                if let Some(reply) = reply {
+                    if socket.send(Message::Text(reply)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            queued = inbox.recv() => {
+                // `None`: the room dropped this peer (its queue overflowed), so close.
+                let Some(text) = queued else { break };
+                if socket.send(Message::Text(text)).await.is_err() {
+                    break;
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > cfg.ping_timeout {
+                    tracing::debug!(peer = ?session.peer_id, "no pong in time; dropping");
+                    break;
+                }
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    session.leave();
+}
+
+/// Per-connection protocol state.
+struct Session {
+    client: Client,
+    state: Arc<AppState>,
+    /// Handed to the room on join; kept here until then.
+    outbox: Option<mpsc::Sender<Utf8Bytes>>,
+    peer_id: Option<String>,
+    rate: RateLimit,
+}
+
+impl Session {
+    /// Handles one text frame; returns the reply to send, if any.
+    fn on_text(&mut self, text: &str) -> Option<Utf8Bytes> {
+        if text.len() > self.state.config.max_message_bytes {
+            return Some(too_large(self.state.config.max_message_bytes));
+        }
+        if !self.rate.allow() {
+            return Some(error(
+                ErrorCode::RateLimited,
+                "too many messages; this one was dropped".into(),
+            ));
+        }
+        let msg = match ClientMessage::parse(text) {
+            Ok(m) => m,
+            Err(e) => return Some(error(e.code, e.message)),
+        };
+        let result = match msg {
+            ClientMessage::Hello { version, name } => self.hello(version, name).map(Some),
+            ClientMessage::Signal { to, data } => match &self.peer_id {
+                None => Err((
+                    ErrorCode::NotJoined,
+                    "send hello before signals".to_string(),
+                )),
+                Some(from) => self
+                    .state
+                    .rooms
+                    .relay(&self.client.room, from, &to, data)
+                    .map(|()| None),
+            },
+        };
+        result.unwrap_or_else(|(code, message)| Some(error(code, message)))
+    }
+
+    fn hello(&mut self, version: u32, name: Option<String>) -> Result<Utf8Bytes, Refusal> {
+        if self.peer_id.is_some() {
+            return Err((ErrorCode::AlreadyJoined, "already in the room".into()));
+        }
+        if version != PROTOCOL_VERSION {
+            return Err((
+                ErrorCode::UnsupportedVersion,
+                format!(
+                    "this server speaks protocol version {PROTOCOL_VERSION}, the client {version}; \
+                     update the client (reload the page)"
+                ),
+            ));
+        }
+        validate_room_id(&self.client.room)
+            .map_err(|e| (ErrorCode::InvalidRoomId, format!("invalid room id: {e}")))?;
+        let name = name.map(|n| {
+            n.chars()
+                .filter(|c| !c.is_control())
+                .take(signal_protocol::MAX_NAME_LEN)
+                .collect()
+        });
+        let outbox = self.outbox.clone().ok_or((
+            ErrorCode::AlreadyJoined,
+            "this connection was already removed from its room".to_string(),
+        ))?;
+        let (peer_id, peers) = self.state.rooms.join(&self.client.room, name, outbox)?;
+        // The room now holds the only sender: if it drops this peer, the connection closes.
+        self.outbox = None;
+        tracing::info!(room = %self.client.room, peer = %peer_id, "peer joined");
+        let ice_servers = self
+            .state
+            .ice_servers(self.client.host.as_deref(), &peer_id);
+        let welcome = ServerMessage::Welcome {
+            version: PROTOCOL_VERSION,
+            peer_id: peer_id.clone(),
+            room: self.client.room.clone(),
+            peers,
+            ice_servers,
+        };
+        self.peer_id = Some(peer_id);
+        Ok(encode(&welcome))
+    }
+
+    fn leave(&mut self) {
+        if let Some(id) = self.peer_id.take() {
+            tracing::info!(room = %self.client.room, peer = %id, "peer left");
+            self.state.rooms.leave(&self.client.room, &id);
+        }
+    }
+}
+
+fn error(code: ErrorCode, message: String) -> Utf8Bytes {
+    encode(&ServerMessage::Error { code, message })
+}
+
+fn too_large(limit: usize) -> Utf8Bytes {
+    error(
+        ErrorCode::MessageTooLarge,
+        format!("message refused: larger than {limit} bytes"),
+    )
+}
+
+/// Whether a read failed because a frame or message exceeded the WebSocket size limits.
+fn is_too_large(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(tungstenite::Error::Capacity(_)) = err.downcast_ref::<tungstenite::Error>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}

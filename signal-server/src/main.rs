@@ -1,0 +1,50 @@
+//! `signal-server`: runs Burrow's rendezvous server until SIGINT or SIGTERM.
+
+use clap::Parser;
+use signal_server::Config;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            // The turn crate logs every malformed datagram at ERROR: anyone could flood the log.
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,turn=off")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = Config::parse();
+    if !config.www.join("index.html").exists() {
+        tracing::warn!(www = %config.www.display(), "no index.html there: the page will 404 (pass --www)");
+    }
+    let running = signal_server::start(config, shutdown_signal()).await?;
+    // One stable line on stdout, so scripts and tests can learn the ports picked for port 0.
+    println!(
+        "listening http={} stun={}",
+        running.http_addr, running.stun_addr
+    );
+    tracing::info!("open http://{}/ in a browser", running.http_addr);
+    running.wait().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

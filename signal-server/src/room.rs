@@ -1,0 +1,256 @@
+//! Rooms: who is in which room, and the one place where a signal is relayed to its addressee.
+//!
+//! Each member is represented by the sending half of its connection's outgoing queue. Messages are
+//! serialized once and queued as shared bytes; a member whose queue is full is not waited for.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use axum::extract::ws::Utf8Bytes;
+use rand::Rng;
+use signal_protocol::{ErrorCode, PeerId, PeerInfo, PeerSignal, ServerMessage};
+use tokio::sync::mpsc;
+
+/// The queue a connection drains into its WebSocket; dropping every sender closes the connection.
+pub type Outbox = mpsc::Sender<Utf8Bytes>;
+
+/// All rooms of the server.
+pub struct Rooms {
+    rooms: Mutex<HashMap<String, Room>>,
+    max_rooms: usize,
+    max_peers_per_room: usize,
+}
+
+#[derive(Default)]
+struct Room {
+    members: Vec<Member>,
+}
+
+struct Member {
+    info: PeerInfo,
+    outbox: Outbox,
+}
+
+/// A refused request: the code and the message for the error reply.
+pub type Refusal = (ErrorCode, String);
+
+impl Rooms {
+    /// An empty registry with the given limits.
+    pub fn new(max_rooms: usize, max_peers_per_room: usize) -> Rooms {
+        Rooms {
+            rooms: Mutex::new(HashMap::new()),
+            max_rooms,
+            max_peers_per_room,
+        }
+    }
+
+    /// Adds a peer to `room` (creating the room), announces it to the others, and returns its new
+    /// id and the peers that were already there.
+    pub fn join(
+        &self,
+        room: &str,
+        name: Option<String>,
+        outbox: Outbox,
+    ) -> Result<(PeerId, Vec<PeerInfo>), Refusal> {
+        let mut rooms = self.lock();
+        let room_count = rooms.len();
+        let entry = match rooms.get_mut(room) {
+            Some(r) => r,
+            None if room_count >= self.max_rooms => {
+                return Err((
+                    ErrorCode::ServerFull,
+                    format!(
+                        "the server holds its maximum of {} rooms; try later",
+                        self.max_rooms
+                    ),
+                ))
+            }
+            None => rooms.entry(room.to_string()).or_default(),
+        };
+        if entry.members.len() >= self.max_peers_per_room {
+            return Err((
+                ErrorCode::RoomFull,
+                format!(
+                    "room is full ({} peers); try again when someone leaves",
+                    self.max_peers_per_room
+                ),
+            ));
+        }
+        let id = loop {
+            let candidate = new_peer_id();
+            if entry.members.iter().all(|m| m.info.id != candidate) {
+                break candidate;
+            }
+        };
+        let info = PeerInfo {
+            id: id.clone(),
+            name,
+        };
+        let existing = entry.members.iter().map(|m| m.info.clone()).collect();
+        let joined = encode(&ServerMessage::PeerJoined { peer: info.clone() });
+        entry.broadcast(&joined);
+        entry.members.push(Member { info, outbox });
+        Ok((id, existing))
+    }
+
+    /// Removes a peer, announces its departure, and drops the room when it empties.
+    pub fn leave(&self, room: &str, id: &str) {
+        let mut rooms = self.lock();
+        let Some(entry) = rooms.get_mut(room) else {
+            return;
+        };
+        let before = entry.members.len();
+        entry.members.retain(|m| m.info.id != id);
+        if entry.members.len() != before {
+            let left = encode(&ServerMessage::PeerLeft {
+                peer_id: id.to_string(),
+            });
+            entry.broadcast(&left);
+        }
+        if entry.members.is_empty() {
+            rooms.remove(room);
+        }
+    }
+
+    /// Delivers `data` from `from` to `to`, both in `room`; nobody else sees it.
+    pub fn relay(&self, room: &str, from: &str, to: &str, data: PeerSignal) -> Result<(), Refusal> {
+        let unknown = || {
+            (
+                ErrorCode::UnknownPeer,
+                format!("no peer '{to}' in this room"),
+            )
+        };
+        if from == to {
+            return Err(unknown());
+        }
+        let outbox = {
+            let rooms = self.lock();
+            let member = rooms
+                .get(room)
+                .and_then(|r| r.members.iter().find(|m| m.info.id == to))
+                .ok_or_else(unknown)?;
+            member.outbox.clone()
+        };
+        let text = encode(&ServerMessage::Signal {
+            from: from.to_string(),
+            data,
+        });
+        outbox.try_send(text).map_err(|_| {
+            (
+                ErrorCode::PeerCongested,
+                format!("peer '{to}' is not reading its messages; signal dropped"),
+            )
+        })
+    }
+
+    /// How many rooms and peers there are now (for logs and `/healthz`).
+    pub fn counts(&self) -> (usize, usize) {
+        let rooms = self.lock();
+        let peers = rooms.values().map(|r| r.members.len()).sum();
+        (rooms.len(), peers)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Room>> {
+        // A panic while holding the lock cannot leave a room half-edited in a way that matters
+        // more than stopping service, so a poisoned lock is simply taken over.
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Room {
+    /// Queues `text` for every member. A member whose queue is full has fallen too far behind to
+    /// keep a correct view of the room, so it is dropped: its connection then closes.
+    fn broadcast(&mut self, text: &Utf8Bytes) {
+        self.members
+            .retain(|m| match m.outbox.try_send(text.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::warn!(peer = %m.info.id, "peer's queue is full; dropping it");
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            });
+    }
+}
+
+/// Serializes a server message once, to be queued for one or many peers.
+pub fn encode(msg: &ServerMessage) -> Utf8Bytes {
+    // Serializing these plain structs cannot fail; an empty frame would be the visible symptom.
+    serde_json::to_string(msg).unwrap_or_default().into()
+}
+
+/// A fresh peer id: 12 URL-safe characters (72 random bits).
+fn new_peer_id() -> PeerId {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut rng = rand::rng();
+    (0..12)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outbox() -> (Outbox, mpsc::Receiver<Utf8Bytes>) {
+        mpsc::channel(4)
+    }
+
+    #[test]
+    fn join_relay_leave() {
+        let rooms = Rooms::new(10, 2);
+        let (a_tx, mut a_rx) = outbox();
+        let (b_tx, mut b_rx) = outbox();
+        let (a, before_a) = rooms.join("r", Some("a".into()), a_tx).unwrap();
+        assert!(before_a.is_empty());
+        let (b, before_b) = rooms.join("r", None, b_tx).unwrap();
+        assert_eq!(before_b[0].id, a);
+        assert!(a_rx.try_recv().unwrap().as_str().contains("peer_joined"));
+
+        let (c_tx, _c_rx) = outbox();
+        let (code, _) = rooms.join("r", None, c_tx).unwrap_err();
+        assert_eq!(code, ErrorCode::RoomFull);
+
+        rooms
+            .relay("r", &a, &b, PeerSignal::EndOfCandidates)
+            .unwrap();
+        let got = b_rx.try_recv().unwrap();
+        assert!(got.as_str().contains(&a));
+        let (code, _) = rooms
+            .relay("r", &a, "ghost", PeerSignal::EndOfCandidates)
+            .unwrap_err();
+        assert_eq!(code, ErrorCode::UnknownPeer);
+        let (code, _) = rooms
+            .relay("other", &a, &b, PeerSignal::EndOfCandidates)
+            .unwrap_err();
+        assert_eq!(code, ErrorCode::UnknownPeer);
+
+        rooms.leave("r", &b);
+        assert!(a_rx.try_recv().unwrap().as_str().contains("peer_left"));
+        rooms.leave("r", &a);
+        assert_eq!(rooms.counts(), (0, 0));
+    }
+
+    #[test]
+    fn max_rooms_is_enforced() {
+        let rooms = Rooms::new(1, 4);
+        rooms.join("one", None, outbox().0).unwrap();
+        let (code, _) = rooms.join("two", None, outbox().0).unwrap_err();
+        assert_eq!(code, ErrorCode::ServerFull);
+    }
+
+    #[test]
+    fn a_full_queue_refuses_signals_without_blocking() {
+        let rooms = Rooms::new(10, 4);
+        let (a, _) = rooms.join("r", None, outbox().0).unwrap();
+        let (b_tx, _b_rx) = mpsc::channel(1);
+        let (b, _) = rooms.join("r", None, b_tx).unwrap();
+        rooms
+            .relay("r", &a, &b, PeerSignal::EndOfCandidates)
+            .unwrap();
+        let (code, _) = rooms
+            .relay("r", &a, &b, PeerSignal::EndOfCandidates)
+            .unwrap_err();
+        assert_eq!(code, ErrorCode::PeerCongested);
+    }
+}

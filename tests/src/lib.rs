@@ -1,0 +1,35 @@
+//! Support code for Burrow's end-to-end tests: start the real binaries, talk to them.
+//!
+//! The binaries are the ones `cargo build --workspace` put beside this test executable
+//! (`target/<profile>/`); the README's test command builds them first.
+
+pub mod http;
+pub mod server;
+pub mod ws;
+
+use std::path::PathBuf;
+
+/// Path of a workspace binary built next to the running test executable.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test>-<hash> → target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test executable lives in target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (cargo build --workspace --bins)",
+        path.display()
+    );
+    path
+}
+
+/// The workspace root (for `www/`).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace")
+        .to_path_buf()
+}

@@ -1,0 +1,68 @@
+//! Starts a real `signal-server` process on free ports and stops it when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+
+/// A running `signal-server` child process.
+pub struct ServerProcess {
+    child: Child,
+    /// Its HTTP/WebSocket address.
+    pub http: SocketAddr,
+    /// Its STUN/TURN UDP address.
+    pub stun: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Starts the server on loopback with port 0 everywhere, plus `extra` flags.
+    pub fn start(extra: &[&str]) -> ServerProcess {
+        let www = crate::workspace_root().join("www");
+        let mut cmd = Command::new(crate::binary("signal-server"));
+        cmd.args(["--listen", "127.0.0.1:0", "--stun-listen", "127.0.0.1:0"])
+            .arg("--www")
+            .arg(www)
+            .args(extra);
+        Self::spawn(cmd)
+    }
+
+    /// Spawns a prepared server command (e.g. wrapped in `ip netns exec`) and waits for its
+    /// "listening" line.
+    pub fn spawn(mut cmd: Command) -> ServerProcess {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start signal-server");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read server's first line");
+        let field = |key: &str| -> SocketAddr {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("server printed no {key} address: {line:?}"))
+        };
+        let http = field("http=");
+        let stun = field("stun=");
+        ServerProcess { child, http, stun }
+    }
+
+    /// `ws://…/ws/{room}` for this server.
+    pub fn ws_url(&self, room: &str) -> String {
+        format!("ws://{}/ws/{room}", self.http)
+    }
+
+    /// `http://…/r/{room}` for this server (the shareable link).
+    pub fn room_link(&self, room: &str) -> String {
+        format!("http://{}/r/{room}", self.http)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,93 @@
+//! A bare signaling client for black-box server tests.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use signal_protocol::{ClientMessage, ServerMessage, PROTOCOL_VERSION};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// One raw WebSocket to the server.
+pub struct WsClient {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// How long a test waits for a message it expects before failing (generous: not a timing test).
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+impl WsClient {
+    /// Opens `url`.
+    pub async fn connect(url: &str) -> WsClient {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connects");
+        WsClient { ws }
+    }
+
+    /// Opens `url` and joins with `hello`; returns the client and its welcome.
+    pub async fn join(url: &str, name: Option<&str>) -> (WsClient, ServerMessage) {
+        let mut c = WsClient::connect(url).await;
+        c.send(&ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            name: name.map(str::to_string),
+        })
+        .await;
+        let welcome = c.recv().await;
+        assert!(
+            matches!(welcome, ServerMessage::Welcome { .. }),
+            "expected welcome, got {welcome:?}"
+        );
+        (c, welcome)
+    }
+
+    /// Sends a protocol message.
+    pub async fn send(&mut self, msg: &ClientMessage) {
+        let text = serde_json::to_string(msg).expect("serialize");
+        self.send_raw(&text).await;
+    }
+
+    /// Sends any text frame.
+    pub async fn send_raw(&mut self, text: &str) {
+        self.ws
+            .send(Message::text(text.to_string()))
+            .await
+            .expect("send");
+    }
+
+    /// The next protocol message (pings are answered on the way).
+    pub async fn recv(&mut self) -> ServerMessage {
+        self.try_recv(PATIENCE)
+            .await
+            .expect("expected a message from the server")
+    }
+
+    /// The next protocol message within `wait`, or `None` (timeout or closed).
+    pub async fn try_recv(&mut self, wait: Duration) -> Option<ServerMessage> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()??;
+            match next.ok()? {
+                Message::Text(t) => {
+                    return Some(serde_json::from_str(&t).expect("server sends valid JSON"))
+                }
+                Message::Close(_) => return None,
+                _ => continue,
+            }
+        }
+    }
+
+    /// Whether the server closed the socket within `wait` (skipping other messages).
+    pub async fn closed_within(&mut self, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return false,
+                Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return true,
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+}
