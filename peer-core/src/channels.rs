@@ -3,7 +3,7 @@
 //! | channel label | opened by | options | carries |
 //! | --- | --- | --- | --- |
 //! | `burrow-control` | the offering side, before its offer | reliable, ordered | [`ControlMessage`] as JSON text: chat |
-//! | `burrow-file` | the sending side, one per file | reliable, ordered | one file: a [`FileMessage::Header`] (text), the bytes as binary messages of at most [`crate::transfer::CHUNK_SIZE`], a [`FileMessage::End`] with the SHA-256 (text) |
+//! | `burrow-file` | the sending side, one per file | reliable, ordered | one file: a [`FileMessage::Header`] (text), the bytes as binary messages of at most [`crate::transfer::CHUNK_SIZE`], a [`FileMessage::End`] with the SHA-256 (text); the receiver answers [`FileMessage::Received`] or [`FileMessage::Refused`] and the sender closes the channel |
 //!
 //! Each file gets its own channel, so a large transfer never holds up chat, and its framing needs
 //! no ids: everything on that channel is that file, in order. The receiver checks the size and
@@ -42,10 +42,20 @@ pub enum FileMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         mime: Option<String>,
     },
-    /// Last message: the SHA-256 of all bytes sent, lower-case hex.
+    /// Last message from the sender: the SHA-256 of all bytes sent, lower-case hex.
     End {
         /// Hex SHA-256.
         sha256: String,
+    },
+    /// The receiver's reply: the file arrived whole and hashes to `sha256`.
+    Received {
+        /// Hex SHA-256 of what arrived.
+        sha256: String,
+    },
+    /// The receiver's reply: the file was refused or failed its checks.
+    Refused {
+        /// Why, for the sender's user.
+        reason: String,
     },
 }
 

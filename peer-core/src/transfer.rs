@@ -95,7 +95,7 @@ impl Incoming {
                 received: 0,
                 hasher: Hasher::default(),
             }),
-            FileMessage::End { .. } => Err(TransferError::NoHeader),
+            _ => Err(TransferError::NoHeader),
         }
     }
 

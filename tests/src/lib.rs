@@ -3,6 +3,7 @@
 //! The binaries are the ones `cargo build --workspace` put beside this test executable
 //! (`target/<profile>/`); the README's test command builds them first.
 
+pub mod burrow;
 pub mod http;
 pub mod server;
 pub mod ws;

@@ -1,0 +1,180 @@
+//! What `burrow` tells its user: one line per event, for people or (`--json`) for scripts.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+/// Something that happened, as printed.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// We joined the room.
+    Joined {
+        /// The room id.
+        room: String,
+        /// Our peer id.
+        peer_id: String,
+        /// How many peers were already there.
+        peers: usize,
+        /// The link to share.
+        link: String,
+    },
+    /// A peer joined after us.
+    PeerJoined {
+        /// Its id.
+        peer: String,
+        /// Its name, if any.
+        name: Option<String>,
+    },
+    /// A data channel to a peer is open.
+    Connected {
+        /// The peer id.
+        peer: String,
+        /// `direct_lan`, `hole_punched` or `relayed`.
+        path: peer_core::path::PathKind,
+        /// The label shown to people.
+        label: String,
+        /// Our candidate type.
+        local: Option<peer_core::path::CandidateType>,
+        /// The peer's candidate type.
+        remote: Option<peer_core::path::CandidateType>,
+        /// Round-trip time in ms.
+        rtt_ms: Option<f64>,
+    },
+    /// The peer connection failed (ICE found no path).
+    ConnectionFailed {
+        /// The peer id.
+        peer: String,
+    },
+    /// A peer left.
+    PeerLeft {
+        /// Its id.
+        peer: String,
+    },
+    /// A chat line arrived.
+    Chat {
+        /// The sender's id.
+        from: String,
+        /// The sender's name, if any.
+        name: Option<String>,
+        /// The line.
+        text: String,
+    },
+    /// A file was sent and the receiver confirmed its hash.
+    FileSent {
+        /// The receiver.
+        to: String,
+        /// The file name.
+        name: String,
+        /// Its size.
+        size: u64,
+        /// Its SHA-256.
+        sha256: String,
+    },
+    /// A file arrived intact and was saved.
+    FileReceived {
+        /// The sender.
+        from: String,
+        /// The file name.
+        name: String,
+        /// Where it was saved.
+        path: String,
+        /// Its size.
+        size: u64,
+        /// Its verified SHA-256.
+        sha256: String,
+    },
+    /// A transfer failed; nothing was left under the final name.
+    FileFailed {
+        /// The other peer.
+        peer: String,
+        /// The file name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// A non-fatal problem.
+    Warning {
+        /// What happened.
+        message: String,
+    },
+}
+
+/// Prints events in the chosen format.
+#[derive(Clone, Copy)]
+pub struct Printer {
+    /// One JSON object per line instead of text.
+    pub json: bool,
+}
+
+impl Printer {
+    /// Prints one event on stdout.
+    pub fn print(&self, event: &Event) {
+        let line = if self.json {
+            serde_json::to_string(event).unwrap_or_default()
+        } else {
+            human(event)
+        };
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+}
+
+fn who(id: &str, name: &Option<String>) -> String {
+    match name {
+        Some(n) => format!("{n} ({id})"),
+        None => id.to_string(),
+    }
+}
+
+fn human(event: &Event) -> String {
+    match event {
+        Event::Joined {
+            room,
+            peer_id,
+            peers,
+            link,
+        } => format!("joined room {room} as {peer_id}; {peers} peer(s) here. Share: {link}"),
+        Event::PeerJoined { peer, name } => format!("* {} joined", who(peer, name)),
+        Event::Connected {
+            peer,
+            label,
+            local,
+            remote,
+            rtt_ms,
+            ..
+        } => {
+            let pair = match (local, remote) {
+                (Some(l), Some(r)) => format!(" [{l:?} ↔ {r:?}]").to_lowercase(),
+                _ => String::new(),
+            };
+            let rtt = rtt_ms
+                .map(|r| format!(", rtt {r:.1} ms"))
+                .unwrap_or_default();
+            format!("* connected to {peer}: {label}{pair}{rtt}")
+        }
+        Event::ConnectionFailed { peer } => {
+            format!("* could not connect to {peer}: no path found (is a TURN relay available?)")
+        }
+        Event::PeerLeft { peer } => format!("* {peer} left"),
+        Event::Chat { from, name, text } => format!("<{}> {text}", who(from, name)),
+        Event::FileSent {
+            to,
+            name,
+            size,
+            sha256,
+        } => format!("* sent {name} ({size} bytes) to {to}; sha256 {sha256} confirmed"),
+        Event::FileReceived {
+            from,
+            name,
+            path,
+            size,
+            sha256,
+        } => format!("* received {name} ({size} bytes) from {from} → {path}; sha256 {sha256} ok"),
+        Event::FileFailed { peer, name, reason } => {
+            format!("* transfer of {name} with {peer} failed: {reason}")
+        }
+        Event::Warning { message } => format!("! {message}"),
+    }
+}

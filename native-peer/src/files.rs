@@ -1,0 +1,303 @@
+//! Sending and receiving files, each on its own `burrow-file` data channel (framing in
+//! `peer_core::channels`, checks in `peer_core::transfer`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use indicatif::{ProgressBar, ProgressStyle};
+use peer_core::channels::{FileMessage, FILE_LABEL};
+use peer_core::transfer::{Hasher, Incoming, TransferError, CHUNK_SIZE};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use webrtc::data_channel::{DataChannel, DataChannelEvent};
+use webrtc::peer_connection::PeerConnection;
+
+/// A finished transfer, as reported to the user.
+#[derive(Debug, Clone)]
+pub struct Done {
+    /// The file's name.
+    pub name: String,
+    /// Its size.
+    pub size: u64,
+    /// Its SHA-256.
+    pub sha256: String,
+    /// Where it was saved (receiving side).
+    pub path: Option<PathBuf>,
+}
+
+/// Why a transfer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// Reading or writing the local file failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The data channel failed or closed.
+    #[error("the connection closed before the transfer finished")]
+    Channel,
+    /// The bytes did not check out.
+    #[error("{0}")]
+    Check(#[from] TransferError),
+    /// The receiver refused the file.
+    #[error("the receiver refused it: {0}")]
+    Refused(String),
+}
+
+impl From<webrtc::error::Error> for FileError {
+    fn from(_: webrtc::error::Error) -> FileError {
+        FileError::Channel
+    }
+}
+
+/// A progress bar on stderr, hidden in `--json` mode.
+pub fn progress(total: u64, what: &str, hidden: bool) -> ProgressBar {
+    if hidden {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// Reads the text messages of a channel in the background (a channel must always be polled).
+fn text_messages(dc: Arc<dyn DataChannel>) -> mpsc::UnboundedReceiver<Option<String>> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(event) = dc.poll().await {
+            match event {
+                DataChannelEvent::OnOpen => {
+                    let _ = tx.send(None);
+                }
+                DataChannelEvent::OnMessage(m) if m.is_string => {
+                    let _ = tx.send(Some(String::from_utf8_lossy(&m.data).into_owned()));
+                }
+                DataChannelEvent::OnClose => break,
+                _ => {}
+            }
+        }
+    });
+    rx
+}
+
+/// Sends one file to the peer on a new channel and waits for its hash confirmation.
+pub async fn send(
+    pc: Arc<dyn PeerConnection>,
+    path: &Path,
+    bar: ProgressBar,
+) -> Result<Done, FileError> {
+    let mut file = tokio::fs::File::open(path).await?;
+    let size = file.metadata().await?.len();
+    let name = peer_core::transfer::safe_file_name(&path.to_string_lossy());
+    let dc = pc.create_data_channel(FILE_LABEL, None).await?;
+    let mut inbox = text_messages(dc.clone());
+    // Wait for the channel to open (a `None` from the reader).
+    loop {
+        match inbox.recv().await {
+            Some(None) => break,
+            Some(Some(_)) => continue,
+            None => return Err(FileError::Channel),
+        }
+    }
+    dc.send_text(
+        &FileMessage::Header {
+            name: name.clone(),
+            size,
+            mime: None,
+        }
+        .encode(),
+    )
+    .await?;
+    let mut hasher = Hasher::default();
+    let mut buf = vec![0u8; CHUNK_SIZE];
+    loop {
+        let n = read_full(&mut file, &mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        // Waits while the channel's send buffer is full: memory stays bounded.
+        dc.send(BytesMut::from(&buf[..n])).await?;
+        bar.inc(n as u64);
+    }
+    let sha256 = hasher.finish();
+    dc.send_text(
+        &FileMessage::End {
+            sha256: sha256.clone(),
+        }
+        .encode(),
+    )
+    .await?;
+    bar.finish_and_clear();
+    let verdict = loop {
+        match inbox.recv().await {
+            Some(Some(text)) => break text,
+            Some(None) => continue,
+            None => return Err(FileError::Channel),
+        }
+    };
+    let _ = dc.close().await;
+    match FileMessage::decode(&verdict) {
+        Ok(FileMessage::Received { sha256: theirs }) if theirs == sha256 => Ok(Done {
+            name,
+            size,
+            sha256,
+            path: None,
+        }),
+        Ok(FileMessage::Refused { reason }) => Err(FileError::Refused(reason)),
+        _ => Err(FileError::Refused(format!("unexpected reply {verdict:?}"))),
+    }
+}
+
+/// Fills `buf` as far as the file allows; returns the bytes read (0 at the end).
+async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = file.read(&mut buf[filled..]).await?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    Ok(filled)
+}
+
+/// Receives one file from an incoming channel into `dir`: written to a hidden `.part` file,
+/// checked, then renamed; on any failure the part file is removed.
+pub async fn receive(
+    dc: Arc<dyn DataChannel>,
+    dir: Option<PathBuf>,
+    hidden_progress: bool,
+) -> Result<Done, (String, FileError)> {
+    let mut incoming: Option<(Incoming, tokio::io::BufWriter<tokio::fs::File>, PathBuf)> = None;
+    let mut bar = ProgressBar::hidden();
+    let mut name = String::from("(unnamed file)");
+    let result = async {
+        while let Some(event) = dc.poll().await {
+            let DataChannelEvent::OnMessage(msg) = event else {
+                if matches!(event, DataChannelEvent::OnClose) {
+                    break;
+                }
+                continue;
+            };
+            if !msg.is_string {
+                let Some((file, out, _)) = incoming.as_mut() else {
+                    return Err(FileError::Check(TransferError::NoHeader));
+                };
+                file.on_chunk(&msg.data)?;
+                out.write_all(&msg.data).await?;
+                bar.set_position(file.received());
+                continue;
+            }
+            let text = String::from_utf8_lossy(&msg.data);
+            let message = FileMessage::decode(&text)
+                .map_err(|_| FileError::Check(TransferError::NoHeader))?;
+            match incoming.take() {
+                None => {
+                    let file = Incoming::start(&message)?;
+                    name = file.name.clone();
+                    let Some(dir) = &dir else {
+                        let reason = "this peer does not accept files (burrow join --accept DIR)";
+                        let _ = dc
+                            .send_text(
+                                &FileMessage::Refused {
+                                    reason: reason.into(),
+                                }
+                                .encode(),
+                            )
+                            .await;
+                        return Err(FileError::Refused(reason.into()));
+                    };
+                    let part = dir.join(format!(".{}.{}.part", file.name, std::process::id()));
+                    let out = tokio::io::BufWriter::with_capacity(
+                        1 << 20,
+                        tokio::fs::File::create(&part).await?,
+                    );
+                    bar = progress(
+                        file.size,
+                        &format!("receiving {}", file.name),
+                        hidden_progress,
+                    );
+                    incoming = Some((file, out, part));
+                }
+                Some((file, mut out, part)) => {
+                    out.flush().await?;
+                    drop(out);
+                    let size = file.size;
+                    let checked = file.finish(&message);
+                    let sha256 = match checked {
+                        Ok(sha) => sha,
+                        Err(e) => {
+                            let _ = tokio::fs::remove_file(&part).await;
+                            let _ = dc
+                                .send_text(
+                                    &FileMessage::Refused {
+                                        reason: e.to_string(),
+                                    }
+                                    .encode(),
+                                )
+                                .await;
+                            return Err(e.into());
+                        }
+                    };
+                    let dir = part.parent().map(Path::to_path_buf).unwrap_or_default();
+                    let target = free_name(&dir, &name).await;
+                    tokio::fs::rename(&part, &target).await?;
+                    bar.finish_and_clear();
+                    let _ = dc
+                        .send_text(
+                            &FileMessage::Received {
+                                sha256: sha256.clone(),
+                            }
+                            .encode(),
+                        )
+                        .await;
+                    return Ok(Done {
+                        name: name.clone(),
+                        size,
+                        sha256,
+                        path: Some(target),
+                    });
+                }
+            }
+        }
+        match &incoming {
+            Some((file, _, _)) => Err(FileError::Check(file.abandoned())),
+            None => Err(FileError::Channel),
+        }
+    }
+    .await;
+    bar.finish_and_clear();
+    result.map_err(|e| {
+        if let Some((_, out, part)) = incoming.take() {
+            drop(out);
+            let _ = std::fs::remove_file(&part);
+        }
+        (name, e)
+    })
+}
+
+/// `dir/name`, or `dir/name (1)`, `(2)`… if taken: a received file never overwrites one.
+async fn free_name(dir: &Path, name: &str) -> PathBuf {
+    let first = dir.join(name);
+    if tokio::fs::metadata(&first).await.is_err() {
+        return first;
+    }
+    let (stem, ext) = match name.rsplit_once('.') {
+        Some((s, e)) if !s.is_empty() => (s.to_string(), format!(".{e}")),
+        _ => (name.to_string(), String::new()),
+    };
+    for i in 1.. {
+        let candidate = dir.join(format!("{stem} ({i}){ext}"));
+        if tokio::fs::metadata(&candidate).await.is_err() {
+            return candidate;
+        }
+    }
+    first
+}

@@ -1,0 +1,110 @@
+//! `burrow`: join a Burrow room from a terminal: chat, send and receive files, peer to peer.
+
+mod events;
+mod files;
+mod peer;
+mod rtc;
+mod session;
+mod signaling;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use peer_core::link::RoomLink;
+use tracing_subscriber::EnvFilter;
+
+use crate::events::Printer;
+use crate::session::{Mode, Options};
+
+/// Burrow: reach peers behind NAT, peer to peer, from a room link.
+#[derive(Parser)]
+#[command(name = "burrow", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Print one JSON object per event instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// The name others see for you.
+    #[arg(long, global = true, env = "BURROW_NAME")]
+    name: Option<String>,
+    /// Server URL (http://host:port), when the room is given as a bare id.
+    #[arg(long, global = true, env = "BURROW_SERVER")]
+    server: Option<String>,
+    /// Local IP for peer connections (default: loopback for a loopback server, else all).
+    #[arg(long, global = true)]
+    bind: Option<IpAddr>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Join a room: chat with stdin, see who is connected and how.
+    Join {
+        /// Room link (http://host:port/r/ROOM), ws:// link, or a bare room id with --server.
+        link: String,
+        /// Save files others send into this folder (without it, files are refused).
+        #[arg(long, value_name = "DIR")]
+        accept: Option<PathBuf>,
+        /// Do not read stdin; run until Ctrl-C (for use in the background).
+        #[arg(long)]
+        no_stdin: bool,
+    },
+    /// Send files to the peers in a room (or the first to join), then exit.
+    Send {
+        /// The files, then the room link.
+        #[arg(required = true, num_args = 2.., value_name = "FILE… ROOM-LINK")]
+        args: Vec<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            // The WebRTC crates warn about routine things (e.g. checks before candidates arrive).
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("error,burrow=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    if let Err(e) = run(cli).await {
+        eprintln!("burrow: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let opts = Options {
+        name: cli.name,
+        printer: Printer { json: cli.json },
+        bind: cli.bind,
+    };
+    let server = cli.server.as_deref();
+    match cli.command {
+        Command::Join {
+            link,
+            accept,
+            no_stdin,
+        } => {
+            let link = RoomLink::parse(&link, server)?;
+            if let Some(dir) = &accept {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| anyhow::anyhow!("cannot use {}: {e}", dir.display()))?;
+            }
+            let mode = Mode::Join {
+                accept,
+                read_stdin: !no_stdin,
+            };
+            session::run(&link, mode, opts).await
+        }
+        Command::Send { mut args } => {
+            let link = args.pop().unwrap_or_default();
+            let link = RoomLink::parse(&link, server)?;
+            let files: Vec<PathBuf> = args.into_iter().map(PathBuf::from).collect();
+            session::check_files(&files)?;
+            session::run(&link, Mode::Send { files }, opts).await
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! One remote peer: its `webrtc` connection, perfect negotiation (from `peer_core`), trickle ICE,
+//! and the control channel.
+
+use std::sync::Arc;
+
+use peer_core::channels::CONTROL_LABEL;
+use peer_core::negotiation::{DescriptionKind, Negotiator, RemoteAction};
+use signal_protocol::{ClientMessage, PeerSignal};
+use tokio::sync::mpsc;
+use webrtc::data_channel::DataChannel;
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionEventHandler, RTCIceCandidateInit, RTCIceGatheringState,
+    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription,
+};
+
+use crate::rtc::{self, Network};
+use crate::signaling::Outbox;
+
+/// What a peer connection reports to the session loop.
+pub enum PeerEvent {
+    /// A local candidate to trickle (`None`: gathering finished).
+    LocalCandidate(Option<RTCIceCandidateInit>),
+    /// The connection's state changed.
+    State(RTCPeerConnectionState),
+    /// The remote side opened a data channel.
+    IncomingChannel(Arc<dyn DataChannel>),
+}
+
+/// Forwards `webrtc` callbacks, tagged with the peer id, to the session loop.
+struct Handler {
+    peer: String,
+    tx: mpsc::UnboundedSender<(String, PeerEvent)>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        if let Ok(init) = event.candidate.to_json() {
+            let _ = self
+                .tx
+                .send((self.peer.clone(), PeerEvent::LocalCandidate(Some(init))));
+        }
+    }
+
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self
+                .tx
+                .send((self.peer.clone(), PeerEvent::LocalCandidate(None)));
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.tx.send((self.peer.clone(), PeerEvent::State(state)));
+    }
+
+    async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
+        let _ = self
+            .tx
+            .send((self.peer.clone(), PeerEvent::IncomingChannel(dc)));
+    }
+}
+
+/// A remote peer and our connection to it.
+pub struct Peer {
+    /// Its id.
+    pub id: String,
+    /// Its display name.
+    pub name: Option<String>,
+    /// The connection.
+    pub pc: Arc<dyn PeerConnection>,
+    /// The control channel, once open.
+    pub control: Option<Arc<dyn DataChannel>>,
+    /// Whether "connected" was reported.
+    pub connected: bool,
+    negotiator: Negotiator<RTCIceCandidateInit>,
+    outbox: Outbox,
+}
+
+impl Peer {
+    /// Creates the connection (nothing is sent yet).
+    pub async fn new(
+        me: &str,
+        id: String,
+        name: Option<String>,
+        ice_servers: &[signal_protocol::IceServer],
+        network: Network,
+        outbox: Outbox,
+        events: mpsc::UnboundedSender<(String, PeerEvent)>,
+    ) -> webrtc::error::Result<Peer> {
+        let handler = Arc::new(Handler {
+            peer: id.clone(),
+            tx: events,
+        });
+        let pc = rtc::new_connection(ice_servers, network, handler).await?;
+        Ok(Peer {
+            negotiator: Negotiator::new(me, &id),
+            id,
+            name,
+            pc,
+            control: None,
+            connected: false,
+            outbox,
+        })
+    }
+
+    /// Opens the control channel and sends the first offer (we are the newcomer).
+    pub async fn start(&mut self) -> webrtc::error::Result<Arc<dyn DataChannel>> {
+        let control = self.pc.create_data_channel(CONTROL_LABEL, None).await?;
+        self.negotiator.offer_started();
+        let result = async {
+            let offer = self.pc.create_offer(None).await?;
+            self.pc.set_local_description(offer.clone()).await?;
+            self.signal(PeerSignal::Offer { sdp: offer.sdp });
+            Ok(())
+        }
+        .await;
+        self.negotiator.offer_finished();
+        result.map(|()| control)
+    }
+
+    /// Handles a signal from this peer.
+    pub async fn on_signal(&mut self, signal: PeerSignal) -> webrtc::error::Result<()> {
+        match signal {
+            PeerSignal::Offer { sdp } => self.on_description(DescriptionKind::Offer, sdp).await,
+            PeerSignal::Answer { sdp } => self.on_description(DescriptionKind::Answer, sdp).await,
+            PeerSignal::Candidate {
+                candidate,
+                sdp_mid,
+                sdp_m_line_index,
+            } => {
+                let init = RTCIceCandidateInit {
+                    candidate,
+                    sdp_mid,
+                    sdp_mline_index: sdp_m_line_index,
+                    ..Default::default()
+                };
+                if let Some(init) = self.negotiator.on_remote_candidate(init) {
+                    self.add_candidate(init).await;
+                }
+                Ok(())
+            }
+            PeerSignal::EndOfCandidates => Ok(()),
+        }
+    }
+
+    async fn on_description(
+        &mut self,
+        kind: DescriptionKind,
+        sdp: String,
+    ) -> webrtc::error::Result<()> {
+        let stable = self.pc.pending_local_description().await.is_none()
+            && self.pc.pending_remote_description().await.is_none();
+        let RemoteAction::Apply {
+            rollback_first,
+            then_answer,
+        } = self.negotiator.on_remote_description(kind, stable)
+        else {
+            tracing::debug!(peer = %self.id, "ignoring colliding offer (we are impolite)");
+            return Ok(());
+        };
+        if rollback_first {
+            self.pc
+                .set_local_description(RTCSessionDescription::rollback(None)?)
+                .await?;
+        }
+        let desc = match kind {
+            DescriptionKind::Offer => RTCSessionDescription::offer(sdp)?,
+            DescriptionKind::Answer => RTCSessionDescription::answer(sdp)?,
+        };
+        self.pc.set_remote_description(desc).await?;
+        for candidate in self.negotiator.remote_applied() {
+            self.add_candidate(candidate).await;
+        }
+        if then_answer {
+            let answer = self.pc.create_answer(None).await?;
+            self.pc.set_local_description(answer.clone()).await?;
+            self.signal(PeerSignal::Answer { sdp: answer.sdp });
+        }
+        Ok(())
+    }
+
+    async fn add_candidate(&self, init: RTCIceCandidateInit) {
+        let text = init.candidate.clone();
+        if let Err(e) = self.pc.add_ice_candidate(init).await {
+            // e.g. an mDNS name that cannot be resolved here: other candidates still connect.
+            tracing::debug!(peer = %self.id, candidate = %text, "candidate not usable: {e}");
+        }
+    }
+
+    /// Trickles one of our candidates (or the end of them) to this peer.
+    pub fn trickle(&self, candidate: Option<RTCIceCandidateInit>) {
+        let signal = match candidate {
+            Some(c) => PeerSignal::Candidate {
+                candidate: c.candidate,
+                sdp_mid: c.sdp_mid.filter(|m| !m.is_empty()),
+                sdp_m_line_index: c.sdp_mline_index.or(Some(0)),
+            },
+            None => PeerSignal::EndOfCandidates,
+        };
+        self.signal(signal);
+    }
+
+    fn signal(&self, data: PeerSignal) {
+        self.outbox.send(ClientMessage::Signal {
+            to: self.id.clone(),
+            data,
+        });
+    }
+}

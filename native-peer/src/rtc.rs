@@ -1,0 +1,141 @@
+//! Building `webrtc` peer connections with Burrow's settings, and reading how one is connected.
+//!
+//! ICE timing, chosen deliberately (the crate's defaults make even a loopback connection take
+//! over half a second):
+//! * connectivity checks every 50 ms (RFC 8445's pacing Ta), up to 40 per pair: 2 s of checks,
+//!   long enough for the other side's punch packets to open its NAT;
+//! * host, server-reflexive and peer-reflexive pairs are accepted as soon as a check succeeds
+//!   (any direct path is good); relayed pairs wait 1 s, so a direct path found meanwhile wins;
+//! * remote mDNS `.local` host candidates (how browsers hide local IPs) are resolved when the
+//!   network allows multicast and otherwise ignored: the server-reflexive candidates still
+//!   connect.
+//!
+//! Data channels: the send buffer is capped at [`SEND_BUFFER_LIMIT`] so `send` waits for the peer
+//! (backpressure), and the SCTP receive window is 8 MiB for throughput.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use peer_core::path::{CandidateType, PathKind};
+use signal_protocol::IceServer;
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceServer, RTCStatsReportEntry, SettingEngineBuilder, StatsSelector,
+};
+
+/// Most bytes one data channel may hold unsent before `send` waits.
+pub const SEND_BUFFER_LIMIT: usize = peer_core::transfer::HIGH_WATER;
+
+/// Where peer connections bind their UDP sockets.
+#[derive(Debug, Clone, Copy)]
+pub struct Network {
+    /// The local IP to bind (`0.0.0.0` for all interfaces).
+    pub bind: IpAddr,
+}
+
+impl Network {
+    /// Loopback when the server is on loopback (so two peers on one machine meet there, even
+    /// with no other interface), all interfaces otherwise.
+    pub fn for_server_host(host: &str, bind: Option<IpAddr>) -> Network {
+        if let Some(bind) = bind {
+            return Network { bind };
+        }
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let loopback = host == "localhost"
+            || host
+                .parse::<IpAddr>()
+                .map(|ip| ip.is_loopback())
+                .unwrap_or(false);
+        Network {
+            bind: if loopback {
+                IpAddr::from([127, 0, 0, 1])
+            } else {
+                IpAddr::from([0, 0, 0, 0])
+            },
+        }
+    }
+}
+
+/// A new peer connection using `ice_servers`, reporting to `handler`.
+pub async fn new_connection(
+    ice_servers: &[IceServer],
+    network: Network,
+    handler: Arc<dyn PeerConnectionEventHandler>,
+) -> webrtc::error::Result<Arc<dyn PeerConnection>> {
+    let servers = ice_servers
+        .iter()
+        .map(|s| RTCIceServer {
+            urls: s.urls.clone(),
+            username: s.username.clone().unwrap_or_default(),
+            credential: s.credential.clone().unwrap_or_default(),
+        })
+        .collect();
+    let config = RTCConfigurationBuilder::new()
+        .with_ice_servers(servers)
+        .build();
+    let settings = SettingEngineBuilder::new()
+        .with_ice_connection_attempts(Some(Duration::from_millis(50)), Some(40))
+        .with_host_acceptance_min_wait(None)
+        .with_srflx_acceptance_min_wait(None)
+        .with_prflx_acceptance_min_wait(None)
+        .with_relay_acceptance_min_wait(Some(Duration::from_secs(1)))
+        .with_include_loopback_candidate(network.bind.is_loopback())
+        .with_sctp_max_message_size(
+            rtc::peer_connection::configuration::setting_engine::SctpMaxMessageSize::Bounded(
+                256 * 1024,
+            ),
+        )
+        .with_sctp_max_receive_buffer_size(8 * 1024 * 1024)
+        .build();
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(config)
+        .with_setting_engine(settings)
+        .with_handler(handler)
+        .with_udp_addrs(vec![format!("{}:0", network.bind)])
+        .with_data_channel_send_buffer_limit(SEND_BUFFER_LIMIT)
+        .build()
+        .await?;
+    Ok(Arc::new(pc))
+}
+
+/// How a connection goes, from its selected candidate pair.
+#[derive(Debug, Clone, Copy)]
+pub struct PathInfo {
+    /// Direct (LAN), hole punched, or relayed.
+    pub kind: PathKind,
+    /// Our side's candidate type.
+    pub local: CandidateType,
+    /// The peer's candidate type.
+    pub remote: CandidateType,
+    /// Round-trip time of the last ICE check, in milliseconds, if measured.
+    pub rtt_ms: Option<f64>,
+}
+
+/// Reads the selected candidate pair from the connection's stats.
+pub async fn path_info(pc: &Arc<dyn PeerConnection>) -> Option<PathInfo> {
+    let report = pc.get_stats(Instant::now(), StatsSelector::None).await;
+    let pair_id = report.transport()?.selected_candidate_pair_id.clone();
+    let pair = report.candidate_pairs().find(|p| p.stats.id == pair_id)?;
+    // webrtc 0.21 names candidate entries "RTCLocalIceCandidate_<id>" while the pair refers to
+    // plain "<id>", so match on the suffix as well.
+    let kind_of = |id: &str| {
+        report.iter().find_map(|entry| match entry {
+            RTCStatsReportEntry::LocalCandidate(c) | RTCStatsReportEntry::RemoteCandidate(c)
+                if c.stats.id == id || c.stats.id.ends_with(&format!("_{id}")) =>
+            {
+                CandidateType::parse(&c.candidate_type.to_string())
+            }
+            _ => None,
+        })
+    };
+    let local = kind_of(&pair.local_candidate_id)?;
+    let remote = kind_of(&pair.remote_candidate_id)?;
+    let rtt = pair.current_round_trip_time;
+    Some(PathInfo {
+        kind: PathKind::classify(local, remote),
+        local,
+        remote,
+        rtt_ms: (rtt > 0.0).then_some(rtt * 1000.0),
+    })
+}

@@ -1,0 +1,453 @@
+//! A room session: the full mesh of peer connections, driven by one event loop that reads the
+//! server, the peers' callbacks, stdin (chat) and finished transfers.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context};
+use peer_core::channels::{ControlMessage, CONTROL_LABEL, FILE_LABEL};
+use peer_core::link::RoomLink;
+use peer_core::negotiation::offers_first;
+use signal_protocol::{IceServer, ServerMessage};
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::mpsc;
+use webrtc::data_channel::{DataChannel, DataChannelEvent};
+use webrtc::peer_connection::RTCPeerConnectionState;
+
+use crate::events::{Event, Printer};
+use crate::files;
+use crate::peer::{Peer, PeerEvent};
+use crate::rtc::{self, Network};
+use crate::signaling::{self, Outbox};
+
+/// What the session is for.
+pub enum Mode {
+    /// Stay in the room: chat from stdin (unless `read_stdin` is off), receive files into
+    /// `accept` when given.
+    Join {
+        /// Folder for received files; `None` refuses files.
+        accept: Option<PathBuf>,
+        /// Read chat lines from stdin; its end quits.
+        read_stdin: bool,
+    },
+    /// Send these files to the peers in the room (or the first to join), then quit.
+    Send {
+        /// The files.
+        files: Vec<PathBuf>,
+    },
+}
+
+/// Options common to every mode.
+pub struct Options {
+    /// Our display name.
+    pub name: Option<String>,
+    /// Where to print events.
+    pub printer: Printer,
+    /// Local IP to bind, overriding the automatic choice.
+    pub bind: Option<std::net::IpAddr>,
+}
+
+/// Things the loop hears about besides the server and the peers' callbacks.
+enum Internal {
+    ControlOpen(String, Arc<dyn DataChannel>),
+    Chat(String, String),
+    SendDone(String, String, Result<files::Done, files::FileError>),
+    Received(String, Result<files::Done, (String, files::FileError)>),
+}
+
+struct Session {
+    me: String,
+    ice_servers: Vec<IceServer>,
+    network: Network,
+    outbox: Outbox,
+    printer: Printer,
+    peers: HashMap<String, Peer>,
+    peer_tx: mpsc::UnboundedSender<(String, PeerEvent)>,
+    internal_tx: mpsc::UnboundedSender<Internal>,
+    accept: Option<PathBuf>,
+    /// Send mode: files to send, peers still owed them, and whether any transfer failed.
+    to_send: Vec<PathBuf>,
+    owed: HashSet<String>,
+    pending_sends: HashMap<String, usize>,
+    failures: usize,
+    /// Send mode: some peer was chosen to receive the files.
+    targeted: bool,
+    /// Send mode: files confirmed by a receiver.
+    delivered: usize,
+}
+
+/// Joins the room behind `link` and runs until done (send mode), stdin ends, Ctrl-C, or the
+/// server goes away.
+pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<()> {
+    let (welcome, outbox, mut server) = signaling::join(link, opts.name.clone()).await?;
+    let host = link
+        .http_base
+        .split("://")
+        .nth(1)
+        .unwrap_or("")
+        .rsplit_once(':')
+        .map(|(h, _)| h.to_string())
+        .unwrap_or_else(|| link.http_base.split("://").nth(1).unwrap_or("").to_string());
+    let network = Network::for_server_host(&host, opts.bind);
+    let printer = opts.printer;
+    printer.print(&Event::Joined {
+        room: link.room.clone(),
+        peer_id: welcome.peer_id.clone(),
+        peers: welcome.peers.len(),
+        link: link.page_url(),
+    });
+
+    let (peer_tx, mut peer_rx) = mpsc::unbounded_channel();
+    let (internal_tx, mut internal_rx) = mpsc::unbounded_channel();
+    let (accept, read_stdin, to_send) = match mode {
+        Mode::Join { accept, read_stdin } => (accept, read_stdin, Vec::new()),
+        Mode::Send { files } => (None, false, files),
+    };
+    let sending = !to_send.is_empty();
+    let mut session = Session {
+        me: welcome.peer_id.clone(),
+        ice_servers: welcome.ice_servers.clone(),
+        network,
+        outbox,
+        printer,
+        peers: HashMap::new(),
+        peer_tx,
+        internal_tx,
+        accept,
+        to_send,
+        owed: HashSet::new(),
+        pending_sends: HashMap::new(),
+        failures: 0,
+        targeted: false,
+        delivered: 0,
+    };
+    for info in welcome.peers {
+        if sending {
+            session.owed.insert(info.id.clone());
+            session.targeted = true;
+        }
+        session
+            .add_peer(info.id, info.name, offers_first(true))
+            .await?;
+    }
+    if sending && session.owed.is_empty() {
+        eprintln!("waiting for a peer to join {} …", link.page_url());
+    }
+
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let stdin_open = read_stdin;
+    let outcome: anyhow::Result<()> = loop {
+        tokio::select! {
+            msg = server.recv() => {
+                let Some(msg) = msg else {
+                    break Err(anyhow!("lost the connection to the server"));
+                };
+                session.on_server(msg).await;
+            }
+            Some((peer, event)) = peer_rx.recv() => session.on_peer_event(&peer, event).await,
+            Some(event) = internal_rx.recv() => session.on_internal(event).await,
+            line = stdin.next_line(), if stdin_open => match line {
+                Ok(Some(line)) => session.chat(&line).await,
+                _ => break Ok(()),
+            },
+            _ = tokio::signal::ctrl_c() => break Ok(()),
+        }
+        if session.targeted && session.owed.is_empty() && session.pending_sends.is_empty() {
+            break if session.failures > 0 {
+                Err(anyhow!("{} transfer(s) failed", session.failures))
+            } else if session.delivered == 0 {
+                Err(anyhow!("no peer accepted the files"))
+            } else {
+                Ok(())
+            };
+        }
+    };
+    session.close_all().await;
+    outcome
+}
+
+impl Session {
+    async fn add_peer(
+        &mut self,
+        id: String,
+        name: Option<String>,
+        offer: bool,
+    ) -> anyhow::Result<()> {
+        let mut peer = Peer::new(
+            &self.me,
+            id.clone(),
+            name,
+            &self.ice_servers,
+            self.network,
+            self.outbox.clone(),
+            self.peer_tx.clone(),
+        )
+        .await
+        .context("cannot create a peer connection")?;
+        if offer {
+            let control = peer.start().await.context("cannot make an offer")?;
+            self.watch_control(id.clone(), control);
+        }
+        self.peers.insert(id, peer);
+        Ok(())
+    }
+
+    async fn on_server(&mut self, msg: ServerMessage) {
+        match msg {
+            ServerMessage::PeerJoined { peer } => {
+                self.printer.print(&Event::PeerJoined {
+                    peer: peer.id.clone(),
+                    name: peer.name.clone(),
+                });
+                if !self.to_send.is_empty() && !self.targeted {
+                    self.owed.insert(peer.id.clone());
+                    self.targeted = true;
+                }
+                if let Err(e) = self.add_peer(peer.id, peer.name, offers_first(false)).await {
+                    self.warn(format!("{e:#}"));
+                }
+            }
+            ServerMessage::PeerLeft { peer_id } => {
+                if let Some(peer) = self.peers.remove(&peer_id) {
+                    let _ = peer.pc.close().await;
+                }
+                if self.pending_sends.contains_key(&peer_id) {
+                    // Its transfers fail on their own now that the connection is closed.
+                    tracing::debug!(peer = %peer_id, "left during a transfer");
+                }
+                if self.owed.remove(&peer_id) {
+                    self.failures += 1;
+                    self.printer.print(&Event::FileFailed {
+                        peer: peer_id.clone(),
+                        name: "(all files)".into(),
+                        reason: "the peer left before receiving them".into(),
+                    });
+                }
+                self.printer.print(&Event::PeerLeft { peer: peer_id });
+            }
+            ServerMessage::Signal { from, data } => {
+                let Some(peer) = self.peers.get_mut(&from) else {
+                    tracing::debug!(%from, "signal from an unknown peer");
+                    return;
+                };
+                if let Err(e) = peer.on_signal(data).await {
+                    self.warn(format!("negotiation with {from} failed: {e}"));
+                }
+            }
+            ServerMessage::Error { code, message } => {
+                self.warn(format!("server: {message} ({code})"));
+            }
+            ServerMessage::Welcome { .. } => {}
+        }
+    }
+
+    async fn on_peer_event(&mut self, id: &str, event: PeerEvent) {
+        let Some(peer) = self.peers.get(id) else {
+            return;
+        };
+        match event {
+            PeerEvent::LocalCandidate(c) => peer.trickle(c),
+            PeerEvent::State(RTCPeerConnectionState::Failed) => {
+                self.printer.print(&Event::ConnectionFailed {
+                    peer: id.to_string(),
+                });
+            }
+            PeerEvent::State(state) => tracing::debug!(peer = id, %state, "connection state"),
+            PeerEvent::IncomingChannel(dc) => {
+                let label = dc.label().await.unwrap_or_default();
+                if label == CONTROL_LABEL {
+                    let _ = self
+                        .internal_tx
+                        .send(Internal::ControlOpen(id.to_string(), dc.clone()));
+                    self.watch_control(id.to_string(), dc);
+                } else if label == FILE_LABEL {
+                    let tx = self.internal_tx.clone();
+                    let dir = self.accept.clone();
+                    let hidden = self.printer.json;
+                    let from = id.to_string();
+                    tokio::spawn(async move {
+                        let result = files::receive(dc, dir, hidden).await;
+                        let _ = tx.send(Internal::Received(from, result));
+                    });
+                } else {
+                    tracing::debug!(peer = id, %label, "ignoring unknown channel");
+                    let _ = dc.close().await;
+                }
+            }
+        }
+    }
+
+    /// Reads the control channel in the background.
+    fn watch_control(&self, peer: String, dc: Arc<dyn DataChannel>) {
+        let tx = self.internal_tx.clone();
+        tokio::spawn(async move {
+            while let Some(event) = dc.poll().await {
+                match event {
+                    DataChannelEvent::OnOpen => {
+                        let _ = tx.send(Internal::ControlOpen(peer.clone(), dc.clone()));
+                    }
+                    DataChannelEvent::OnMessage(m) if m.is_string => {
+                        let text = String::from_utf8_lossy(&m.data);
+                        match ControlMessage::decode(&text) {
+                            Ok(ControlMessage::Chat { text }) => {
+                                let _ = tx.send(Internal::Chat(peer.clone(), text));
+                            }
+                            Err(e) => tracing::debug!(%peer, "{e}"),
+                        }
+                    }
+                    DataChannelEvent::OnClose => break,
+                    _ => {}
+                }
+            }
+        });
+    }
+
+    async fn on_internal(&mut self, event: Internal) {
+        match event {
+            Internal::ControlOpen(id, dc) => {
+                let Some(peer) = self.peers.get_mut(&id) else {
+                    return;
+                };
+                if peer.connected {
+                    return;
+                }
+                peer.connected = true;
+                peer.control = Some(dc);
+                let info = rtc::path_info(&peer.pc).await;
+                self.printer.print(&Event::Connected {
+                    peer: id.clone(),
+                    path: info
+                        .map(|i| i.kind)
+                        .unwrap_or(peer_core::path::PathKind::DirectLan),
+                    label: info
+                        .map(|i| i.kind.label().to_string())
+                        .unwrap_or_else(|| "connected".into()),
+                    local: info.map(|i| i.local),
+                    remote: info.map(|i| i.remote),
+                    rtt_ms: info.and_then(|i| i.rtt_ms),
+                });
+                if self.owed.remove(&id) {
+                    self.start_sends(&id);
+                }
+            }
+            Internal::Chat(from, text) => {
+                let name = self.peers.get(&from).and_then(|p| p.name.clone());
+                self.printer.print(&Event::Chat { from, name, text });
+            }
+            Internal::SendDone(to, name, result) => {
+                if let Some(n) = self.pending_sends.get_mut(&to) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.pending_sends.remove(&to);
+                    }
+                }
+                match result {
+                    Ok(done) => {
+                        self.delivered += 1;
+                        self.printer.print(&Event::FileSent {
+                            to,
+                            name: done.name,
+                            size: done.size,
+                            sha256: done.sha256,
+                        })
+                    }
+                    Err(e) => {
+                        // A refusal is the receiver's choice, not a broken transfer.
+                        if !matches!(e, files::FileError::Refused(_)) {
+                            self.failures += 1;
+                        }
+                        self.printer.print(&Event::FileFailed {
+                            peer: to,
+                            name,
+                            reason: e.to_string(),
+                        });
+                    }
+                }
+            }
+            Internal::Received(from, result) => match result {
+                Ok(done) => self.printer.print(&Event::FileReceived {
+                    from,
+                    name: done.name,
+                    path: done
+                        .path
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                    size: done.size,
+                    sha256: done.sha256,
+                }),
+                Err((name, e)) => self.printer.print(&Event::FileFailed {
+                    peer: from,
+                    name,
+                    reason: e.to_string(),
+                }),
+            },
+        }
+    }
+
+    /// Sends every file to one peer, one after another, in the background.
+    fn start_sends(&mut self, id: &str) {
+        let Some(peer) = self.peers.get(id) else {
+            return;
+        };
+        self.pending_sends
+            .insert(id.to_string(), self.to_send.len());
+        let pc = peer.pc.clone();
+        let files = self.to_send.clone();
+        let tx = self.internal_tx.clone();
+        let to = id.to_string();
+        let hidden = self.printer.json;
+        tokio::spawn(async move {
+            for path in files {
+                let size = tokio::fs::metadata(&path)
+                    .await
+                    .map(|m| m.len())
+                    .unwrap_or(0);
+                let label = format!("{} → {to}", path.display());
+                let bar = files::progress(size, &label, hidden);
+                let result = files::send(pc.clone(), &path, bar).await;
+                let name = peer_core::transfer::safe_file_name(&path.to_string_lossy());
+                let _ = tx.send(Internal::SendDone(to.clone(), name, result));
+            }
+        });
+    }
+
+    /// Sends a chat line to every connected peer.
+    async fn chat(&mut self, line: &str) {
+        if line.trim().is_empty() {
+            return;
+        }
+        let text = ControlMessage::Chat {
+            text: line.to_string(),
+        }
+        .encode();
+        for peer in self.peers.values() {
+            if let Some(dc) = &peer.control {
+                if let Err(e) = dc.send_text(&text).await {
+                    tracing::debug!(peer = %peer.id, "chat not sent: {e}");
+                }
+            }
+        }
+    }
+
+    fn warn(&self, message: String) {
+        self.printer.print(&Event::Warning { message });
+    }
+
+    async fn close_all(&mut self) {
+        for (_, peer) in self.peers.drain() {
+            let _ = peer.pc.close().await;
+        }
+    }
+}
+
+/// Checks that every file to send exists and is a regular file, before joining.
+pub fn check_files(files: &[PathBuf]) -> anyhow::Result<()> {
+    for f in files {
+        let meta = std::fs::metadata(f).with_context(|| format!("cannot read {}", f.display()))?;
+        if !meta.is_file() {
+            bail!("{} is not a regular file", f.display());
+        }
+    }
+    Ok(())
+}
