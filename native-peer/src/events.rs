@@ -30,8 +30,8 @@ pub enum Event {
     Connected {
         /// The peer id.
         peer: String,
-        /// `direct_lan`, `hole_punched` or `relayed`.
-        path: peer_core::path::PathKind,
+        /// `direct_lan`, `hole_punched` or `relayed` (absent if stats named no pair).
+        path: Option<peer_core::path::PathKind>,
         /// The label shown to people.
         label: String,
         /// Our candidate type.

@@ -17,7 +17,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use peer_core::path::{CandidateType, PathKind};
+use peer_core::path::{CandidateType, Endpoint, PathKind};
 use signal_protocol::IceServer;
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
@@ -112,30 +112,70 @@ pub struct PathInfo {
     pub rtt_ms: Option<f64>,
 }
 
-/// Reads the selected candidate pair from the connection's stats.
+/// Reads the selected candidate pair, waiting briefly for the stats to name it (just after a
+/// channel opens they sometimes do not yet).
 pub async fn path_info(pc: &Arc<dyn PeerConnection>) -> Option<PathInfo> {
+    for _ in 0..20 {
+        if let Some(info) = read_path(pc).await {
+            return Some(info);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let report = pc.get_stats(Instant::now(), StatsSelector::None).await;
+        for entry in report.iter() {
+            tracing::debug!("no selected pair; stats: {entry:?}");
+        }
+    }
+    None
+}
+
+async fn read_path(pc: &Arc<dyn PeerConnection>) -> Option<PathInfo> {
     let report = pc.get_stats(Instant::now(), StatsSelector::None).await;
     let pair_id = report.transport()?.selected_candidate_pair_id.clone();
     let pair = report.candidate_pairs().find(|p| p.stats.id == pair_id)?;
     // webrtc 0.21 names candidate entries "RTCLocalIceCandidate_<id>" while the pair refers to
     // plain "<id>", so match on the suffix as well.
-    let kind_of = |id: &str| {
+    let endpoint = |id: &str| {
         report.iter().find_map(|entry| match entry {
             RTCStatsReportEntry::LocalCandidate(c) | RTCStatsReportEntry::RemoteCandidate(c)
                 if c.stats.id == id || c.stats.id.ends_with(&format!("_{id}")) =>
             {
-                CandidateType::parse(&c.candidate_type.to_string())
+                Some(Endpoint {
+                    kind: CandidateType::parse(&c.candidate_type.to_string())?,
+                    ip: c.address.as_deref().and_then(|a| a.parse().ok()),
+                })
             }
             _ => None,
         })
     };
-    let local = kind_of(&pair.local_candidate_id)?;
-    let remote = kind_of(&pair.remote_candidate_id)?;
+    let local = endpoint(&pair.local_candidate_id)?;
+    // webrtc 0.21 leaves peer-reflexive remote candidates (learnt from checks) out of the report,
+    // and mDNS names carry no address: then judge by the peer's public face, its srflx address.
+    let remote = endpoint(&pair.remote_candidate_id).unwrap_or(Endpoint {
+        kind: CandidateType::Prflx,
+        ip: None,
+    });
+    let remote = match remote.ip {
+        Some(_) => remote,
+        None => Endpoint {
+            ip: report.iter().find_map(|entry| match entry {
+                RTCStatsReportEntry::RemoteCandidate(c)
+                    if CandidateType::parse(&c.candidate_type.to_string())
+                        == Some(CandidateType::Srflx) =>
+                {
+                    c.address.as_deref().and_then(|a| a.parse().ok())
+                }
+                _ => None,
+            }),
+            ..remote
+        },
+    };
     let rtt = pair.current_round_trip_time;
     Some(PathInfo {
-        kind: PathKind::classify(local, remote),
-        local,
-        remote,
+        kind: PathKind::classify_pair(local, remote),
+        local: local.kind,
+        remote: remote.kind,
         rtt_ms: (rtt > 0.0).then_some(rtt * 1000.0),
     })
 }

@@ -317,9 +317,7 @@ impl Session {
                 let info = rtc::path_info(&peer.pc).await;
                 self.printer.print(&Event::Connected {
                     peer: id.clone(),
-                    path: info
-                        .map(|i| i.kind)
-                        .unwrap_or(peer_core::path::PathKind::DirectLan),
+                    path: info.map(|i| i.kind),
                     label: info
                         .map(|i| i.kind.label().to_string())
                         .unwrap_or_else(|| "connected".into()),

@@ -1,4 +1,7 @@
-//! Naming how a connection goes, from the types of the selected ICE candidate pair.
+//! Naming how a connection goes, from the selected ICE candidate pair: its candidate types and,
+//! where known, its addresses.
+
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -41,13 +44,70 @@ pub enum PathKind {
     Relayed,
 }
 
+/// One end of the selected candidate pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The candidate type.
+    pub kind: CandidateType,
+    /// Its address, when stats tell it (browsers hide some behind mDNS names).
+    pub ip: Option<IpAddr>,
+}
+
+/// Addresses that only mean something inside one site: RFC 1918, CGNAT, link-local, loopback,
+/// unique-local IPv6.
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            v6.is_loopback() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
+
 impl PathKind {
-    /// Classifies the selected candidate pair.
+    /// Classifies the selected candidate pair by type alone.
     pub fn classify(local: CandidateType, remote: CandidateType) -> PathKind {
+        Self::classify_pair(
+            Endpoint {
+                kind: local,
+                ip: None,
+            },
+            Endpoint {
+                kind: remote,
+                ip: None,
+            },
+        )
+    }
+
+    /// Classifies the selected candidate pair:
+    /// * a relay candidate on either end: **relayed**;
+    /// * both addresses private (same site): **direct (LAN)**, whatever the types (a browser's
+    ///   mDNS-hidden host shows up as peer-reflexive on the other side);
+    /// * host to host, both public: **direct (LAN)** (no NAT in between);
+    /// * otherwise the path crosses a NAT mapping that ICE opened: **direct (hole punched)**.
+    pub fn classify_pair(local: Endpoint, remote: Endpoint) -> PathKind {
         use CandidateType::*;
-        match (local, remote) {
-            (Relay, _) | (_, Relay) => PathKind::Relayed,
-            (Host, Host) => PathKind::DirectLan,
+        if local.kind == Relay || remote.kind == Relay {
+            return PathKind::Relayed;
+        }
+        match (local.ip, remote.ip) {
+            (Some(l), Some(r)) if is_private(l) && is_private(r) => PathKind::DirectLan,
+            (Some(l), Some(r)) if local.kind == Host && remote.kind == Host => {
+                if is_private(l) != is_private(r) {
+                    PathKind::HolePunched
+                } else {
+                    PathKind::DirectLan
+                }
+            }
+            (Some(_), Some(_)) => PathKind::HolePunched,
+            _ if local.kind == Host && remote.kind == Host => PathKind::DirectLan,
             _ => PathKind::HolePunched,
         }
     }
@@ -77,5 +137,43 @@ mod tests {
         assert_eq!(CandidateType::parse("PRFLX"), Some(Prflx));
         assert_eq!(CandidateType::parse("bogus"), None);
         assert_eq!(PathKind::Relayed.label(), "relayed");
+    }
+
+    fn ep(kind: CandidateType, ip: &str) -> Endpoint {
+        Endpoint {
+            kind,
+            ip: ip.parse().ok(),
+        }
+    }
+
+    #[test]
+    fn classification_with_addresses() {
+        // Same LAN, browser's mDNS host learnt as prflx: still LAN.
+        assert_eq!(
+            PathKind::classify_pair(ep(Host, "192.168.1.2"), ep(Prflx, "192.168.1.3")),
+            PathKind::DirectLan
+        );
+        // Behind NAT, talking to a public host (seed case 1, NAT'd side).
+        assert_eq!(
+            PathKind::classify_pair(ep(Host, "10.0.1.2"), ep(Host, "203.0.113.10")),
+            PathKind::HolePunched
+        );
+        // The public side of case 1 sees the NAT's mapping as prflx.
+        assert_eq!(
+            PathKind::classify_pair(ep(Host, "203.0.113.10"), ep(Prflx, "203.0.113.1")),
+            PathKind::HolePunched
+        );
+        // Both behind NATs (case 2).
+        assert_eq!(
+            PathKind::classify_pair(ep(Host, "10.0.1.2"), ep(Srflx, "203.0.113.2")),
+            PathKind::HolePunched
+        );
+        assert_eq!(
+            PathKind::classify_pair(ep(Relay, "203.0.113.10"), ep(Prflx, "203.0.113.2")),
+            PathKind::Relayed
+        );
+        assert!(is_private("100.64.0.1".parse().unwrap()));
+        assert!(!is_private("203.0.113.1".parse().unwrap()));
+        assert!(is_private("fd00::1".parse().unwrap()));
     }
 }

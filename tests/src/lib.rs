@@ -3,8 +3,11 @@
 //! The binaries are the ones `cargo build --workspace` put beside this test executable
 //! (`target/<profile>/`); the README's test command builds them first.
 
+pub mod browser;
 pub mod burrow;
 pub mod http;
+pub mod lab;
+pub mod sandbox;
 pub mod server;
 pub mod ws;
 

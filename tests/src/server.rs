@@ -16,13 +16,29 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts the server on loopback with port 0 everywhere, plus `extra` flags.
     pub fn start(extra: &[&str]) -> ServerProcess {
+        Self::start_on("127.0.0.1", extra)
+    }
+
+    /// Starts the server on `ip` with port 0 everywhere, plus `extra` flags.
+    pub fn start_on(ip: &str, extra: &[&str]) -> ServerProcess {
+        Self::spawn(Self::command(ip, extra))
+    }
+
+    /// The command that starts the server on `ip` (to wrap, e.g. in `ip netns exec`).
+    pub fn command(ip: &str, extra: &[&str]) -> Command {
         let www = crate::workspace_root().join("www");
         let mut cmd = Command::new(crate::binary("signal-server"));
-        cmd.args(["--listen", "127.0.0.1:0", "--stun-listen", "127.0.0.1:0"])
+        cmd.arg("--listen")
+            .arg(format!("{ip}:0"))
+            .arg("--stun-listen")
+            .arg(format!("{ip}:0"))
             .arg("--www")
             .arg(www)
             .args(extra);
-        Self::spawn(cmd)
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "warn");
+        }
+        cmd
     }
 
     /// Spawns a prepared server command (e.g. wrapped in `ip netns exec`) and waits for its

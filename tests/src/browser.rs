@@ -1,0 +1,175 @@
+//! Headless Chromium driven over WebDriver (Debian's `chromium` and `chromedriver`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+
+/// How long to wait for something to appear in a page (not a timing test).
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// One browser with its own chromedriver and a fresh profile.
+pub struct Browser {
+    /// The WebDriver session.
+    pub client: Client,
+    driver: Child,
+    profile: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Browser {
+    /// Starts chromedriver and a headless Chromium with the flags that work as root, offline.
+    pub async fn start() -> Browser {
+        let port = free_port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver (apt-get install chromium-driver)");
+        let profile = std::env::temp_dir().join(format!("burrow-chromium-{port}"));
+        let _ = std::fs::remove_dir_all(&profile);
+        let args = vec![
+            "--headless=new".to_string(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-dev-shm-usage".into(),
+            "--disable-quic".into(),
+            "--no-first-run".into(),
+            "--disable-background-networking".into(),
+            "--disable-component-update".into(),
+            "--disable-sync".into(),
+            "--window-size=1100,900".into(),
+            format!("--user-data-dir={}", profile.display()),
+        ];
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({ "binary": "/usr/bin/chromium", "args": args }),
+        );
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + PATIENCE;
+        let client = loop {
+            let attempt =
+                ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                    .capabilities(caps.clone())
+                    .connect(&url)
+                    .await;
+            match attempt {
+                Ok(c) => break c,
+                Err(e) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let _ = e;
+                }
+                Err(e) => panic!("cannot start a WebDriver session: {e}"),
+            }
+        };
+        Browser {
+            client,
+            driver,
+            profile,
+        }
+    }
+
+    /// Opens a URL.
+    pub async fn open(&self, url: &str) {
+        self.client.goto(url).await.expect("navigate");
+    }
+
+    /// Runs `script` (a function body that may `return`) until it returns something truthy.
+    pub async fn wait_for(&self, what: &str, script: &str) -> Value {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let v = self
+                .client
+                .execute(script, vec![])
+                .await
+                .unwrap_or(Value::Null);
+            let truthy = match &v {
+                Value::Null => false,
+                Value::Bool(b) => *b,
+                Value::String(s) => !s.is_empty(),
+                Value::Array(a) => !a.is_empty(),
+                _ => true,
+            };
+            if truthy {
+                return v;
+            }
+            if Instant::now() > deadline {
+                let text = self.text("body").await;
+                panic!("the page never showed {what}; page text:\n{text}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Runs an async script (the last argument is the callback) and returns its result.
+    pub async fn run_async(&self, script: &str) -> Value {
+        self.client
+            .execute_async(script, vec![])
+            .await
+            .expect("async script")
+    }
+
+    /// The visible text of the first element matching `css`.
+    pub async fn text(&self, css: &str) -> String {
+        match self.client.find(Locator::Css(css)).await {
+            Ok(e) => e.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Types into an element.
+    pub async fn type_into(&self, css: &str, text: &str) {
+        let e = self.client.find(Locator::Css(css)).await.expect("element");
+        e.send_keys(text).await.expect("type");
+    }
+
+    /// Clicks an element.
+    pub async fn click(&self, css: &str) {
+        let e = self.client.find(Locator::Css(css)).await.expect("element");
+        e.click().await.expect("click");
+    }
+
+    /// Picks a local file in a file input.
+    pub async fn pick_file(&self, css: &str, path: &Path) {
+        let e = self
+            .client
+            .find(Locator::Css(css))
+            .await
+            .expect("file input");
+        e.send_keys(&path.display().to_string())
+            .await
+            .expect("choose file");
+    }
+
+    /// Saves a PNG screenshot.
+    pub async fn screenshot(&self, path: &Path) {
+        if let Ok(png) = self.client.screenshot().await {
+            let _ = std::fs::write(path, png);
+        }
+    }
+
+    /// Ends the session and the driver.
+    pub async fn close(mut self) {
+        let _ = self.client.clone().close().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}

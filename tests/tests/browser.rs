@@ -1,0 +1,199 @@
+//! The page in real headless Chromium, against the real server serving the built page, each test
+//! in a private network namespace (see `burrow_tests::sandbox`).
+
+use std::path::PathBuf;
+
+use burrow_tests::browser::Browser;
+use burrow_tests::burrow::{random_file, Burrow};
+use burrow_tests::sandbox::{self, HOST_IP};
+use burrow_tests::server::ServerProcess;
+use serde_json::Value;
+
+const LABELS: [&str; 3] = ["direct (LAN)", "direct (hole punched)", "relayed"];
+
+/// Screenshots go to target/screenshots, to look at what the tests saw.
+fn screenshot_path(name: &str) -> PathBuf {
+    let dir = burrow_tests::workspace_root().join("target/screenshots");
+    let _ = std::fs::create_dir_all(&dir);
+    dir.join(name)
+}
+
+/// Waits until the page has joined, and returns its peer id.
+async fn joined(b: &Browser) -> String {
+    b.wait_for(
+        "a peer id",
+        "const t = document.querySelector('#me').textContent; \
+         return t.includes('…') ? null : (t.match(/\\(([^)]+)\\)$/)?.[1] || t);",
+    )
+    .await
+    .as_str()
+    .unwrap_or_default()
+    .to_string()
+}
+
+/// Waits until the page shows `peer` connected, and returns its badge text.
+async fn badge_for(b: &Browser, peer: &str) -> String {
+    let script = format!(
+        "const li = document.querySelector('#peers li[data-peer=\"{peer}\"]'); \
+         return li && li.dataset.state === 'connected' ? li.querySelector('.badge').textContent : null;"
+    );
+    b.wait_for(&format!("{peer} connected"), &script)
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn wait_chat(b: &Browser, text: &str) {
+    let script = format!(
+        "return [...document.querySelectorAll('#chat-log li.msg:not(.mine) .text')]\
+         .some(e => e.textContent === {});",
+        Value::String(text.to_string())
+    );
+    b.wait_for(&format!("chat line {text:?}"), &script).await;
+}
+
+async fn say(b: &Browser, text: &str) {
+    b.type_into("#chat-input", text).await;
+    b.click("#chat-send").await;
+}
+
+#[tokio::test]
+async fn two_browsers_see_each_other_and_chat() {
+    if !sandbox::enter("two_browsers_see_each_other_and_chat") {
+        return;
+    }
+    let server = ServerProcess::start_on(HOST_IP, &[]);
+    let link = server.room_link("two-browsers");
+    let a = Browser::start().await;
+    a.open(&link).await;
+    let ida = joined(&a).await;
+    let b = Browser::start().await;
+    b.open(&link).await;
+    let idb = joined(&b).await;
+
+    let badge_a = badge_for(&a, &idb).await;
+    let badge_b = badge_for(&b, &ida).await;
+    assert!(LABELS.contains(&badge_a.as_str()), "badge {badge_a:?}");
+    assert!(LABELS.contains(&badge_b.as_str()), "badge {badge_b:?}");
+
+    say(&a, "hello from browser A").await;
+    wait_chat(&b, "hello from browser A").await;
+    say(&b, "and back from B ✓").await;
+    wait_chat(&a, "and back from B ✓").await;
+
+    a.screenshot(&screenshot_path("two-browsers-a.png")).await;
+    a.close().await;
+    // B is told A left.
+    b.wait_for(
+        "A's departure",
+        &format!(
+            "return !document.querySelector('#peers li[data-peer=\"{ida}\"]') && \
+                  document.querySelector('#chat-log').textContent.includes('left');"
+        ),
+    )
+    .await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn browser_and_native_chat_and_swap_files() {
+    if !sandbox::enter("browser_and_native_chat_and_swap_files") {
+        return;
+    }
+    let server = ServerProcess::start_on(HOST_IP, &[]);
+    let link = server.room_link("mixed");
+    let dir = std::env::temp_dir().join(format!("burrow-browser-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let inbox = dir.join("inbox");
+
+    let mut native = Burrow::start(&[
+        "--name",
+        "term",
+        "join",
+        "--accept",
+        inbox.to_str().unwrap(),
+        &link,
+    ]);
+    let native_id = native.peer_id();
+    let page = Browser::start().await;
+    page.open(&link).await;
+    let page_id = joined(&page).await;
+
+    let badge = badge_for(&page, &native_id).await;
+    assert!(LABELS.contains(&badge.as_str()), "badge {badge:?}");
+    let conn = native.expect_event("connected", &[("peer", &page_id)]);
+    assert!(
+        LABELS.contains(&conn["label"].as_str().unwrap_or("")),
+        "{conn}\n{}",
+        native.stderr()
+    );
+
+    // Chat both ways.
+    say(&page, "hi terminal").await;
+    let got = native.expect_event("chat", &[("from", &page_id)]);
+    assert_eq!(got["text"], "hi terminal");
+    native.say("hi browser");
+    wait_chat(&page, "hi browser").await;
+
+    // Browser → native: a file picked in the page arrives with the right SHA-256.
+    let up = dir.join("from-browser.bin");
+    let up_sha = random_file(&up, 3 * 1024 * 1024 + 123);
+    page.pick_file("#file-input", &up).await;
+    let got = native.expect_event("file_received", &[("from", &page_id)]);
+    assert_eq!(got["sha256"], up_sha.as_str());
+    assert_eq!(got["name"], "from-browser.bin");
+    let saved = PathBuf::from(got["path"].as_str().unwrap());
+    assert_eq!(burrow_tests::burrow::sha256_file(&saved), up_sha);
+    page.wait_for(
+        "the upload marked delivered",
+        "return document.querySelector('#transfers li[data-direction=out].done');",
+    )
+    .await;
+
+    // Native → browser: `burrow send` offers a file; the page's download hashes right.
+    let down = dir.join("from-native.bin");
+    let down_sha = random_file(&down, 2 * 1024 * 1024 + 7);
+    let mut sender = Burrow::start(&["send", down.to_str().unwrap(), &link]);
+    let url = page
+        .wait_for(
+            "a download link",
+            "const a = document.querySelector('#transfers li[data-direction=in].done a.download'); \
+             return a ? a.href : null;",
+        )
+        .await;
+    let url = url.as_str().unwrap().to_string();
+    let name = page
+        .wait_for(
+            "the file name",
+            "return document.querySelector('#transfers li[data-direction=in] .fname').textContent;",
+        )
+        .await;
+    assert_eq!(name, "from-native.bin");
+    let data_url = page
+        .run_async(&format!(
+            "const done = arguments[arguments.length - 1]; \
+             fetch('{url}').then(r => r.blob()).then(b => {{ \
+               const fr = new FileReader(); fr.onload = () => done(fr.result); fr.readAsDataURL(b); }});"
+        ))
+        .await;
+    let b64 = data_url
+        .as_str()
+        .and_then(|s| s.split_once(','))
+        .map(|(_, b)| b.to_string())
+        .expect("a data URL");
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .expect("base64");
+    use sha2::Digest;
+    assert_eq!(hex::encode(sha2::Sha256::digest(&bytes)), down_sha);
+    assert!(sender.wait().success(), "{:?}", sender.seen);
+
+    page.screenshot(&screenshot_path("browser-and-native.png"))
+        .await;
+    page.close().await;
+    native.expect_event("peer_left", &[("peer", &page_id)]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

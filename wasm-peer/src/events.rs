@@ -1,0 +1,107 @@
+//! The events the page receives, as plain JS objects with a `type` field.
+
+use serde::Serialize;
+
+/// One thing the page should show.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// We joined (or re-joined after a lost connection).
+    Joined {
+        /// Our id.
+        peer_id: String,
+        /// The room.
+        room: String,
+    },
+    /// A peer is in the room (already there, or new).
+    PeerJoined {
+        /// Its id.
+        peer: String,
+        /// Its name.
+        name: Option<String>,
+    },
+    /// A peer's connection state changed (`new`, `connecting`, `connected`, `failed`, …).
+    PeerState {
+        /// The peer.
+        peer: String,
+        /// The RTCPeerConnection state.
+        state: String,
+    },
+    /// The data channel to a peer opened; how the bytes travel.
+    Connected {
+        /// The peer.
+        peer: String,
+        /// `direct_lan`, `hole_punched` or `relayed` (absent when stats had no answer).
+        path: Option<peer_core::path::PathKind>,
+        /// "direct (LAN)", "direct (hole punched)", "relayed".
+        label: String,
+        /// Our candidate type.
+        local: Option<peer_core::path::CandidateType>,
+        /// The peer's candidate type.
+        remote: Option<peer_core::path::CandidateType>,
+        /// Round-trip time in ms.
+        rtt_ms: Option<f64>,
+    },
+    /// A peer left.
+    PeerLeft {
+        /// The peer.
+        peer: String,
+    },
+    /// A chat line from a peer.
+    Chat {
+        /// The sender.
+        from: String,
+        /// Its name.
+        name: Option<String>,
+        /// The line.
+        text: String,
+    },
+    /// A file transfer started (either direction).
+    FileStarted {
+        /// Transfer id, unique in this page.
+        id: u32,
+        /// The other peer.
+        peer: String,
+        /// `in` or `out`.
+        direction: &'static str,
+        /// File name.
+        name: String,
+        /// Size in bytes.
+        size: f64,
+    },
+    /// Bytes moved.
+    FileProgress {
+        /// Transfer id.
+        id: u32,
+        /// Bytes done.
+        done: f64,
+    },
+    /// The transfer finished and the hash matched.
+    FileDone {
+        /// Transfer id.
+        id: u32,
+        /// The verified SHA-256.
+        sha256: String,
+        /// For received files: an object URL to download it from.
+        url: Option<String>,
+    },
+    /// The transfer failed.
+    FileFailed {
+        /// Transfer id.
+        id: u32,
+        /// Why.
+        reason: String,
+    },
+    /// The server refused something (`room_full`, `invalid_room_id`, …).
+    Error {
+        /// The protocol's error code.
+        code: String,
+        /// The server's explanation.
+        message: String,
+    },
+    /// The connection to the server was lost; reconnecting.
+    ServerLost {
+        /// Seconds until the next attempt.
+        retry_in: u32,
+    },
+}

@@ -1,0 +1,316 @@
+//! Files in the browser, with the same framing as the native peer (`peer_core::channels`):
+//! sending reads the `File` a chunk at a time and waits on `bufferedamountlow`; receiving hashes
+//! each chunk and folds chunks into `Blob`s every [`FOLD_BYTES`], so the bytes are held once, by
+//! the browser's blob store (which may page them to disk), never twice in JS and wasm.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use js_sys::{Array, ArrayBuffer, Uint8Array};
+use peer_core::channels::{FileMessage, FILE_LABEL};
+use peer_core::transfer::{Hasher, Incoming, CHUNK_SIZE, HIGH_WATER, LOW_WATER};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{Blob, BlobPropertyBag, File, MessageEvent, RtcDataChannel, RtcDataChannelType, Url};
+
+use crate::events::Event;
+use crate::peer::Peer;
+
+/// Received chunks are folded into one `Blob` whenever this many bytes are pending.
+const FOLD_BYTES: usize = 16 * 1024 * 1024;
+
+/// Something to wait for inside an async function, woken from an event handler.
+#[derive(Default)]
+struct Notify {
+    resolve: RefCell<Option<js_sys::Function>>,
+}
+
+impl Notify {
+    async fn wait(&self) {
+        let promise = js_sys::Promise::new(&mut |resolve, _reject| {
+            *self.resolve.borrow_mut() = Some(resolve);
+        });
+        let _ = JsFuture::from(promise).await;
+    }
+
+    fn wake(&self) {
+        if let Some(f) = self.resolve.borrow_mut().take() {
+            let _ = f.call0(&JsValue::NULL);
+        }
+    }
+}
+
+/// The sending side's view of its file channel.
+#[derive(Default)]
+struct SendChannel {
+    open: Cell<bool>,
+    closed: Cell<bool>,
+    replies: RefCell<VecDeque<String>>,
+    notify: Notify,
+}
+
+/// Sends `file` to `peer` in the background, reporting progress to the page.
+pub fn send(peer: Rc<Peer>, file: File, id: u32) {
+    wasm_bindgen_futures::spawn_local(async move {
+        let event = match send_file(&peer, &file, id).await {
+            Ok(sha256) => Event::FileDone {
+                id,
+                sha256,
+                url: None,
+            },
+            Err(reason) => Event::FileFailed { id, reason },
+        };
+        peer.emit(event);
+    });
+}
+
+async fn send_file(peer: &Rc<Peer>, file: &File, id: u32) -> Result<String, String> {
+    let size = file.size();
+    peer.emit(Event::FileStarted {
+        id,
+        peer: peer.id.clone(),
+        direction: "out",
+        name: file.name(),
+        size,
+    });
+    let dc = peer.pc.create_data_channel(FILE_LABEL);
+    dc.set_binary_type(RtcDataChannelType::Arraybuffer);
+    dc.set_buffered_amount_low_threshold(LOW_WATER as u32);
+    let chan = Rc::new(SendChannel::default());
+    watch_send_channel(&dc, &chan);
+    let closed = || "the connection closed before the transfer finished".to_string();
+
+    while !chan.open.get() {
+        if chan.closed.get() {
+            return Err(closed());
+        }
+        chan.notify.wait().await;
+    }
+    let header = FileMessage::Header {
+        name: file.name(),
+        size: size as u64,
+        mime: Some(file.type_()).filter(|m| !m.is_empty()),
+    };
+    dc.send_with_str(&header.encode()).map_err(|_| closed())?;
+    let mut hasher = Hasher::default();
+    let mut offset = 0f64;
+    let mut last_report = 0f64;
+    while offset < size {
+        let end = (offset + CHUNK_SIZE as f64).min(size);
+        let blob = file
+            .slice_with_f64_and_f64(offset, end)
+            .map_err(|_| "cannot read the file".to_string())?;
+        let buf: ArrayBuffer = JsFuture::from(blob.array_buffer())
+            .await
+            .map_err(|_| "cannot read the file".to_string())?
+            .unchecked_into();
+        hasher.update(&Uint8Array::new(&buf).to_vec());
+        dc.send_with_array_buffer(&buf).map_err(|_| closed())?;
+        offset = end;
+        while dc.buffered_amount() as usize > HIGH_WATER {
+            if chan.closed.get() {
+                return Err(closed());
+            }
+            chan.notify.wait().await;
+        }
+        if offset - last_report >= size / 100.0 || offset >= size {
+            last_report = offset;
+            peer.emit(Event::FileProgress { id, done: offset });
+        }
+    }
+    let sha256 = hasher.finish();
+    let end = FileMessage::End {
+        sha256: sha256.clone(),
+    };
+    dc.send_with_str(&end.encode()).map_err(|_| closed())?;
+    let reply = loop {
+        if let Some(reply) = chan.replies.borrow_mut().pop_front() {
+            break reply;
+        }
+        if chan.closed.get() {
+            return Err(closed());
+        }
+        chan.notify.wait().await;
+    };
+    dc.close();
+    match FileMessage::decode(&reply) {
+        Ok(FileMessage::Received { sha256: theirs }) if theirs == sha256 => Ok(sha256),
+        Ok(FileMessage::Refused { reason }) => Err(format!("refused: {reason}")),
+        _ => Err(format!("unexpected reply {reply:?}")),
+    }
+}
+
+fn watch_send_channel(dc: &RtcDataChannel, chan: &Rc<SendChannel>) {
+    let c = chan.clone();
+    let on_open = Closure::<dyn FnMut(JsValue)>::new(move |_| {
+        c.open.set(true);
+        c.notify.wake();
+    });
+    let c = chan.clone();
+    let on_close = Closure::<dyn FnMut(JsValue)>::new(move |_| {
+        c.closed.set(true);
+        c.notify.wake();
+    });
+    let c = chan.clone();
+    let on_low = Closure::<dyn FnMut(JsValue)>::new(move |_| c.notify.wake());
+    let c = chan.clone();
+    let on_message = Closure::<dyn FnMut(JsValue)>::new(move |ev: JsValue| {
+        if let Some(text) = ev.unchecked_into::<MessageEvent>().data().as_string() {
+            c.replies.borrow_mut().push_back(text);
+            c.notify.wake();
+        }
+    });
+    dc.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+    dc.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+    dc.set_onbufferedamountlow(Some(on_low.as_ref().unchecked_ref()));
+    dc.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    // The handlers live as long as the channel; the channel is closed when the transfer ends.
+    on_open.forget();
+    on_close.forget();
+    on_low.forget();
+    on_message.forget();
+}
+
+/// The receiving side of one file channel.
+struct Receiving {
+    id: u32,
+    file: Option<Incoming>,
+    parts: Array,
+    part_bytes: usize,
+    blobs: Array,
+    last_report: u64,
+    finished: bool,
+}
+
+/// Receives one file from an incoming channel and offers it to the page as a download.
+pub fn receive(peer: Rc<Peer>, dc: RtcDataChannel) {
+    dc.set_binary_type(RtcDataChannelType::Arraybuffer);
+    let id = peer.room.upgrade().map(|r| r.transfer_id()).unwrap_or(0);
+    let state = Rc::new(RefCell::new(Receiving {
+        id,
+        file: None,
+        parts: Array::new(),
+        part_bytes: 0,
+        blobs: Array::new(),
+        last_report: 0,
+        finished: false,
+    }));
+    let (p, s, d) = (peer.clone(), state.clone(), dc.clone());
+    let on_message = Closure::<dyn FnMut(JsValue)>::new(move |ev: JsValue| {
+        let data = ev.unchecked_into::<MessageEvent>().data();
+        let result = on_receive(&p, &mut s.borrow_mut(), &d, data);
+        if let Err(reason) = result {
+            let mut st = s.borrow_mut();
+            st.finished = true;
+            st.parts = Array::new();
+            st.blobs = Array::new();
+            let _ = d.send_with_str(
+                &FileMessage::Refused {
+                    reason: reason.clone(),
+                }
+                .encode(),
+            );
+            p.emit(Event::FileFailed { id: st.id, reason });
+        }
+    });
+    let (p, s) = (peer, state);
+    let on_close = Closure::<dyn FnMut(JsValue)>::new(move |_| {
+        let mut st = s.borrow_mut();
+        if st.finished {
+            return;
+        }
+        st.finished = true;
+        st.parts = Array::new();
+        st.blobs = Array::new();
+        if let Some(file) = &st.file {
+            p.emit(Event::FileFailed {
+                id: st.id,
+                reason: file.abandoned().to_string(),
+            });
+        }
+    });
+    dc.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    dc.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+    on_message.forget();
+    on_close.forget();
+}
+
+fn on_receive(
+    peer: &Peer,
+    st: &mut Receiving,
+    dc: &RtcDataChannel,
+    data: JsValue,
+) -> Result<(), String> {
+    if st.finished {
+        return Ok(());
+    }
+    if let Some(text) = data.as_string() {
+        let msg = FileMessage::decode(&text).map_err(|e| e.to_string())?;
+        let Some(file) = st.file.take() else {
+            let file = Incoming::start(&msg).map_err(|e| e.to_string())?;
+            peer.emit(Event::FileStarted {
+                id: st.id,
+                peer: peer.id.clone(),
+                direction: "in",
+                name: file.name.clone(),
+                size: file.size as f64,
+            });
+            st.file = Some(file);
+            return Ok(());
+        };
+        let mime = file.mime.clone();
+        let sha256 = file.finish(&msg).map_err(|e| e.to_string())?;
+        st.blobs.push(&fold(&st.parts, None)?.into());
+        let blob = fold(&st.blobs, mime.as_deref())?;
+        st.parts = Array::new();
+        st.blobs = Array::new();
+        st.finished = true;
+        let url = Url::create_object_url_with_blob(&blob).map_err(|_| "cannot offer the file")?;
+        let _ = dc.send_with_str(
+            &FileMessage::Received {
+                sha256: sha256.clone(),
+            }
+            .encode(),
+        );
+        peer.emit(Event::FileDone {
+            id: st.id,
+            sha256,
+            url: Some(url),
+        });
+        return Ok(());
+    }
+    let Some(file) = st.file.as_mut() else {
+        return Err("no file header".into());
+    };
+    let buf: ArrayBuffer = data.dyn_into().map_err(|_| "unexpected message type")?;
+    let bytes = Uint8Array::new(&buf).to_vec();
+    file.on_chunk(&bytes).map_err(|e| e.to_string())?;
+    st.parts.push(&buf);
+    st.part_bytes += bytes.len();
+    if st.part_bytes >= FOLD_BYTES {
+        st.blobs.push(&fold(&st.parts, None)?.into());
+        st.parts = Array::new();
+        st.part_bytes = 0;
+    }
+    let received = file.received();
+    if received - st.last_report >= (file.size / 100).max(1) || received == file.size {
+        st.last_report = received;
+        peer.emit(Event::FileProgress {
+            id: st.id,
+            done: received as f64,
+        });
+    }
+    Ok(())
+}
+
+/// One `Blob` from a list of parts (ArrayBuffers or Blobs).
+fn fold(parts: &Array, mime: Option<&str>) -> Result<Blob, String> {
+    let bag = BlobPropertyBag::new();
+    if let Some(m) = mime {
+        bag.set_type(m);
+    }
+    Blob::new_with_blob_sequence_and_options(parts, &bag)
+        .map_err(|_| "cannot store the file".to_string())
+}

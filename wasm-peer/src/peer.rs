@@ -1,0 +1,345 @@
+//! One remote peer in the browser: its RTCPeerConnection, perfect negotiation (from `peer_core`),
+//! trickle ICE, and the control channel (chat).
+
+use std::cell::{Cell, RefCell};
+use std::rc::{Rc, Weak};
+
+use js_sys::Reflect;
+use peer_core::channels::{ControlMessage, CONTROL_LABEL, FILE_LABEL};
+use peer_core::negotiation::{DescriptionKind, Negotiator, RemoteAction};
+use serde::Serialize;
+use signal_protocol::{ClientMessage, PeerSignal};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{
+    MessageEvent, RtcDataChannel, RtcDataChannelEvent, RtcDataChannelState, RtcPeerConnection,
+    RtcPeerConnectionIceEvent, RtcSignalingState,
+};
+
+use crate::events::Event;
+use crate::room::Inner;
+use crate::Handler;
+
+/// A remote peer and the connection to it.
+pub struct Peer {
+    pub(crate) id: String,
+    name: Option<String>,
+    pub(crate) pc: RtcPeerConnection,
+    pub(crate) room: Weak<Inner>,
+    negotiator: RefCell<Negotiator<JsValue>>,
+    control: RefCell<Option<RtcDataChannel>>,
+    connected: Cell<bool>,
+    handlers: RefCell<Vec<Handler>>,
+}
+
+/// `{type, sdp}` for setLocal/RemoteDescription.
+#[derive(Serialize)]
+struct Description<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sdp: Option<&'a str>,
+}
+
+/// `{candidate, sdpMid, sdpMLineIndex}` for addIceCandidate.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CandidateInit<'a> {
+    candidate: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sdp_mid: Option<&'a str>,
+    #[serde(rename = "sdpMLineIndex", skip_serializing_if = "Option::is_none")]
+    sdp_m_line_index: Option<u16>,
+}
+
+fn to_js<T: Serialize>(value: &T) -> JsValue {
+    serde_wasm_bindgen::to_value(value).unwrap_or(JsValue::UNDEFINED)
+}
+
+impl Peer {
+    /// Creates the connection with the room's ICE servers.
+    pub(crate) fn new(
+        room: &Rc<Inner>,
+        me: &str,
+        id: String,
+        name: Option<String>,
+        ice_servers: &JsValue,
+    ) -> Result<Rc<Peer>, JsValue> {
+        let config = js_sys::Object::new();
+        Reflect::set(&config, &"iceServers".into(), ice_servers)?;
+        let pc = RtcPeerConnection::new_with_configuration(config.unchecked_ref())?;
+        let peer = Rc::new(Peer {
+            negotiator: RefCell::new(Negotiator::new(me, &id)),
+            id,
+            name,
+            pc,
+            room: Rc::downgrade(room),
+            control: RefCell::new(None),
+            connected: Cell::new(false),
+            handlers: RefCell::new(Vec::new()),
+        });
+        Peer::wire(&peer);
+        Ok(peer)
+    }
+
+    fn wire(this: &Rc<Peer>) {
+        let weak = Rc::downgrade(this);
+        let on_candidate = Closure::<dyn FnMut(JsValue)>::new(move |ev: JsValue| {
+            let Some(peer) = weak.upgrade() else { return };
+            let ev: RtcPeerConnectionIceEvent = ev.unchecked_into();
+            let signal = match ev.candidate() {
+                Some(c) if !c.candidate().is_empty() => PeerSignal::Candidate {
+                    candidate: c.candidate(),
+                    sdp_mid: c.sdp_mid(),
+                    sdp_m_line_index: c.sdp_m_line_index(),
+                },
+                _ => PeerSignal::EndOfCandidates,
+            };
+            peer.signal(signal);
+        });
+        let weak = Rc::downgrade(this);
+        let on_state = Closure::<dyn FnMut(JsValue)>::new(move |_| {
+            let Some(peer) = weak.upgrade() else { return };
+            let state = Reflect::get(&peer.pc, &"connectionState".into())
+                .ok()
+                .and_then(|s| s.as_string())
+                .unwrap_or_default();
+            peer.emit(Event::PeerState {
+                peer: peer.id.clone(),
+                state,
+            });
+        });
+        let weak = Rc::downgrade(this);
+        let on_channel = Closure::<dyn FnMut(JsValue)>::new(move |ev: JsValue| {
+            let Some(peer) = weak.upgrade() else { return };
+            let dc = ev.unchecked_into::<RtcDataChannelEvent>().channel();
+            match dc.label().as_str() {
+                CONTROL_LABEL => Peer::watch_control(&peer, dc),
+                FILE_LABEL => crate::files::receive(peer, dc),
+                _ => dc.close(),
+            }
+        });
+        this.pc
+            .set_onicecandidate(Some(on_candidate.as_ref().unchecked_ref()));
+        this.pc
+            .set_onconnectionstatechange(Some(on_state.as_ref().unchecked_ref()));
+        this.pc
+            .set_ondatachannel(Some(on_channel.as_ref().unchecked_ref()));
+        this.handlers
+            .borrow_mut()
+            .extend([on_candidate, on_state, on_channel]);
+    }
+
+    pub(crate) fn emit(&self, event: Event) {
+        if let Some(room) = self.room.upgrade() {
+            room.emit(event);
+        }
+    }
+
+    fn signal(&self, data: PeerSignal) {
+        if let Some(room) = self.room.upgrade() {
+            room.send(&ClientMessage::Signal {
+                to: self.id.clone(),
+                data,
+            });
+        }
+    }
+
+    /// Whether the control channel is open.
+    pub fn is_connected(&self) -> bool {
+        self.connected.get()
+    }
+
+    /// Opens the control channel and sends the first offer (we are the newcomer).
+    pub async fn start(self: Rc<Self>) {
+        let dc = self.pc.create_data_channel(CONTROL_LABEL);
+        Peer::watch_control(&self, dc);
+        self.negotiator.borrow_mut().offer_started();
+        let result: Result<(), JsValue> = async {
+            let offer = JsFuture::from(self.pc.create_offer()).await?;
+            let sdp = Reflect::get(&offer, &"sdp".into())?
+                .as_string()
+                .unwrap_or_default();
+            JsFuture::from(self.pc.set_local_description(offer.unchecked_ref())).await?;
+            self.signal(PeerSignal::Offer { sdp });
+            Ok(())
+        }
+        .await;
+        self.negotiator.borrow_mut().offer_finished();
+        if let Err(e) = result {
+            web_sys::console::error_2(&"offer failed".into(), &e);
+        }
+    }
+
+    /// Handles a signal from this peer.
+    pub async fn on_signal(self: Rc<Self>, signal: PeerSignal) {
+        let result = match signal {
+            PeerSignal::Offer { sdp } => self.on_description(DescriptionKind::Offer, sdp).await,
+            PeerSignal::Answer { sdp } => self.on_description(DescriptionKind::Answer, sdp).await,
+            PeerSignal::Candidate {
+                candidate,
+                sdp_mid,
+                sdp_m_line_index,
+            } => {
+                let init = to_js(&CandidateInit {
+                    candidate: &candidate,
+                    sdp_mid: sdp_mid.as_deref(),
+                    sdp_m_line_index: if sdp_mid.is_none() {
+                        sdp_m_line_index.or(Some(0))
+                    } else {
+                        sdp_m_line_index
+                    },
+                });
+                let ready = self.negotiator.borrow_mut().on_remote_candidate(init);
+                match ready {
+                    Some(init) => self.add_candidate(init).await,
+                    None => Ok(()),
+                }
+            }
+            PeerSignal::EndOfCandidates => Ok(()),
+        };
+        if let Err(e) = result {
+            web_sys::console::warn_2(&format!("negotiation with {}:", self.id).into(), &e);
+        }
+    }
+
+    async fn on_description(&self, kind: DescriptionKind, sdp: String) -> Result<(), JsValue> {
+        let stable = self.pc.signaling_state() == RtcSignalingState::Stable;
+        let action = self
+            .negotiator
+            .borrow_mut()
+            .on_remote_description(kind, stable);
+        let RemoteAction::Apply {
+            rollback_first,
+            then_answer,
+        } = action
+        else {
+            return Ok(());
+        };
+        if rollback_first {
+            let rollback = to_js(&Description {
+                kind: "rollback",
+                sdp: None,
+            });
+            JsFuture::from(self.pc.set_local_description(rollback.unchecked_ref())).await?;
+        }
+        let desc = to_js(&Description {
+            kind: match kind {
+                DescriptionKind::Offer => "offer",
+                DescriptionKind::Answer => "answer",
+            },
+            sdp: Some(&sdp),
+        });
+        JsFuture::from(self.pc.set_remote_description(desc.unchecked_ref())).await?;
+        let waiting = self.negotiator.borrow_mut().remote_applied();
+        for init in waiting {
+            self.add_candidate(init).await?;
+        }
+        if then_answer {
+            let answer = JsFuture::from(self.pc.create_answer()).await?;
+            let sdp = Reflect::get(&answer, &"sdp".into())?
+                .as_string()
+                .unwrap_or_default();
+            JsFuture::from(self.pc.set_local_description(answer.unchecked_ref())).await?;
+            self.signal(PeerSignal::Answer { sdp });
+        }
+        Ok(())
+    }
+
+    async fn add_candidate(&self, init: JsValue) -> Result<(), JsValue> {
+        let promise = self
+            .pc
+            .add_ice_candidate_with_opt_rtc_ice_candidate_init(Some(init.unchecked_ref()));
+        // One unusable candidate is not fatal: the others may connect.
+        let _ = JsFuture::from(promise).await;
+        Ok(())
+    }
+
+    /// Reads the control channel: open → report the path; messages → chat.
+    fn watch_control(this: &Rc<Peer>, dc: RtcDataChannel) {
+        let weak = Rc::downgrade(this);
+        let on_open = Closure::<dyn FnMut(JsValue)>::new(move |_| {
+            if let Some(peer) = weak.upgrade() {
+                Peer::opened(&peer);
+            }
+        });
+        let weak = Rc::downgrade(this);
+        let on_message = Closure::<dyn FnMut(JsValue)>::new(move |ev: JsValue| {
+            let Some(peer) = weak.upgrade() else { return };
+            let Some(text) = ev.unchecked_into::<MessageEvent>().data().as_string() else {
+                return;
+            };
+            if let Ok(ControlMessage::Chat { text }) = ControlMessage::decode(&text) {
+                peer.emit(Event::Chat {
+                    from: peer.id.clone(),
+                    name: peer.name.clone(),
+                    text,
+                });
+            }
+        });
+        dc.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+        dc.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        let already_open = dc.ready_state() == RtcDataChannelState::Open;
+        *this.control.borrow_mut() = Some(dc);
+        this.handlers.borrow_mut().extend([on_open, on_message]);
+        if already_open {
+            Peer::opened(this);
+        }
+    }
+
+    fn opened(this: &Rc<Peer>) {
+        if this.connected.replace(true) {
+            return;
+        }
+        let peer = this.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let mut info = None;
+            for _ in 0..20 {
+                info = crate::stats::path_info(&peer.pc).await;
+                if info.is_some() {
+                    break;
+                }
+                sleep_ms(50).await;
+            }
+            peer.emit(Event::Connected {
+                peer: peer.id.clone(),
+                path: info.as_ref().map(|i| i.kind),
+                label: info
+                    .as_ref()
+                    .map(|i| i.kind.label().to_string())
+                    .unwrap_or_else(|| "connected".into()),
+                local: info.as_ref().map(|i| i.local),
+                remote: info.as_ref().map(|i| i.remote),
+                rtt_ms: info.and_then(|i| i.rtt_ms),
+            });
+        });
+    }
+
+    /// Sends a chat line on the control channel.
+    pub fn send_chat(&self, text: &str) {
+        if let Some(dc) = self.control.borrow().as_ref() {
+            if dc.ready_state() == RtcDataChannelState::Open {
+                let msg = ControlMessage::Chat {
+                    text: text.to_string(),
+                };
+                let _ = dc.send_with_str(&msg.encode());
+            }
+        }
+    }
+
+    /// Closes the connection.
+    pub fn close(&self) {
+        self.pc.close();
+    }
+}
+
+/// Waits `ms` milliseconds (setTimeout as a future).
+pub(crate) async fn sleep_ms(ms: i32) {
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        if let Some(w) = web_sys::window() {
+            let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
+        }
+    });
+    let _ = JsFuture::from(promise).await;
+}

@@ -1,0 +1,259 @@
+// The page's glue: shows what the wasm peer (www/pkg, built from wasm-peer/) reports, and
+// passes the user's chat lines and files to it. All peer logic lives in Rust.
+import init, { Room, qrSvg } from '/pkg/wasm_peer.js';
+
+const $ = (id) => document.getElementById(id);
+const el = (tag, cls, text) => {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+};
+
+const roomMatch = location.pathname.match(/^\/r\/([A-Za-z0-9_-]{1,64})\/?$/);
+
+function showStatus(text, kind = 'info', action) {
+  const s = $('status');
+  s.hidden = !text;
+  s.className = `status ${kind}`;
+  s.textContent = text || '';
+  if (action) {
+    const b = el('button', 'button', action.label);
+    b.onclick = action.run;
+    s.append(' ', b);
+  }
+}
+
+if (!roomMatch) {
+  $('landing').hidden = false;
+  $('join-form').onsubmit = (e) => {
+    e.preventDefault();
+    const v = $('join-id').value.trim();
+    const m = v.match(/\/r\/([A-Za-z0-9_-]+)/);
+    const id = m ? m[1] : v;
+    if (/^[A-Za-z0-9_-]{1,64}$/.test(id)) location.href = `/r/${id}`;
+    else showStatus('That is not a room id or link.', 'error');
+  };
+} else {
+  startRoom(roomMatch[1]);
+}
+
+async function startRoom(roomId) {
+  $('room').hidden = false;
+  const link = `${location.origin}/r/${roomId}`;
+  $('link').value = link;
+  $('cli-hint').textContent = `burrow join ${link}`;
+  $('copy').onclick = async () => {
+    try {
+      await navigator.clipboard.writeText(link);
+    } catch {
+      $('link').select();
+      document.execCommand('copy');
+    }
+    $('copy').textContent = 'Copied';
+    setTimeout(() => ($('copy').textContent = 'Copy'), 1500);
+  };
+  await init();
+  $('qr').innerHTML = qrSvg(link);
+
+  const peers = new Map(); // id -> {li, name}
+  const transfers = new Map(); // id -> {li, size}
+  const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws/${roomId}`;
+  const nameInput = $('name');
+  nameInput.value = localStorage.getItem('burrow.name') || '';
+  let room = null;
+
+  const label = (id) => {
+    const p = peers.get(id);
+    return p && p.name ? `${p.name}` : id;
+  };
+
+  function note(text) {
+    const li = el('li', 'note', text);
+    $('chat-log').append(li);
+    li.scrollIntoView({ block: 'nearest' });
+  }
+
+  function renderEmpty() {
+    const list = $('peers');
+    const empty = list.querySelector('.empty');
+    if (peers.size === 0 && !empty) list.append(el('li', 'empty', 'Nobody else here yet — share the link.'));
+    if (peers.size > 0 && empty) empty.remove();
+  }
+
+  function onEvent(ev) {
+    switch (ev.type) {
+      case 'joined':
+        $('me').textContent = nameInput.value ? `${nameInput.value} (${ev.peer_id})` : ev.peer_id;
+        showStatus('');
+        break;
+      case 'peer_joined': {
+        const li = el('li', 'peer');
+        li.dataset.peer = ev.peer;
+        li.append(el('span', 'who', ev.name ? `${ev.name} (${ev.peer})` : ev.peer),
+          el('span', 'state', 'connecting'), el('span', 'badge', ''), el('span', 'rtt', ''));
+        peers.set(ev.peer, { li, name: ev.name });
+        $('peers').append(li);
+        renderEmpty();
+        break;
+      }
+      case 'peer_state': {
+        const p = peers.get(ev.peer);
+        if (p) {
+          p.li.querySelector('.state').textContent = ev.state;
+          p.li.dataset.state = ev.state;
+          if (ev.state === 'failed') note(`Could not reach ${label(ev.peer)}: no path found.`);
+        }
+        break;
+      }
+      case 'connected': {
+        const p = peers.get(ev.peer);
+        if (!p) break;
+        p.li.dataset.state = 'connected';
+        p.li.querySelector('.state').textContent = 'connected';
+        const badge = p.li.querySelector('.badge');
+        badge.textContent = ev.label;
+        badge.dataset.path = ev.path || '';
+        const pair = ev.local && ev.remote ? `${ev.local} ↔ ${ev.remote}` : '';
+        badge.title = pair ? `candidate pair: ${pair}` : '';
+        p.li.querySelector('.rtt').textContent = ev.rtt_ms != null ? `${ev.rtt_ms.toFixed(1)} ms` : '';
+        note(`Connected to ${label(ev.peer)}: ${ev.label}.`);
+        break;
+      }
+      case 'peer_left': {
+        const p = peers.get(ev.peer);
+        if (p) {
+          p.li.remove();
+          peers.delete(ev.peer);
+          note(`${label(ev.peer) || ev.peer} left.`);
+        }
+        renderEmpty();
+        break;
+      }
+      case 'chat': {
+        const li = el('li', 'msg');
+        li.dataset.from = ev.from;
+        li.append(el('b', null, ev.name || ev.from), el('span', 'text', ev.text));
+        $('chat-log').append(li);
+        li.scrollIntoView({ block: 'nearest' });
+        break;
+      }
+      case 'file_started': {
+        const li = el('li', 'transfer');
+        li.dataset.id = ev.id;
+        li.dataset.direction = ev.direction;
+        const arrow = ev.direction === 'in' ? `from ${label(ev.peer)}` : `to ${label(ev.peer)}`;
+        const bar = el('progress');
+        bar.max = ev.size || 1;
+        bar.value = 0;
+        li.append(el('span', 'fname', ev.name), el('span', 'dir', `${arrow} · ${fmtBytes(ev.size)}`),
+          bar, el('span', 'fstatus', ev.direction === 'in' ? 'receiving…' : 'sending…'));
+        transfers.set(ev.id, { li, bar, name: ev.name, size: ev.size });
+        $('transfers').prepend(li);
+        break;
+      }
+      case 'file_progress': {
+        const t = transfers.get(ev.id);
+        if (t) t.bar.value = ev.done;
+        break;
+      }
+      case 'file_done': {
+        const t = transfers.get(ev.id);
+        if (!t) break;
+        t.bar.value = t.size;
+        t.li.dataset.sha256 = ev.sha256;
+        const status = t.li.querySelector('.fstatus');
+        status.textContent = '';
+        if (ev.url) {
+          const a = el('a', 'download button', 'Download');
+          a.href = ev.url;
+          a.download = t.name;
+          status.append(a);
+        } else {
+          status.textContent = 'delivered ✓';
+        }
+        t.li.title = `SHA-256 ${ev.sha256}`;
+        t.li.classList.add('done');
+        break;
+      }
+      case 'file_failed': {
+        const t = transfers.get(ev.id);
+        if (t) {
+          t.li.classList.add('failed');
+          t.li.querySelector('.fstatus').textContent = `failed: ${ev.reason}`;
+        }
+        break;
+      }
+      case 'error':
+        if (ev.code === 'room_full') {
+          showStatus(`This room is full. ${ev.message}`, 'error', { label: 'Try again', run: () => room.retry() });
+        } else {
+          showStatus(`${ev.message} (${ev.code})`, 'error');
+        }
+        break;
+      case 'server_lost':
+        $('me').textContent = 'reconnecting…';
+        showStatus(`Lost the connection to the server — reconnecting in ${ev.retry_in} s…`, 'warn');
+        break;
+    }
+  }
+
+  function connect() {
+    if (room) room.leave();
+    peers.forEach((p) => p.li.remove());
+    peers.clear();
+    renderEmpty();
+    room = new Room(wsUrl, nameInput.value.trim() || null, onEvent);
+    window.burrowRoom = room;
+  }
+  connect();
+
+  nameInput.onchange = () => {
+    localStorage.setItem('burrow.name', nameInput.value.trim());
+    connect();
+  };
+
+  $('chat-form').onsubmit = (e) => {
+    e.preventDefault();
+    const text = $('chat-input').value;
+    if (!text.trim()) return;
+    room.sendChat(text);
+    const li = el('li', 'msg mine');
+    li.append(el('b', null, 'you'), el('span', 'text', text));
+    $('chat-log').append(li);
+    li.scrollIntoView({ block: 'nearest' });
+    $('chat-input').value = '';
+  };
+
+  const sendFiles = (files) => {
+    for (const f of files) {
+      if (room.sendFile(f) === 0) showStatus('No peer is connected yet: nobody to send to.', 'warn');
+    }
+  };
+  $('file-input').onchange = (e) => {
+    sendFiles(e.target.files);
+    e.target.value = '';
+  };
+  const drop = $('drop');
+  drop.ondragover = (e) => {
+    e.preventDefault();
+    drop.classList.add('over');
+  };
+  drop.ondragleave = () => drop.classList.remove('over');
+  drop.ondrop = (e) => {
+    e.preventDefault();
+    drop.classList.remove('over');
+    sendFiles(e.dataTransfer.files);
+  };
+}
+
+function fmtBytes(n) {
+  if (n < 1024) return `${n} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let i = -1;
+  do {
+    n /= 1024;
+    i++;
+  } while (n >= 1024 && i < units.length - 1);
+  return `${n.toFixed(1)} ${units[i]}`;
+}
