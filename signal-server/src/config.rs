@@ -62,6 +62,55 @@ pub struct Config {
     /// Messages queued for one peer before signals to it are refused with `peer_congested`.
     #[arg(long, env = "BURROW_PEER_QUEUE", default_value_t = 256)]
     pub peer_queue: usize,
+
+    /// A second STUN port, so `burrow netcheck` can tell whether the NAT's mapping depends on the
+    /// destination (default: the STUN port + 1; 0 picks a free one).
+    #[arg(long, env = "BURROW_STUN_ALT_PORT")]
+    pub stun_alt_port: Option<u16>,
+
+    /// Turn off the embedded TURN relay (STUN stays).
+    #[arg(long, env = "BURROW_NO_TURN")]
+    pub no_turn: bool,
+
+    /// Shared secret for TURN credentials (TURN REST API / coturn `use-auth-secret`); default: a
+    /// random one per start.
+    #[arg(long, env = "BURROW_TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<String>,
+
+    /// How long minted TURN credentials stay valid.
+    #[arg(long, env = "BURROW_TURN_TTL", default_value = "12h", value_parser = parse_duration)]
+    pub turn_ttl: Duration,
+
+    /// The IP relayed candidates advertise (default: the STUN listen IP, or the public host if it
+    /// is an IP, or 127.0.0.1).
+    #[arg(long, env = "BURROW_TURN_RELAY_IP")]
+    pub turn_relay_ip: Option<IpAddr>,
+
+    /// Peer address ranges never relayed to, beyond the built-in loopback, link-local,
+    /// unspecified and multicast (repeatable, CIDR).
+    #[arg(long, env = "BURROW_TURN_DENIED_PEER", value_delimiter = ',')]
+    pub turn_denied_peer: Vec<ipnet::IpNet>,
+
+    /// Peer address ranges relayed to even if otherwise denied (repeatable, CIDR).
+    #[arg(long, env = "BURROW_TURN_ALLOWED_PEER", value_delimiter = ',')]
+    pub turn_allowed_peer: Vec<ipnet::IpNet>,
+
+    /// Most TURN allocations one peer may hold at once.
+    #[arg(long, env = "BURROW_TURN_MAX_PER_PEER", default_value_t = 32)]
+    pub turn_max_allocations_per_peer: usize,
+
+    /// Most TURN allocations at once, in total.
+    #[arg(long, env = "BURROW_TURN_MAX_ALLOCATIONS", default_value_t = 2000)]
+    pub turn_max_allocations: usize,
+
+    /// An external TURN server to list too (e.g. `turn:turn.example.org:3478`), with credentials
+    /// minted from --external-turn-secret.
+    #[arg(long, env = "BURROW_EXTERNAL_TURN", requires = "external_turn_secret")]
+    pub external_turn: Option<String>,
+
+    /// The external TURN server's `static-auth-secret`.
+    #[arg(long, env = "BURROW_EXTERNAL_TURN_SECRET", hide_env_values = true)]
+    pub external_turn_secret: Option<String>,
 }
 
 impl Config {
@@ -84,7 +133,7 @@ impl Config {
 }
 
 /// An IP written as a URL host (IPv6 in brackets).
-fn host_for_url(ip: IpAddr) -> String {
+pub fn host_for_url(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => format!("[{v6}]"),
@@ -119,7 +168,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "ms" => n / 1000.0,
         "s" => n,
         "m" => n * 60.0,
-        _ => return Err(format!("'{s}': unit must be ms, s or m")),
+        "h" => n * 3600.0,
+        _ => return Err(format!("'{s}': unit must be ms, s, m or h")),
     };
     Ok(Duration::from_secs_f64(secs))
 }
@@ -135,7 +185,8 @@ mod tests {
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5h").is_err());
+        assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(12 * 3600)));
+        assert!(parse_duration("5d").is_err());
     }
 
     #[test]

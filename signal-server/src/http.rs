@@ -25,6 +25,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/new", get(new_room))
         .route("/ws/{room}", get(websocket))
         .route("/healthz", get(healthz))
+        .route("/api/netcheck", get(netcheck))
         .fallback_service(ServeDir::new(www))
         .with_state(state)
 }
@@ -77,6 +78,12 @@ async fn websocket(
         .max_message_size(limit.saturating_mul(4))
         .max_frame_size(limit.saturating_mul(4))
         .on_upgrade(move |socket| connection::serve(socket, Client { room, host }, state))
+}
+
+/// `/api/netcheck`: the two STUN URLs a client compares to classify its NAT.
+async fn netcheck(State(state): State<Arc<AppState>>, headers: HeaderMap) -> impl IntoResponse {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    Json(serde_json::json!({ "stun": state.netcheck_urls(host) }))
 }
 
 /// `/healthz`: liveness and counts.

@@ -4,15 +4,20 @@
 //!   (`/ws/{room}`) and `/healthz`;
 //! * [`connection`]: one WebSocket peer, from `hello` to leave;
 //! * [`room`]: rooms and the relay of signals between their members;
-//! * [`stun`]: the embedded STUN server that tells each client its post-NAT address;
+//! * [`stun`]: the embedded STUN server that tells each client its post-NAT address, and the
+//!   TURN relay for when no hole can be punched;
+//! * [`credentials`]: ephemeral TURN credentials (TURN REST API scheme);
+//! * [`turn_guard`]: where the relay may send, and allocation quotas;
 //! * [`config`]: flags and defaults.
 
 pub mod config;
 pub mod connection;
+pub mod credentials;
 pub mod http;
 pub mod rate;
 pub mod room;
 pub mod stun;
+pub mod turn_guard;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,19 +32,52 @@ pub struct AppState {
     pub config: Config,
     /// All rooms.
     pub rooms: room::Rooms,
-    /// Where the STUN server actually listens (its port is advertised to clients).
+    /// Where the STUN/TURN server actually listens (its port is advertised to clients).
     pub stun_addr: SocketAddr,
+    /// The second STUN port (for netcheck).
+    pub stun_alt_addr: SocketAddr,
+    /// Mints credentials for the embedded TURN relay, when it is on.
+    pub turn: Option<credentials::Minter>,
+    /// Mints credentials for an external TURN server, when one is configured.
+    pub external_turn: Option<credentials::Minter>,
 }
 
 impl AppState {
-    /// The ICE servers handed to a peer in its welcome.
-    pub fn ice_servers(&self, request_host: Option<&str>, _peer_id: &str) -> Vec<IceServer> {
+    /// The ICE servers handed to a peer in its welcome: STUN, and TURN with fresh credentials.
+    pub fn ice_servers(&self, request_host: Option<&str>, peer_id: &str) -> Vec<IceServer> {
         let host = self.config.ice_host(request_host);
-        vec![IceServer {
-            urls: vec![format!("stun:{host}:{}", self.stun_addr.port())],
+        let port = self.stun_addr.port();
+        let mut servers = vec![IceServer {
+            urls: vec![format!("stun:{host}:{port}")],
             username: None,
             credential: None,
-        }]
+        }];
+        if let Some(minter) = &self.turn {
+            let (username, credential) = minter.mint(peer_id);
+            servers.push(IceServer {
+                urls: vec![format!("turn:{host}:{port}?transport=udp")],
+                username: Some(username),
+                credential: Some(credential),
+            });
+        }
+        if let (Some(minter), Some(url)) = (&self.external_turn, &self.config.external_turn) {
+            let (username, credential) = minter.mint(peer_id);
+            servers.push(IceServer {
+                urls: vec![url.clone()],
+                username: Some(username),
+                credential: Some(credential),
+            });
+        }
+        servers
+    }
+
+    /// The two STUN URLs netcheck compares.
+    pub fn netcheck_urls(&self, request_host: Option<&str>) -> [String; 2] {
+        let host = self.config.ice_host(request_host);
+        [
+            format!("stun:{host}:{}", self.stun_addr.port()),
+            format!("stun:{host}:{}", self.stun_alt_addr.port()),
+        ]
     }
 }
 
@@ -47,8 +85,10 @@ impl AppState {
 pub struct Running {
     /// Where HTTP and WebSocket are served.
     pub http_addr: SocketAddr,
-    /// Where STUN is served.
+    /// Where STUN/TURN is served.
     pub stun_addr: SocketAddr,
+    /// The second STUN address.
+    pub stun_alt_addr: SocketAddr,
     stun: stun::StunServer,
     http: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -58,14 +98,21 @@ pub async fn start(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<Running> {
-    let stun = stun::StunServer::start(config.stun_listen).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let http_addr = listener.local_addr()?;
+    let stun = stun::StunServer::start(&config, http_addr).await?;
+    let external_turn = config
+        .external_turn_secret
+        .as_deref()
+        .map(|secret| credentials::Minter::new(secret, config.turn_ttl));
     let state = Arc::new(AppState {
         rooms: room::Rooms::new(config.max_rooms, config.max_peers_per_room),
         stun_addr: stun.local_addr,
+        stun_alt_addr: stun.alt_addr,
+        turn: stun.minter.clone(),
+        external_turn,
         config,
     });
     let app = http::router(state);
@@ -77,6 +124,7 @@ pub async fn start(
     Ok(Running {
         http_addr,
         stun_addr: stun.local_addr,
+        stun_alt_addr: stun.alt_addr,
         stun,
         http,
     })

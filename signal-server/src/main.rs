@@ -20,8 +20,8 @@ async fn main() -> anyhow::Result<()> {
     let running = signal_server::start(config, shutdown_signal()).await?;
     // One stable line on stdout, so scripts and tests can learn the ports picked for port 0.
     println!(
-        "listening http={} stun={}",
-        running.http_addr, running.stun_addr
+        "listening http={} stun={} stun-alt={}",
+        running.http_addr, running.stun_addr, running.stun_alt_addr
     );
     tracing::info!("open http://{}/ in a browser", running.http_addr);
     running.wait().await?;
