@@ -53,6 +53,7 @@ async function startRoom(roomId) {
     $('copy').textContent = 'Copied';
     setTimeout(() => ($('copy').textContent = 'Copy'), 1500);
   };
+  $('netcheck-run').onclick = netcheck;
   await init();
   $('qr').innerHTML = qrSvg(link);
 
@@ -117,7 +118,9 @@ async function startRoom(roomId) {
         const pair = ev.local && ev.remote ? `${ev.local} ↔ ${ev.remote}` : '';
         badge.title = pair ? `candidate pair: ${pair}` : '';
         p.li.querySelector('.rtt').textContent = ev.rtt_ms != null ? `${ev.rtt_ms.toFixed(1)} ms` : '';
-        note(`Connected to ${label(ev.peer)}: ${ev.label}.`);
+        // Repeated every few seconds with fresh stats; note only what changed.
+        if (p.label !== ev.label) note(`${p.label ? 'Now' : 'Connected'} to ${label(ev.peer)}: ${ev.label}.`);
+        p.label = ev.label;
         break;
       }
       case 'peer_left': {
@@ -245,6 +248,41 @@ async function startRoom(roomId) {
     drop.classList.remove('over');
     sendFiles(e.dataTransfer.files);
   };
+}
+
+// Netcheck in the browser: one RTCPeerConnection with both STUN ports as ICE servers gathers
+// from one socket; one public ip:port back means endpoint-independent mapping, two mean the
+// mapping depends on the destination (symmetric NAT).
+async function netcheck() {
+  const out = $('netcheck-result');
+  out.textContent = 'checking…';
+  try {
+    const { stun } = await (await fetch('/api/netcheck')).json();
+    const pc = new RTCPeerConnection({ iceServers: stun.map((u) => ({ urls: [u] })) });
+    const seen = new Set();
+    const done = new Promise((resolve) => {
+      pc.onicecandidate = (e) => {
+        if (!e.candidate) return resolve();
+        const c = e.candidate;
+        if (c.type === 'srflx') seen.add(`${c.address}:${c.port}`);
+      };
+      setTimeout(resolve, 5000);
+    });
+    pc.createDataChannel('netcheck');
+    await pc.setLocalDescription(await pc.createOffer());
+    await done;
+    pc.close();
+    const mapped = [...seen];
+    let verdict;
+    if (mapped.length === 0) verdict = 'no answer from STUN (UDP blocked?): relayed connections likely';
+    else if (mapped.length === 1) verdict = 'endpoint-independent mapping: direct connections likely';
+    else verdict = 'symmetric NAT: relayed connections likely';
+    out.dataset.mapping = mapped.length === 1 ? 'endpoint_independent' : mapped.length > 1 ? 'endpoint_dependent' : 'unknown';
+    out.innerHTML = '';
+    out.append(el('div', null, `public address: ${mapped.join(', ') || 'unknown'}`), el('strong', null, verdict));
+  } catch (err) {
+    out.textContent = `netcheck failed: ${err}`;
+  }
 }
 
 function fmtBytes(n) {

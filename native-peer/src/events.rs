@@ -41,6 +41,21 @@ pub enum Event {
         /// Round-trip time in ms.
         rtt_ms: Option<f64>,
     },
+    /// The connection moved to another candidate pair.
+    PathChanged {
+        /// The peer id.
+        peer: String,
+        /// `direct_lan`, `hole_punched` or `relayed`.
+        path: peer_core::path::PathKind,
+        /// The label shown to people.
+        label: String,
+        /// Our candidate type.
+        local: peer_core::path::CandidateType,
+        /// The peer's candidate type.
+        remote: peer_core::path::CandidateType,
+        /// Round-trip time in ms.
+        rtt_ms: Option<f64>,
+    },
     /// The peer connection failed (ICE found no path).
     ConnectionFailed {
         /// The peer id.
@@ -154,6 +169,13 @@ fn human(event: &Event) -> String {
                 .unwrap_or_default();
             format!("* connected to {peer}: {label}{pair}{rtt}")
         }
+        Event::PathChanged {
+            peer,
+            label,
+            local,
+            remote,
+            ..
+        } => format!("* {peer} now: {label} [{local:?} ↔ {remote:?}]").to_lowercase(),
         Event::ConnectionFailed { peer } => {
             format!("* could not connect to {peer}: no path found (is a TURN relay available?)")
         }

@@ -2,6 +2,7 @@
 
 mod events;
 mod files;
+mod netcheck;
 mod peer;
 mod rtc;
 mod session;
@@ -49,6 +50,11 @@ enum Command {
         /// Do not read stdin; run until Ctrl-C (for use in the background).
         #[arg(long)]
         no_stdin: bool,
+    },
+    /// Check what this machine's NAT does: public address, and whether hole punching can work.
+    Netcheck {
+        /// The server (http://host:port) or any room link on it; default: --server.
+        server: Option<String>,
     },
     /// Send files to the peers in a room (or the first to join), then exit.
     Send {
@@ -98,6 +104,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 read_stdin: !no_stdin,
             };
             session::run(&link, mode, opts).await
+        }
+        Command::Netcheck { server: arg } => {
+            let base = arg.as_deref().or(server).ok_or_else(|| {
+                anyhow::anyhow!("give the server: burrow netcheck http://host:port")
+            })?;
+            let report = netcheck::run(base).await?;
+            if cli.json {
+                let mut v = serde_json::to_value(&report)?;
+                v["event"] = "netcheck".into();
+                println!("{v}");
+            } else {
+                println!("local address:   {}", report.local);
+                for (url, mapped) in report.servers.iter().zip(&report.mapped) {
+                    println!("public address:  {mapped}  (seen by {url})");
+                }
+                println!("verdict:         {}", report.advice);
+            }
+            Ok(())
         }
         Command::Send { mut args } => {
             let link = args.pop().unwrap_or_default();

@@ -54,6 +54,7 @@ enum Internal {
     Chat(String, String),
     SendDone(String, String, Result<files::Done, files::FileError>),
     Received(String, Result<files::Done, (String, files::FileError)>),
+    PathChanged(String, rtc::PathInfo),
 }
 
 struct Session {
@@ -210,7 +211,7 @@ impl Session {
             }
             ServerMessage::PeerLeft { peer_id } => {
                 if let Some(peer) = self.peers.remove(&peer_id) {
-                    let _ = peer.pc.close().await;
+                    peer.close().await;
                 }
                 if self.pending_sends.contains_key(&peer_id) {
                     // Its transfers fail on their own now that the connection is closed.
@@ -315,6 +316,12 @@ impl Session {
                 peer.connected = true;
                 peer.control = Some(dc);
                 let info = rtc::path_info(&peer.pc).await;
+                peer.path_watch = Some(watch_path(
+                    self.internal_tx.clone(),
+                    &id,
+                    peer.pc.clone(),
+                    info,
+                ));
                 self.printer.print(&Event::Connected {
                     peer: id.clone(),
                     path: info.map(|i| i.kind),
@@ -329,6 +336,14 @@ impl Session {
                     self.start_sends(&id);
                 }
             }
+            Internal::PathChanged(peer, info) => self.printer.print(&Event::PathChanged {
+                peer,
+                path: info.kind,
+                label: info.kind.label().to_string(),
+                local: info.local,
+                remote: info.remote,
+                rtt_ms: info.rtt_ms,
+            }),
             Internal::Chat(from, text) => {
                 let name = self.peers.get(&from).and_then(|p| p.name.clone());
                 self.printer.print(&Event::Chat { from, name, text });
@@ -434,7 +449,7 @@ impl Session {
 
     async fn close_all(&mut self) {
         for (_, peer) in self.peers.drain() {
-            let _ = peer.pc.close().await;
+            peer.close().await;
         }
     }
 }
@@ -448,4 +463,32 @@ pub fn check_files(files: &[PathBuf]) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Re-reads the path every few seconds and reports when it changes (the controlling side may
+/// move the connection, e.g. from the relay to a hole punched once its checks succeed).
+fn watch_path(
+    tx: mpsc::UnboundedSender<Internal>,
+    id: &str,
+    pc: Arc<dyn webrtc::peer_connection::PeerConnection>,
+    first: Option<rtc::PathInfo>,
+) -> tokio::task::AbortHandle {
+    let id = id.to_string();
+    let mut last = first.map(|i| (i.kind, i.local, i.remote));
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            let Some(info) = rtc::path_info(&pc).await else {
+                continue;
+            };
+            let now = Some((info.kind, info.local, info.remote));
+            if now != last {
+                last = now;
+                if tx.send(Internal::PathChanged(id.clone(), info)).is_err() {
+                    break;
+                }
+            }
+        }
+    })
+    .abort_handle()
 }

@@ -113,6 +113,9 @@ mod tests {
         // base64(HMAC-SHA1("secret", "1700000000:alice")), computed independently (Python's
         // hmac module), as coturn's use-auth-secret expects.
         let m = Minter::new("secret", Duration::from_secs(1));
-        assert_eq!(m.password("1700000000:alice"), "d8soP47RbdIKLDUOpnJPVQyq5Ts=");
+        assert_eq!(
+            m.password("1700000000:alice"),
+            "d8soP47RbdIKLDUOpnJPVQyq5Ts="
+        );
     }
 }

@@ -78,13 +78,13 @@ impl StunServer {
     pub async fn start(cfg: &Config, http_addr: SocketAddr) -> anyhow::Result<StunServer> {
         let main = bind(cfg.stun_listen).await?;
         let local_addr = main.local_addr()?;
-        let alt_port = cfg
-            .stun_alt_port
-            .unwrap_or(if local_addr.port() == 0 || cfg.stun_listen.port() == 0 {
-                0
-            } else {
-                local_addr.port().wrapping_add(1)
-            });
+        let alt_port =
+            cfg.stun_alt_port
+                .unwrap_or(if local_addr.port() == 0 || cfg.stun_listen.port() == 0 {
+                    0
+                } else {
+                    local_addr.port().wrapping_add(1)
+                });
         let alt = bind(SocketAddr::new(cfg.stun_listen.ip(), alt_port)).await?;
         let alt_addr = alt.local_addr()?;
 
@@ -101,6 +101,10 @@ impl StunServer {
             per_peer: cfg.turn_max_allocations_per_peer,
             total: cfg.turn_max_allocations,
         };
+        let minter = (!cfg.no_turn).then(|| {
+            let secret = cfg.turn_secret.clone().unwrap_or_else(random_secret);
+            Minter::new(&secret, cfg.turn_ttl)
+        });
         let ledger = Arc::new(Ledger::default());
         let net = Arc::new(Net::new(None));
         let conn = |socket: UdpSocket| ConnConfig {
@@ -109,6 +113,7 @@ impl StunServer {
                 policy.clone(),
                 quotas,
                 ledger.clone(),
+                minter.clone(),
             )),
             relay_addr_generator: Box::new(RelayAddressGeneratorStatic {
                 relay_address: relay_ip,
@@ -117,10 +122,6 @@ impl StunServer {
             }),
         };
 
-        let minter = (!cfg.no_turn).then(|| {
-            let secret = cfg.turn_secret.clone().unwrap_or_else(random_secret);
-            Minter::new(&secret, cfg.turn_ttl)
-        });
         let auth: Arc<dyn AuthHandler + Send + Sync> = match &minter {
             Some(m) => Arc::new(credentials::AuthHandler { minter: m.clone() }),
             None => Arc::new(NoTurn),

@@ -124,6 +124,8 @@ pub struct GuardedConn {
     policy: PeerPolicy,
     quotas: Quotas,
     ledger: Arc<Ledger>,
+    /// Checks usernames, so only credentialed allocations are counted.
+    minter: Option<crate::credentials::Minter>,
 }
 
 /// What to do with one datagram.
@@ -140,12 +142,14 @@ impl GuardedConn {
         policy: PeerPolicy,
         quotas: Quotas,
         ledger: Arc<Ledger>,
+        minter: Option<crate::credentials::Minter>,
     ) -> GuardedConn {
         GuardedConn {
             inner,
             policy,
             quotas,
             ledger,
+            minter,
         }
     }
 
@@ -189,7 +193,12 @@ impl GuardedConn {
             }
         }
         if method == METHOD_ALLOCATE && class == CLASS_REQUEST && msg.contains(ATTR_USERNAME) {
+            let credentialed =
+                |user: &str| self.minter.as_ref().is_some_and(|m| m.check(user).is_ok());
             if let Ok(user) = TextAttribute::get_from_as(&msg, ATTR_USERNAME) {
+                if !credentialed(&user.text) {
+                    return Verdict::Pass; // the TURN server refuses it
+                }
                 if let Err(code) = self.ledger.admit(&user.text, from, self.quotas) {
                     tracing::info!(%from, user = %user.text, code = code.0, "TURN: allocation over quota");
                     return Verdict::Refuse(error_response(&msg, code));
@@ -296,7 +305,10 @@ mod tests {
     fn denied_and_allowed_ranges() {
         let policy = PeerPolicy {
             denied: vec!["10.0.0.0/8".parse().unwrap()],
-            allowed: vec!["127.0.0.0/8".parse().unwrap(), "10.1.0.0/16".parse().unwrap()],
+            allowed: vec![
+                "127.0.0.0/8".parse().unwrap(),
+                "10.1.0.0/16".parse().unwrap(),
+            ],
             own: vec![],
         };
         assert!(!policy.permits(addr("10.0.0.2:1")));

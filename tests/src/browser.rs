@@ -28,13 +28,27 @@ fn free_port() -> u16 {
 impl Browser {
     /// Starts chromedriver and a headless Chromium with the flags that work as root, offline.
     pub async fn start() -> Browser {
+        Browser::start_in(None, &[]).await
+    }
+
+    /// The same, inside network namespace `ns` (reached through a forwarding socket), with
+    /// extra Chromium flags.
+    pub async fn start_in(ns: Option<&str>, extra_args: &[&str]) -> Browser {
         let port = free_port();
-        let driver = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
+        let mut cmd = Command::new("chromedriver");
+        cmd.arg(format!("--port={port}"));
+        if let Some(ns) = ns {
+            cmd = crate::lab::Lab::wrap(ns, &cmd);
+        }
+        let driver = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start chromedriver (apt-get install chromium-driver)");
+        let driver_port = match ns {
+            Some(ns) => crate::netns::forward(ns, port),
+            None => port,
+        };
         let profile = std::env::temp_dir().join(format!("burrow-chromium-{port}"));
         let _ = std::fs::remove_dir_all(&profile);
         let args = vec![
@@ -50,12 +64,14 @@ impl Browser {
             "--window-size=1100,900".into(),
             format!("--user-data-dir={}", profile.display()),
         ];
+        let mut args = args;
+        args.extend(extra_args.iter().map(|a| a.to_string()));
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),
             json!({ "binary": "/usr/bin/chromium", "args": args }),
         );
-        let url = format!("http://127.0.0.1:{port}");
+        let url = format!("http://127.0.0.1:{driver_port}");
         let deadline = Instant::now() + PATIENCE;
         let client = loop {
             let attempt =

@@ -24,9 +24,14 @@ pub struct Burrow {
 impl Burrow {
     /// `burrow --json <args>`, with stdin kept open for chat.
     pub fn start(args: &[&str]) -> Burrow {
+        Burrow::spawn(Burrow::command(args))
+    }
+
+    /// The command `burrow --json <args>` (to wrap, e.g. in `ip netns exec`).
+    pub fn command(args: &[&str]) -> Command {
         let mut cmd = Command::new(crate::binary("burrow"));
         cmd.arg("--json").args(args);
-        Burrow::spawn(cmd)
+        cmd
     }
 
     /// Spawns a prepared `burrow` command (e.g. under `ip netns exec`).

@@ -1,6 +1,235 @@
-//! Small helpers for network set-up commands.
+//! The NAT lab: real NAT routers built from Linux network namespaces and nftables.
+//!
+//! ```text
+//!                      "internet" namespace: bridge br0, 203.0.113.0/24
+//!                      rendezvous server on 203.0.113.10
+//!        ┌───────────────────────┼────────────────────────┐
+//!   NAT 1 (203.0.113.1)     NAT 2 (203.0.113.2)      public host (203.0.113.20)
+//!   masquerade on "wan"     masquerade on "wan"
+//!        │ 10.0.1.0/24           │ 10.0.2.0/24
+//!   host 1 (10.0.1.2)       host 2 (10.0.2.2)
+//! ```
+//!
+//! Each NAT router forwards LAN→WAN, lets established/related traffic back, masquerades on its
+//! WAN (plain: endpoint-independent mapping; `fully-random`: a new port per destination, i.e.
+//! symmetric), and drops new unsolicited packets arriving on the WAN, as home routers do. That
+//! last rule matters: without it a peer's early punch packet leaves a conntrack entry that makes
+//! masquerade pick another port, and every NAT behaves as if symmetric.
+//!
+//! Everything is torn down when the [`Lab`] is dropped, even when the test fails.
 
-use std::process::Command;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The server's address on the lab's internet.
+pub const SERVER_IP: &str = "203.0.113.10";
+
+/// How a NAT router maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nat {
+    /// Plain masquerade: one public port per private socket (endpoint-independent mapping),
+    /// port-restricted filtering.
+    EndpointIndependent,
+    /// `masquerade fully-random`: a random public port per destination (symmetric).
+    Symmetric,
+}
+
+/// A host in the lab: its namespace and address.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// Namespace name.
+    pub ns: String,
+    /// Its own IP.
+    pub ip: String,
+}
+
+/// A set of namespaces that vanish when dropped.
+pub struct Lab {
+    prefix: String,
+    namespaces: Vec<String>,
+    /// The "internet" namespace (the server runs here).
+    pub internet: String,
+    public_hosts: u8,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Why the lab cannot run here, if it cannot (not root, no `ip`/`nft`).
+pub fn unavailable() -> Option<String> {
+    for tool in ["ip", "nft"] {
+        let found = Command::new(tool)
+            .arg("-V")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        if !found {
+            return Some(format!(
+                "`{tool}` is not installed (scripts/setup.sh test installs it)"
+            ));
+        }
+    }
+    let probe = format!("blprobe{}", std::process::id());
+    let ok = Command::new("ip")
+        .args(["netns", "add", &probe])
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        return Some("cannot create network namespaces (needs root)".into());
+    }
+    let _ = Command::new("ip").args(["netns", "del", &probe]).status();
+    None
+}
+
+impl Lab {
+    /// Builds the internet with the server's address; `None` (reason printed) if impossible.
+    pub fn new(test: &str) -> Option<Lab> {
+        if let Some(reason) = unavailable() {
+            eprintln!("SKIPPED {test}: {reason}");
+            return None;
+        }
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let prefix = format!("bl{}x{n}", std::process::id());
+        let mut lab = Lab {
+            internet: format!("{prefix}-inet"),
+            prefix,
+            namespaces: Vec::new(),
+            public_hosts: 0,
+        };
+        let inet = lab.internet.clone();
+        lab.add_ns(&inet);
+        ip(&format!("-n {inet} link add br0 type bridge"));
+        ip(&format!("-n {inet} addr add {SERVER_IP}/24 dev br0"));
+        ip(&format!("-n {inet} link set br0 up"));
+        Some(lab)
+    }
+
+    fn add_ns(&mut self, name: &str) {
+        ip(&format!("netns add {name}"));
+        self.namespaces.push(name.to_string());
+        ip(&format!("-n {name} link set lo up"));
+    }
+
+    /// A host with a public address on the internet, no NAT (seed case 1's public side).
+    pub fn public_host(&mut self) -> Host {
+        self.public_hosts += 1;
+        let k = self.public_hosts;
+        let ns = format!("{}-pub{k}", self.prefix);
+        let addr = format!("203.0.113.{}", 19 + k);
+        self.add_ns(&ns);
+        ip(&format!(
+            "-n {ns} link add eth0 type veth peer name p{k} netns {}",
+            self.internet
+        ));
+        self.attach(&format!("p{k}"));
+        ip(&format!("-n {ns} addr add {addr}/24 dev eth0"));
+        ip(&format!("-n {ns} link set eth0 up"));
+        ip(&format!("-n {ns} route add default via {SERVER_IP}"));
+        Host { ns, ip: addr }
+    }
+
+    /// A host behind its own NAT router number `i` (1..=9), of the given kind.
+    pub fn behind_nat(&mut self, i: u8, kind: Nat) -> Host {
+        let router = format!("{}-nat{i}", self.prefix);
+        let ns = format!("{}-h{i}", self.prefix);
+        self.add_ns(&router);
+        self.add_ns(&ns);
+        ip(&format!(
+            "-n {router} link add wan type veth peer name n{i} netns {}",
+            self.internet
+        ));
+        self.attach(&format!("n{i}"));
+        ip(&format!("-n {router} addr add 203.0.113.{i}/24 dev wan"));
+        ip(&format!("-n {router} link set wan up"));
+        ip(&format!(
+            "-n {router} link add lan type veth peer name eth0 netns {ns}"
+        ));
+        ip(&format!("-n {router} addr add 10.0.{i}.1/24 dev lan"));
+        ip(&format!("-n {router} link set lan up"));
+        ip(&format!("-n {ns} addr add 10.0.{i}.2/24 dev eth0"));
+        ip(&format!("-n {ns} link set eth0 up"));
+        ip(&format!("-n {ns} route add default via 10.0.{i}.1"));
+        run(
+            "ip",
+            &format!("netns exec {router} sysctl -qw net.ipv4.ip_forward=1"),
+        );
+        let masquerade = match kind {
+            Nat::EndpointIndependent => "masquerade",
+            Nat::Symmetric => "masquerade fully-random",
+        };
+        let rules = format!(
+            "table ip nat {{
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname \"wan\" {masquerade}
+  }}
+}}
+table inet filter {{
+  chain input {{
+    type filter hook input priority filter; policy accept;
+    iifname \"wan\" ct state new drop
+  }}
+  chain forward {{
+    type filter hook forward priority filter; policy drop;
+    iifname \"lan\" oifname \"wan\" accept
+    ct state established,related accept
+  }}
+}}
+"
+        );
+        let mut nft = Command::new("ip")
+            .args(["netns", "exec", &router, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("run nft");
+        nft.stdin
+            .take()
+            .expect("nft stdin")
+            .write_all(rules.as_bytes())
+            .expect("write nft rules");
+        assert!(nft.wait().expect("nft").success(), "nft rules failed");
+        Host {
+            ns,
+            ip: format!("10.0.{i}.2"),
+        }
+    }
+
+    fn attach(&self, port: &str) {
+        ip(&format!("-n {} link set {port} master br0", self.internet));
+        ip(&format!("-n {} link set {port} up", self.internet));
+    }
+
+    /// `cmd`, run inside namespace `ns` (through `ip netns exec`), same arguments and env.
+    pub fn wrap(ns: &str, cmd: &Command) -> Command {
+        let mut wrapped = Command::new("ip");
+        wrapped.args(["netns", "exec", ns]).arg(cmd.get_program());
+        wrapped.args(cmd.get_args());
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => wrapped.env(k, v),
+                None => wrapped.env_remove(k),
+            };
+        }
+        wrapped
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in self.namespaces.iter().rev() {
+            // Anything still running inside goes first, then the namespace and its links.
+            if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            }
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
 
 /// Runs `ip <args>` and fails the test with its stderr if it fails.
 pub fn ip(args: &str) {

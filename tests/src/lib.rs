@@ -7,6 +7,7 @@ pub mod browser;
 pub mod burrow;
 pub mod http;
 pub mod lab;
+pub mod netns;
 pub mod sandbox;
 pub mod server;
 pub mod ws;

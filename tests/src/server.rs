@@ -11,6 +11,8 @@ pub struct ServerProcess {
     pub http: SocketAddr,
     /// Its STUN/TURN UDP address.
     pub stun: SocketAddr,
+    /// Its second STUN address.
+    pub stun_alt: SocketAddr,
 }
 
 impl ServerProcess {
@@ -36,7 +38,7 @@ impl ServerProcess {
             .arg(www)
             .args(extra);
         if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "warn");
+            cmd.env("RUST_LOG", "warn,turn=off");
         }
         cmd
     }
@@ -62,7 +64,13 @@ impl ServerProcess {
         };
         let http = field("http=");
         let stun = field("stun=");
-        ServerProcess { child, http, stun }
+        let stun_alt = field("stun-alt=");
+        ServerProcess {
+            child,
+            http,
+            stun,
+            stun_alt,
+        }
     }
 
     /// `ws://…/ws/{room}` for this server.

@@ -14,7 +14,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
     MessageEvent, RtcDataChannel, RtcDataChannelEvent, RtcDataChannelState, RtcPeerConnection,
-    RtcPeerConnectionIceEvent, RtcSignalingState,
+    RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcSignalingState,
 };
 
 use crate::events::Event;
@@ -294,25 +294,31 @@ impl Peer {
         }
         let peer = this.clone();
         wasm_bindgen_futures::spawn_local(async move {
-            let mut info = None;
-            for _ in 0..20 {
-                info = crate::stats::path_info(&peer.pc).await;
-                if info.is_some() {
-                    break;
+            // Report the path once the stats name a pair, then refresh it (RTT changes, and the
+            // browser may switch pairs, e.g. from a relay to a hole punched meanwhile).
+            let mut waited = 0;
+            while peer.room.upgrade().is_some()
+                && peer.pc.connection_state() != RtcPeerConnectionState::Closed
+            {
+                let info = crate::stats::path_info(&peer.pc).await;
+                if info.is_some() || waited >= 1000 {
+                    peer.emit(Event::Connected {
+                        peer: peer.id.clone(),
+                        path: info.as_ref().map(|i| i.kind),
+                        label: info
+                            .as_ref()
+                            .map(|i| i.kind.label().to_string())
+                            .unwrap_or_else(|| "connected".into()),
+                        local: info.as_ref().map(|i| i.local),
+                        remote: info.as_ref().map(|i| i.remote),
+                        rtt_ms: info.and_then(|i| i.rtt_ms),
+                    });
+                    sleep_ms(2000).await;
+                } else {
+                    waited += 50;
+                    sleep_ms(50).await;
                 }
-                sleep_ms(50).await;
             }
-            peer.emit(Event::Connected {
-                peer: peer.id.clone(),
-                path: info.as_ref().map(|i| i.kind),
-                label: info
-                    .as_ref()
-                    .map(|i| i.kind.label().to_string())
-                    .unwrap_or_else(|| "connected".into()),
-                local: info.as_ref().map(|i| i.local),
-                remote: info.as_ref().map(|i| i.remote),
-                rtt_ms: info.and_then(|i| i.rtt_ms),
-            });
         });
     }
 

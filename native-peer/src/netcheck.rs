@@ -1,0 +1,172 @@
+//! `burrow netcheck`: what this machine's NAT does, in the style of Tailscale's netcheck.
+//!
+//! From one UDP socket, ask the server's two STUN ports for our public address. If both see the
+//! same `ip:port`, the NAT maps a socket to one public port whatever the destination
+//! (endpoint-independent mapping): a peer can reach that port, so hole punching works. If they
+//! differ, the mapping depends on the destination (a symmetric NAT): the port a peer learns is not
+//! the one it must use, and connections will be relayed.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use serde::Serialize;
+use stun::agent::TransactionId;
+use stun::message::{Getter, Message, BINDING_REQUEST, BINDING_SUCCESS};
+use stun::xoraddr::XorMappedAddress;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+/// The verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mapping {
+    /// The public address is our own: no NAT.
+    NoNat,
+    /// Same public `ip:port` for both destinations.
+    EndpointIndependent,
+    /// A different public port (or IP) per destination.
+    EndpointDependent,
+}
+
+impl Mapping {
+    /// What it means for a user.
+    pub fn advice(self) -> &'static str {
+        match self {
+            Mapping::NoNat => "no NAT: peers can reach you directly",
+            Mapping::EndpointIndependent => {
+                "endpoint-independent mapping: direct connections likely"
+            }
+            Mapping::EndpointDependent => "symmetric NAT: relayed connections likely",
+        }
+    }
+}
+
+/// What netcheck found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The local socket used.
+    pub local: SocketAddr,
+    /// The STUN servers asked.
+    pub servers: Vec<String>,
+    /// The public address each one saw.
+    pub mapped: Vec<SocketAddr>,
+    /// The verdict.
+    pub mapping: Mapping,
+    /// The verdict in words.
+    pub advice: &'static str,
+}
+
+/// Runs the check against the server at `base` (`http://host:port`).
+pub async fn run(base: &str) -> anyhow::Result<Report> {
+    let servers = stun_servers(base).await?;
+    let socket = UdpSocket::bind("0.0.0.0:0").await?;
+    let mut mapped = Vec::new();
+    for url in &servers {
+        let target = resolve(url).await?;
+        mapped.push(
+            binding(&socket, target)
+                .await
+                .with_context(|| format!("no STUN answer from {url}"))?,
+        );
+    }
+    // The local address as the OS would route it to the first server.
+    let local = {
+        let probe = UdpSocket::bind("0.0.0.0:0").await?;
+        probe.connect(resolve(&servers[0]).await?).await?;
+        SocketAddr::new(probe.local_addr()?.ip(), socket.local_addr()?.port())
+    };
+    let mapping = if mapped.iter().all(|m| *m == local) {
+        Mapping::NoNat
+    } else if mapped.windows(2).all(|w| w[0] == w[1]) {
+        Mapping::EndpointIndependent
+    } else {
+        Mapping::EndpointDependent
+    };
+    Ok(Report {
+        local,
+        servers,
+        mapped,
+        mapping,
+        advice: mapping.advice(),
+    })
+}
+
+/// Asks the server which two STUN URLs to compare (`GET /api/netcheck`).
+async fn stun_servers(base: &str) -> anyhow::Result<Vec<String>> {
+    let authority = base
+        .split("://")
+        .nth(1)
+        .unwrap_or(base)
+        .split('/')
+        .next()
+        .unwrap_or("");
+    if base.starts_with("https://") {
+        bail!("netcheck needs the server's plain http:// address");
+    }
+    let addr = if authority.contains(':') {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let mut tcp = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(&addr))
+        .await
+        .map_err(|_| anyhow!("cannot reach the server at {addr}: timed out"))?
+        .map_err(|e| anyhow!("cannot reach the server at {addr}: {e}"))?;
+    let request =
+        format!("GET /api/netcheck HTTP/1.0\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut raw))
+        .await
+        .map_err(|_| anyhow!("the server did not answer /api/netcheck"))??;
+    let text = String::from_utf8_lossy(&raw);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .ok_or_else(|| anyhow!("bad HTTP answer from the server"))?;
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        stun: Vec<String>,
+    }
+    let answer: Answer = serde_json::from_str(body)
+        .map_err(|_| anyhow!("{base} is not a Burrow server (no /api/netcheck)"))?;
+    if answer.stun.is_empty() {
+        bail!("the server lists no STUN ports");
+    }
+    Ok(answer.stun)
+}
+
+async fn resolve(url: &str) -> anyhow::Result<SocketAddr> {
+    let hostport = url.trim_start_matches("stun:");
+    tokio::net::lookup_host(hostport)
+        .await?
+        .find(|a| a.is_ipv4())
+        .ok_or_else(|| anyhow!("cannot resolve {hostport}"))
+}
+
+/// One Binding request (retried), returning the XOR-MAPPED-ADDRESS.
+async fn binding(socket: &UdpSocket, target: SocketAddr) -> anyhow::Result<SocketAddr> {
+    let mut req = Message::new();
+    req.build(&[Box::new(TransactionId::new()), Box::new(BINDING_REQUEST)])?;
+    let mut buf = [0u8; 1500];
+    for _ in 0..5 {
+        socket.send_to(&req.raw, target).await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(700);
+        while let Ok(got) = tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await {
+            let (n, _) = got?;
+            let mut resp = Message::new();
+            resp.raw = buf[..n].to_vec();
+            if resp.decode().is_err()
+                || resp.transaction_id != req.transaction_id
+                || resp.typ != BINDING_SUCCESS
+            {
+                continue;
+            }
+            let mut xor = XorMappedAddress::default();
+            xor.get_from(&resp)?;
+            return Ok(SocketAddr::new(xor.ip, xor.port));
+        }
+    }
+    bail!("timed out")
+}

@@ -1,0 +1,293 @@
+//! Hole punching under real NATs (network namespaces + nftables, see `burrow_tests::lab`):
+//! real `signal-server`, `burrow` and headless Chromium inside the namespaces. Each test asserts
+//! the selected candidate pair's kind and that data arrived intact.
+
+use std::path::PathBuf;
+
+use burrow_tests::browser::Browser;
+use burrow_tests::burrow::{random_file, sha256_file, Burrow};
+use burrow_tests::lab::{Host, Lab, Nat, SERVER_IP};
+use burrow_tests::server::ServerProcess;
+use serde_json::Value;
+
+fn server(lab: &Lab) -> ServerProcess {
+    ServerProcess::spawn(Lab::wrap(
+        &lab.internet,
+        &ServerProcess::command(SERVER_IP, &[]),
+    ))
+}
+
+fn burrow(host: &Host, args: &[&str]) -> Burrow {
+    Burrow::spawn(Lab::wrap(&host.ns, &Burrow::command(args)))
+}
+
+fn tempdir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("burrow-lab-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Two peers join; each reports the other connected; a line each way arrives intact.
+fn connect_and_chat(a: &mut Burrow, b: &mut Burrow) -> (Value, Value) {
+    let ida = a.peer_id();
+    let idb = b.peer_id();
+    let ca = a.expect_event("connected", &[("peer", &idb)]);
+    let cb = b.expect_event("connected", &[("peer", &ida)]);
+    a.say("ping through the NAT ✓");
+    assert_eq!(
+        b.expect_event("chat", &[("from", &ida)])["text"],
+        "ping through the NAT ✓"
+    );
+    b.say("pong");
+    assert_eq!(a.expect_event("chat", &[("from", &idb)])["text"], "pong");
+    (ca, cb)
+}
+
+fn is_relay(v: &Value) -> bool {
+    v["local"] == "relay" || v["remote"] == "relay"
+}
+
+/// Seed case 1: one peer has a public address, the other sits behind a NAT. The NAT'd side
+/// reaches the public host's address directly; the public side answers the NAT's mapping.
+#[test]
+fn case1_public_and_natted_connect_directly() {
+    let Some(mut lab) = Lab::new("case1_public_and_natted_connect_directly") else {
+        return;
+    };
+    let public = lab.public_host();
+    let natted = lab.behind_nat(1, Nat::EndpointIndependent);
+    let server = server(&lab);
+    let link = server.room_link("case1");
+    let mut a = burrow(&public, &["join", &link]);
+    let mut b = burrow(&natted, &["join", &link]);
+    let (ca, cb) = connect_and_chat(&mut a, &mut b);
+    for c in [&ca, &cb] {
+        assert!(!is_relay(c), "not relayed: {c}");
+        assert_ne!(c["path"], "relayed", "{c}");
+        assert!(
+            c["label"].as_str().unwrap_or("").starts_with("direct"),
+            "{c}"
+        );
+    }
+}
+
+/// Seed case 2: both peers behind endpoint-independent-mapping NATs (plain masquerade,
+/// port-restricted filtering). Each learns the other's public mapping (srflx) through the
+/// server; both send checks, each check opens its own NAT for the other's: the hole is punched,
+/// and the connection is direct, not relayed.
+#[test]
+fn case2_both_behind_cone_nats_punch_a_hole() {
+    let Some(mut lab) = Lab::new("case2_both_behind_cone_nats_punch_a_hole") else {
+        return;
+    };
+    let h1 = lab.behind_nat(1, Nat::EndpointIndependent);
+    let h2 = lab.behind_nat(2, Nat::EndpointIndependent);
+    let server = server(&lab);
+    let link = server.room_link("case2");
+    let dir = tempdir("case2");
+    let mut a = burrow(&h1, &["join", "--accept", dir.to_str().unwrap(), &link]);
+    let mut b = burrow(&h2, &["join", &link]);
+    let (ca, cb) = connect_and_chat(&mut a, &mut b);
+    for c in [&ca, &cb] {
+        assert_eq!(c["path"], "hole_punched", "{c}");
+        assert!(!is_relay(c), "{c}");
+        let reflexive = ["srflx", "prflx"];
+        assert!(
+            reflexive.contains(&c["remote"].as_str().unwrap_or(""))
+                || reflexive.contains(&c["local"].as_str().unwrap_or("")),
+            "a reflexive (NAT-mapped) candidate in the pair: {c}"
+        );
+    }
+    // Bytes through the hole arrive intact.
+    let src_dir = tempdir("case2-src");
+    let src = src_dir.join("through-the-hole.bin");
+    let want = random_file(&src, 4 * 1024 * 1024);
+    let mut sender = burrow(&h2, &["send", src.to_str().unwrap(), &link]);
+    let got = a.expect_event("file_received", &[]);
+    assert_eq!(got["sha256"], want.as_str());
+    assert_eq!(
+        sha256_file(&PathBuf::from(got["path"].as_str().unwrap())),
+        want
+    );
+    assert!(sender.wait().success());
+    let _ = std::fs::remove_dir_all(&src_dir);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Both behind symmetric NATs (`masquerade fully-random`: a new public port per destination).
+/// The port each side learns from STUN is not the port the NAT uses toward the peer, and each
+/// NAT drops the other's unsolicited packets, so no direct pair can succeed: ICE falls back to
+/// the TURN relay, and a file still arrives intact.
+#[test]
+fn case3_both_symmetric_go_through_the_relay() {
+    let Some(mut lab) = Lab::new("case3_both_symmetric_go_through_the_relay") else {
+        return;
+    };
+    let h1 = lab.behind_nat(1, Nat::Symmetric);
+    let h2 = lab.behind_nat(2, Nat::Symmetric);
+    let server = server(&lab);
+    let link = server.room_link("case3");
+    let dir = tempdir("case3");
+    let inbox = dir.join("inbox");
+    let mut a = burrow(&h1, &["join", "--accept", inbox.to_str().unwrap(), &link]);
+    let ida = a.peer_id();
+    let src = dir.join("relayed.bin");
+    let want = random_file(&src, 8 * 1024 * 1024);
+    let mut b = burrow(&h2, &["send", src.to_str().unwrap(), &link]);
+    let cb = b.expect_event("connected", &[("peer", &ida)]);
+    let ca = a.expect_event("connected", &[]);
+    for c in [&ca, &cb] {
+        assert_eq!(c["path"], "relayed", "{c}");
+        assert!(is_relay(c), "a relay candidate in the selected pair: {c}");
+    }
+    let got = a.expect_event("file_received", &[]);
+    assert_eq!(got["sha256"], want.as_str());
+    assert_eq!(
+        sha256_file(&PathBuf::from(got["path"].as_str().unwrap())),
+        want
+    );
+    assert!(b.wait().success(), "{:?}", b.seen);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Symmetric NAT on one side (S), endpoint-independent mapping with port-restricted filtering
+/// on the other (E), which is what Linux conntrack + masquerade gives.
+///
+/// Theory: E's packets go to S's STUN-learnt mapping, but S's NAT opened that port for the STUN
+/// server only and uses a fresh random port toward E, so S's NAT drops them. S's packets reach
+/// E's mapping from that fresh port; E's NAT only lets in replies from the exact address:port E
+/// itself sent to (S's STUN port), so it drops them too. Neither side ever hears the other
+/// directly: the prediction is a relayed connection. (Against a full-cone or address-restricted
+/// NAT the same pair would connect directly through a peer-reflexive candidate.)
+#[test]
+fn case4_symmetric_against_port_restricted_is_relayed() {
+    let Some(mut lab) = Lab::new("case4_symmetric_against_port_restricted_is_relayed") else {
+        return;
+    };
+    let sym = lab.behind_nat(1, Nat::Symmetric);
+    let cone = lab.behind_nat(2, Nat::EndpointIndependent);
+    let server = server(&lab);
+    let link = server.room_link("case4");
+    let mut a = burrow(&sym, &["join", &link]);
+    let mut b = burrow(&cone, &["join", &link]);
+    let (ca, cb) = connect_and_chat(&mut a, &mut b);
+    for c in [&ca, &cb] {
+        assert_eq!(c["path"], "relayed", "{c}");
+        assert!(is_relay(c), "{c}");
+    }
+}
+
+/// A browser behind one NAT and `burrow` behind another: they connect and chat.
+#[tokio::test]
+async fn case5_browser_and_native_across_nats() {
+    let Some(mut lab) = Lab::new("case5_browser_and_native_across_nats") else {
+        return;
+    };
+    let h1 = lab.behind_nat(1, Nat::EndpointIndependent);
+    let h2 = lab.behind_nat(2, Nat::EndpointIndependent);
+    let server = server(&lab);
+    let link = server.room_link("case5");
+    let mut native = burrow(&h2, &["join", &link]);
+    let native_id = native.peer_id();
+    let rules =
+        format!("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE {SERVER_IP}");
+    let page = Browser::start_in(Some(&h1.ns), &[&rules]).await;
+    page.open(&link).await;
+    // The page refreshes the badge from the stats: wait until it names the hole punched path
+    // (a browser may first use the relay while its direct checks are still running).
+    let badge_script = format!(
+        "const li = document.querySelector('#peers li[data-peer=\"{native_id}\"]'); \
+         return li && li.querySelector('.badge').textContent === 'direct (hole punched)';"
+    );
+    page.wait_for("the native peer connected, hole punched", &badge_script)
+        .await;
+    let conn = native.expect_event("connected", &[]);
+    let page_id = conn["peer"].as_str().unwrap().to_string();
+    // The browser controls the pair; `burrow` reports it, and any move it makes.
+    native.expect("the hole punched path", |v| {
+        (v["event"] == "connected" || v["event"] == "path_changed") && v["path"] == "hole_punched"
+    });
+
+    page.client
+        .find(fantoccini::Locator::Css("#chat-input"))
+        .await
+        .unwrap()
+        .send_keys("hello from behind NAT 1")
+        .await
+        .unwrap();
+    page.click("#chat-send").await;
+    assert_eq!(
+        native.expect_event("chat", &[("from", &page_id)])["text"],
+        "hello from behind NAT 1"
+    );
+    native.say("hello from behind NAT 2");
+    page.wait_for(
+        "the native line",
+        "return [...document.querySelectorAll('#chat-log li.msg .text')]\
+         .some(e => e.textContent === 'hello from behind NAT 2');",
+    )
+    .await;
+    page.close().await;
+}
+
+/// netcheck tells the two NAT kinds apart.
+#[test]
+fn case6_netcheck_tells_cone_from_symmetric() {
+    let Some(mut lab) = Lab::new("case6_netcheck_tells_cone_from_symmetric") else {
+        return;
+    };
+    let cone = lab.behind_nat(1, Nat::EndpointIndependent);
+    let sym = lab.behind_nat(2, Nat::Symmetric);
+    let server = server(&lab);
+    let base = format!("http://{}", server.http);
+    let mut a = burrow(&cone, &["netcheck", &base]);
+    let ra = a.expect_event("netcheck", &[]);
+    assert_eq!(ra["mapping"], "endpoint_independent", "{ra}");
+    assert!(ra["advice"]
+        .as_str()
+        .unwrap()
+        .contains("direct connections likely"));
+    assert!(ra["mapped"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("203.0.113.1:"));
+    let mut b = burrow(&sym, &["netcheck", &base]);
+    let rb = b.expect_event("netcheck", &[]);
+    assert_eq!(rb["mapping"], "endpoint_dependent", "{rb}");
+    assert!(rb["advice"]
+        .as_str()
+        .unwrap()
+        .contains("relayed connections likely"));
+    assert!(a.wait().success() && b.wait().success());
+}
+
+/// The page's netcheck panel agrees with `burrow netcheck`, from a browser behind each NAT.
+#[tokio::test]
+async fn case6_the_page_netcheck_panel_agrees() {
+    let Some(mut lab) = Lab::new("case6_the_page_netcheck_panel_agrees") else {
+        return;
+    };
+    let cone = lab.behind_nat(1, Nat::EndpointIndependent);
+    let sym = lab.behind_nat(2, Nat::Symmetric);
+    let server = server(&lab);
+    let link = server.room_link("netcheck");
+    let rules =
+        format!("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE {SERVER_IP}");
+    for (host, want) in [
+        (&cone, "endpoint_independent"),
+        (&sym, "endpoint_dependent"),
+    ] {
+        let page = Browser::start_in(Some(&host.ns), &[&rules]).await;
+        page.open(&link).await;
+        page.click("#netcheck-run").await;
+        let got = page
+            .wait_for(
+                "a netcheck verdict",
+                "return document.querySelector('#netcheck-result').dataset.mapping;",
+            )
+            .await;
+        assert_eq!(got, want, "{}", page.text("#netcheck-result").await);
+        page.close().await;
+    }
+}
