@@ -108,6 +108,20 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// A peer offers services (`burrow expose` on its side).
+    Services {
+        /// The peer.
+        peer: String,
+        /// What it offers.
+        services: Vec<peer_core::channels::ServiceInfo>,
+    },
+    /// A forwarded or exposed stream failed.
+    StreamFailed {
+        /// The other peer.
+        peer: String,
+        /// Why.
+        reason: String,
+    },
     /// A non-fatal problem.
     Warning {
         /// What happened.
@@ -175,7 +189,10 @@ fn human(event: &Event) -> String {
             local,
             remote,
             ..
-        } => format!("* {peer} now: {label} [{local:?} ↔ {remote:?}]").to_lowercase(),
+        } => {
+            let pair = format!("[{local:?} ↔ {remote:?}]").to_lowercase();
+            format!("* {peer} now: {label} {pair}")
+        }
         Event::ConnectionFailed { peer } => {
             format!("* could not connect to {peer}: no path found (is a TURN relay available?)")
         }
@@ -197,6 +214,18 @@ fn human(event: &Event) -> String {
         Event::FileFailed { peer, name, reason } => {
             format!("* transfer of {name} with {peer} failed: {reason}")
         }
+        Event::Services { peer, services } => {
+            let list: Vec<String> = services
+                .iter()
+                .map(|s| {
+                    let kind = format!("{:?}", s.kind).to_lowercase();
+                    let token = if s.protected { ", token needed" } else { "" };
+                    format!("{} ({kind}{token})", s.name)
+                })
+                .collect();
+            format!("* {peer} offers {}", list.join(", "))
+        }
+        Event::StreamFailed { peer, reason } => format!("! stream with {peer}: {reason}"),
         Event::Warning { message } => format!("! {message}"),
     }
 }

@@ -7,11 +7,13 @@ mod peer;
 mod rtc;
 mod session;
 mod signaling;
+mod streams;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use peer_core::channels::{ServiceInfo, ServiceKind};
 use peer_core::link::RoomLink;
 use tracing_subscriber::EnvFilter;
 
@@ -50,6 +52,37 @@ enum Command {
         /// Do not read stdin; run until Ctrl-C (for use in the background).
         #[arg(long)]
         no_stdin: bool,
+    },
+    /// Offer a local service (say a site on 127.0.0.1:8080) to the room, peer to peer.
+    Expose {
+        /// The local address to expose; streams are connected here and nowhere else.
+        local: SocketAddr,
+        /// Room link.
+        link: String,
+        /// The service's name (default: "web" for http, "tcp" otherwise).
+        #[arg(long = "service")]
+        service_name: Option<String>,
+        /// What it speaks: `http` (browsers can open it) or `tcp`.
+        #[arg(long, default_value = "http", value_parser = ["http", "tcp"])]
+        kind: String,
+        /// Require this token from peers opening streams (without it, anyone with the room link
+        /// can reach the service).
+        #[arg(long, env = "BURROW_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// Map a service a peer exposes to a local port: each connection to --listen is carried to it.
+    Forward {
+        /// Room link.
+        link: String,
+        /// Where to accept local connections.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: SocketAddr,
+        /// Which service (default: the first one offered).
+        #[arg(long)]
+        service: Option<String>,
+        /// The service's token, if it has one.
+        #[arg(long, env = "BURROW_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Check what this machine's NAT does: public address, and whether hole punching can work.
     Netcheck {
@@ -102,6 +135,60 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mode = Mode::Join {
                 accept,
                 read_stdin: !no_stdin,
+            };
+            session::run(&link, mode, opts).await
+        }
+        Command::Expose {
+            local,
+            link,
+            service_name,
+            kind,
+            token,
+        } => {
+            let link = RoomLink::parse(&link, server)?;
+            let kind = if kind == "tcp" {
+                ServiceKind::Tcp
+            } else {
+                ServiceKind::Http
+            };
+            let name = service_name.unwrap_or_else(|| match kind {
+                ServiceKind::Http => "web".into(),
+                ServiceKind::Tcp => "tcp".into(),
+            });
+            let service = streams::Exposed {
+                info: ServiceInfo {
+                    name,
+                    kind,
+                    protected: token.is_some(),
+                },
+                addr: local,
+                token,
+            };
+            if !opts.printer.json {
+                eprintln!(
+                    "exposing {local} as '{}' to room {} ({})",
+                    service.info.name,
+                    link.page_url(),
+                    if service.token.is_some() {
+                        "token required"
+                    } else {
+                        "anyone with the link can reach it"
+                    }
+                );
+            }
+            session::run(&link, Mode::Expose { service }, opts).await
+        }
+        Command::Forward {
+            link,
+            listen,
+            service,
+            token,
+        } => {
+            let link = RoomLink::parse(&link, server)?;
+            let mode = Mode::Forward {
+                listen,
+                service,
+                token,
             };
             session::run(&link, mode, opts).await
         }

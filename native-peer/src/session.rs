@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
-use peer_core::channels::{ControlMessage, CONTROL_LABEL, FILE_LABEL};
+use peer_core::channels::{ControlMessage, ServiceInfo, CONTROL_LABEL, FILE_LABEL, STREAM_LABEL};
 use peer_core::link::RoomLink;
 use peer_core::negotiation::offers_first;
 use signal_protocol::{IceServer, ServerMessage};
@@ -20,6 +20,7 @@ use crate::files;
 use crate::peer::{Peer, PeerEvent};
 use crate::rtc::{self, Network};
 use crate::signaling::{self, Outbox};
+use crate::streams;
 
 /// What the session is for.
 pub enum Mode {
@@ -35,6 +36,21 @@ pub enum Mode {
     Send {
         /// The files.
         files: Vec<PathBuf>,
+    },
+    /// Offer a local service to the room; streams peers open are connected to it.
+    Expose {
+        /// The service.
+        service: streams::Exposed,
+    },
+    /// Turn each TCP connection accepted on `listen` into a stream to the peer exposing
+    /// `service` (or the first service offered).
+    Forward {
+        /// Where to accept connections.
+        listen: std::net::SocketAddr,
+        /// The service's name, if several are offered.
+        service: Option<String>,
+        /// Its access token, if it has one.
+        token: Option<String>,
     },
 }
 
@@ -55,6 +71,7 @@ enum Internal {
     SendDone(String, String, Result<files::Done, files::FileError>),
     Received(String, Result<files::Done, (String, files::FileError)>),
     PathChanged(String, rtc::PathInfo),
+    Services(String, Vec<ServiceInfo>),
 }
 
 struct Session {
@@ -76,6 +93,10 @@ struct Session {
     targeted: bool,
     /// Send mode: files confirmed by a receiver.
     delivered: usize,
+    /// Expose mode: the service offered.
+    exposed: Option<Arc<streams::Exposed>>,
+    /// The services each peer offers.
+    offered: HashMap<String, Vec<ServiceInfo>>,
 }
 
 /// Joins the room behind `link` and runs until done (send mode), stdin ends, Ctrl-C, or the
@@ -101,9 +122,26 @@ pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<(
 
     let (peer_tx, mut peer_rx) = mpsc::unbounded_channel();
     let (internal_tx, mut internal_rx) = mpsc::unbounded_channel();
+    let mut exposed = None;
+    let mut forward = None;
     let (accept, read_stdin, to_send) = match mode {
         Mode::Join { accept, read_stdin } => (accept, read_stdin, Vec::new()),
         Mode::Send { files } => (None, false, files),
+        Mode::Expose { service } => {
+            exposed = Some(Arc::new(service));
+            (None, false, Vec::new())
+        }
+        Mode::Forward {
+            listen,
+            service,
+            token,
+        } => {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            forward = Some((listener, service, token));
+            (None, false, Vec::new())
+        }
     };
     let sending = !to_send.is_empty();
     let mut session = Session {
@@ -122,6 +160,8 @@ pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<(
         failures: 0,
         targeted: false,
         delivered: 0,
+        exposed,
+        offered: HashMap::new(),
     };
     for info in welcome.peers {
         if sending {
@@ -148,6 +188,11 @@ pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<(
             }
             Some((peer, event)) = peer_rx.recv() => session.on_peer_event(&peer, event).await,
             Some(event) = internal_rx.recv() => session.on_internal(event).await,
+            conn = accept_tcp(&forward) => {
+                if let (Ok((tcp, from)), Some((_, service, token))) = (conn, &forward) {
+                    session.forward(tcp, from, service.as_deref(), token.clone());
+                }
+            }
             line = stdin.next_line(), if stdin_open => match line {
                 Ok(Some(line)) => session.chat(&line).await,
                 _ => break Ok(()),
@@ -271,6 +316,25 @@ impl Session {
                         let result = files::receive(dc, dir, hidden).await;
                         let _ = tx.send(Internal::Received(from, result));
                     });
+                } else if label == STREAM_LABEL {
+                    match &self.exposed {
+                        Some(service) => {
+                            let service = service.clone();
+                            let printer = self.printer;
+                            let from = id.to_string();
+                            tokio::spawn(async move {
+                                if let Err(e) = streams::accept(dc, service).await {
+                                    printer.print(&Event::StreamFailed {
+                                        peer: from,
+                                        reason: e.to_string(),
+                                    });
+                                }
+                            });
+                        }
+                        None => {
+                            let _ = dc.close().await;
+                        }
+                    }
                 } else {
                     tracing::debug!(peer = id, %label, "ignoring unknown channel");
                     let _ = dc.close().await;
@@ -293,6 +357,9 @@ impl Session {
                         match ControlMessage::decode(&text) {
                             Ok(ControlMessage::Chat { text }) => {
                                 let _ = tx.send(Internal::Chat(peer.clone(), text));
+                            }
+                            Ok(ControlMessage::Services { services }) => {
+                                let _ = tx.send(Internal::Services(peer.clone(), services));
                             }
                             Err(e) => tracing::debug!(%peer, "{e}"),
                         }
@@ -332,9 +399,24 @@ impl Session {
                     remote: info.map(|i| i.remote),
                     rtt_ms: info.and_then(|i| i.rtt_ms),
                 });
+                if let (Some(service), Some(dc)) = (&self.exposed, &peer.control) {
+                    let list = ControlMessage::Services {
+                        services: vec![service.info.clone()],
+                    };
+                    if let Err(e) = dc.send_text(&list.encode()).await {
+                        tracing::debug!(peer = %id, "services not announced: {e}");
+                    }
+                }
                 if self.owed.remove(&id) {
                     self.start_sends(&id);
                 }
+            }
+            Internal::Services(peer, services) => {
+                self.printer.print(&Event::Services {
+                    peer: peer.clone(),
+                    services: services.clone(),
+                });
+                self.offered.insert(peer, services);
             }
             Internal::PathChanged(peer, info) => self.printer.print(&Event::PathChanged {
                 peer,
@@ -396,6 +478,39 @@ impl Session {
                 }),
             },
         }
+    }
+
+    /// Carries one accepted TCP connection to the peer offering the service.
+    fn forward(
+        &self,
+        tcp: tokio::net::TcpStream,
+        from: std::net::SocketAddr,
+        wanted: Option<&str>,
+        token: Option<String>,
+    ) {
+        let provider = self.offered.iter().find_map(|(peer, services)| {
+            let service = services
+                .iter()
+                .find(|s| wanted.is_none_or(|w| s.name == w))?;
+            let p = self.peers.get(peer).filter(|p| p.connected)?;
+            Some((p.pc.clone(), peer.clone(), service.name.clone()))
+        });
+        let Some((pc, peer, name)) = provider else {
+            self.warn(format!(
+                "connection from {from} dropped: no connected peer offers {}",
+                wanted.unwrap_or("a service")
+            ));
+            return;
+        };
+        let printer = self.printer;
+        tokio::spawn(async move {
+            if let Err(e) = streams::open(pc, &name, token, tcp).await {
+                printer.print(&Event::StreamFailed {
+                    peer,
+                    reason: e.to_string(),
+                });
+            }
+        });
     }
 
     /// Sends every file to one peer, one after another, in the background.
@@ -491,4 +606,14 @@ fn watch_path(
         }
     })
     .abort_handle()
+}
+
+/// The next connection on the forward listener; never resolves in other modes.
+async fn accept_tcp(
+    forward: &Option<(tokio::net::TcpListener, Option<String>, Option<String>)>,
+) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    match forward {
+        Some((listener, _, _)) => listener.accept().await,
+        None => std::future::pending().await,
+    }
 }

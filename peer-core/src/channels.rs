@@ -2,12 +2,17 @@
 //!
 //! | channel label | opened by | options | carries |
 //! | --- | --- | --- | --- |
-//! | `burrow-control` | the offering side, before its offer | reliable, ordered | [`ControlMessage`] as JSON text: chat |
+//! | `burrow-control` | the offering side, before its offer | reliable, ordered | [`ControlMessage`] as JSON text: chat, the services a peer exposes |
 //! | `burrow-file` | the sending side, one per file | reliable, ordered | one file: a [`FileMessage::Header`] (text), the bytes as binary messages of at most [`crate::transfer::CHUNK_SIZE`], a [`FileMessage::End`] with the SHA-256 (text); the receiver answers [`FileMessage::Received`] or [`FileMessage::Refused`] and the sender closes the channel |
+//! | `burrow-stream` | the connecting side, one per TCP connection | reliable, ordered | one TCP stream: [`StreamMessage::Open`] (text) naming a service, [`StreamMessage::Accepted`] or [`StreamMessage::Refused`] back, then the bytes as binary messages both ways; [`StreamMessage::End`] is a half-close (no more bytes from this side), [`StreamMessage::Reset`] an abort |
 //!
-//! Each file gets its own channel, so a large transfer never holds up chat, and its framing needs
-//! no ids: everything on that channel is that file, in order. The receiver checks the size and
-//! the hash from `End`; a channel that closes before `End` means the transfer was abandoned.
+//! Each file and each TCP stream gets its own channel, so a large transfer never holds up chat
+//! or another stream, and the framing needs no ids: everything on a channel is that one file or
+//! stream, in order. The receiver checks a file's size and hash from `End`; a channel that closes
+//! before `End` means the transfer was abandoned (for a stream: reset).
+//!
+//! A stream names a *service*, never an address: the exposing peer connects only to the one
+//! local address it was told to expose, so no peer can make it connect anywhere else.
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +21,9 @@ pub const CONTROL_LABEL: &str = "burrow-control";
 
 /// Label of a per-file channel.
 pub const FILE_LABEL: &str = "burrow-file";
+
+/// Label of a per-TCP-connection channel.
+pub const STREAM_LABEL: &str = "burrow-stream";
 
 /// Messages on the control channel (JSON text).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +34,73 @@ pub enum ControlMessage {
         /// The text, as typed.
         text: String,
     },
+    /// The services this peer exposes (sent on connect; replaces any earlier list).
+    Services {
+        /// What can be opened.
+        services: Vec<ServiceInfo>,
+    },
+}
+
+/// A service a peer exposes, as others see it (its local address is never told).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceInfo {
+    /// The name streams ask for.
+    pub name: String,
+    /// `http` (the page can open it) or `tcp`.
+    pub kind: ServiceKind,
+    /// Whether opening a stream needs a token.
+    #[serde(default)]
+    pub protected: bool,
+}
+
+/// What kind of bytes a service speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceKind {
+    /// A web site: browsers can open it.
+    Http,
+    /// Any TCP protocol.
+    Tcp,
+}
+
+/// Text messages on a stream channel (the bytes in between are binary).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum StreamMessage {
+    /// First message, from the connecting side.
+    Open {
+        /// The service asked for.
+        service: String,
+        /// The service's access token, if it has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+    },
+    /// The exposing side connected to its local service: bytes may flow.
+    Accepted,
+    /// The exposing side will not connect.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+    /// No more bytes from the sender of this message (TCP half-close).
+    End,
+    /// The stream was aborted (TCP reset or error).
+    Reset {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl StreamMessage {
+    /// Encodes as the JSON text sent on the channel.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Decodes one text message from the channel.
+    pub fn decode(text: &str) -> Result<StreamMessage, FramingError> {
+        Ok(serde_json::from_str(text)?)
+    }
 }
 
 /// Text messages on a file channel (the data in between is binary).
@@ -104,5 +179,25 @@ mod tests {
         assert_eq!(h.encode(), r#"{"t":"header","name":"a.bin","size":3}"#);
         assert_eq!(FileMessage::decode(&h.encode()).unwrap(), h);
         assert!(ControlMessage::decode("{").is_err());
+        let open = StreamMessage::Open {
+            service: "web".into(),
+            token: None,
+        };
+        assert_eq!(open.encode(), r#"{"t":"open","service":"web"}"#);
+        assert_eq!(
+            StreamMessage::decode(r#"{"t":"end"}"#).unwrap(),
+            StreamMessage::End
+        );
+        let services = ControlMessage::Services {
+            services: vec![ServiceInfo {
+                name: "web".into(),
+                kind: ServiceKind::Http,
+                protected: false,
+            }],
+        };
+        assert_eq!(
+            services.encode(),
+            r#"{"t":"services","services":[{"name":"web","kind":"http","protected":false}]}"#
+        );
     }
 }

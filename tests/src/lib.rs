@@ -10,6 +10,7 @@ pub mod lab;
 pub mod netns;
 pub mod sandbox;
 pub mod server;
+pub mod site;
 pub mod ws;
 
 use std::path::PathBuf;
