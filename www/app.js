@@ -123,6 +123,25 @@ async function startRoom(roomId) {
         p.label = ev.label;
         break;
       }
+      case 'services': {
+        const p = peers.get(ev.peer);
+        if (!p) break;
+        p.services = ev.services;
+        p.li.querySelector('.services')?.remove();
+        const box = el('span', 'services');
+        for (const svc of ev.services) {
+          if (svc.kind === 'http') {
+            const b = el('button', 'button open', `Open ${svc.name}`);
+            b.dataset.service = svc.name;
+            b.onclick = () => openSite(ev.peer, svc);
+            box.append(b);
+          } else {
+            box.append(el('span', 'tcp', `tcp “${svc.name}”: use burrow forward`));
+          }
+        }
+        p.li.append(box);
+        break;
+      }
       case 'peer_left': {
         const p = peers.get(ev.peer);
         if (p) {
@@ -199,6 +218,33 @@ async function startRoom(roomId) {
         showStatus(`Lost the connection to the server — reconnecting in ${ev.retry_in} s…`, 'warn');
         break;
     }
+  }
+
+  // Sites peers expose open in the "Site" panel, served by /sw.js through this page.
+  const tokens = new Map(); // "peer/service" -> token
+  function openSite(peer, svc) {
+    if (!navigator.serviceWorker) {
+      showStatus('Opening sites needs the page over https (or on localhost): service workers are off here.', 'error');
+      return;
+    }
+    if (svc.protected && !tokens.has(`${peer}/${svc.name}`)) {
+      const t = prompt(`The service “${svc.name}” needs its access token:`);
+      if (t === null) return;
+      tokens.set(`${peer}/${svc.name}`, t);
+    }
+    const url = `/p/${peer}/${encodeURIComponent(svc.name)}/`;
+    $('site').hidden = false;
+    $('site-title').textContent = `${svc.name} on ${label(peer)}`;
+    $('site-tab').href = url;
+    $('site-frame').src = url;
+  }
+  if (navigator.serviceWorker) {
+    navigator.serviceWorker.register('/sw.js', { scope: '/p/' }).catch((e) => console.warn('service worker:', e));
+    navigator.serviceWorker.onmessage = (e) => {
+      const m = e.data;
+      if (m.type === 'burrow-has-peer') e.ports[0].postMessage(peers.has(m.peer) && !!peers.get(m.peer).services);
+      if (m.type === 'burrow-fetch') httpOverStream(room, m, e.ports[0], tokens.get(`${m.peer}/${m.service}`));
+    };
   }
 
   function connect() {
@@ -282,6 +328,61 @@ async function netcheck() {
     out.append(el('div', null, `public address: ${mapped.join(', ') || 'unknown'}`), el('strong', null, verdict));
   } catch (err) {
     out.textContent = `netcheck failed: ${err}`;
+  }
+}
+
+// One HTTP/1.0 exchange over a stream to a peer's service: the request goes out as bytes, the
+// response comes back as bytes, parsed here just enough to hand status and headers to the
+// service worker; the body streams through untouched.
+const HOP = new Set(['host', 'connection', 'keep-alive', 'transfer-encoding', 'upgrade',
+  'accept-encoding', 'proxy-connection', 'te', 'trailer']);
+async function httpOverStream(room, m, port, token) {
+  const enc = new TextEncoder();
+  let head = `${m.method} ${m.path} HTTP/1.0\r\nHost: ${m.service}\r\nConnection: close\r\n`;
+  for (const [k, v] of Object.entries(m.headers)) {
+    if (!HOP.has(k.toLowerCase())) head += `${k}: ${v}\r\n`;
+  }
+  if (m.body) head += `Content-Length: ${m.body.byteLength}\r\n`;
+  head += '\r\n';
+  let pending = new Uint8Array(0);
+  let headDone = false;
+  const onData = (chunk) => {
+    if (headDone) {
+      port.postMessage({ type: 'data', data: chunk.buffer }, [chunk.buffer]);
+      return;
+    }
+    const joined = new Uint8Array(pending.length + chunk.length);
+    joined.set(pending);
+    joined.set(chunk, pending.length);
+    pending = joined;
+    let end = -1;
+    for (let i = 0; i + 3 < pending.length; i++) {
+      if (pending[i] === 13 && pending[i + 1] === 10 && pending[i + 2] === 13 && pending[i + 3] === 10) { end = i; break; }
+    }
+    if (end < 0) return;
+    const [statusLine, ...lines] = new TextDecoder().decode(pending.slice(0, end)).split('\r\n');
+    const [, code, ...reason] = statusLine.split(' ');
+    const headers = [];
+    for (const l of lines) {
+      const i = l.indexOf(':');
+      if (i > 0 && !HOP.has(l.slice(0, i).trim().toLowerCase())) headers.push([l.slice(0, i).trim(), l.slice(i + 1).trim()]);
+    }
+    headDone = true;
+    port.postMessage({ type: 'head', status: Number(code) || 502, statusText: reason.join(' '), headers });
+    const rest = pending.slice(end + 4);
+    if (rest.length) port.postMessage({ type: 'data', data: rest.buffer }, [rest.buffer]);
+  };
+  const onEnd = (reason) => {
+    if (reason) port.postMessage({ type: 'error', message: reason });
+    else port.postMessage(headDone ? { type: 'end' } : { type: 'error', message: 'no HTTP response' });
+  };
+  try {
+    const s = await room.openStream(m.peer, m.service, token ?? null, onData, onEnd);
+    await s.write(enc.encode(head));
+    if (m.body) await s.write(new Uint8Array(m.body));
+    s.end();
+  } catch (err) {
+    port.postMessage({ type: 'error', message: String(err) });
   }
 }
 

@@ -197,3 +197,62 @@ async fn browser_and_native_chat_and_swap_files() {
     native.expect_event("peer_left", &[("peer", &page_id)]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The headline: a site on a native peer's loopback opens in the page, peer to peer, through
+/// the service worker: text, an image, and a form POST.
+#[tokio::test]
+async fn the_page_opens_a_site_a_native_peer_exposes() {
+    if !sandbox::enter("the_page_opens_a_site_a_native_peer_exposes") {
+        return;
+    }
+    // On 127.0.0.1 the page is a secure context, which service workers need.
+    let server = ServerProcess::start(&[]);
+    let link = server.room_link("site");
+    let web = burrow_tests::site::web().await;
+    let local = web.addr.to_string();
+    let mut exposer = Burrow::start(&["--bind", "0.0.0.0", "expose", &local, &link]);
+    let exposer_id = exposer.peer_id();
+    let page = Browser::start().await;
+    page.open(&link).await;
+    let button = format!("#peers li[data-peer=\"{exposer_id}\"] button.open");
+    page.wait_for(
+        "the Open button",
+        &format!(
+            "return !!document.querySelector('{}');",
+            button.replace('\'', "\\'")
+        ),
+    )
+    .await;
+    page.click(&button).await;
+    page.client.enter_frame(0).await.expect("the site's frame");
+    let greeting = page
+        .wait_for(
+            "the site's heading",
+            "return document.getElementById('greeting')?.textContent;",
+        )
+        .await;
+    assert_eq!(greeting, "Hello from behind the NAT");
+    let width = page
+        .wait_for(
+            "the image loaded",
+            "const i = document.getElementById('pic'); return i && i.complete && i.naturalWidth;",
+        )
+        .await;
+    assert_eq!(width, 3, "the 3x2 PNG decoded");
+    page.click("#go").await;
+    let posted = page
+        .wait_for(
+            "the form's answer",
+            "return document.getElementById('posted')?.textContent;",
+        )
+        .await;
+    assert_eq!(posted, "posted: word=burrow");
+    page.client
+        .enter_parent_frame()
+        .await
+        .expect("back to the page");
+    page.screenshot(&screenshot_path("site-in-page.png")).await;
+    assert!(web.connections.load(std::sync::atomic::Ordering::SeqCst) >= 3);
+    exposer.expect_event("connected", &[]);
+    page.close().await;
+}

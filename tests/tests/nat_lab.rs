@@ -291,3 +291,67 @@ async fn case6_the_page_netcheck_panel_agrees() {
         page.close().await;
     }
 }
+
+/// The headline use through NATs: a site on host 1's loopback, behind NAT 1, fetched from host 2
+/// behind NAT 2 through `burrow forward`, peer to peer through the punched hole.
+#[test]
+fn expose_and_forward_across_nats() {
+    use std::io::{Read, Write};
+    let Some(mut lab) = Lab::new("expose_and_forward_across_nats") else {
+        return;
+    };
+    let h1 = lab.behind_nat(1, Nat::EndpointIndependent);
+    let h2 = lab.behind_nat(2, Nat::EndpointIndependent);
+    let server = server(&lab);
+    let link = server.room_link("expose");
+    let dir = tempdir("expose");
+    let want = random_file(&dir.join("data.bin"), 4 * 1024 * 1024);
+    // A plain local site inside host 1's namespace, on its loopback only.
+    let mut site = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &h1.ns,
+            "python3",
+            "-m",
+            "http.server",
+            "8080",
+        ])
+        .args(["--bind", "127.0.0.1", "--directory"])
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 http.server");
+    let mut exposer = burrow(&h1, &["expose", "127.0.0.1:8080", &link]);
+    let exposer_id = exposer.peer_id();
+    let mut forwarder = burrow(&h2, &["forward", &link, "--listen", "127.0.0.1:9000"]);
+    forwarder.expect_event("services", &[("peer", &exposer_id)]);
+    let conn = forwarder.expect_event("connected", &[("peer", &exposer_id)]);
+    assert_eq!(conn["path"], "hole_punched", "{conn}");
+
+    // An HTTP client on host 2's loopback, behind NAT 2. (The site may take a moment to start.)
+    let mut body = Vec::new();
+    for attempt in 0..50 {
+        let mut tcp = burrow_tests::netns::connect_in(&h2.ns, 9000).expect("forward port");
+        tcp.write_all(b"GET /data.bin HTTP/1.0\r\n\r\n").unwrap();
+        let mut raw = Vec::new();
+        let _ = tcp.read_to_end(&mut raw);
+        if let Some(p) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            assert!(
+                raw.starts_with(b"HTTP/1.0 200"),
+                "{:?}",
+                String::from_utf8_lossy(&raw[..p])
+            );
+            body = raw[p + 4..].to_vec();
+            break;
+        }
+        assert!(attempt < 49, "no HTTP answer through the forward");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    use sha2::Digest;
+    assert_eq!(hex::encode(sha2::Sha256::digest(&body)), want);
+    let _ = site.kill();
+    let _ = site.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

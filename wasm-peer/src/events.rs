@@ -56,6 +56,13 @@ pub enum Event {
         /// The line.
         text: String,
     },
+    /// A peer offers services (it runs `burrow expose`).
+    Services {
+        /// The peer.
+        peer: String,
+        /// What it offers.
+        services: Vec<peer_core::channels::ServiceInfo>,
+    },
     /// A file transfer started (either direction).
     FileStarted {
         /// Transfer id, unique in this page.

@@ -1,7 +1,8 @@
 //! Burrow's browser peer, built with `wasm-pack build --target web` into `www/pkg`.
 //!
 //! The page uses a small JS API: `new Room(wsUrl, name, onEvent)`, `room.sendChat(text)`,
-//! `room.sendFile(file)`, `room.retry()`, `room.leave()`, `room.peerId`, and `qrSvg(text)`.
+//! `room.sendFile(file)`, `room.openStream(peer, service, token, onData, onEnd)`, `room.retry()`,
+//! `room.leave()`, `room.peerId`, and `qrSvg(text)`.
 //! Negotiation, the data-channel layout and the chat and file framing come from `peer-core`, so
 //! the browser speaks exactly what the native `burrow` speaks.
 //!
@@ -9,6 +10,7 @@
 //! * [`peer`]: one RTCPeerConnection, perfect negotiation, trickle ICE, chat;
 //! * [`files`]: file sending and receiving;
 //! * [`stats`]: how a connection goes, from `getStats()`;
+//! * [`streams`]: streams to a peer's exposed service (for the page's service worker);
 //! * [`events`]: what the page is told.
 
 pub mod events;
@@ -16,6 +18,7 @@ pub mod files;
 pub mod peer;
 pub mod room;
 pub mod stats;
+pub mod streams;
 
 use wasm_bindgen::prelude::*;
 

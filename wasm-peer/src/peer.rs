@@ -117,6 +117,7 @@ impl Peer {
             match dc.label().as_str() {
                 CONTROL_LABEL => Peer::watch_control(&peer, dc),
                 FILE_LABEL => crate::files::receive(peer, dc),
+                // This page exposes nothing: refuse streams.
                 _ => dc.close(),
             }
         });
@@ -270,12 +271,17 @@ impl Peer {
             let Some(text) = ev.unchecked_into::<MessageEvent>().data().as_string() else {
                 return;
             };
-            if let Ok(ControlMessage::Chat { text }) = ControlMessage::decode(&text) {
-                peer.emit(Event::Chat {
+            match ControlMessage::decode(&text) {
+                Ok(ControlMessage::Chat { text }) => peer.emit(Event::Chat {
                     from: peer.id.clone(),
                     name: peer.name.clone(),
                     text,
-                });
+                }),
+                Ok(ControlMessage::Services { services }) => peer.emit(Event::Services {
+                    peer: peer.id.clone(),
+                    services,
+                }),
+                Err(_) => {}
             }
         });
         dc.set_onopen(Some(on_open.as_ref().unchecked_ref()));

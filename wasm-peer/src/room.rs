@@ -92,6 +92,23 @@ impl Room {
         count
     }
 
+    /// Opens a stream to a service `peer` exposes; resolves to a `Stream` once accepted.
+    #[wasm_bindgen(js_name = openStream)]
+    pub fn open_stream(
+        &self,
+        peer: String,
+        service: String,
+        token: Option<String>,
+        on_data: js_sys::Function,
+        on_end: js_sys::Function,
+    ) -> js_sys::Promise {
+        let found = self.inner.peers.borrow().get(&peer).cloned();
+        match found {
+            Some(p) if p.is_connected() => crate::streams::open(p, service, token, on_data, on_end),
+            _ => js_sys::Promise::reject(&format!("peer {peer} is not connected").into()),
+        }
+    }
+
     /// Asks to join again (after `room_full`).
     pub fn retry(&self) {
         self.inner.hello();
