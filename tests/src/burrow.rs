@@ -44,8 +44,18 @@ impl Burrow {
             .expect("start burrow");
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, events) = mpsc::channel();
+        // BURROW_TEST_ECHO=1 prints every event as it happens, to watch a test (e.g. a NAT lab
+        // case) live.
+        let echo = std::env::var_os("BURROW_TEST_ECHO").is_some();
+        let tag = cmd
+            .get_args()
+            .find_map(|a| a.to_str().filter(|s| s.starts_with("bl")).map(str::to_string))
+            .unwrap_or_else(|| "burrow".into());
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if echo {
+                    eprintln!("[{tag}] {line}");
+                }
                 match serde_json::from_str::<Value>(&line) {
                     Ok(v) => {
                         if tx.send(v).is_err() {
