@@ -1,13 +1,6 @@
 //! `burrow`: join a Burrow room from a terminal: chat, send and receive files, peer to peer.
 
-mod events;
-mod files;
-mod netcheck;
-mod peer;
-mod rtc;
-mod session;
-mod signaling;
-mod streams;
+use native_peer::{netcheck, session, streams};
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -17,8 +10,8 @@ use peer_core::channels::{ServiceInfo, ServiceKind};
 use peer_core::link::RoomLink;
 use tracing_subscriber::EnvFilter;
 
-use crate::events::Printer;
-use crate::session::{Mode, Options};
+use native_peer::events::Printer;
+use native_peer::session::{Mode, Options};
 
 /// Burrow: reach peers behind NAT, peer to peer, from a room link.
 #[derive(Parser)]

@@ -9,8 +9,8 @@ use signal_protocol::{ClientMessage, PeerSignal};
 use tokio::sync::mpsc;
 use webrtc::data_channel::DataChannel;
 use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionEventHandler, RTCIceCandidateInit, RTCIceGatheringState,
-    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription,
+    PeerConnection, PeerConnectionEventHandler, RTCIceCandidateInit, RTCIceConnectionState,
+    RTCIceGatheringState, RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription,
 };
 
 use crate::rtc::{self, Network};
@@ -39,6 +39,8 @@ pub enum PeerEvent {
     State(RTCPeerConnectionState),
     /// The remote side opened a data channel.
     IncomingChannel(Arc<dyn DataChannel>),
+    /// ICE found a working pair (DTLS starts now).
+    IceConnected,
 }
 
 /// Forwards `webrtc` callbacks, tagged with the peer id, to the session loop.
@@ -62,6 +64,12 @@ impl PeerConnectionEventHandler for Handler {
             let _ = self
                 .tx
                 .send((self.peer.clone(), PeerEvent::LocalCandidate(None)));
+        }
+    }
+
+    async fn on_ice_connection_state_change(&self, state: RTCIceConnectionState) {
+        if state == RTCIceConnectionState::Connected {
+            let _ = self.tx.send((self.peer.clone(), PeerEvent::IceConnected));
         }
     }
 
@@ -90,18 +98,22 @@ pub struct Peer {
     pub connected: bool,
     /// The task that watches the path for changes, stopped when the peer goes.
     pub path_watch: Option<tokio::task::AbortHandle>,
+    /// The control channel we created (offering side), for [`Peer::nudge`].
+    own_control: Option<Arc<dyn DataChannel>>,
     negotiator: Negotiator<RTCIceCandidateInit>,
     outbox: Outbox,
 }
 
 impl Peer {
     /// Creates the connection (nothing is sent yet).
+    #[allow(clippy::too_many_arguments)]
     pub async fn new(
         me: &str,
         id: String,
         name: Option<String>,
         ice_servers: &[signal_protocol::IceServer],
         network: Network,
+        options: rtc::Options,
         outbox: Outbox,
         events: mpsc::UnboundedSender<(String, PeerEvent)>,
     ) -> webrtc::error::Result<Peer> {
@@ -109,7 +121,7 @@ impl Peer {
             peer: id.clone(),
             tx: events,
         });
-        let pc = rtc::new_connection(ice_servers, network, handler).await?;
+        let pc = rtc::new_connection(ice_servers, network, handler, options).await?;
         Ok(Peer {
             negotiator: Negotiator::new(me, &id),
             id,
@@ -118,6 +130,7 @@ impl Peer {
             control: None,
             connected: false,
             path_watch: None,
+            own_control: None,
             outbox,
         })
     }
@@ -125,6 +138,7 @@ impl Peer {
     /// Opens the control channel and sends the first offer (we are the newcomer).
     pub async fn start(&mut self) -> webrtc::error::Result<Arc<dyn DataChannel>> {
         let control = self.pc.create_data_channel(CONTROL_LABEL, None).await?;
+        self.own_control = Some(control.clone());
         self.negotiator.offer_started();
         let result = async {
             let offer = self.pc.create_offer(None).await?;
@@ -242,6 +256,38 @@ impl Peer {
         } else {
             self.signal(signal);
         }
+    }
+
+    /// Wakes the connection's driver. `webrtc` 0.21 queues the packets it makes while handling
+    /// a state change (the DTLS ClientHello once ICE connects, the SCTP INIT once DTLS is up)
+    /// until its next timer, 50 to 200 ms later; any call that touches a data channel flushes
+    /// them. Call on ICE connected and on connected.
+    pub async fn nudge(&self) {
+        if let Some(dc) = &self.own_control {
+            let _ = dc
+                .set_buffered_amount_low_threshold(peer_core::transfer::LOW_WATER as u32)
+                .await;
+        }
+    }
+
+    /// Keeps nudging for a short while until our control channel is open: once DTLS is up, the
+    /// SCTP handshake and the channel's open message each wait for a wake-up too.
+    pub fn nudge_until_open(&self) {
+        let Some(dc) = self.own_control.clone() else {
+            return;
+        };
+        tokio::spawn(async move {
+            for _ in 0..100 {
+                match dc.ready_state().await {
+                    Ok(webrtc::data_channel::RTCDataChannelState::Connecting) => {}
+                    _ => return,
+                }
+                let _ = dc
+                    .set_buffered_amount_low_threshold(peer_core::transfer::LOW_WATER as u32)
+                    .await;
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        });
     }
 
     /// Stops everything about this peer.

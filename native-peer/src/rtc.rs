@@ -2,10 +2,14 @@
 //!
 //! ICE timing, chosen deliberately (the crate's defaults make even a loopback connection take
 //! over half a second):
-//! * connectivity checks every 50 ms (RFC 8445's pacing Ta), up to 40 per pair: 2 s of checks,
+//! * connectivity checks every 10 ms (RFC 8445 allows a pacing Ta down to 5 ms; its 50 ms default
+//!   made the first check and the DTLS start wait a tick each), up to 200 per pair: 2 s of checks,
 //!   long enough for the other side's punch packets to open its NAT;
 //! * host, server-reflexive and peer-reflexive pairs are accepted as soon as a check succeeds
 //!   (any direct path is good); relayed pairs wait 1 s, so a direct path found meanwhile wins;
+//! * the answerer is the DTLS server, so the offerer, which holds the control channel from the
+//!   start, can wake the connection's driver when `webrtc` 0.21 leaves a handshake packet queued
+//!   (`Peer::nudge`);
 //! * remote mDNS `.local` host candidates (how browsers hide local IPs) are resolved when the
 //!   network allows multicast and otherwise ignored: the server-reflexive candidates still
 //!   connect.
@@ -21,7 +25,7 @@ use peer_core::path::{CandidateType, Endpoint, PathKind};
 use signal_protocol::IceServer;
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceServer, RTCStatsReportEntry, SettingEngineBuilder, StatsSelector,
+    RTCIceServer, RTCIceTransportPolicy, RTCStatsReportEntry, SettingEngineBuilder, StatsSelector,
 };
 
 /// Most bytes one data channel may hold unsent before `send` waits.
@@ -57,11 +61,21 @@ impl Network {
     }
 }
 
+/// Which settings a connection uses.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// The `webrtc` crate's own defaults instead of Burrow's tuning (the benchmarks' reference).
+    pub crate_defaults: bool,
+    /// Use relayed candidates only (benchmarks and tests of the TURN path).
+    pub relay_only: bool,
+}
+
 /// A new peer connection using `ice_servers`, reporting to `handler`.
 pub async fn new_connection(
     ice_servers: &[IceServer],
     network: Network,
     handler: Arc<dyn PeerConnectionEventHandler>,
+    options: Options,
 ) -> webrtc::error::Result<Arc<dyn PeerConnection>> {
     let servers = ice_servers
         .iter()
@@ -71,23 +85,18 @@ pub async fn new_connection(
             credential: s.credential.clone().unwrap_or_default(),
         })
         .collect();
-    let config = RTCConfigurationBuilder::new()
-        .with_ice_servers(servers)
-        .build();
-    let settings = SettingEngineBuilder::new()
-        .with_ice_connection_attempts(Some(Duration::from_millis(50)), Some(40))
-        .with_host_acceptance_min_wait(None)
-        .with_srflx_acceptance_min_wait(None)
-        .with_prflx_acceptance_min_wait(None)
-        .with_relay_acceptance_min_wait(Some(Duration::from_secs(1)))
-        .with_include_loopback_candidate(network.bind.is_loopback())
-        .with_sctp_max_message_size(
-            rtc::peer_connection::configuration::setting_engine::SctpMaxMessageSize::Bounded(
-                256 * 1024,
-            ),
-        )
-        .with_sctp_max_receive_buffer_size(8 * 1024 * 1024)
-        .build();
+    let mut config = RTCConfigurationBuilder::new().with_ice_servers(servers);
+    if options.relay_only {
+        config = config.with_ice_transport_policy(RTCIceTransportPolicy::Relay);
+    }
+    let config = config.build();
+    let settings = if options.crate_defaults {
+        SettingEngineBuilder::new()
+            .with_include_loopback_candidate(network.bind.is_loopback())
+            .build()
+    } else {
+        burrow_settings(network)
+    };
     let pc = PeerConnectionBuilder::new()
         .with_configuration(config)
         .with_setting_engine(settings)
@@ -97,6 +106,28 @@ pub async fn new_connection(
         .build()
         .await?;
     Ok(Arc::new(pc))
+}
+
+/// Burrow's ICE and SCTP settings (see the module docs).
+fn burrow_settings(network: Network) -> webrtc::peer_connection::SettingEngine {
+    SettingEngineBuilder::new()
+        .with_ice_connection_attempts(Some(Duration::from_millis(10)), Some(200))
+        // `None` would mean "the crate's default" (0/0.5/1 s), not "no wait".
+        .with_host_acceptance_min_wait(Some(Duration::ZERO))
+        .with_srflx_acceptance_min_wait(Some(Duration::ZERO))
+        .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
+        .with_relay_acceptance_min_wait(Some(Duration::from_secs(1)))
+        .with_include_loopback_candidate(network.bind.is_loopback())
+        .with_sctp_max_message_size(
+            rtc::peer_connection::configuration::setting_engine::SctpMaxMessageSize::Bounded(
+                256 * 1024,
+            ),
+        )
+        .with_sctp_max_receive_buffer_size(8 * 1024 * 1024)
+        // The answerer is the DTLS server, so the offerer (which holds the control channel from
+        // the start) is the DTLS client and SCTP initiator: see `Peer::nudge`.
+        .with_answering_dtls_role(rtc::peer_connection::transport::RTCDtlsRole::Server)
+        .build()
 }
 
 /// How a connection goes, from its selected candidate pair.

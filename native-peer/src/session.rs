@@ -226,6 +226,7 @@ impl Session {
             name,
             &self.ice_servers,
             self.network,
+            rtc::Options::default(),
             self.outbox.clone(),
             self.peer_tx.clone(),
         )
@@ -294,6 +295,8 @@ impl Session {
         };
         match event {
             PeerEvent::LocalCandidate(c) => peer.trickle(c),
+            PeerEvent::IceConnected => peer.nudge().await,
+            PeerEvent::State(RTCPeerConnectionState::Connected) => peer.nudge_until_open(),
             PeerEvent::State(RTCPeerConnectionState::Failed) => {
                 self.printer.print(&Event::ConnectionFailed {
                     peer: id.to_string(),

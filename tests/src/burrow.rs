@@ -49,7 +49,11 @@ impl Burrow {
         let echo = std::env::var_os("BURROW_TEST_ECHO").is_some();
         let tag = cmd
             .get_args()
-            .find_map(|a| a.to_str().filter(|s| s.starts_with("bl")).map(str::to_string))
+            .find_map(|a| {
+                a.to_str()
+                    .filter(|s| s.starts_with("bl"))
+                    .map(str::to_string)
+            })
             .unwrap_or_else(|| "burrow".into());
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {

@@ -1,0 +1,127 @@
+//! `throughput`: a reliable, ordered data channel, native → native on loopback, 10 s or 1 GiB,
+//! beside a plain TCP loopback copy of the same bytes; and once through the TURN relay.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use native_peer::rtc::Options;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use webrtc::data_channel::{DataChannel, DataChannelEvent};
+
+use crate::report::Figure;
+use crate::Env;
+
+const MESSAGE: usize = 64 * 1024;
+
+/// Sends up to `limit` bytes or for `time`, whichever ends first; returns (bytes, MB/s) as the
+/// receiver saw them.
+async fn channel_rate(
+    b: Arc<dyn DataChannel>,
+    a: Arc<dyn DataChannel>,
+    limit: u64,
+    time: Duration,
+) -> (u64, f64) {
+    let receiver = tokio::spawn(async move {
+        let mut got = 0u64;
+        let mut start = None;
+        while let Some(ev) = a.poll().await {
+            if let DataChannelEvent::OnMessage(m) = ev {
+                if m.is_string {
+                    break;
+                }
+                start.get_or_insert_with(Instant::now);
+                got += m.data.len() as u64;
+            }
+        }
+        let secs = start.map(|s| s.elapsed().as_secs_f64()).unwrap_or(1.0);
+        (got, got as f64 / secs / 1e6)
+    });
+    let chunk = BytesMut::from(&vec![7u8; MESSAGE][..]);
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while sent < limit && start.elapsed() < time {
+        if b.send(chunk.clone()).await.is_err() {
+            break;
+        }
+        sent += MESSAGE as u64;
+    }
+    let _ = b.send_text("done").await;
+    receiver.await.unwrap_or((0, 0.0))
+}
+
+/// The same bytes over a plain TCP loopback connection.
+async fn tcp_rate(bytes: u64) -> f64 {
+    let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+        Ok(l) => l,
+        Err(_) => return 0.0,
+    };
+    let addr = listener.local_addr().ok();
+    let reader = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.ok()?;
+        let mut buf = vec![0u8; 256 * 1024];
+        let start = Instant::now();
+        let mut got = 0u64;
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n as u64,
+            }
+        }
+        Some(got as f64 / start.elapsed().as_secs_f64() / 1e6)
+    });
+    if let Some(addr) = addr {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
+            let chunk = vec![7u8; MESSAGE];
+            let mut sent = 0;
+            while sent < bytes {
+                if s.write_all(&chunk).await.is_err() {
+                    break;
+                }
+                sent += MESSAGE as u64;
+            }
+        }
+    }
+    reader.await.ok().flatten().unwrap_or(0.0)
+}
+
+/// Runs the bench.
+pub async fn run(env: &Env, out: &mut Vec<Figure>) {
+    let link = env.link("throughput");
+    match crate::pair::connect(&link, Options::default(), false).await {
+        Ok(pair) => {
+            let (bytes, rate) =
+                channel_rate(pair.b.clone(), pair.a.clone(), env.bytes, env.time).await;
+            let tcp = tcp_rate(bytes).await;
+            Figure::new("throughput", "data channel, loopback", Some(rate), "MB/s")
+                .against("TCP loopback, same bytes", Some(tcp))
+                .note(format!("{} MiB in 64 KiB messages", bytes >> 20))
+                .emit(out);
+        }
+        Err(e) => Figure::new("throughput", "data channel, loopback", None, "MB/s")
+            .note(format!("failed: {e:#}"))
+            .emit(out),
+    }
+    let link = env.link("throughput-turn");
+    let relay = Options {
+        relay_only: true,
+        ..Options::default()
+    };
+    match crate::pair::connect(&link, relay, true).await {
+        Ok(pair) => {
+            let (bytes, rate) =
+                channel_rate(pair.b.clone(), pair.a.clone(), env.bytes / 4, env.time).await;
+            Figure::new(
+                "throughput",
+                "data channel via TURN relay",
+                Some(rate),
+                "MB/s",
+            )
+            .note(format!("{} MiB, relay-only ICE policy", bytes >> 20))
+            .emit(out);
+        }
+        Err(e) => Figure::new("throughput", "data channel via TURN relay", None, "MB/s")
+            .note(format!("failed: {e:#}"))
+            .emit(out),
+    }
+}

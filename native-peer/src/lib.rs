@@ -1,0 +1,19 @@
+//! The native Burrow peer, used by the `burrow` binary (and by the benchmarks).
+//!
+//! * [`signaling`]: the WebSocket to the rendezvous server;
+//! * [`peer`]: one remote peer: its connection, negotiation, trickled candidates;
+//! * [`rtc`]: `webrtc` settings (ICE timing, buffers) and the path from stats;
+//! * [`session`]: a room: the mesh, chat, files, expose/forward, driven by one event loop;
+//! * [`files`]: sending and receiving files;
+//! * [`streams`]: TCP streams over data channels (`burrow expose` / `burrow forward`);
+//! * [`netcheck`]: what this machine's NAT does;
+//! * [`events`]: what is printed.
+
+pub mod events;
+pub mod files;
+pub mod netcheck;
+pub mod peer;
+pub mod rtc;
+pub mod session;
+pub mod signaling;
+pub mod streams;
