@@ -18,6 +18,9 @@ use crate::report::{quantile, Figure};
 /// A `signal-server` child process.
 pub struct Server {
     child: Child,
+    /// `/proc/<pid>/status`, opened up front: with 20,000 sockets open this process may have no
+    /// file descriptor left to open it later.
+    status: std::fs::File,
     /// Its HTTP address.
     pub http: String,
     /// Its STUN address.
@@ -62,16 +65,22 @@ impl Server {
                 .map(str::to_string)
                 .unwrap_or_default()
         };
+        let status = std::fs::File::open(format!("/proc/{}/status", child.id()))?;
         Ok(Server {
             http: field("http="),
             stun: field("stun="),
+            status,
             child,
         })
     }
 
     /// Resident memory now, KiB.
     pub fn rss_kib(&self) -> Option<u64> {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        use std::io::{Read, Seek};
+        let mut f = &self.status;
+        f.seek(std::io::SeekFrom::Start(0)).ok()?;
+        let mut s = String::new();
+        f.read_to_string(&mut s).ok()?;
         s.lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
@@ -208,6 +217,24 @@ pub async fn idle(peers: usize, out: &mut Vec<Figure>) {
         .emit(out);
 }
 
+/// The next signal on a socket (room news skipped): its sender and the send time it carries.
+async fn next_signal<S>(rx: &mut S) -> Option<(String, u128)>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    while let Some(Ok(msg)) = rx.next().await {
+        let Message::Text(t) = msg else { continue };
+        if let Ok(ServerMessage::Signal {
+            from,
+            data: PeerSignal::Offer { sdp },
+        }) = serde_json::from_str(&t)
+        {
+            return Some((from, sdp.parse().unwrap_or(0)));
+        }
+    }
+    None
+}
+
 /// Runs `signaling-relay` with `rooms` rooms of 2 for `time`.
 pub async fn relay(rooms: usize, time: Duration, out: &mut Vec<Figure>) {
     let server = match Server::start(&["--rate-per-sec", "10000000", "--rate-burst", "10000000"]) {
@@ -250,47 +277,28 @@ pub async fn relay(rooms: usize, time: Duration, out: &mut Vec<Figure>) {
                     .unwrap_or_default(),
                 )
             };
-            let mut ida = String::new();
             if a_tx.send(send(&idb, stamp(epoch))).await.is_err() {
                 return;
             }
-            // B learns A's id from the first signal.
             while Instant::now() < deadline {
-                let Some(Ok(Message::Text(t))) = b_rx.next().await else {
+                // B gets A's signal and answers; then A gets B's and sends the next.
+                let Some((from, sent)) = next_signal(&mut b_rx).await else {
                     break;
                 };
-                let Ok(ServerMessage::Signal {
-                    from,
-                    data: PeerSignal::Offer { sdp },
-                }) = serde_json::from_str(&t)
-                else {
-                    continue;
-                };
-                let sent: u128 = sdp.parse().unwrap_or(0);
-                local.push((epoch.elapsed().as_nanos() - sent) as f64 / 1e6);
+                local.push((epoch.elapsed().as_nanos().saturating_sub(sent)) as f64 / 1e6);
                 count.fetch_add(1, Ordering::Relaxed);
-                ida = from;
-                if b_tx.send(send(&ida, stamp(epoch))).await.is_err() {
+                if b_tx.send(send(&from, stamp(epoch))).await.is_err() {
                     break;
                 }
-                let Some(Ok(Message::Text(t))) = a_rx.next().await else {
+                let Some((_, sent)) = next_signal(&mut a_rx).await else {
                     break;
                 };
-                let Ok(ServerMessage::Signal {
-                    data: PeerSignal::Offer { sdp },
-                    ..
-                }) = serde_json::from_str(&t)
-                else {
-                    continue;
-                };
-                let sent: u128 = sdp.parse().unwrap_or(0);
-                local.push((epoch.elapsed().as_nanos() - sent) as f64 / 1e6);
+                local.push((epoch.elapsed().as_nanos().saturating_sub(sent)) as f64 / 1e6);
                 count.fetch_add(1, Ordering::Relaxed);
                 if a_tx.send(send(&idb, stamp(epoch))).await.is_err() {
                     break;
                 }
             }
-            let _ = ida;
             lat.lock().await.extend(local);
         }));
     }

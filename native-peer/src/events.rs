@@ -2,6 +2,7 @@
 
 use std::io::Write;
 
+use peer_core::path::PathReport;
 use serde::Serialize;
 
 /// Something that happened, as printed.
@@ -26,35 +27,21 @@ pub enum Event {
         /// Its name, if any.
         name: Option<String>,
     },
-    /// A data channel to a peer is open.
+    /// A data channel to a peer is open; how the bytes travel.
     Connected {
         /// The peer id.
         peer: String,
-        /// `direct_lan`, `hole_punched` or `relayed` (absent if stats named no pair).
-        path: Option<peer_core::path::PathKind>,
-        /// The label shown to people.
-        label: String,
-        /// Our candidate type.
-        local: Option<peer_core::path::CandidateType>,
-        /// The peer's candidate type.
-        remote: Option<peer_core::path::CandidateType>,
-        /// Round-trip time in ms.
-        rtt_ms: Option<f64>,
+        /// The path.
+        #[serde(flatten)]
+        report: PathReport,
     },
     /// The connection moved to another candidate pair.
     PathChanged {
         /// The peer id.
         peer: String,
-        /// `direct_lan`, `hole_punched` or `relayed`.
-        path: peer_core::path::PathKind,
-        /// The label shown to people.
-        label: String,
-        /// Our candidate type.
-        local: peer_core::path::CandidateType,
-        /// The peer's candidate type.
-        remote: peer_core::path::CandidateType,
-        /// Round-trip time in ms.
-        rtt_ms: Option<f64>,
+        /// The new path.
+        #[serde(flatten)]
+        report: PathReport,
     },
     /// The peer connection failed (ICE found no path).
     ConnectionFailed {
@@ -157,6 +144,19 @@ fn who(id: &str, name: &Option<String>) -> String {
     }
 }
 
+/// "direct (hole punched) [host ↔ srflx], rtt 1.1 ms".
+fn describe(r: &PathReport) -> String {
+    let pair = match (r.local, r.remote) {
+        (Some(l), Some(r)) => format!(" [{l:?} ↔ {r:?}]").to_lowercase(),
+        _ => String::new(),
+    };
+    let rtt = r
+        .rtt_ms
+        .map(|ms| format!(", rtt {ms:.1} ms"))
+        .unwrap_or_default();
+    format!("{}{pair}{rtt}", r.label)
+}
+
 fn human(event: &Event) -> String {
     match event {
         Event::Joined {
@@ -166,33 +166,10 @@ fn human(event: &Event) -> String {
             link,
         } => format!("joined room {room} as {peer_id}; {peers} peer(s) here. Share: {link}"),
         Event::PeerJoined { peer, name } => format!("* {} joined", who(peer, name)),
-        Event::Connected {
-            peer,
-            label,
-            local,
-            remote,
-            rtt_ms,
-            ..
-        } => {
-            let pair = match (local, remote) {
-                (Some(l), Some(r)) => format!(" [{l:?} ↔ {r:?}]").to_lowercase(),
-                _ => String::new(),
-            };
-            let rtt = rtt_ms
-                .map(|r| format!(", rtt {r:.1} ms"))
-                .unwrap_or_default();
-            format!("* connected to {peer}: {label}{pair}{rtt}")
+        Event::Connected { peer, report } => {
+            format!("* connected to {peer}: {}", describe(report))
         }
-        Event::PathChanged {
-            peer,
-            label,
-            local,
-            remote,
-            ..
-        } => {
-            let pair = format!("[{local:?} ↔ {remote:?}]").to_lowercase();
-            format!("* {peer} now: {label} {pair}")
-        }
+        Event::PathChanged { peer, report } => format!("* {peer} now: {}", describe(report)),
         Event::ConnectionFailed { peer } => {
             format!("* could not connect to {peer}: no path found (is a TURN relay available?)")
         }

@@ -130,18 +130,8 @@ fn burrow_settings(network: Network) -> webrtc::peer_connection::SettingEngine {
         .build()
 }
 
-/// How a connection goes, from its selected candidate pair.
-#[derive(Debug, Clone, Copy)]
-pub struct PathInfo {
-    /// Direct (LAN), hole punched, or relayed.
-    pub kind: PathKind,
-    /// Our side's candidate type.
-    pub local: CandidateType,
-    /// The peer's candidate type.
-    pub remote: CandidateType,
-    /// Round-trip time of the last ICE check, in milliseconds, if measured.
-    pub rtt_ms: Option<f64>,
-}
+/// How a connection goes: the shared description from `peer_core`.
+pub type PathInfo = peer_core::path::SelectedPath;
 
 /// Reads the selected candidate pair, waiting briefly for the stats to name it (just after a
 /// channel opens they sometimes do not yet).

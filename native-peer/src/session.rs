@@ -394,13 +394,7 @@ impl Session {
                 ));
                 self.printer.print(&Event::Connected {
                     peer: id.clone(),
-                    path: info.map(|i| i.kind),
-                    label: info
-                        .map(|i| i.kind.label().to_string())
-                        .unwrap_or_else(|| "connected".into()),
-                    local: info.map(|i| i.local),
-                    remote: info.map(|i| i.remote),
-                    rtt_ms: info.and_then(|i| i.rtt_ms),
+                    report: info.into(),
                 });
                 if let (Some(service), Some(dc)) = (&self.exposed, &peer.control) {
                     let list = ControlMessage::Services {
@@ -423,11 +417,7 @@ impl Session {
             }
             Internal::PathChanged(peer, info) => self.printer.print(&Event::PathChanged {
                 peer,
-                path: info.kind,
-                label: info.kind.label().to_string(),
-                local: info.local,
-                remote: info.remote,
-                rtt_ms: info.rtt_ms,
+                report: Some(info).into(),
             }),
             Internal::Chat(from, text) => {
                 let name = self.peers.get(&from).and_then(|p| p.name.clone());

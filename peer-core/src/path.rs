@@ -44,6 +44,48 @@ pub enum PathKind {
     Relayed,
 }
 
+/// The selected candidate pair, as read from a connection's stats.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SelectedPath {
+    /// Direct (LAN), hole punched, or relayed.
+    pub kind: PathKind,
+    /// Our side's candidate type.
+    pub local: CandidateType,
+    /// The peer's candidate type.
+    pub remote: CandidateType,
+    /// Round-trip time of the last ICE check, in milliseconds, if measured.
+    pub rtt_ms: Option<f64>,
+}
+
+/// How a connection goes, as both peers report it to their users (`connected` events).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PathReport {
+    /// `direct_lan`, `hole_punched` or `relayed` (absent when the stats named no pair).
+    pub path: Option<PathKind>,
+    /// "direct (LAN)", "direct (hole punched)", "relayed" (or "connected").
+    pub label: String,
+    /// Our candidate type.
+    pub local: Option<CandidateType>,
+    /// The peer's candidate type.
+    pub remote: Option<CandidateType>,
+    /// Round-trip time in ms.
+    pub rtt_ms: Option<f64>,
+}
+
+impl From<Option<SelectedPath>> for PathReport {
+    fn from(p: Option<SelectedPath>) -> PathReport {
+        PathReport {
+            path: p.map(|p| p.kind),
+            label: p
+                .map(|p| p.kind.label().to_string())
+                .unwrap_or_else(|| "connected".into()),
+            local: p.map(|p| p.local),
+            remote: p.map(|p| p.remote),
+            rtt_ms: p.and_then(|p| p.rtt_ms),
+        }
+    }
+}
+
 /// One end of the selected candidate pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Endpoint {

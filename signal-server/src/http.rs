@@ -72,7 +72,7 @@ async fn websocket(
         .map(str::to_string);
     let limit = state.config.max_message_bytes;
     // Frames up to 4x the limit are read and refused politely; beyond that the socket closes.
-    ws.read_buffer_size(4 * 1024)
+    ws.read_buffer_size(1024)
         .write_buffer_size(0)
         .max_write_buffer_size(1024 * 1024)
         .max_message_size(limit.saturating_mul(4))

@@ -27,20 +27,13 @@ pub enum Event {
         /// The RTCPeerConnection state.
         state: String,
     },
-    /// The data channel to a peer opened; how the bytes travel.
+    /// The data channel to a peer is open (repeated as the stats refresh); how the bytes travel.
     Connected {
         /// The peer.
         peer: String,
-        /// `direct_lan`, `hole_punched` or `relayed` (absent when stats had no answer).
-        path: Option<peer_core::path::PathKind>,
-        /// "direct (LAN)", "direct (hole punched)", "relayed".
-        label: String,
-        /// Our candidate type.
-        local: Option<peer_core::path::CandidateType>,
-        /// The peer's candidate type.
-        remote: Option<peer_core::path::CandidateType>,
-        /// Round-trip time in ms.
-        rtt_ms: Option<f64>,
+        /// The path.
+        #[serde(flatten)]
+        report: peer_core::path::PathReport,
     },
     /// A peer left.
     PeerLeft {

@@ -310,14 +310,7 @@ impl Peer {
                 if info.is_some() || waited >= 1000 {
                     peer.emit(Event::Connected {
                         peer: peer.id.clone(),
-                        path: info.as_ref().map(|i| i.kind),
-                        label: info
-                            .as_ref()
-                            .map(|i| i.kind.label().to_string())
-                            .unwrap_or_else(|| "connected".into()),
-                        local: info.as_ref().map(|i| i.local),
-                        remote: info.as_ref().map(|i| i.remote),
-                        rtt_ms: info.and_then(|i| i.rtt_ms),
+                        report: info.into(),
                     });
                     sleep_ms(2000).await;
                 } else {

@@ -127,7 +127,9 @@ impl Room {
 impl Inner {
     /// Passes an event to the page.
     pub(crate) fn emit(&self, event: Event) {
-        match serde_wasm_bindgen::to_value(&event) {
+        // `flatten` serializes through a map: make it a plain object, not a JS Map.
+        let serializer = serde_wasm_bindgen::Serializer::new().serialize_maps_as_objects(true);
+        match serde::Serialize::serialize(&event, &serializer) {
             Ok(v) => {
                 let _ = self.on_event.call1(&JsValue::NULL, &v);
             }

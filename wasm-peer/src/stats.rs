@@ -6,17 +6,8 @@ use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::RtcPeerConnection;
 
-/// The selected pair's types and RTT.
-pub struct PathInfo {
-    /// Classified path.
-    pub kind: PathKind,
-    /// Our candidate type.
-    pub local: CandidateType,
-    /// The peer's candidate type.
-    pub remote: CandidateType,
-    /// Round-trip time in ms, if measured.
-    pub rtt_ms: Option<f64>,
-}
+/// The selected pair's types and RTT (the description shared with the native peer).
+pub type PathInfo = peer_core::path::SelectedPath;
 
 fn get(obj: &JsValue, key: &str) -> JsValue {
     Reflect::get(obj, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
