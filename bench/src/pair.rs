@@ -13,8 +13,15 @@ use signal_protocol::{IceServer, ServerMessage};
 use tokio::sync::{mpsc, oneshot};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 
+/// The channel pair a side's peer connections report on.
+type PeerEvents = (
+    mpsc::UnboundedSender<(String, PeerEvent)>,
+    mpsc::UnboundedReceiver<(String, PeerEvent)>,
+);
+
 /// Runs one side: creates peers as the server announces them, relays their signals and
 /// candidates, and hands out the first data channel that opens.
+#[allow(clippy::too_many_arguments)]
 fn drive(
     me: String,
     ice: Vec<IceServer>,
@@ -23,10 +30,7 @@ fn drive(
     mut server: mpsc::UnboundedReceiver<ServerMessage>,
     mut first: Option<Peer>,
     opened: oneshot::Sender<Arc<dyn DataChannel>>,
-    events: (
-        mpsc::UnboundedSender<(String, PeerEvent)>,
-        mpsc::UnboundedReceiver<(String, PeerEvent)>,
-    ),
+    events: PeerEvents,
 ) -> tokio::task::JoinHandle<()> {
     let network = Network::for_server_host("127.0.0.1", None);
     let (peer_tx, mut peer_rx) = events;

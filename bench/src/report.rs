@@ -77,8 +77,8 @@ fn fmt(v: Option<f64>) -> String {
 pub fn table(all: &[Figure]) {
     println!();
     println!(
-        "{:<18} {:<34} {:>12} {:<8} {:>12}  {}",
-        "bench", "metric", "value", "unit", "reference", "reference is"
+        "{:<18} {:<34} {:>12} {:<8} {:>12}  reference is",
+        "bench", "metric", "value", "unit", "reference"
     );
     println!("{}", "-".repeat(110));
     for f in all {
