@@ -214,7 +214,11 @@ pub async fn receive(
                             .await;
                         return Err(FileError::Refused(reason.into()));
                     };
-                    let part = dir.join(format!(".{}.{}.part", file.name, std::process::id()));
+                    // Unique per transfer: two peers may send files of the same name at once.
+                    static NEXT: std::sync::atomic::AtomicU64 =
+                        std::sync::atomic::AtomicU64::new(0);
+                    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let part = dir.join(format!(".{}.{}-{n}.part", file.name, std::process::id()));
                     let out = tokio::io::BufWriter::with_capacity(
                         1 << 20,
                         tokio::fs::File::create(&part).await?,

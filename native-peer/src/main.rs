@@ -15,7 +15,11 @@ use native_peer::session::{Mode, Options};
 
 /// Burrow: reach peers behind NAT, peer to peer, from a room link.
 #[derive(Parser)]
-#[command(name = "burrow", version, about)]
+#[command(
+    name = "burrow",
+    version,
+    about = "Burrow: reach peers behind NAT, peer to peer, from a room link"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
