@@ -88,7 +88,7 @@ impl Lab {
     /// Builds the internet with the server's address; `None` (reason printed) if impossible.
     pub fn new(test: &str) -> Option<Lab> {
         if let Some(reason) = unavailable() {
-            eprintln!("SKIPPED {test}: {reason}");
+            crate::skip(test, &reason);
             return None;
         }
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);

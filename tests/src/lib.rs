@@ -39,3 +39,11 @@ pub fn workspace_root() -> PathBuf {
         .expect("tests/ sits in the workspace")
         .to_path_buf()
 }
+
+/// Says loudly that a test could not run here, and why. Written straight to the process's
+/// stderr (not through `eprintln!`, which the test harness captures), so the reason shows in the
+/// run's output and in `scripts/test.sh`'s summary.
+pub fn skip(test: &str, reason: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
+}

@@ -21,7 +21,7 @@ pub fn enter(test_name: &str) -> bool {
         return true;
     }
     if let Some(reason) = cannot_isolate() {
-        eprintln!("SKIPPED {test_name}: {reason}");
+        crate::skip(test_name, &reason);
         return false;
     }
     let exe = std::env::current_exe().expect("test executable");
