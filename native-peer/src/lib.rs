@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! The native Burrow peer, used by the `burrow` binary (and by the benchmarks).
 //!
 //! * [`signaling`]: the WebSocket to the rendezvous server;

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Peer logic that does not depend on the browser or the native stack, used by both peers so
 //! they speak exactly the same way:
 //!

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! The signaling protocol spoken between Burrow peers and the rendezvous server.
 //!
 //! One definition, used by the server (`signal-server`), the native peer (`burrow`) and the browser

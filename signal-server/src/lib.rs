@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Burrow's rendezvous server.
 //!
 //! * [`http`]: the routes: the page (`/`, `/r/{room}`, `/new`), the signaling WebSocket

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Burrow's browser peer, built with `wasm-pack build --target web` into `www/pkg`.
 //!
 //! The page uses a small JS API: `new Room(wsUrl, name, onEvent)`, `room.sendChat(text)`,
