@@ -80,7 +80,15 @@ pub async fn serve(mut socket: WebSocket, client: Client, state: Arc<AppState>) 
             queued = inbox.recv() => {
                 // `None`: the room dropped this peer (its queue overflowed), so close.
                 let Some(text) = queued else { break };
-                if socket.send(Message::Text(text)).await.is_err() {
+                // Under load, write what else is queued in the same flush: one syscall, not many.
+                let mut batch = vec![text];
+                while batch.len() < 64 {
+                    match inbox.try_recv() {
+                        Ok(more) => batch.push(more),
+                        Err(_) => break,
+                    }
+                }
+                if send_all(&mut socket, batch).await.is_err() {
                     break;
                 }
             }
@@ -96,6 +104,15 @@ pub async fn serve(mut socket: WebSocket, client: Client, state: Arc<AppState>) 
         }
     }
     session.leave();
+}
+
+/// Writes several text frames and flushes once.
+async fn send_all(socket: &mut WebSocket, batch: Vec<Utf8Bytes>) -> Result<(), axum::Error> {
+    use futures_util::SinkExt;
+    for text in batch {
+        socket.feed(Message::Text(text)).await?;
+    }
+    socket.flush().await
 }
 
 /// Per-connection protocol state.

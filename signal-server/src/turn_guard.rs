@@ -157,6 +157,18 @@ impl GuardedConn {
         if !stun::message::is_message(data) {
             return Verdict::Pass; // ChannelData: its channel was bound only if permitted
         }
+        // Read the type from the header first: Binding (the bulk) and refreshes pass untouched.
+        let mut typ = MessageType::default();
+        typ.read_value(u16::from_be_bytes([data[0], data[1]]));
+        let relevant = [
+            METHOD_CREATE_PERMISSION,
+            METHOD_CHANNEL_BIND,
+            METHOD_SEND,
+            METHOD_ALLOCATE,
+        ];
+        if !relevant.contains(&typ.method) {
+            return Verdict::Pass;
+        }
         let mut msg = Message::new();
         msg.raw = data.to_vec();
         if msg.decode().is_err() {
