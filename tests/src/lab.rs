@@ -55,8 +55,14 @@ pub struct Lab {
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// Why the lab cannot run here, if it cannot (not root, no `ip`/`nft`).
+/// Why the lab cannot run here, if it cannot (not root, no `ip`/`nft`); probed once per process
+/// (tests run in parallel and must not race on the probe).
 pub fn unavailable() -> Option<String> {
+    static PROBED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    PROBED.get_or_init(probe).clone()
+}
+
+fn probe() -> Option<String> {
     for tool in ["ip", "nft"] {
         let found = Command::new(tool)
             .arg("-V")
