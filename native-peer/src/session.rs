@@ -103,15 +103,7 @@ struct Session {
 /// server goes away.
 pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<()> {
     let (welcome, outbox, mut server) = signaling::join(link, opts.name.clone()).await?;
-    let host = link
-        .http_base
-        .split("://")
-        .nth(1)
-        .unwrap_or("")
-        .rsplit_once(':')
-        .map(|(h, _)| h.to_string())
-        .unwrap_or_else(|| link.http_base.split("://").nth(1).unwrap_or("").to_string());
-    let network = Network::for_server_host(&host, opts.bind);
+    let network = Network::for_server_host(link.host(), opts.bind);
     let printer = opts.printer;
     printer.print(&Event::Joined {
         room: link.room.clone(),

@@ -77,6 +77,18 @@ impl RoomLink {
         })
     }
 
+    /// The server's host, without scheme or port (`[::1]` keeps its brackets).
+    pub fn host(&self) -> &str {
+        let authority = self
+            .http_base
+            .split_once("://")
+            .map_or(self.http_base.as_str(), |(_, a)| a);
+        if authority.starts_with('[') {
+            return authority.split_inclusive(']').next().unwrap_or(authority);
+        }
+        authority.split(':').next().unwrap_or(authority)
+    }
+
     /// The signaling WebSocket URL.
     pub fn ws_url(&self) -> String {
         format!("{}/ws/{}", self.ws_base, self.room)
@@ -106,6 +118,11 @@ mod tests {
         assert_eq!(l.ws_url(), "ws://h:1/ws/abc");
         let l = RoomLink::parse("http://h/r/abc?x=1#frag", None).unwrap();
         assert_eq!(l.room, "abc");
+        assert_eq!(l.host(), "h");
+        let l = RoomLink::parse("http://127.0.0.1:8080/r/a", None).unwrap();
+        assert_eq!(l.host(), "127.0.0.1");
+        let l = RoomLink::parse("http://[::1]:8080/r/a", None).unwrap();
+        assert_eq!(l.host(), "[::1]");
     }
 
     #[test]
