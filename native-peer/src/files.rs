@@ -204,14 +204,7 @@ pub async fn receive(
                     name = file.name.clone();
                     let Some(dir) = &dir else {
                         let reason = "this peer does not accept files (burrow join --accept DIR)";
-                        let _ = dc
-                            .send_text(
-                                &FileMessage::Refused {
-                                    reason: reason.into(),
-                                }
-                                .encode(),
-                            )
-                            .await;
+                        refuse(&dc, reason.into()).await;
                         return Err(FileError::Refused(reason.into()));
                     };
                     // Unique per transfer: two peers may send files of the same name at once.
@@ -239,14 +232,7 @@ pub async fn receive(
                         Ok(sha) => sha,
                         Err(e) => {
                             let _ = tokio::fs::remove_file(&part).await;
-                            let _ = dc
-                                .send_text(
-                                    &FileMessage::Refused {
-                                        reason: e.to_string(),
-                                    }
-                                    .encode(),
-                                )
-                                .await;
+                            refuse(&dc, e.to_string()).await;
                             return Err(e.into());
                         }
                     };
@@ -285,6 +271,13 @@ pub async fn receive(
         }
         (name, e)
     })
+}
+
+/// Tells the sender the file was refused (best effort: the channel may already be gone).
+async fn refuse(dc: &Arc<dyn DataChannel>, reason: String) {
+    let _ = dc
+        .send_text(&FileMessage::Refused { reason }.encode())
+        .await;
 }
 
 /// `dir/name`, or `dir/name (1)`, `(2)`… if taken: a received file never overwrites one.
