@@ -40,6 +40,12 @@ impl Server {
                 "127.0.0.1:0",
                 "--www",
                 "www",
+                // Every bench client comes from 127.0.0.1: lift the per-client and total
+                // connection limits meant for strangers on the internet.
+                "--max-connections-per-ip",
+                "0",
+                "--max-connections",
+                "0",
             ])
             .args(extra)
             .env("RUST_LOG", "error,turn=off")

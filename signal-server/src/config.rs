@@ -63,6 +63,34 @@ pub struct Config {
     #[arg(long, env = "BURROW_PEER_QUEUE", default_value_t = 256)]
     pub peer_queue: usize,
 
+    /// Most simultaneous TCP connections (HTTP or WebSocket) from one client IP; 0 means no
+    /// limit. Beyond it a new connection is closed at once, before any byte is read.
+    #[arg(long, env = "BURROW_MAX_CONNECTIONS_PER_IP", default_value_t = 64)]
+    pub max_connections_per_ip: usize,
+
+    /// Most simultaneous TCP connections in total; 0 means no limit.
+    #[arg(long, env = "BURROW_MAX_CONNECTIONS", default_value_t = 20_000)]
+    pub max_connections: usize,
+
+    /// A connection must finish sending its HTTP request headers within this time (slowloris).
+    #[arg(long, env = "BURROW_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
+    /// A WebSocket must send `hello` within this time of opening, or it is closed.
+    #[arg(long, env = "BURROW_HELLO_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub hello_timeout: Duration,
+
+    /// A write to a WebSocket that does not complete within this time (the peer stopped reading)
+    /// drops the peer, who is announced as left.
+    #[arg(long, env = "BURROW_WRITE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
+
+    /// Browser origins allowed to open the signaling WebSocket, beyond the server's own
+    /// (repeatable, e.g. `https://burrow.example`; `*` allows any). Clients that send no
+    /// `Origin` (the `burrow` CLI) are always allowed.
+    #[arg(long, env = "BURROW_ALLOWED_ORIGIN", value_delimiter = ',')]
+    pub allowed_origin: Vec<String>,
+
     /// A second STUN port, so `burrow netcheck` can tell whether the NAT's mapping depends on the
     /// destination (default: the STUN port + 1; 0 picks a free one).
     #[arg(long, env = "BURROW_STUN_ALT_PORT")]

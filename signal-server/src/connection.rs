@@ -4,8 +4,9 @@
 //! Everything runs in a single task per connection (no reader/writer split), which keeps an idle
 //! peer down to its socket, its small buffers, a queue and this task's state.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use signal_protocol::{
@@ -24,9 +25,16 @@ pub struct Client {
     pub room: String,
     /// The host the client used to reach us, for the ICE server URLs.
     pub host: Option<String>,
+    /// The client's address (for logs).
+    pub addr: SocketAddr,
 }
 
-/// Serves one upgraded WebSocket until it closes or goes silent.
+/// Serves one upgraded WebSocket until it closes, goes silent, stops reading, or misbehaves.
+///
+/// Every frame the client sends (text, binary, ping, oversized) is counted by the rate limiter
+/// before anything else is done with it. A client must say `hello` within `--hello-timeout`, and
+/// every write must complete within `--write-timeout`: a peer that stops reading is dropped (and
+/// announced as left) instead of pinning memory and this task.
 pub async fn serve(mut socket: WebSocket, client: Client, state: Arc<AppState>) {
     let cfg = &state.config;
     let (outbox, mut inbox) = mpsc::channel::<Utf8Bytes>(cfg.peer_queue);
@@ -36,13 +44,17 @@ pub async fn serve(mut socket: WebSocket, client: Client, state: Arc<AppState>) 
         outbox: Some(outbox),
         peer_id: None,
         rate: RateLimit::new(cfg.rate_per_sec, cfg.rate_burst),
+        refused: Refusals::default(),
     };
     let mut ping = tokio::time::interval(cfg.ping_interval);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     ping.tick().await;
     let mut last_heard = Instant::now();
+    let hello_deadline = tokio::time::sleep(cfg.hello_timeout);
+    tokio::pin!(hello_deadline);
+    let write = cfg.write_timeout;
 
-    loop {
+    let end = loop {
         tokio::select! {
             incoming = socket.recv() => {
                 let msg = match incoming {
@@ -50,36 +62,33 @@ pub async fn serve(mut socket: WebSocket, client: Client, state: Arc<AppState>) 
                     Some(Err(e)) => {
                         if is_too_large(&e) {
                             let reply = too_large(cfg.max_message_bytes);
-                            let _ = socket.send(Message::Text(reply)).await;
-                            let _ = socket.send(Message::Close(Some(CloseFrame {
-                                code: 1009,
-                                reason: "message too large".into(),
-                            }))).await;
+                            let _ = timed(write, socket.send(Message::Text(reply))).await;
+                            break Some((1009, "message too large"));
                         }
                         tracing::debug!(error = %e, "websocket read failed");
-                        break;
+                        break None;
                     }
-                    None => break,
+                    None => break None,
                 };
                 last_heard = Instant::now();
-                let reply = match msg {
-                    Message::Text(text) => session.on_text(&text),
-                    Message::Binary(_) => Some(error(
-                        ErrorCode::MalformedMessage,
-                        "binary frames are not part of the protocol; send JSON text".into(),
-                    )),
-                    Message::Close(_) => break,
-                    Message::Ping(_) | Message::Pong(_) => None,
+                if matches!(msg, Message::Close(_)) {
+                    break None;
+                }
+                let reply = match session.admit() {
+                    Admit::Yes => session.on_frame(msg),
+                    Admit::RefuseQuietly => None,
+                    Admit::Refuse(reply) => Some(reply),
+                    Admit::Close => break Some((1008, "rate limit exceeded")),
                 };
                 if let Some(reply) = reply {
-                    if socket.send(Message::Text(reply)).await.is_err() {
-                        break;
+                    if timed(write, socket.send(Message::Text(reply))).await.is_err() {
+                        break None;
                     }
                 }
             }
             queued = inbox.recv() => {
                 // `None`: the room dropped this peer (its queue overflowed), so close.
-                let Some(text) = queued else { break };
+                let Some(text) = queued else { break Some((1008, "too far behind")) };
                 // Under load, write what else is queued in the same flush: one syscall, not many.
                 let mut batch = vec![text];
                 while batch.len() < 64 {
@@ -88,22 +97,58 @@ pub async fn serve(mut socket: WebSocket, client: Client, state: Arc<AppState>) 
                         Err(_) => break,
                     }
                 }
-                if send_all(&mut socket, batch).await.is_err() {
-                    break;
+                if timed(write, send_all(&mut socket, batch)).await.is_err() {
+                    tracing::debug!(peer = ?session.peer_id, "write timed out or failed; dropping");
+                    break None;
                 }
             }
             _ = ping.tick() => {
                 if last_heard.elapsed() > cfg.ping_timeout {
                     tracing::debug!(peer = ?session.peer_id, "no pong in time; dropping");
-                    break;
+                    break None;
                 }
-                if socket.send(Message::Ping(Default::default())).await.is_err() {
-                    break;
+                if timed(write, socket.send(Message::Ping(Default::default()))).await.is_err() {
+                    break None;
                 }
             }
+            () = &mut hello_deadline, if session.peer_id.is_none() => {
+                tracing::debug!(addr = %session.client.addr, "no hello in time; closing");
+                break Some((1008, "no hello in time"));
+            }
+        }
+    };
+    // Leave first, so the room hears of it even if the close below never completes.
+    session.leave();
+    if let Some((code, reason)) = end {
+        let close = Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }));
+        if timed(write, socket.send(close)).await.is_ok() {
+            // The closing handshake: read (and discard) until the client's Close, briefly, so
+            // the kernel does not answer its frames in flight with a reset that would destroy
+            // the replies and the close reason before the client reads them.
+            let drain = async {
+                while let Some(Ok(m)) = socket.recv().await {
+                    if matches!(m, Message::Close(_)) {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
         }
     }
-    session.leave();
+}
+
+/// Runs a write with a deadline; a timeout counts as a failed write.
+async fn timed<T>(
+    limit: Duration,
+    write: impl std::future::Future<Output = Result<T, axum::Error>>,
+) -> Result<T, ()> {
+    match tokio::time::timeout(limit, write).await {
+        Ok(Ok(v)) => Ok(v),
+        _ => Err(()),
+    }
 }
 
 /// Writes several text frames and flushes once.
@@ -115,6 +160,26 @@ async fn send_all(socket: &mut WebSocket, batch: Vec<Utf8Bytes>) -> Result<(), a
     socket.flush().await
 }
 
+/// What the rate limiter says of one incoming frame.
+enum Admit {
+    /// Within the rate: handle it.
+    Yes,
+    /// Over the rate: drop it with an error reply (the first of a run of refusals).
+    Refuse(Utf8Bytes),
+    /// Over the rate, and the client was already told: drop it silently, so refusals cannot be
+    /// used to make the server write.
+    RefuseQuietly,
+    /// Far over the rate for a long run: close the connection.
+    Close,
+}
+
+/// Consecutive frames refused by the rate limiter.
+#[derive(Default)]
+struct Refusals {
+    in_a_row: u32,
+    last_told: Option<Instant>,
+}
+
 /// Per-connection protocol state.
 struct Session {
     client: Client,
@@ -123,19 +188,53 @@ struct Session {
     outbox: Option<mpsc::Sender<Utf8Bytes>>,
     peer_id: Option<String>,
     rate: RateLimit,
+    refused: Refusals,
 }
 
 impl Session {
+    /// Counts one incoming frame against the rate limit.
+    fn admit(&mut self) -> Admit {
+        if self.rate.allow() {
+            self.refused.in_a_row = 0;
+            return Admit::Yes;
+        }
+        self.refused.in_a_row += 1;
+        // Twice the burst refused in a row: the client ignores the refusals.
+        if self.refused.in_a_row > self.state.config.rate_burst.saturating_mul(2).max(8) {
+            tracing::info!(addr = %self.client.addr, peer = ?self.peer_id, "rate limit ignored; closing");
+            return Admit::Close;
+        }
+        let now = Instant::now();
+        if self
+            .refused
+            .last_told
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return Admit::RefuseQuietly;
+        }
+        self.refused.last_told = Some(now);
+        Admit::Refuse(error(
+            ErrorCode::RateLimited,
+            "too many messages; dropped until the rate falls".into(),
+        ))
+    }
+
+    /// Handles one admitted frame; returns the reply to send, if any.
+    fn on_frame(&mut self, msg: Message) -> Option<Utf8Bytes> {
+        match msg {
+            Message::Text(text) => self.on_text(&text),
+            Message::Binary(_) => Some(error(
+                ErrorCode::MalformedMessage,
+                "binary frames are not part of the protocol; send JSON text".into(),
+            )),
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => None,
+        }
+    }
+
     /// Handles one text frame; returns the reply to send, if any.
     fn on_text(&mut self, text: &str) -> Option<Utf8Bytes> {
         if text.len() > self.state.config.max_message_bytes {
             return Some(too_large(self.state.config.max_message_bytes));
-        }
-        if !self.rate.allow() {
-            return Some(error(
-                ErrorCode::RateLimited,
-                "too many messages; this one was dropped".into(),
-            ));
         }
         let msg = match ClientMessage::parse(text) {
             Ok(m) => m,

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State, WebSocketUpgrade};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, Path, State, WebSocketUpgrade};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -12,6 +12,7 @@ use rand::RngCore;
 use signal_protocol::validate_room_id;
 use tower_http::services::{ServeDir, ServeFile};
 
+use crate::accept::ClientAddr;
 use crate::connection::{self, Client};
 use crate::AppState;
 
@@ -27,7 +28,58 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/api/netcheck", get(netcheck))
         .fallback_service(ServeDir::new(www))
+        .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
+}
+
+/// The page's Content-Security-Policy: its own scripts and the wasm module only, no inline code,
+/// no plugins, never framed by another site. `wasm-unsafe-eval` lets the page compile its wasm
+/// (not `eval`); `blob:`/`data:` images are received files and the favicon; frames are the
+/// page's own (an exposed site served by its service worker).
+const CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
+    style-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; connect-src 'self' blob:; \
+    worker-src 'self'; frame-src 'self'; object-src 'none'; base-uri 'none'; \
+    form-action 'self'; frame-ancestors 'none'";
+
+/// Adds the security headers to every response: the CSP above, no MIME sniffing, no framing
+/// by other sites, and no `Referer` (a room link is a secret: it must not leak to other sites).
+async fn security_headers(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    resp
+}
+
+/// Whether a WebSocket upgrade from `origin` may proceed. Browsers always send `Origin`: it must
+/// be the server's own (`http(s)://` + the `Host` the client used) or listed in
+/// `--allowed-origin` (`*` lists all). Clients that send none (the `burrow` CLI) are not a
+/// browser page acting for someone else, so they may.
+pub fn origin_allowed(origin: Option<&str>, host: Option<&str>, allowed: &[String]) -> bool {
+    let Some(origin) = origin else {
+        return true;
+    };
+    let origin = origin.trim_end_matches('/');
+    if allowed
+        .iter()
+        .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    {
+        return true;
+    }
+    match (origin.split_once("://"), host) {
+        (Some(("http" | "https", authority)), Some(host)) => authority.eq_ignore_ascii_case(host),
+        _ => false,
+    }
 }
 
 /// `/r/{room}`: the same page; its script reads the room from the URL.
@@ -63,6 +115,7 @@ pub fn new_room_id() -> String {
 async fn websocket(
     State(state): State<Arc<AppState>>,
     Path(room): Path<String>,
+    ConnectInfo(client_addr): ClientAddr,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
@@ -70,6 +123,15 @@ async fn websocket(
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(str::to_string);
+    let origin = headers.get(header::ORIGIN).and_then(|h| h.to_str().ok());
+    if !origin_allowed(origin, host.as_deref(), &state.config.allowed_origin) {
+        tracing::info!(%client_addr, origin = ?origin, "websocket refused: origin not allowed");
+        return (
+            StatusCode::FORBIDDEN,
+            "this page's origin may not use this server (see --allowed-origin)\n",
+        )
+            .into_response();
+    }
     let limit = state.config.max_message_bytes;
     // Frames up to 4x the limit are read and refused politely; beyond that the socket closes.
     ws.read_buffer_size(1024)
@@ -77,7 +139,17 @@ async fn websocket(
         .max_write_buffer_size(1024 * 1024)
         .max_message_size(limit.saturating_mul(4))
         .max_frame_size(limit.saturating_mul(4))
-        .on_upgrade(move |socket| connection::serve(socket, Client { room, host }, state))
+        .on_upgrade(move |socket| {
+            connection::serve(
+                socket,
+                Client {
+                    room,
+                    host,
+                    addr: client_addr,
+                },
+                state,
+            )
+        })
 }
 
 /// `/api/netcheck`: the two STUN URLs a client compares to classify its NAT.
@@ -95,6 +167,33 @@ async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origins() {
+        let host = Some("burrow.example:8080");
+        let none: &[String] = &[];
+        assert!(origin_allowed(None, host, none), "the CLI sends no Origin");
+        assert!(origin_allowed(
+            Some("http://burrow.example:8080"),
+            host,
+            none
+        ));
+        assert!(origin_allowed(
+            Some("https://BURROW.example:8080"),
+            host,
+            none
+        ));
+        assert!(!origin_allowed(Some("http://evil.example"), host, none));
+        assert!(!origin_allowed(Some("null"), host, none));
+        assert!(!origin_allowed(
+            Some("http://burrow.example:8080"),
+            None,
+            none
+        ));
+        let listed = ["https://evil.example/".to_string()];
+        assert!(origin_allowed(Some("https://evil.example"), host, &listed));
+        assert!(origin_allowed(Some("http://x"), host, &["*".to_string()]));
+    }
 
     #[test]
     fn new_room_ids_are_valid_and_distinct() {

@@ -1,6 +1,7 @@
 #![warn(missing_docs)]
 //! Burrow's rendezvous server.
 //!
+//! * [`accept`]: accepting TCP connections within per-client limits and header deadlines;
 //! * [`http`]: the routes: the page (`/`, `/r/{room}`, `/new`), the signaling WebSocket
 //!   (`/ws/{room}`) and `/healthz`;
 //! * [`connection`]: one WebSocket peer, from `hello` to leave;
@@ -11,6 +12,7 @@
 //! * [`turn_guard`]: where the relay may send, and allocation quotas;
 //! * [`config`]: flags and defaults.
 
+pub mod accept;
 pub mod config;
 pub mod connection;
 pub mod credentials;
@@ -116,12 +118,19 @@ pub async fn start(
         external_turn,
         config,
     });
+    let limits = accept::ConnectionLimits::new(
+        state.config.max_connections_per_ip,
+        state.config.max_connections,
+    );
+    let header_timeout = state.config.header_timeout;
     let app = http::router(state);
-    let http = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-    });
+    let http = tokio::spawn(accept::serve(
+        listener,
+        app,
+        limits,
+        header_timeout,
+        shutdown,
+    ));
     Ok(Running {
         http_addr,
         stun_addr: stun.local_addr,

@@ -159,17 +159,31 @@ impl Rooms {
 
 impl Room {
     /// Queues `text` for every member. A member whose queue is full has fallen too far behind to
-    /// keep a correct view of the room, so it is dropped: its connection then closes.
+    /// keep a correct view of the room, so it is dropped (its connection then closes), and, like
+    /// every departure, announced to the others with `peer_left`, which may drop more.
     fn broadcast(&mut self, text: &Utf8Bytes) {
-        self.members
-            .retain(|m| match m.outbox.try_send(text.clone()) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    tracing::warn!(peer = %m.info.id, "peer's queue is full; dropping it");
-                    false
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            });
+        let mut pending = vec![text.clone()];
+        while let Some(text) = pending.pop() {
+            let mut dropped = Vec::new();
+            self.members
+                .retain(|m| match m.outbox.try_send(text.clone()) {
+                    Ok(()) => true,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        tracing::warn!(peer = %m.info.id, "peer's queue is full; dropping it");
+                        dropped.push(m.info.id.clone());
+                        false
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        dropped.push(m.info.id.clone());
+                        false
+                    }
+                });
+            pending.extend(
+                dropped
+                    .into_iter()
+                    .map(|peer_id| encode(&ServerMessage::PeerLeft { peer_id })),
+            );
+        }
     }
 }
 
@@ -229,6 +243,34 @@ mod tests {
         assert!(a_rx.try_recv().unwrap().as_str().contains("peer_left"));
         rooms.leave("r", &a);
         assert_eq!(rooms.counts(), (0, 0));
+    }
+
+    #[test]
+    fn a_peer_dropped_for_a_full_queue_is_announced() {
+        let rooms = Rooms::new(10, 4);
+        let (a_tx, mut a_rx) = mpsc::channel(8);
+        let (a, _) = rooms.join("r", None, a_tx).unwrap();
+        let (slow_tx, _slow_rx) = mpsc::channel(1);
+        let (slow, _) = rooms.join("r", None, slow_tx).unwrap();
+        assert!(a_rx.try_recv().unwrap().as_str().contains("peer_joined"));
+        // The slow peer's queue takes one message (this join), then overflows on the next.
+        rooms.join("r", None, mpsc::channel(8).0).unwrap();
+        rooms.join("r", None, mpsc::channel(8).0).unwrap();
+        let mut seen = Vec::new();
+        while let Ok(m) = a_rx.try_recv() {
+            seen.push(m.as_str().to_string());
+        }
+        assert!(
+            seen.iter()
+                .any(|m| m.contains("peer_left") && m.contains(&slow)),
+            "a hears that the slow peer left: {seen:?}"
+        );
+        let (_, peers) = rooms.join("r", None, mpsc::channel(8).0).unwrap();
+        assert!(
+            peers.iter().all(|p| p.id != slow),
+            "newcomers are not told of it"
+        );
+        assert!(peers.iter().any(|p| p.id == a));
     }
 
     #[test]

@@ -1,0 +1,278 @@
+//! The signaling server against a hostile client (the hardening issue's rows 5–8 and 11), spoken
+//! to over raw TCP and WebSocket on loopback. Each test is bounded in count and time.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use burrow_tests::server::ServerProcess;
+use burrow_tests::ws::WsClient;
+use futures_util::{SinkExt, StreamExt};
+use signal_protocol::{ClientMessage, ErrorCode, PeerSignal, ServerMessage};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+fn peer_id(welcome: &ServerMessage) -> String {
+    match welcome {
+        ServerMessage::Welcome { peer_id, .. } => peer_id.clone(),
+        other => panic!("expected welcome, got {other:?}"),
+    }
+}
+
+/// A TCP connection to `server` from the loopback address `from` (127.0.0.x), so a test can
+/// act as several clients.
+async fn connect_from(from: &str, server: SocketAddr) -> std::io::Result<TcpStream> {
+    let sock = TcpSocket::new_v4()?;
+    sock.bind(format!("{from}:0").parse().expect("address"))?;
+    sock.connect(server).await
+}
+
+/// Whether the server closed `s` (EOF or reset) within `wait`, reading and discarding the rest.
+async fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+/// Row 5 and 8: a peer that stops reading its WebSocket while others send it signals is dropped
+/// by the write deadline, everyone hears it left, and newcomers are not told it is there.
+#[tokio::test]
+async fn a_peer_that_stops_reading_is_dropped_and_announced() {
+    let server = ServerProcess::start(&[
+        "--write-timeout",
+        "1s",
+        // Keepalive far away: the write deadline, not the ping timeout, must catch it.
+        "--ping-interval",
+        "60s",
+        "--ping-timeout",
+        "120s",
+    ]);
+    let url = server.ws_url("stalled");
+    let (mut a, _) = WsClient::join(&url, None).await;
+    let (_b, wb) = WsClient::join(&url, None).await; // never read again
+    let b = peer_id(&wb);
+    assert!(matches!(a.recv().await, ServerMessage::PeerJoined { .. }));
+
+    // About 24 MiB of signals toward b, more than the kernel buffers on both sides hold; the
+    // rate limiter (400 burst) lets them through, the queue refuses some as congested.
+    let sdp = "v".repeat(60_000);
+    let mut left = false;
+    for _ in 0..400 {
+        a.send(&ClientMessage::Signal {
+            to: b.clone(),
+            data: PeerSignal::Offer { sdp: sdp.clone() },
+        })
+        .await;
+        // Drain a's replies (congestion errors) without waiting, watching for b's departure.
+        while let Some(m) = a.try_recv(Duration::from_millis(1)).await {
+            if matches!(&m, ServerMessage::PeerLeft { peer_id } if *peer_id == b) {
+                left = true;
+            }
+        }
+        if left {
+            break;
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !left && tokio::time::Instant::now() < deadline {
+        if let Some(ServerMessage::PeerLeft { peer_id }) = a.try_recv(Duration::from_secs(1)).await
+        {
+            left = peer_id == b;
+        }
+    }
+    assert!(left, "a is told that the stalled peer left");
+
+    let (_c, wc) = WsClient::join(&url, None).await;
+    match wc {
+        ServerMessage::Welcome { peers, .. } => {
+            assert!(peers.iter().all(|p| p.id != b), "newcomer told of a gone peer");
+            assert_eq!(peers.len(), 1, "only a is there: {peers:?}");
+        }
+        other => panic!("expected welcome, got {other:?}"),
+    }
+}
+
+/// Row 6: one client cannot hold more than its share of connections, silent WebSockets and
+/// slowloris requests are closed by deadlines, and the server keeps answering others.
+#[tokio::test]
+async fn idle_and_slow_clients_are_limited_and_timed_out() {
+    let server = ServerProcess::start(&[
+        "--max-connections-per-ip",
+        "20",
+        "--hello-timeout",
+        "1s",
+        "--header-timeout",
+        "1s",
+    ]);
+    // 20 connections from 127.0.0.3 that never send a byte are accepted; the 21st is closed.
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        held.push(connect_from("127.0.0.3", server.http).await.expect("connect"));
+    }
+    let mut extra = connect_from("127.0.0.3", server.http)
+        .await
+        .expect("the kernel accepts the TCP handshake");
+    assert!(
+        closed_within(&mut extra, Duration::from_secs(5)).await,
+        "the 21st connection from one address is closed at once"
+    );
+    // Another client is served meanwhile.
+    let health = burrow_tests::http::get(server.http, "/healthz").await;
+    assert_eq!(health.status, 200);
+
+    // Slowloris: a request line, then silence: closed by the header deadline.
+    let mut slow = connect_from("127.0.0.4", server.http).await.expect("connect");
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .expect("write");
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(6)).await,
+        "a request whose headers never end is closed"
+    );
+    // The held silent connections were closed by the same deadline, freeing their places.
+    for s in &mut held {
+        assert!(closed_within(s, Duration::from_secs(6)).await);
+    }
+    drop(held);
+    let mut again = connect_from("127.0.0.3", server.http).await.expect("connect");
+    again
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), again.read_to_string(&mut answer)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+
+    // A WebSocket that never says hello is closed by the hello deadline.
+    let mut ws = WsClient::connect(&server.ws_url("quiet")).await;
+    assert!(
+        ws.closed_within(Duration::from_secs(5)).await,
+        "no hello, no connection"
+    );
+}
+
+/// Row 7: every frame counts against the rate limit (binary and oversized ones too), refusals
+/// are not answered one for one, and a client that ignores them is disconnected.
+#[tokio::test]
+async fn every_frame_is_rate_limited() {
+    let server = ServerProcess::start(&[
+        "--rate-per-sec",
+        "10",
+        "--rate-burst",
+        "50",
+        "--max-message-bytes",
+        "65536",
+    ]);
+    let (ws, _) = tokio_tungstenite::connect_async(server.ws_url("flood"))
+        .await
+        .expect("connect");
+    let (mut tx, mut rx) = ws.split();
+    let reader = tokio::spawn(async move {
+        let (mut replies, mut limited, mut closed_code) = (0usize, 0usize, None);
+        while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(5), rx.next()).await {
+            match msg {
+                Ok(Message::Text(t)) => {
+                    replies += 1;
+                    if let Ok(ServerMessage::Error { code, .. }) = serde_json::from_str(&t) {
+                        limited += usize::from(code == ErrorCode::RateLimited);
+                    }
+                }
+                Ok(Message::Close(frame)) => {
+                    closed_code = frame.map(|f| u16::from(f.code));
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        (replies, limited, closed_code)
+    });
+    // 1,000 binary frames, then 600 frames of 70 KB (over the size limit), as in the audit.
+    let mut sent = 0;
+    for _ in 0..1000 {
+        if tx.send(Message::binary(vec![0u8; 16])).await.is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    let big = "z".repeat(70_000);
+    for _ in 0..600 {
+        if tx.send(Message::text(big.clone())).await.is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    let (replies, limited, closed_code) = reader.await.expect("reader");
+    assert!(limited >= 1, "the client is told it is rate limited");
+    assert!(
+        replies <= 60,
+        "{replies} replies to {sent} frames: refusals must not be answered one for one"
+    );
+    assert_eq!(
+        closed_code,
+        Some(1008),
+        "a client that ignores the limit is closed"
+    );
+}
+
+/// Row 11: a WebSocket from a foreign page's origin is refused, huge request headers are
+/// refused, and every page response carries the security headers.
+#[tokio::test]
+async fn foreign_origins_and_huge_headers_are_refused_and_pages_carry_security_headers() {
+    let server = ServerProcess::start(&[]);
+    let url = server.ws_url("origin");
+
+    let mut req = url.as_str().into_client_request().expect("request");
+    req.headers_mut()
+        .insert("Origin", "http://evil.example".parse().expect("header"));
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 403)
+        }
+        Ok(_) => panic!("a foreign origin opened the signaling socket"),
+        Err(e) => panic!("expected 403, got {e}"),
+    }
+    // The page's own origin, and no Origin at all (the CLI), are fine.
+    let mut own = url.as_str().into_client_request().expect("request");
+    own.headers_mut().insert(
+        "Origin",
+        format!("http://{}", server.http).parse().expect("header"),
+    );
+    assert!(tokio_tungstenite::connect_async(own).await.is_ok());
+    let (_cli, _) = WsClient::join(&url, None).await;
+
+    // 400 KB of request headers.
+    let mut s = TcpStream::connect(server.http).await.expect("connect");
+    let filler = "a".repeat(8000);
+    let mut req = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..50 {
+        req.push_str(&format!("X-Filler-{i}: {filler}\r\n"));
+    }
+    req.push_str("\r\n");
+    let _ = s.write_all(req.as_bytes()).await; // the server may close before reading it all
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+        "huge headers: {answer:?}"
+    );
+    assert!(!answer.starts_with("HTTP/1.1 200"));
+
+    for path in ["/", "/r/some-room", "/app.js"] {
+        let resp = burrow_tests::http::get(server.http, path).await;
+        assert_eq!(resp.status, 200, "{path}");
+        let h = &resp.headers;
+        assert!(h.contains("content-security-policy:"), "{path}: {h}");
+        assert!(h.contains("frame-ancestors 'none'"), "{path}");
+        assert!(h.contains("x-content-type-options: nosniff"), "{path}");
+        assert!(h.contains("referrer-policy: no-referrer"), "{path}");
+    }
+}
