@@ -177,12 +177,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Limited<S> {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, within `limits`, giving each request
-/// `header_timeout` to arrive.
+/// Serves `app` on `listener` until `shutdown` resolves, within `limits` (refusals counted in
+/// `metrics`), giving each request `header_timeout` to arrive.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Arc<ConnectionLimits>,
+    metrics: Arc<crate::metrics::Metrics>,
     header_timeout: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
@@ -215,6 +216,14 @@ pub async fn serve(
             Ok(slot) => slot,
             Err(why) => {
                 tracing::debug!(%peer, "connection refused: {why}");
+                let limit = match why {
+                    Refused::PerClient => "per_client",
+                    Refused::Total => "total",
+                };
+                metrics
+                    .connections_refused
+                    .get_or_create(&[("limit", limit)])
+                    .inc();
                 continue; // dropping `stream` closes it
             }
         };

@@ -91,6 +91,10 @@ pub struct Config {
     #[arg(long, env = "BURROW_ALLOWED_ORIGIN", value_delimiter = ',')]
     pub allowed_origin: Vec<String>,
 
+    /// Serve `/metrics` (Prometheus text) on this address only, instead of on the main one.
+    #[arg(long, env = "BURROW_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// A second STUN port, so `burrow netcheck` can tell whether the NAT's mapping depends on the
     /// destination (default: the STUN port + 1; 0 picks a free one).
     #[arg(long, env = "BURROW_STUN_ALT_PORT")]

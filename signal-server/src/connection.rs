@@ -15,6 +15,7 @@ use signal_protocol::{
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
+use crate::metrics::Metrics;
 use crate::rate::RateLimit;
 use crate::room::{encode, Refusal};
 use crate::AppState;
@@ -61,7 +62,7 @@ pub async fn serve(mut socket: WebSocket, client: Client, state: Arc<AppState>) 
                     Some(Ok(msg)) => msg,
                     Some(Err(e)) => {
                         if is_too_large(&e) {
-                            let reply = too_large(cfg.max_message_bytes);
+                            let reply = too_large(&state.metrics, cfg.max_message_bytes);
                             let _ = timed(write, socket.send(Message::Text(reply))).await;
                             break Some((1009, "message too large"));
                         }
@@ -120,6 +121,11 @@ pub async fn serve(mut socket: WebSocket, client: Client, state: Arc<AppState>) 
     // Leave first, so the room hears of it even if the close below never completes.
     session.leave();
     if let Some((code, reason)) = end {
+        state
+            .metrics
+            .closed
+            .get_or_create(&[("reason", reason)])
+            .inc();
         let close = Message::Close(Some(CloseFrame {
             code,
             reason: reason.into(),
@@ -199,6 +205,7 @@ impl Session {
             return Admit::Yes;
         }
         self.refused.in_a_row += 1;
+        self.state.metrics.rate_limited.inc();
         // Twice the burst refused in a row: the client ignores the refusals.
         if self.refused.in_a_row > self.state.config.rate_burst.saturating_mul(2).max(8) {
             tracing::info!(addr = %self.client.addr, peer = ?self.peer_id, "rate limit ignored; closing");
@@ -214,6 +221,7 @@ impl Session {
         }
         self.refused.last_told = Some(now);
         Admit::Refuse(error(
+            &self.state.metrics,
             ErrorCode::RateLimited,
             "too many messages; dropped until the rate falls".into(),
         ))
@@ -224,6 +232,7 @@ impl Session {
         match msg {
             Message::Text(text) => self.on_text(&text),
             Message::Binary(_) => Some(error(
+                &self.state.metrics,
                 ErrorCode::MalformedMessage,
                 "binary frames are not part of the protocol; send JSON text".into(),
             )),
@@ -234,11 +243,14 @@ impl Session {
     /// Handles one text frame; returns the reply to send, if any.
     fn on_text(&mut self, text: &str) -> Option<Utf8Bytes> {
         if text.len() > self.state.config.max_message_bytes {
-            return Some(too_large(self.state.config.max_message_bytes));
+            return Some(too_large(
+                &self.state.metrics,
+                self.state.config.max_message_bytes,
+            ));
         }
         let msg = match ClientMessage::parse(text) {
             Ok(m) => m,
-            Err(e) => return Some(error(e.code, e.message)),
+            Err(e) => return Some(error(&self.state.metrics, e.code, e.message)),
         };
         let result = match msg {
             ClientMessage::Hello { version, name } => self.hello(version, name).map(Some),
@@ -251,10 +263,13 @@ impl Session {
                     .state
                     .rooms
                     .relay(&self.client.room, from, &to, data)
-                    .map(|()| None),
+                    .map(|()| {
+                        self.state.metrics.signals.inc();
+                        None
+                    }),
             },
         };
-        result.unwrap_or_else(|(code, message)| Some(error(code, message)))
+        result.unwrap_or_else(|(code, message)| Some(error(&self.state.metrics, code, message)))
     }
 
     fn hello(&mut self, version: u32, name: Option<String>) -> Result<Utf8Bytes, Refusal> {
@@ -283,6 +298,7 @@ impl Session {
             "this connection was already removed from its room".to_string(),
         ))?;
         let (peer_id, peers) = self.state.rooms.join(&self.client.room, name, outbox)?;
+        self.state.metrics.joins.inc();
         // The room now holds the only sender: if it drops this peer, the connection closes.
         self.outbox = None;
         tracing::info!(room = %self.client.room, peer = %peer_id, "peer joined");
@@ -308,12 +324,15 @@ impl Session {
     }
 }
 
-fn error(code: ErrorCode, message: String) -> Utf8Bytes {
+/// An error reply, counted by code.
+fn error(metrics: &Metrics, code: ErrorCode, message: String) -> Utf8Bytes {
+    metrics.error(code);
     encode(&ServerMessage::Error { code, message })
 }
 
-fn too_large(limit: usize) -> Utf8Bytes {
+fn too_large(metrics: &Metrics, limit: usize) -> Utf8Bytes {
     error(
+        metrics,
         ErrorCode::MessageTooLarge,
         format!("message refused: larger than {limit} bytes"),
     )

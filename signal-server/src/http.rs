@@ -20,13 +20,19 @@ use crate::AppState;
 pub fn router(state: Arc<AppState>) -> Router {
     let www = state.config.www.clone();
     let index = ServeFile::new(www.join("index.html"));
-    Router::new()
+    let router = Router::new()
         .route_service("/", index.clone())
         .route("/r/{room}", get(room_page))
         .route("/new", get(new_room))
         .route("/ws/{room}", get(websocket))
         .route("/healthz", get(healthz))
-        .route("/api/netcheck", get(netcheck))
+        .route("/api/netcheck", get(netcheck));
+    let router = if state.config.metrics_listen.is_none() {
+        router.route("/metrics", get(metrics))
+    } else {
+        router
+    };
+    router
         .fallback_service(ServeDir::new(www))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
@@ -126,6 +132,7 @@ async fn websocket(
     let origin = headers.get(header::ORIGIN).and_then(|h| h.to_str().ok());
     if !origin_allowed(origin, host.as_deref(), &state.config.allowed_origin) {
         tracing::info!(%client_addr, origin = ?origin, "websocket refused: origin not allowed");
+        state.metrics.origin_refused.inc();
         return (
             StatusCode::FORBIDDEN,
             "this page's origin may not use this server (see --allowed-origin)\n",
@@ -156,6 +163,26 @@ async fn websocket(
 async fn netcheck(State(state): State<Arc<AppState>>, headers: HeaderMap) -> impl IntoResponse {
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     Json(serde_json::json!({ "stun": state.netcheck_urls(host) }))
+}
+
+/// The router for `--metrics-listen`: `/metrics` alone.
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// `/metrics`: the Prometheus text exposition.
+async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let (rooms, peers) = state.rooms.counts();
+    let body = state.metrics.render(rooms, peers, state.limits.open());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
 }
 
 /// `/healthz`: liveness and counts.

@@ -10,6 +10,7 @@
 //!   TURN relay for when no hole can be punched;
 //! * [`credentials`]: ephemeral TURN credentials (TURN REST API scheme);
 //! * [`turn_guard`]: where the relay may send, and allocation quotas;
+//! * [`metrics`]: counters and gauges for `/metrics`;
 //! * [`config`]: flags and defaults.
 
 pub mod accept;
@@ -17,6 +18,7 @@ pub mod config;
 pub mod connection;
 pub mod credentials;
 pub mod http;
+pub mod metrics;
 pub mod rate;
 pub mod room;
 pub mod stun;
@@ -43,6 +45,10 @@ pub struct AppState {
     pub turn: Option<credentials::Minter>,
     /// Mints credentials for an external TURN server, when one is configured.
     pub external_turn: Option<credentials::Minter>,
+    /// What the server counts, for `/metrics`.
+    pub metrics: Arc<metrics::Metrics>,
+    /// Open TCP connections, within their limits.
+    pub limits: Arc<accept::ConnectionLimits>,
 }
 
 impl AppState {
@@ -92,6 +98,8 @@ pub struct Running {
     pub stun_addr: SocketAddr,
     /// The second STUN address.
     pub stun_alt_addr: SocketAddr,
+    /// Where `/metrics` is served, when on its own address (`--metrics-listen`).
+    pub metrics_addr: Option<SocketAddr>,
     stun: stun::StunServer,
     http: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -110,24 +118,48 @@ pub async fn start(
         .external_turn_secret
         .as_deref()
         .map(|secret| credentials::Minter::new(secret, config.turn_ttl));
+    let metrics = Arc::new(metrics::Metrics::new());
+    let limits =
+        accept::ConnectionLimits::new(config.max_connections_per_ip, config.max_connections);
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?,
+        ),
+        None => None,
+    };
     let state = Arc::new(AppState {
-        rooms: room::Rooms::new(config.max_rooms, config.max_peers_per_room),
+        rooms: room::Rooms::new(
+            config.max_rooms,
+            config.max_peers_per_room,
+            metrics.leaves.clone(),
+        ),
+        metrics: metrics.clone(),
+        limits: limits.clone(),
         stun_addr: stun.local_addr,
         stun_alt_addr: stun.alt_addr,
         turn: stun.minter.clone(),
         external_turn,
         config,
     });
-    let limits = accept::ConnectionLimits::new(
-        state.config.max_connections_per_ip,
-        state.config.max_connections,
-    );
     let header_timeout = state.config.header_timeout;
+    let metrics_addr = match metrics_listener {
+        Some(listener) => {
+            let addr = listener.local_addr()?;
+            let app = http::metrics_router(state.clone());
+            // Operators' own address: served until the process ends.
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            Some(addr)
+        }
+        None => None,
+    };
     let app = http::router(state);
     let http = tokio::spawn(accept::serve(
         listener,
         app,
         limits,
+        metrics,
         header_timeout,
         shutdown,
     ));
@@ -135,6 +167,7 @@ pub async fn start(
         http_addr,
         stun_addr: stun.local_addr,
         stun_alt_addr: stun.alt_addr,
+        metrics_addr,
         stun,
         http,
     })

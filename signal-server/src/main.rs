@@ -19,8 +19,12 @@ async fn main() -> anyhow::Result<()> {
     }
     let running = signal_server::start(config, shutdown_signal()).await?;
     // One stable line on stdout, so scripts and tests can learn the ports picked for port 0.
+    let metrics = running
+        .metrics_addr
+        .map(|a| format!(" metrics={a}"))
+        .unwrap_or_default();
     println!(
-        "listening http={} stun={} stun-alt={}",
+        "listening http={} stun={} stun-alt={}{metrics}",
         running.http_addr, running.stun_addr, running.stun_alt_addr
     );
     tracing::info!("open http://{}/ in a browser", running.http_addr);

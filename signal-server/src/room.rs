@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use axum::extract::ws::Utf8Bytes;
+use prometheus_client::metrics::counter::Counter;
 use rand::Rng;
 use signal_protocol::{ErrorCode, PeerId, PeerInfo, PeerSignal, ServerMessage};
 use tokio::sync::mpsc;
@@ -19,6 +20,8 @@ pub struct Rooms {
     rooms: Mutex<HashMap<String, Room>>,
     max_rooms: usize,
     max_peers_per_room: usize,
+    /// Counts every departure, however it happened (`burrow_leaves_total`).
+    leaves: Counter,
 }
 
 #[derive(Default)]
@@ -35,12 +38,13 @@ struct Member {
 pub type Refusal = (ErrorCode, String);
 
 impl Rooms {
-    /// An empty registry with the given limits.
-    pub fn new(max_rooms: usize, max_peers_per_room: usize) -> Rooms {
+    /// An empty registry with the given limits, counting departures in `leaves`.
+    pub fn new(max_rooms: usize, max_peers_per_room: usize, leaves: Counter) -> Rooms {
         Rooms {
             rooms: Mutex::new(HashMap::new()),
             max_rooms,
             max_peers_per_room,
+            leaves,
         }
     }
 
@@ -88,7 +92,7 @@ impl Rooms {
         };
         let existing = entry.members.iter().map(|m| m.info.clone()).collect();
         let joined = encode(&ServerMessage::PeerJoined { peer: info.clone() });
-        entry.broadcast(&joined);
+        entry.broadcast(&joined, &self.leaves);
         entry.members.push(Member { info, outbox });
         Ok((id, existing))
     }
@@ -102,10 +106,11 @@ impl Rooms {
         let before = entry.members.len();
         entry.members.retain(|m| m.info.id != id);
         if entry.members.len() != before {
+            self.leaves.inc();
             let left = encode(&ServerMessage::PeerLeft {
                 peer_id: id.to_string(),
             });
-            entry.broadcast(&left);
+            entry.broadcast(&left, &self.leaves);
         }
         if entry.members.is_empty() {
             rooms.remove(room);
@@ -161,7 +166,7 @@ impl Room {
     /// Queues `text` for every member. A member whose queue is full has fallen too far behind to
     /// keep a correct view of the room, so it is dropped (its connection then closes), and, like
     /// every departure, announced to the others with `peer_left`, which may drop more.
-    fn broadcast(&mut self, text: &Utf8Bytes) {
+    fn broadcast(&mut self, text: &Utf8Bytes, leaves: &Counter) {
         let mut pending = vec![text.clone()];
         while let Some(text) = pending.pop() {
             let mut dropped = Vec::new();
@@ -178,6 +183,7 @@ impl Room {
                         false
                     }
                 });
+            leaves.inc_by(dropped.len() as u64);
             pending.extend(
                 dropped
                     .into_iter()
@@ -212,7 +218,7 @@ mod tests {
 
     #[test]
     fn join_relay_leave() {
-        let rooms = Rooms::new(10, 2);
+        let rooms = Rooms::new(10, 2, Counter::default());
         let (a_tx, mut a_rx) = outbox();
         let (b_tx, mut b_rx) = outbox();
         let (a, before_a) = rooms.join("r", Some("a".into()), a_tx).unwrap();
@@ -247,7 +253,7 @@ mod tests {
 
     #[test]
     fn a_peer_dropped_for_a_full_queue_is_announced() {
-        let rooms = Rooms::new(10, 4);
+        let rooms = Rooms::new(10, 4, Counter::default());
         let (a_tx, mut a_rx) = mpsc::channel(8);
         let (a, _) = rooms.join("r", None, a_tx).unwrap();
         let (slow_tx, _slow_rx) = mpsc::channel(1);
@@ -275,7 +281,7 @@ mod tests {
 
     #[test]
     fn max_rooms_is_enforced() {
-        let rooms = Rooms::new(1, 4);
+        let rooms = Rooms::new(1, 4, Counter::default());
         rooms.join("one", None, outbox().0).unwrap();
         let (code, _) = rooms.join("two", None, outbox().0).unwrap_err();
         assert_eq!(code, ErrorCode::ServerFull);
@@ -283,7 +289,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_refuses_signals_without_blocking() {
-        let rooms = Rooms::new(10, 4);
+        let rooms = Rooms::new(10, 4, Counter::default());
         let (a, _) = rooms.join("r", None, outbox().0).unwrap();
         let (b_tx, _b_rx) = mpsc::channel(1);
         let (b, _) = rooms.join("r", None, b_tx).unwrap();

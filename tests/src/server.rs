@@ -13,6 +13,8 @@ pub struct ServerProcess {
     pub stun: SocketAddr,
     /// Its second STUN address.
     pub stun_alt: SocketAddr,
+    /// Its `/metrics` address, when started with `--metrics-listen`.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl ServerProcess {
@@ -65,11 +67,16 @@ impl ServerProcess {
         let http = field("http=");
         let stun = field("stun=");
         let stun_alt = field("stun-alt=");
+        let metrics = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("metrics="))
+            .and_then(|v| v.parse().ok());
         ServerProcess {
             child,
             http,
             stun,
             stun_alt,
+            metrics,
         }
     }
 

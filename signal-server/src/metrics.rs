@@ -1,0 +1,176 @@
+//! What the server is doing, for operators: `/metrics` in the Prometheus text format.
+//!
+//! Counters only ever go up (Prometheus computes rates from them); gauges (rooms, peers, open
+//! connections) are read from the live state when the page is scraped, so they cannot drift.
+//! Every name starts with `burrow_`. Built on `prometheus-client`, the Prometheus project's own
+//! Rust client.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use signal_protocol::ErrorCode;
+
+/// One label, e.g. `[("code", "room_full")]`.
+type Label = [(&'static str, &'static str); 1];
+
+/// Every metric the server keeps, and the registry that writes them out.
+pub struct Metrics {
+    registry: Registry,
+    rooms: Gauge,
+    peers: Gauge,
+    connections: Gauge,
+    /// Peers that joined a room.
+    pub joins: Counter,
+    /// Peers that left a room (closed, timed out, or dropped); shared with [`crate::room::Rooms`].
+    pub leaves: Counter,
+    /// Signals relayed from one peer to another.
+    pub signals: Counter,
+    /// Error replies sent, by protocol error code.
+    pub errors: Family<Label, Counter>,
+    /// Frames refused by the per-connection rate limiter.
+    pub rate_limited: Counter,
+    /// Connections closed by the server for misbehaviour, by reason.
+    pub closed: Family<Label, Counter>,
+    /// TCP connections refused by the connection limits, by limit.
+    pub connections_refused: Family<Label, Counter>,
+    /// WebSocket upgrades refused for their `Origin`.
+    pub origin_refused: Counter,
+    /// STUN Binding requests answered.
+    pub stun_requests: Counter,
+    /// TURN allocations live now.
+    pub turn_allocations: Gauge,
+    /// TURN allocations refused, by reason.
+    pub turn_refused: Family<Label, Counter>,
+    /// Bytes the TURN relay carried (both directions).
+    pub turn_bytes: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// All metrics at zero, registered under their names.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("burrow");
+        let m = Metrics {
+            rooms: Gauge::default(),
+            peers: Gauge::default(),
+            connections: Gauge::default(),
+            joins: Counter::default(),
+            leaves: Counter::default(),
+            signals: Counter::default(),
+            errors: Family::default(),
+            rate_limited: Counter::default(),
+            closed: Family::default(),
+            connections_refused: Family::default(),
+            origin_refused: Counter::default(),
+            stun_requests: Counter::default(),
+            turn_allocations: Gauge::default(),
+            turn_refused: Family::default(),
+            turn_bytes: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register("rooms", "Rooms open now", m.rooms.clone());
+        registry.register("peers", "Peers in rooms now", m.peers.clone());
+        registry.register(
+            "connections",
+            "TCP connections open now (HTTP and WebSocket)",
+            m.connections.clone(),
+        );
+        registry.register("joins", "Peers that joined a room", m.joins.clone());
+        registry.register("leaves", "Peers that left a room", m.leaves.clone());
+        registry.register(
+            "signals_relayed",
+            "Signals relayed between peers",
+            m.signals.clone(),
+        );
+        registry.register("errors", "Error replies sent, by code", m.errors.clone());
+        registry.register(
+            "rate_limited_frames",
+            "Frames refused by the rate limiter",
+            m.rate_limited.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Connections closed by the server for misbehaviour, by reason",
+            m.closed.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "TCP connections refused by the connection limits, by limit",
+            m.connections_refused.clone(),
+        );
+        registry.register(
+            "origin_refused",
+            "WebSocket upgrades refused for their Origin",
+            m.origin_refused.clone(),
+        );
+        registry.register(
+            "stun_requests",
+            "STUN Binding requests answered",
+            m.stun_requests.clone(),
+        );
+        registry.register(
+            "turn_allocations",
+            "TURN allocations live now",
+            m.turn_allocations.clone(),
+        );
+        registry.register(
+            "turn_refused",
+            "TURN requests refused, by reason",
+            m.turn_refused.clone(),
+        );
+        registry.register(
+            "turn_relayed_bytes",
+            "Bytes relayed by TURN, both directions",
+            m.turn_bytes.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Counts an error reply.
+    pub fn error(&self, code: ErrorCode) {
+        self.errors.get_or_create(&[("code", code.as_str())]).inc();
+    }
+
+    /// The text exposition, with the gauges set from the live counts first.
+    pub fn render(&self, rooms: usize, peers: usize, connections: usize) -> String {
+        self.rooms.set(clamp(rooms));
+        self.peers.set(clamp(peers));
+        self.connections.set(clamp(connections));
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+fn clamp(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::new();
+        m.joins.inc();
+        m.error(ErrorCode::RoomFull);
+        let text = m.render(3, 5, 7);
+        assert!(text.contains("burrow_joins_total 1"), "{text}");
+        assert!(
+            text.contains("burrow_errors_total{code=\"room_full\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("burrow_rooms 3"), "{text}");
+        assert!(text.contains("burrow_peers 5"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
