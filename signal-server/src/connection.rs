@@ -20,6 +20,10 @@ use crate::rate::RateLimit;
 use crate::room::{encode, Refusal};
 use crate::AppState;
 
+/// The close code that tells a client the server is going away and it should reconnect
+/// (1012, "Service Restart", from the IANA WebSocket close code registry).
+pub const GOING_AWAY: u16 = 1012;
+
 /// What the connection learned about the client when it upgraded.
 pub struct Client {
     /// The room named in the URL (not yet validated).
@@ -54,6 +58,7 @@ pub async fn serve(mut socket: WebSocket, client: Client, state: Arc<AppState>) 
     let hello_deadline = tokio::time::sleep(cfg.hello_timeout);
     tokio::pin!(hello_deadline);
     let write = cfg.write_timeout;
+    let mut stopping = state.stopping.clone();
 
     let end = loop {
         tokio::select! {
@@ -111,6 +116,14 @@ pub async fn serve(mut socket: WebSocket, client: Client, state: Arc<AppState>) 
                 if timed(write, socket.send(Message::Ping(Default::default()))).await.is_err() {
                     break None;
                 }
+            }
+            () = async {
+                // A dropped sender means no shutdown will ever be announced.
+                if stopping.wait_for(|stop| *stop).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            } => {
+                break Some((GOING_AWAY, "server restarting; reconnect"));
             }
             () = &mut hello_deadline, if session.peer_id.is_none() => {
                 tracing::debug!(addr = %session.client.addr, "no hello in time; closing");

@@ -49,6 +49,9 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// Open TCP connections, within their limits.
     pub limits: Arc<accept::ConnectionLimits>,
+    /// Turns `true` when the server is shutting down: every WebSocket then closes with
+    /// [`connection::GOING_AWAY`], telling its client to come back (a deploy is a non-event).
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl AppState {
@@ -100,6 +103,7 @@ pub struct Running {
     pub stun_alt_addr: SocketAddr,
     /// Where `/metrics` is served, when on its own address (`--metrics-listen`).
     pub metrics_addr: Option<SocketAddr>,
+    state: Arc<AppState>,
     stun: stun::StunServer,
     http: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -129,7 +133,9 @@ pub async fn start(
         ),
         None => None,
     };
+    let (stop_tx, stopping) = tokio::sync::watch::channel(false);
     let state = Arc::new(AppState {
+        stopping,
         rooms: room::Rooms::new(
             config.max_rooms,
             config.max_peers_per_room,
@@ -154,7 +160,12 @@ pub async fn start(
         }
         None => None,
     };
-    let app = http::router(state);
+    let app = http::router(state.clone());
+    // On the signal, tell every WebSocket first, then stop accepting.
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
     let http = tokio::spawn(accept::serve(
         listener,
         app,
@@ -168,6 +179,7 @@ pub async fn start(
         stun_addr: stun.local_addr,
         stun_alt_addr: stun.alt_addr,
         metrics_addr,
+        state,
         stun,
         http,
     })
@@ -177,6 +189,11 @@ impl Running {
     /// Waits for the HTTP server to finish (after the shutdown signal), then stops STUN.
     pub async fn wait(self) -> anyhow::Result<()> {
         let served = self.http.await;
+        // Give the WebSockets a moment to send their "going away" close before the process ends.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        while self.state.limits.open() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         self.stun.close().await;
         served??;
         Ok(())

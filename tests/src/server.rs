@@ -80,6 +80,14 @@ impl ServerProcess {
         }
     }
 
+    /// Sends SIGTERM (what a deploy or `systemctl stop` does) and waits for the process to end.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits");
+        // SAFETY: kill(2) with a PID this struct owns (the child is not reaped yet).
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        self.child.wait().expect("wait for the server")
+    }
+
     /// `ws://…/ws/{room}` for this server.
     pub fn ws_url(&self, room: &str) -> String {
         format!("ws://{}/ws/{room}", self.http)

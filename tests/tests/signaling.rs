@@ -291,3 +291,36 @@ async fn the_page_and_health_are_served() {
     assert_eq!(health.status, 200);
     assert!(String::from_utf8_lossy(&health.body).contains("\"ok\""));
 }
+
+#[tokio::test]
+async fn on_sigterm_the_server_tells_clients_to_come_back() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut server = ServerProcess::start(&[]);
+    let (ws, _) = tokio_tungstenite::connect_async(server.ws_url("deploy"))
+        .await
+        .expect("connect");
+    let (mut tx, mut rx) = ws.split();
+    use futures_util::SinkExt;
+    let hello = serde_json::to_string(&ClientMessage::Hello {
+        version: PROTOCOL_VERSION,
+        name: None,
+    })
+    .expect("json");
+    tx.send(Message::text(hello)).await.expect("hello");
+    assert!(matches!(rx.next().await, Some(Ok(Message::Text(_)))), "welcome");
+    let status = tokio::task::spawn_blocking(move || {
+        let status = server.terminate();
+        (server, status)
+    });
+    let mut code = None;
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(10), rx.next()).await {
+        if let Message::Close(frame) = msg {
+            code = frame.map(|f| u16::from(f.code));
+            break;
+        }
+    }
+    assert_eq!(code, Some(1012), "close code 1012: service restart, reconnect");
+    let (_server, status) = status.await.expect("join");
+    assert!(status.success(), "the server stops cleanly on SIGTERM: {status}");
+}
