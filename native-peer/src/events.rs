@@ -1,8 +1,20 @@
 //! What `burrow` tells its user: one line per event, for people or (`--json`) for scripts.
+//!
+//! Much of what is printed was chosen by someone else: chat lines, peer names, service and file
+//! names, the reasons a peer gives for refusing. None of it reaches the terminal raw:
+//!
+//! * a human line goes through [`peer_core::text::safe_line`] as a whole: no control
+//!   characters (so no escape sequences), no bidi overrides, no line breaks of the sender's;
+//! * a `--json` line keeps the original text (a script gets exactly what the peer sent, and
+//!   must clean it itself before showing it), but every character `safe_line` would touch is
+//!   written as a `\uXXXX` escape: serde already escapes C0 controls, this adds DEL, C1
+//!   (`U+009B` is a one-character CSI), bidi controls and U+2028/U+2029. The line stays valid
+//!   JSON and its bytes are as harmless in a terminal as a human line.
 
 use std::io::Write;
 
 use peer_core::path::PathReport;
+use peer_core::text::{needs_escape, safe_line};
 use serde::Serialize;
 
 /// Something that happened, as printed.
@@ -109,6 +121,16 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// A peer's stream was refused without looking at its token: it sent too many wrong ones
+    /// and is cooling down (`peer_core::access`).
+    StreamRefused {
+        /// The peer.
+        peer: String,
+        /// Why (`too many wrong tokens`).
+        reason: String,
+        /// When it may try again.
+        retry_in_secs: u64,
+    },
     /// A non-fatal problem.
     Warning {
         /// What happened.
@@ -127,14 +149,33 @@ impl Printer {
     /// Prints one event on stdout.
     pub fn print(&self, event: &Event) {
         let line = if self.json {
-            serde_json::to_string(event).unwrap_or_default()
+            json_line(event)
         } else {
-            human(event)
+            safe_line(&human(event))
         };
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{line}");
         let _ = out.flush();
     }
+}
+
+/// The event as one JSON line whose bytes a terminal only displays (see the module docs).
+fn json_line(event: &Event) -> String {
+    let raw = serde_json::to_string(event).unwrap_or_default();
+    if !raw.chars().any(needs_escape) {
+        return raw;
+    }
+    let mut out = String::with_capacity(raw.len() + 32);
+    for c in raw.chars() {
+        // Only inside strings (everything outside is ASCII punctuation, digits, literals), and
+        // all in the Basic Multilingual Plane: one `\uXXXX` each.
+        if needs_escape(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn who(id: &str, name: &Option<String>) -> String {
@@ -203,6 +244,54 @@ fn human(event: &Event) -> String {
             format!("* {peer} offers {}", list.join(", "))
         }
         Event::StreamFailed { peer, reason } => format!("! stream with {peer}: {reason}"),
+        Event::StreamRefused {
+            peer,
+            reason,
+            retry_in_secs,
+        } => format!("! refused a stream from {peer}: {reason}; retry in {retry_in_secs} s"),
         Event::Warning { message } => format!("! {message}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat(text: &str, name: &str) -> Event {
+        Event::Chat {
+            from: "p1".into(),
+            name: Some(name.into()),
+            text: text.into(),
+        }
+    }
+
+    const HOSTILE: &str =
+        "hi\x1b]0;owned\x07\x1b[2K\r* x joined\x1b]52;c;aGk=\x07\u{9b}31m\u{202e}gnp.exe\n!";
+
+    #[test]
+    fn human_lines_hold_no_controls() {
+        let line = safe_line(&human(&chat(HOSTILE, "eve\x1b[31m")));
+        assert!(!line.chars().any(needs_escape), "{line:?}");
+        assert!(line.starts_with("<eve[31m (p1)> hi]0;owned[2K * x joined"));
+    }
+
+    #[test]
+    fn json_lines_keep_the_text_but_not_its_bytes() {
+        let event = chat(HOSTILE, "eve\x1b[31m");
+        let line = json_line(&event);
+        assert!(!line.chars().any(needs_escape), "{line:?}");
+        assert!(
+            !line.bytes().any(|b| matches!(b, 0x1b | 0x07 | 0x9b)),
+            "{line:?}"
+        );
+        let back: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(back["text"], HOSTILE);
+        assert_eq!(back["name"], "eve\x1b[31m");
+        // Ordinary text is left alone.
+        let plain = json_line(&chat("你好 ✓", "bob"));
+        assert_eq!(
+            plain,
+            serde_json::to_string(&chat("你好 ✓", "bob")).unwrap()
+        );
     }
 }

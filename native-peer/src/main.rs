@@ -80,6 +80,10 @@ enum Command {
         /// The service's token, if it has one.
         #[arg(long, env = "BURROW_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// Read the token from the first line of this file instead, anew for each connection
+        /// (it stays out of the process list, and can change without a restart).
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
     },
     /// Check what this machine's NAT does: public address, and whether hole punching can work.
     Netcheck {
@@ -106,7 +110,8 @@ async fn main() {
         .init();
     let cli = Cli::parse();
     if let Err(e) = run(cli).await {
-        eprintln!("burrow: {e:#}");
+        // The error may quote the server or a peer (a refusal's message): shown defused.
+        eprintln!("burrow: {}", peer_core::text::safe_line(&format!("{e:#}")));
         std::process::exit(1);
     }
 }
@@ -180,8 +185,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             service,
             token,
+            token_file,
         } => {
             let link = RoomLink::parse(&link, server)?;
+            let token = match (token_file, token) {
+                (Some(path), _) => streams::TokenSource::File(path),
+                (None, Some(token)) => streams::TokenSource::Given(token),
+                (None, None) => streams::TokenSource::None,
+            };
             let mode = Mode::Forward {
                 listen,
                 service,

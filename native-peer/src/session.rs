@@ -49,8 +49,8 @@ pub enum Mode {
         listen: std::net::SocketAddr,
         /// The service's name, if several are offered.
         service: Option<String>,
-        /// Its access token, if it has one.
-        token: Option<String>,
+        /// Where its access token comes from, if it has one.
+        token: streams::TokenSource,
     },
 }
 
@@ -93,8 +93,8 @@ struct Session {
     targeted: bool,
     /// Send mode: files confirmed by a receiver.
     delivered: usize,
-    /// Expose mode: the service offered.
-    exposed: Option<Arc<streams::Exposed>>,
+    /// Expose mode: the service offered, behind its gate (token, wrong-token limit).
+    exposed: Option<Arc<streams::Gate>>,
     /// The services each peer offers.
     offered: HashMap<String, Vec<ServiceInfo>>,
 }
@@ -120,7 +120,7 @@ pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<(
         Mode::Join { accept, read_stdin } => (accept, read_stdin, Vec::new()),
         Mode::Send { files } => (None, false, files),
         Mode::Expose { service } => {
-            exposed = Some(Arc::new(service));
+            exposed = Some(Arc::new(streams::Gate::new(service)));
             (None, false, Vec::new())
         }
         Mode::Forward {
@@ -313,16 +313,24 @@ impl Session {
                     });
                 } else if label == STREAM_LABEL {
                     match &self.exposed {
-                        Some(service) => {
-                            let service = service.clone();
+                        Some(gate) => {
+                            let gate = gate.clone();
                             let printer = self.printer;
                             let from = id.to_string();
                             tokio::spawn(async move {
-                                if let Err(e) = streams::accept(dc, service).await {
-                                    printer.print(&Event::StreamFailed {
+                                match streams::accept(dc, gate, &from).await {
+                                    Ok(()) => {}
+                                    Err(streams::StreamError::Blocked(blocked)) => {
+                                        printer.print(&Event::StreamRefused {
+                                            peer: from,
+                                            reason: "too many wrong tokens".into(),
+                                            retry_in_secs: blocked.retry_in_secs(),
+                                        })
+                                    }
+                                    Err(e) => printer.print(&Event::StreamFailed {
                                         peer: from,
                                         reason: e.to_string(),
-                                    });
+                                    }),
                                 }
                             });
                         }
@@ -388,9 +396,9 @@ impl Session {
                     peer: id.clone(),
                     report: info.into(),
                 });
-                if let (Some(service), Some(dc)) = (&self.exposed, &peer.control) {
+                if let (Some(gate), Some(dc)) = (&self.exposed, &peer.control) {
                     let list = ControlMessage::Services {
-                        services: vec![service.info.clone()],
+                        services: vec![gate.service().info.clone()],
                     };
                     if let Err(e) = dc.send_text(&list.encode()).await {
                         tracing::debug!(peer = %id, "services not announced: {e}");
@@ -471,7 +479,7 @@ impl Session {
         tcp: tokio::net::TcpStream,
         from: std::net::SocketAddr,
         wanted: Option<&str>,
-        token: Option<String>,
+        token: streams::TokenSource,
     ) {
         let provider = self.offered.iter().find_map(|(peer, services)| {
             let service = services
@@ -489,7 +497,14 @@ impl Session {
         };
         let printer = self.printer;
         tokio::spawn(async move {
-            if let Err(e) = streams::open(pc, &name, token, tcp).await {
+            let result = match token.read().await {
+                Ok(token) => streams::open(pc, &name, token, tcp).await,
+                Err(e) => Err(streams::StreamError::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot read the token file: {e}"),
+                ))),
+            };
+            if let Err(e) = result {
                 printer.print(&Event::StreamFailed {
                     peer,
                     reason: e.to_string(),
@@ -595,7 +610,11 @@ fn watch_path(
 
 /// The next connection on the forward listener; never resolves in other modes.
 async fn accept_tcp(
-    forward: &Option<(tokio::net::TcpListener, Option<String>, Option<String>)>,
+    forward: &Option<(
+        tokio::net::TcpListener,
+        Option<String>,
+        streams::TokenSource,
+    )>,
 ) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
     match forward {
         Some((listener, _, _)) => listener.accept().await,

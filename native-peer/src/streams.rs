@@ -9,9 +9,11 @@
 //! (`rtc::SEND_BUFFER_LIMIT`), so a fast sender cannot grow memory.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use peer_core::access::{token_matches, AttemptLimiter, Blocked, LimitPolicy};
 use peer_core::channels::{ServiceInfo, StreamMessage, STREAM_LABEL};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -33,12 +35,112 @@ pub struct Exposed {
     pub token: Option<String>,
 }
 
+/// Where `burrow forward` gets the token it presents.
+#[derive(Debug, Clone, Default)]
+pub enum TokenSource {
+    /// No token.
+    #[default]
+    None,
+    /// This one (`--token`, `BURROW_TOKEN`).
+    Given(String),
+    /// The first line of this file, read anew for each connection (`--token-file`): the token
+    /// stays out of the process list, and can be changed without a restart.
+    File(std::path::PathBuf),
+}
+
+impl TokenSource {
+    /// The token to present now.
+    pub async fn read(&self) -> std::io::Result<Option<String>> {
+        match self {
+            TokenSource::None => Ok(None),
+            TokenSource::Given(token) => Ok(Some(token.clone())),
+            TokenSource::File(path) => {
+                let text = tokio::fs::read_to_string(path).await?;
+                let line = text.lines().next().unwrap_or("");
+                Ok(Some(line.to_string()))
+            }
+        }
+    }
+}
+
+/// The exposing side's door: the service, and the limit on wrong tokens that all its streams
+/// share (`peer_core::access`).
+#[derive(Debug)]
+pub struct Gate {
+    service: Exposed,
+    limiter: Mutex<AttemptLimiter<String>>,
+    epoch: Instant,
+}
+
+impl Gate {
+    /// A gate for `service` with the default limit (5 wrong tokens, then 60 s, growing).
+    pub fn new(service: Exposed) -> Gate {
+        Gate::with_policy(service, LimitPolicy::default())
+    }
+
+    /// A gate with another limit.
+    pub fn with_policy(service: Exposed, policy: LimitPolicy) -> Gate {
+        Gate {
+            service,
+            limiter: Mutex::new(AttemptLimiter::new(policy)),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// What is exposed.
+    pub fn service(&self) -> &Exposed {
+        &self.service
+    }
+
+    /// Whether `peer`'s first message may open the service, `now` after the gate's creation:
+    /// the right name; and, if the service has a token, a peer not cooling down and the right
+    /// token (compared in constant time; wrong ones are counted).
+    fn admit(
+        &self,
+        open: Option<&StreamMessage>,
+        peer: &str,
+        now: Duration,
+    ) -> Result<(), StreamError> {
+        let Some(StreamMessage::Open {
+            service: name,
+            token,
+        }) = open
+        else {
+            return Err(StreamError::Refused(
+                "the first message must be open".into(),
+            ));
+        };
+        if *name != self.service.info.name {
+            return Err(StreamError::Refused(format!(
+                "no service named '{name}' here"
+            )));
+        }
+        let Some(expected) = self.service.token.as_deref() else {
+            return Ok(());
+        };
+        let peer = peer.to_string();
+        // Never held across an await: the lock only guards a few map operations.
+        let mut limiter = self.limiter.lock().unwrap_or_else(PoisonError::into_inner);
+        // Before the token is looked at: while cooling down, even the right one is refused.
+        limiter.check(&peer, now).map_err(StreamError::Blocked)?;
+        if token_matches(Some(expected), token.as_deref()) {
+            limiter.succeeded(&peer);
+            return Ok(());
+        }
+        limiter.failed(&peer, now).map_err(StreamError::Blocked)?;
+        Err(StreamError::Refused("wrong or missing access token".into()))
+    }
+}
+
 /// Why a stream ended badly.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
-    /// The exposing peer refused.
+    /// One side refused: the peer refused ours, or we refused the peer's (the reason).
     #[error("refused: {0}")]
     Refused(String),
+    /// We refused the peer's stream unseen: it sent too many wrong tokens and is cooling down.
+    #[error("{0}")]
+    Blocked(Blocked),
     /// The channel closed before the stream was set up.
     #[error("the peer closed the stream")]
     Closed,
@@ -81,8 +183,13 @@ fn reader(dc: Arc<dyn DataChannel>) -> mpsc::Receiver<Incoming> {
     rx
 }
 
-/// The exposing side: answers one incoming stream channel by connecting to the service.
-pub async fn accept(dc: Arc<dyn DataChannel>, service: Arc<Exposed>) -> Result<(), StreamError> {
+/// The exposing side: answers one incoming stream channel from `peer` by connecting to the
+/// service, if the gate lets it through.
+pub async fn accept(
+    dc: Arc<dyn DataChannel>,
+    gate: Arc<Gate>,
+    peer: &str,
+) -> Result<(), StreamError> {
     let mut rx = reader(dc.clone());
     let open = loop {
         match rx.recv().await {
@@ -92,12 +199,17 @@ pub async fn accept(dc: Arc<dyn DataChannel>, service: Arc<Exposed>) -> Result<(
         }
     };
     let refuse = |reason: String| StreamMessage::Refused { reason };
-    if let Err(reason) = admit(open.as_ref(), &service) {
-        let _ = dc.send_text(&refuse(reason.clone()).encode()).await;
+    if let Err(e) = gate.admit(open.as_ref(), peer, gate.epoch.elapsed()) {
+        let reason = match &e {
+            StreamError::Refused(reason) => reason.clone(),
+            other => other.to_string(),
+        };
+        let _ = dc.send_text(&refuse(reason).encode()).await;
         drain(&dc).await;
         let _ = dc.close().await;
-        return Err(StreamError::Refused(reason));
+        return Err(e);
     }
+    let service = gate.service();
     // The one address this peer was told to expose: nothing in the request can change it.
     let tcp = match TcpStream::connect(service.addr).await {
         Ok(tcp) => tcp,
@@ -111,23 +223,6 @@ pub async fn accept(dc: Arc<dyn DataChannel>, service: Arc<Exposed>) -> Result<(
     };
     dc.send_text(&StreamMessage::Accepted.encode()).await?;
     pipe(tcp, dc, rx).await
-}
-
-/// Whether a stream's first message may open `service`: the right name, and its token if it
-/// has one.
-fn admit(open: Option<&StreamMessage>, service: &Exposed) -> Result<(), String> {
-    match open {
-        Some(StreamMessage::Open { service: name, .. }) if *name != service.info.name => {
-            Err(format!("no service named '{name}' here"))
-        }
-        Some(StreamMessage::Open { token, .. })
-            if service.token.is_some() && *token != service.token =>
-        {
-            Err("wrong or missing access token".into())
-        }
-        Some(StreamMessage::Open { .. }) => Ok(()),
-        _ => Err("the first message must be open".into()),
-    }
 }
 
 /// The forwarding side: opens a stream to `service` on `pc` and pipes `tcp` through it.
@@ -274,21 +369,61 @@ mod tests {
         }
     }
 
+    fn gate(token: Option<&str>) -> Gate {
+        Gate::new(service(token))
+    }
+
+    const T0: Duration = Duration::from_secs(1);
+
     #[test]
     fn only_the_exposed_service_is_admitted() {
-        let s = service(None);
-        assert!(admit(Some(&open("web", None)), &s).is_ok());
-        assert!(admit(Some(&open("127.0.0.1:22", None)), &s).is_err());
-        assert!(admit(Some(&open("ssh", None)), &s).is_err());
-        assert!(admit(Some(&StreamMessage::End), &s).is_err());
-        assert!(admit(None, &s).is_err());
+        let g = gate(None);
+        assert!(g.admit(Some(&open("web", None)), "p", T0).is_ok());
+        assert!(g.admit(Some(&open("127.0.0.1:22", None)), "p", T0).is_err());
+        assert!(g.admit(Some(&open("ssh", None)), "p", T0).is_err());
+        assert!(g.admit(Some(&StreamMessage::End), "p", T0).is_err());
+        assert!(g.admit(None, "p", T0).is_err());
     }
 
     #[test]
     fn a_token_is_checked() {
-        let s = service(Some("k"));
-        assert!(admit(Some(&open("web", Some("k"))), &s).is_ok());
-        assert!(admit(Some(&open("web", None)), &s).is_err());
-        assert!(admit(Some(&open("web", Some("x"))), &s).is_err());
+        let g = gate(Some("k"));
+        assert!(g.admit(Some(&open("web", Some("k"))), "p", T0).is_ok());
+        assert!(g.admit(Some(&open("web", None)), "p", T0).is_err());
+        assert!(g.admit(Some(&open("web", Some("x"))), "p", T0).is_err());
+    }
+
+    #[test]
+    fn wrong_tokens_lock_the_peer_out_even_with_the_right_one() {
+        let g = gate(Some("k"));
+        for _ in 0..4 {
+            let e = g.admit(Some(&open("web", Some("x"))), "mallory", T0);
+            assert!(matches!(e, Err(StreamError::Refused(_))), "{e:?}");
+        }
+        let fifth = g.admit(Some(&open("web", Some("x"))), "mallory", T0);
+        assert!(matches!(fifth, Err(StreamError::Blocked(_))), "{fifth:?}");
+        let right = g.admit(Some(&open("web", Some("k"))), "mallory", T0 + T0);
+        let Err(StreamError::Blocked(b)) = right else {
+            panic!("the right token during the cool-down: {right:?}");
+        };
+        assert_eq!(b.retry_in_secs(), 59);
+        assert_eq!(
+            StreamError::Blocked(b).to_string(),
+            "too many wrong tokens; retry in 59 s"
+        );
+        // Another peer is not affected; the same one is let in after the cool-down.
+        assert!(g.admit(Some(&open("web", Some("k"))), "alice", T0).is_ok());
+        let after = T0 + Duration::from_secs(61);
+        assert!(g
+            .admit(Some(&open("web", Some("k"))), "mallory", after)
+            .is_ok());
+    }
+
+    #[test]
+    fn an_open_service_counts_nothing() {
+        let g = gate(None);
+        for _ in 0..20 {
+            assert!(g.admit(Some(&open("web", Some("x"))), "p", T0).is_ok());
+        }
     }
 }

@@ -7,6 +7,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::channels::FileMessage;
+use crate::text::safe_line;
 
 /// Bytes per binary message: well under every browser's SCTP message limit (Chromium 256 KiB)
 /// and the native peer's (which advertises 256 KiB too).
@@ -146,11 +147,16 @@ impl Incoming {
     }
 }
 
-/// Keeps only a plain base name: no folders, no leading dots, no control characters.
+/// Keeps only a plain base name: no folders, no leading dots, nothing [`safe_line`] removes
+/// (control characters, bidi overrides; line breaks become spaces), at most 200 characters.
+/// The name is both a path on the receiver's disk and text shown to its user.
 pub fn safe_file_name(name: &str) -> String {
     let base = name.rsplit(['/', '\\']).next().unwrap_or("");
-    let cleaned: String = base.chars().filter(|c| !c.is_control()).take(200).collect();
-    let cleaned = cleaned.trim_start_matches('.').trim();
+    let cleaned: String = safe_line(base).chars().take(200).collect();
+    // Dots and spaces in any order: " .x" must not become the hidden ".x".
+    let cleaned = cleaned
+        .trim_start_matches(|c: char| c == '.' || c.is_whitespace())
+        .trim_end();
     if cleaned.is_empty() {
         "received-file".to_string()
     } else {
@@ -218,5 +224,10 @@ mod tests {
         assert_eq!(safe_file_name("..\\x"), "x");
         assert_eq!(safe_file_name(".."), "received-file");
         assert_eq!(safe_file_name(".hidden"), "hidden");
+        assert_eq!(safe_file_name("a\x1b]0;x\x07.txt"), "a]0;x.txt");
+        assert_eq!(safe_file_name("invoice\u{202E}fdp.exe"), "invoicefdp.exe");
+        assert_eq!(safe_file_name("line\nbreak.txt"), "line break.txt");
+        assert_eq!(safe_file_name("报告.pdf"), "报告.pdf");
+        assert_eq!(safe_file_name(" . .x "), "x");
     }
 }

@@ -180,3 +180,86 @@ async fn a_token_protects_the_service() {
     assert_eq!(status, 200);
     assert!(String::from_utf8_lossy(&body).contains("Hello"));
 }
+
+#[tokio::test]
+async fn wrong_tokens_lock_a_peer_out_even_with_the_right_one() {
+    let server = ServerProcess::start(&[]);
+    let web = site::web().await;
+    let dir = std::env::temp_dir().join(format!("burrow-test-lockout-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // The forwarder reads its token from this file for each connection: one peer, many guesses.
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "guess\n").unwrap();
+    let (mut exposer, mut forwarder, listen) = expose_and_forward(
+        &server,
+        "lockout",
+        web.addr,
+        &["--token", "s3cret"],
+        &["--token-file", token_file.to_str().unwrap()],
+    );
+    let fid = forwarder.peer_id();
+
+    // One connection through the forwarder; waits for its `stream_failed` (the n-th) and
+    // returns the reason.
+    async fn refused(forwarder: &mut Burrow, listen: SocketAddr, n: usize) -> String {
+        // Paced: `webrtc` 0.21 frees a data channel's SCTP stream id as soon as one side closes
+        // it and hands the id to the next channel at once, so a stream opened right after a
+        // refused one can be closed by the old one's late stream reset (seen here as "the peer
+        // closed the stream"). A short pause lets the reset finish; it is not what is tested.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut s = TcpStream::connect(listen).await.unwrap();
+        s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf)).await;
+        assert!(buf.is_empty(), "no bytes without the right token");
+        let deadline = std::time::Instant::now() + burrow_tests::burrow::PATIENCE;
+        loop {
+            forwarder.drain();
+            let failed: Vec<_> = forwarder
+                .seen
+                .iter()
+                .filter(|v| v["event"] == "stream_failed")
+                .collect();
+            if failed.len() >= n {
+                return failed[n - 1]["reason"].as_str().unwrap().to_string();
+            }
+            assert!(std::time::Instant::now() < deadline, "no refusal {n}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    for n in 1..=4 {
+        let reason = refused(&mut forwarder, listen, n).await;
+        assert_eq!(
+            reason, "refused: wrong or missing access token",
+            "attempt {n}"
+        );
+    }
+    let fifth = refused(&mut forwarder, listen, 5).await;
+    assert_eq!(fifth, "refused: too many wrong tokens; retry in 60 s");
+    let locked = exposer.expect_event("stream_refused", &[("peer", &fid)]);
+    assert_eq!(locked["reason"], "too many wrong tokens", "{locked}");
+    assert_eq!(locked["retry_in_secs"], 60, "{locked}");
+
+    // The right token now: still refused, unseen, during the cool-down.
+    std::fs::write(&token_file, "s3cret\n").unwrap();
+    let sixth = refused(&mut forwarder, listen, 6).await;
+    assert!(
+        sixth.starts_with("refused: too many wrong tokens; retry in "),
+        "{sixth}"
+    );
+    assert_eq!(
+        web.connections.load(Ordering::SeqCst),
+        0,
+        "the site was never reached"
+    );
+
+    // Another peer with the right token is not held back by this one's guesses.
+    let link = server.room_link("lockout");
+    let listen2 = format!("127.0.0.1:{}", free_port());
+    let mut other = Burrow::start(&["forward", &link, "--listen", &listen2, "--token", "s3cret"]);
+    other.expect_event("services", &[]);
+    let (status, _) = http_get(listen2.parse().unwrap(), "/").await;
+    assert_eq!(status, 200);
+    let _ = std::fs::remove_dir_all(&dir);
+}

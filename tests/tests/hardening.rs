@@ -92,7 +92,10 @@ async fn a_peer_that_stops_reading_is_dropped_and_announced() {
     let (_c, wc) = WsClient::join(&url, None).await;
     match wc {
         ServerMessage::Welcome { peers, .. } => {
-            assert!(peers.iter().all(|p| p.id != b), "newcomer told of a gone peer");
+            assert!(
+                peers.iter().all(|p| p.id != b),
+                "newcomer told of a gone peer"
+            );
             assert_eq!(peers.len(), 1, "only a is there: {peers:?}");
         }
         other => panic!("expected welcome, got {other:?}"),
@@ -114,7 +117,11 @@ async fn idle_and_slow_clients_are_limited_and_timed_out() {
     // 20 connections from 127.0.0.3 that never send a byte are accepted; the 21st is closed.
     let mut held = Vec::new();
     for _ in 0..20 {
-        held.push(connect_from("127.0.0.3", server.http).await.expect("connect"));
+        held.push(
+            connect_from("127.0.0.3", server.http)
+                .await
+                .expect("connect"),
+        );
     }
     let mut extra = connect_from("127.0.0.3", server.http)
         .await
@@ -128,7 +135,9 @@ async fn idle_and_slow_clients_are_limited_and_timed_out() {
     assert_eq!(health.status, 200);
 
     // Slowloris: a request line, then silence: closed by the header deadline.
-    let mut slow = connect_from("127.0.0.4", server.http).await.expect("connect");
+    let mut slow = connect_from("127.0.0.4", server.http)
+        .await
+        .expect("connect");
     slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
         .await
         .expect("write");
@@ -141,7 +150,9 @@ async fn idle_and_slow_clients_are_limited_and_timed_out() {
         assert!(closed_within(s, Duration::from_secs(6)).await);
     }
     drop(held);
-    let mut again = connect_from("127.0.0.3", server.http).await.expect("connect");
+    let mut again = connect_from("127.0.0.3", server.http)
+        .await
+        .expect("connect");
     again
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await

@@ -209,3 +209,111 @@ fn tempdir(tag: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// A `burrow` process in human mode (no `--json`): its stdout as raw bytes, to check what a
+/// terminal would receive.
+struct HumanBurrow {
+    child: std::process::Child,
+    out: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl HumanBurrow {
+    fn start(args: &[&str]) -> HumanBurrow {
+        use std::io::Read;
+        let mut child = std::process::Command::new(burrow_tests::binary("burrow"))
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("start burrow");
+        let mut stdout = child.stdout.take().expect("piped stdout");
+        let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = out.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        HumanBurrow { child, out }
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        self.out.lock().unwrap().clone()
+    }
+
+    /// Waits until stdout holds `needle`.
+    fn wait_for(&self, needle: &str) {
+        let deadline = std::time::Instant::now() + burrow_tests::burrow::PATIENCE;
+        while !String::from_utf8_lossy(&self.bytes()).contains(needle) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "burrow never printed {needle:?}; stdout: {:?}",
+                String::from_utf8_lossy(&self.bytes())
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for HumanBurrow {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn terminal_escapes_from_a_peer_never_reach_the_terminal() {
+    let server = ServerProcess::start(&[]);
+    let link = server.room_link("escapes");
+    let b = HumanBurrow::start(&["--name", "bob", "join", "--no-stdin", &link]);
+    b.wait_for("joined room escapes");
+    // ESC and BEL in the name (the server strips C0 too; the receiver does not rely on it) and
+    // a right-to-left override, which the server lets through.
+    let mut a = Burrow::start(&["--name", "mal\x1b]0;x\x07\u{202e}lory", "join", &link]);
+    let ida = a.peer_id();
+    a.expect_event("connected", &[]);
+    b.wait_for(&format!("* connected to {ida}"));
+
+    // An OSC 0 title change, a CSI erase line + carriage return to forge a status line, an OSC
+    // 52 clipboard write, an 8-bit CSI (U+009B), a bidi override.
+    a.say(
+        "hi \x1b]0;owned\x07title \x1b[2K\r* forged status \x1b]52;c;b3duZWQ=\x07clip \u{9b}31m \u{202e}end-of-line",
+    );
+    b.wait_for("end-of-line");
+    let out = b.bytes();
+    let text = String::from_utf8(out.clone()).expect("stdout is UTF-8");
+    // No byte that starts an escape sequence or rings the bell. (The test's other output is
+    // ASCII plus "↔" (E2 86 94), so a 0x9B byte can only be a leaked U+009B's.)
+    for bad in [0x1b, 0x07, 0x9b] {
+        assert!(
+            !out.contains(&bad),
+            "byte {bad:#04x} reached stdout: {text:?}"
+        );
+    }
+    assert!(
+        !text.contains('\u{202e}'),
+        "bidi override reached stdout: {text:?}"
+    );
+    assert!(
+        !text.contains('\r'),
+        "carriage return reached stdout: {text:?}"
+    );
+    // The visible rest of the line is shown, on one line of its own.
+    let want = format!(
+        "<mal]0;xlory ({ida})> hi ]0;ownedtitle [2K * forged status ]52;c;b3duZWQ=clip 31m end-of-line"
+    );
+    assert!(
+        text.lines().any(|l| l == want),
+        "expected {want:?} in {text:?}"
+    );
+    assert!(
+        !text.lines().any(|l| l.starts_with("* forged")),
+        "a forged status line: {text:?}"
+    );
+}
