@@ -308,7 +308,10 @@ async fn on_sigterm_the_server_tells_clients_to_come_back() {
     })
     .expect("json");
     tx.send(Message::text(hello)).await.expect("hello");
-    assert!(matches!(rx.next().await, Some(Ok(Message::Text(_)))), "welcome");
+    assert!(
+        matches!(rx.next().await, Some(Ok(Message::Text(_)))),
+        "welcome"
+    );
     let status = tokio::task::spawn_blocking(move || {
         let status = server.terminate();
         (server, status)
@@ -320,7 +323,14 @@ async fn on_sigterm_the_server_tells_clients_to_come_back() {
             break;
         }
     }
-    assert_eq!(code, Some(1012), "close code 1012: service restart, reconnect");
+    assert_eq!(
+        code,
+        Some(1012),
+        "close code 1012: service restart, reconnect"
+    );
     let (_server, status) = status.await.expect("join");
-    assert!(status.success(), "the server stops cleanly on SIGTERM: {status}");
+    assert!(
+        status.success(),
+        "the server stops cleanly on SIGTERM: {status}"
+    );
 }
