@@ -220,11 +220,29 @@ async function startRoom(roomId) {
     }
   }
 
-  // Sites peers expose open in the "Site" panel, served by /sw.js through this page.
+  // Sites peers expose open in the "Site" panel, each on an origin of its own
+  // (`<label>.<sites domain>`, see signal-server/src/sites.rs): the site can never script this
+  // page, read its storage, or reach another service. Its host frame asks for a port; the port
+  // we give it carries requests to that one peer and service only.
   const tokens = new Map(); // "peer/service" -> token
-  function openSite(peer, svc) {
-    if (!navigator.serviceWorker) {
-      showStatus('Opening sites needs the page over https (or on localhost): service workers are off here.', 'error');
+  const sitesDomain = fetch('/api/sites').then((r) => r.json()).then((j) => j.domain).catch(() => null);
+  let siteFrame = null; // { origin, peer, service, channel }
+  async function siteOrigin(peer, service) {
+    const domain = await sitesDomain;
+    if (!domain) return null;
+    const bytes = new TextEncoder().encode(`${roomId}\n${peer}\n${service}`);
+    const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
+    const label = [...digest.slice(0, 16)].map((b) => b.toString(16).padStart(2, '0')).join('');
+    return `${location.protocol}//${label}.${domain}${location.port ? `:${location.port}` : ''}`;
+  }
+  async function openSite(peer, svc) {
+    if (!window.isSecureContext || !crypto.subtle) {
+      showStatus('Opening sites needs the page over https (or on localhost).', 'error');
+      return;
+    }
+    const origin = await siteOrigin(peer, svc.name);
+    if (!origin) {
+      showStatus('This server has no sites domain (--sites-domain): sites open only from a page on localhost.', 'error');
       return;
     }
     if (svc.protected && !tokens.has(`${peer}/${svc.name}`)) {
@@ -232,20 +250,48 @@ async function startRoom(roomId) {
       if (t === null) return;
       tokens.set(`${peer}/${svc.name}`, t);
     }
-    const url = `/p/${peer}/${encodeURIComponent(svc.name)}/`;
+    siteFrame?.channel.port1.close();
+    siteFrame = { origin, peer, service: svc.name, channel: new MessageChannel() };
     $('site').hidden = false;
     $('site-title').textContent = `${svc.name} on ${label(peer)}`;
-    $('site-tab').href = url;
-    $('site-frame').src = url;
+    $('site-origin').textContent = origin;
+    $('site-frame').src = `${origin}/__burrow/host.html`;
   }
-  if (navigator.serviceWorker) {
-    navigator.serviceWorker.register('/sw.js', { scope: '/p/' }).catch((e) => console.warn('service worker:', e));
-    navigator.serviceWorker.onmessage = (e) => {
-      const m = e.data;
-      if (m.type === 'burrow-has-peer') e.ports[0].postMessage(peers.has(m.peer) && !!peers.get(m.peer).services);
-      if (m.type === 'burrow-fetch') httpOverStream(room, m, e.ports[0], tokens.get(`${m.peer}/${m.service}`));
+  // What a site's frame may ask for: a plain method, an origin-relative path, header lines
+  // that cannot split the request (the site's own code could write these messages).
+  const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+  function checkedRequest(m) {
+    if (!m || m.type !== 'burrow-fetch' || !/^[A-Z]{1,16}$/.test(m.method)) return null;
+    if (typeof m.path !== 'string' || !/^\/[\x21-\x7e]*$/.test(m.path)) return null;
+    const headers = {};
+    for (const [k, v] of Object.entries(m.headers || {})) {
+      if (TOKEN.test(k) && typeof v === 'string' && !/[\r\n\0]/.test(v)) headers[k] = v;
+    }
+    const body = m.body instanceof ArrayBuffer ? m.body : null;
+    return { method: m.method, path: m.path, headers, body };
+  }
+  window.addEventListener('message', (e) => {
+    const f = siteFrame;
+    if (!f || e.origin !== f.origin || e.source !== $('site-frame').contentWindow) return;
+    if (!e.data || e.data.type !== 'burrow-site-ready') return;
+    // A fresh channel each time the frame (re)loads; the old one goes quiet.
+    f.channel.port1.close();
+    f.channel = new MessageChannel();
+    const { peer, service } = f;
+    f.channel.port1.onmessage = (ev) => {
+      const req = checkedRequest(ev.data);
+      if (!ev.ports[0]) return;
+      if (!req) {
+        ev.ports[0].postMessage({ type: 'error', message: 'malformed request' });
+        return;
+      }
+      // Peer and service are this frame's, whatever the message says.
+      httpOverStream(room, { ...req, peer, service }, ev.ports[0], tokens.get(`${peer}/${service}`));
     };
-  }
+    e.source.postMessage({ type: 'burrow-port' }, f.origin, [f.channel.port2]);
+  });
+  // Earlier versions served sites through a worker on this origin: retire it.
+  navigator.serviceWorker?.getRegistrations().then((rs) => rs.forEach((r) => r.unregister())).catch(() => {});
 
   function connect() {
     if (room) room.leave();

@@ -74,6 +74,9 @@ async fn main() -> anyhow::Result<()> {
     config.stun_listen = "127.0.0.1:0".parse()?;
     config.rate_per_sec = 1_000_000;
     config.rate_burst = 1_000_000;
+    // Every bench client comes from 127.0.0.1.
+    config.max_connections_per_ip = 0;
+    config.max_connections = 0;
     // The TURN run relays between two peers on loopback, which is otherwise refused.
     config.turn_allowed_peer = vec!["127.0.0.0/8".parse()?];
     let running = signal_server::start(config, std::future::pending()).await?;

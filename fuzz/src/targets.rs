@@ -90,6 +90,14 @@ pub static TARGETS: &[Target] = &[
         check: check_room_link,
     },
     Target {
+        name: "stun_message",
+        about: "the relay's STUN/TURN decoding (signal_server::wire), ChannelData framing, \
+                nonce check and peer policy on every address: no panic; seeds check out",
+        seeds: stun_seeds,
+        dictionary: STUN_TOKENS,
+        check: check_stun_message,
+    },
+    Target {
         name: "text",
         about: "text::safe_line: no control or bidi character out; idempotent; the rest kept",
         seeds: || {
@@ -560,4 +568,113 @@ fn check_room_link(data: &[u8]) -> String {
         Err(LinkError::NotALink(_)) => format!("not a link:{}", server.is_some()),
         Err(LinkError::BadRoom { reason, .. }) => format!("bad room:{reason}"),
     }
+}
+
+/// Bytes of STUN/TURN headers and attribute types: the magic cookie, methods, USERNAME, REALM,
+/// NONCE, MESSAGE-INTEGRITY, FINGERPRINT, XOR-PEER-ADDRESS, LIFETIME, a channel number.
+const STUN_TOKENS: &[&str] = &[
+    "\u{21}\u{12}\u{a4}\u{42}",
+    "\u{0}\u{1}",
+    "\u{0}\u{3}",
+    "\u{0}\u{8}",
+    "\u{0}\u{9}",
+    "\u{0}\u{6}",
+    "\u{0}\u{14}",
+    "\u{0}\u{15}",
+    "\u{0}\u{12}",
+    "\u{0}\u{d}",
+    "\u{0}\u{c}",
+    "\u{40}\u{0}",
+    "\u{0}\u{0}",
+    "\u{ff}\u{ff}",
+];
+
+/// The key the seeds are signed with (as the relay derives one from a credential).
+const STUN_KEY: &[u8] = b"fuzz-long-term-key";
+
+/// Valid messages the relay sees: a Binding request, an authenticated Allocate, a
+/// CreatePermission, a ChannelBind, a Send indication, and ChannelData.
+fn stun_seeds() -> Vec<Vec<u8>> {
+    use signal_server::wire::{Builder, Class};
+    let tid = [7u8; 12];
+    let peer: std::net::SocketAddr = "203.0.113.7:40000"
+        .parse()
+        .unwrap_or_else(|_| unreachable!());
+    let nonce = signal_server::nonce::Nonces::with_key(b"k").mint(peer);
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    Builder::new(&mut buf, 0x001, Class::Request, tid).fingerprint();
+    out.push(buf.clone());
+    Builder::new(&mut buf, 0x003, Class::Request, tid)
+        .attr(0x0019, &[17, 0, 0, 0])
+        .attr(0x0006, b"1999999999:peer")
+        .attr(0x0014, b"burrow")
+        .attr(0x0015, nonce.as_bytes())
+        .u32_attr(0x000D, 600)
+        .integrity(STUN_KEY)
+        .fingerprint();
+    out.push(buf.clone());
+    Builder::new(&mut buf, 0x008, Class::Request, tid)
+        .xor_address(0x0012, peer)
+        .attr(0x0006, b"1999999999:peer")
+        .integrity(STUN_KEY);
+    out.push(buf.clone());
+    Builder::new(&mut buf, 0x009, Class::Request, tid)
+        .attr(0x000C, &[0x40, 0x00, 0, 0])
+        .xor_address(0x0012, "[2001:db8::1]:9".parse().unwrap_or(peer))
+        .integrity(STUN_KEY);
+    out.push(buf.clone());
+    Builder::new(&mut buf, 0x006, Class::Indication, tid)
+        .xor_address(0x0012, peer)
+        .attr(0x0013, b"hello");
+    out.push(buf.clone());
+    out.push(vec![
+        0x40, 0x00, 0x00, 0x05, b'h', b'e', b'l', b'l', b'o', 0, 0, 0,
+    ]);
+    out
+}
+
+fn check_stun_message(data: &[u8]) -> String {
+    use signal_server::turn_guard::PeerPolicy;
+    use signal_server::wire::{channel_data, Message};
+    if let Some((number, payload)) = channel_data(data) {
+        assert!(
+            payload.len() + 4 <= data.len(),
+            "ChannelData payload within the datagram"
+        );
+        return format!("chan:{}", signal_server::wire::is_channel_number(number));
+    }
+    let Some(msg) = Message::parse(data) else {
+        return "none".into();
+    };
+    let mut total = 0usize;
+    for (_, value) in msg.attributes() {
+        total += value.len();
+        assert!(total <= data.len(), "attributes stay inside the message");
+    }
+    let client: std::net::SocketAddr = "198.51.100.1:5000"
+        .parse()
+        .unwrap_or_else(|_| unreachable!());
+    let policy = PeerPolicy::default();
+    let mut peers = 0;
+    for typ in [0x0012u16, 0x0020, 0x0016] {
+        if let Some(addrs) = msg.xor_addresses(typ) {
+            for a in addrs {
+                let _ = policy.judge(a);
+                peers += 1;
+            }
+        }
+    }
+    let _ = msg.u32_attr(0x000D);
+    if let Some(n) = msg.get(0x0015) {
+        let _ = signal_server::nonce::Nonces::with_key(b"k").check(n, client);
+    }
+    let signed = msg.has_integrity() && msg.integrity_matches(STUN_KEY);
+    let fp = msg.fingerprint_ok();
+    format!(
+        "stun:{}:{:?}:peers{}:signed{signed}:fp{fp}",
+        msg.method(),
+        msg.class(),
+        peers.min(3)
+    )
 }

@@ -70,6 +70,11 @@ fn room_link() {
 }
 
 #[test]
+fn stun_message() {
+    run("stun_message");
+}
+
+#[test]
 fn text() {
     run("text");
 }

@@ -95,6 +95,12 @@ pub struct Config {
     #[arg(long, env = "BURROW_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// Parent domain of the origins exposed sites open on (`<label>.DOMAIN`, one per peer and
+    /// service): needs a wildcard DNS record and, for https, a wildcard certificate. Without it,
+    /// sites open only from a page on localhost (under `*.localhost`).
+    #[arg(long, env = "BURROW_SITES_DOMAIN")]
+    pub sites_domain: Option<String>,
+
     /// A second STUN port, so `burrow netcheck` can tell whether the NAT's mapping depends on the
     /// destination (default: the STUN port + 1; 0 picks a free one).
     #[arg(long, env = "BURROW_STUN_ALT_PORT")]
@@ -118,8 +124,8 @@ pub struct Config {
     #[arg(long, env = "BURROW_TURN_RELAY_IP")]
     pub turn_relay_ip: Option<IpAddr>,
 
-    /// Peer address ranges never relayed to, beyond the built-in loopback, link-local,
-    /// unspecified and multicast (repeatable, CIDR).
+    /// Peer address ranges never relayed to, beyond the built-in ones (private, CGNAT,
+    /// loopback, link-local, unspecified, multicast, reserved, IPv6 ULA; repeatable, CIDR).
     #[arg(long, env = "BURROW_TURN_DENIED_PEER", value_delimiter = ',')]
     pub turn_denied_peer: Vec<ipnet::IpNet>,
 
@@ -143,6 +149,19 @@ pub struct Config {
     /// The external TURN server's `static-auth-secret`.
     #[arg(long, env = "BURROW_EXTERNAL_TURN_SECRET", hide_env_values = true)]
     pub external_turn_secret: Option<String>,
+
+    /// Most TURN allocations from one client IP at once, whichever peers' credentials they use.
+    #[arg(long, env = "BURROW_TURN_MAX_PER_IP", default_value_t = 64)]
+    pub turn_max_per_ip: usize,
+
+    /// Relayed bytes per second allowed to one peer (all its allocations, both directions, a
+    /// token bucket; so also per allocation); 0 means no cap (like coturn's max-bps).
+    #[arg(long, env = "BURROW_TURN_MAX_BPS", default_value_t = 0)]
+    pub turn_max_bps: u64,
+
+    /// Longest TURN allocation lifetime granted; a requested LIFETIME is clamped to it.
+    #[arg(long, env = "BURROW_TURN_MAX_LIFETIME", default_value = "600s", value_parser = parse_duration)]
+    pub turn_max_lifetime: Duration,
 }
 
 impl Config {
@@ -173,7 +192,7 @@ pub fn host_for_url(ip: IpAddr) -> String {
 }
 
 /// `example.org:8080` → `example.org`, `[::1]:80` → `[::1]`.
-fn strip_port(host: &str) -> String {
+pub(crate) fn strip_port(host: &str) -> String {
     if host.starts_with('[') {
         return match host.find(']') {
             Some(end) => host[..=end].to_string(),

@@ -312,6 +312,7 @@ impl Session {
         ))?;
         let (peer_id, peers) = self.state.rooms.join(&self.client.room, name, outbox)?;
         self.state.metrics.joins.inc();
+        self.state.turn_access.grant(&peer_id);
         // The room now holds the only sender: if it drops this peer, the connection closes.
         self.outbox = None;
         tracing::info!(room = %self.client.room, peer = %peer_id, "peer joined");
@@ -332,6 +333,7 @@ impl Session {
     fn leave(&mut self) {
         if let Some(id) = self.peer_id.take() {
             tracing::info!(room = %self.client.room, peer = %id, "peer left");
+            self.state.turn_access.revoke(&id);
             self.state.rooms.leave(&self.client.room, &id);
         }
     }

@@ -1,9 +1,10 @@
 //! Ephemeral TURN credentials in the TURN REST API scheme that coturn's `use-auth-secret`
 //! understands: username `EXPIRY:PEERID` (expiry in Unix seconds), password
 //! `base64(HMAC-SHA1(secret, username))`. Nothing is stored: any server holding the secret can
-//! check a credential, and it stops working by itself at its expiry.
+//! check a credential, and it stops working by itself at its expiry. The embedded relay is
+//! stricter still: it honours a credential only while the peer it names is in a room (see
+//! `relay::TurnAccess`), so leaving ends it long before the expiry.
 
-use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -71,27 +72,24 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// The `turn` crate's view: the long-term key for a username, or a refusal.
-pub struct AuthHandler {
-    /// Checks usernames and derives passwords.
-    pub minter: Minter,
+/// The peer id a TURN username names (`EXPIRY:PEERID` → `PEERID`), if well-formed.
+pub fn peer_id(username: &str) -> Option<&str> {
+    username
+        .split_once(':')
+        .map(|(_, id)| id)
+        .filter(|id| !id.is_empty())
 }
 
-impl turn::auth::AuthHandler for AuthHandler {
-    fn auth_handle(
-        &self,
-        username: &str,
-        realm: &str,
-        src_addr: SocketAddr,
-    ) -> Result<Vec<u8>, turn::Error> {
-        match self.minter.check(username) {
-            Ok(password) => Ok(turn::auth::generate_auth_key(username, realm, &password)),
-            Err(e) => {
-                tracing::debug!(%src_addr, %username, "TURN auth refused: {e}");
-                Err(turn::Error::Other(e.to_string()))
-            }
-        }
-    }
+/// The long-term credential key (RFC 8489 §9.2.2): MD5(username ":" realm ":" password).
+pub fn long_term_key(username: &str, realm: &str, password: &str) -> Vec<u8> {
+    use md5::{Digest, Md5};
+    let mut h = Md5::new();
+    h.update(username.as_bytes());
+    h.update(b":");
+    h.update(realm.as_bytes());
+    h.update(b":");
+    h.update(password.as_bytes());
+    h.finalize().to_vec()
 }
 
 #[cfg(test)]
@@ -106,16 +104,19 @@ mod tests {
         assert_eq!(m.check(&user), Ok(pass));
         assert_eq!(m.check("1:peer1"), Err(CredentialError::Expired));
         assert_eq!(m.check("peer1"), Err(CredentialError::Malformed));
+        assert_eq!(peer_id(&user), Some("peer1"));
+        assert_eq!(peer_id("1700000000:a:b"), Some("a:b"));
+        assert_eq!(peer_id("1700000000:"), None);
+        assert_eq!(peer_id("nocolon"), None);
     }
 
     #[test]
-    fn matches_the_turn_rest_api_scheme() {
-        // base64(HMAC-SHA1("secret", "1700000000:alice")), computed independently (Python's
-        // hmac module), as coturn's use-auth-secret expects.
-        let m = Minter::new("secret", Duration::from_secs(1));
-        assert_eq!(
-            m.password("1700000000:alice"),
-            "d8soP47RbdIKLDUOpnJPVQyq5Ts="
-        );
+    fn the_long_term_key_is_md5_of_user_realm_password() {
+        // MD5("user:realm:pass"), computed independently (coreutils md5sum).
+        let key: String = long_term_key("user", "realm", "pass")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(key, "8493fbc53ba582fb4c044c456bdc40eb");
     }
 }

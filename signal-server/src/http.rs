@@ -32,29 +32,50 @@ pub fn router(state: Arc<AppState>) -> Router {
     } else {
         router
     };
+    let router = router
+        .route("/api/sites", get(crate::sites::api))
+        .fallback_service(ServeDir::new(www));
+    let csp = HeaderValue::from_str(&csp(state.config.sites_domain.as_deref()))
+        .unwrap_or_else(|_| HeaderValue::from_static("default-src 'self'"));
+    let dispatch = crate::sites::Dispatch {
+        sites: crate::sites::router(&state),
+        domain: state.config.sites_domain.clone(),
+    };
     router
-        .fallback_service(ServeDir::new(www))
-        .layer(axum::middleware::map_response(security_headers))
+        .layer(axum::middleware::map_response_with_state(
+            csp,
+            security_headers,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            dispatch,
+            crate::sites::dispatch,
+        ))
         .with_state(state)
 }
 
 /// The page's Content-Security-Policy: its own scripts and the wasm module only, no inline code,
 /// no plugins, never framed by another site. `wasm-unsafe-eval` lets the page compile its wasm
 /// (not `eval`); `blob:`/`data:` images are received files and the favicon; frames are the
-/// page's own (an exposed site served by its service worker).
-const CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
-    style-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; connect-src 'self' blob:; \
-    worker-src 'self'; frame-src 'self'; object-src 'none'; base-uri 'none'; \
-    form-action 'self'; frame-ancestors 'none'";
+/// exposed sites' own origins (see [`crate::sites`]).
+fn csp(sites_domain: Option<&str>) -> String {
+    let mut frames = String::from("http://*.localhost:* https://*.localhost:*");
+    if let Some(d) = sites_domain {
+        let d = d.trim_matches('.');
+        frames.push_str(&format!(" http://*.{d}:* https://*.{d}:*"));
+    }
+    format!(
+        "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; \
+         img-src 'self' data: blob:; media-src 'self' blob:; connect-src 'self' blob:; \
+         worker-src 'self'; frame-src {frames}; object-src 'none'; base-uri 'none'; \
+         form-action 'self'; frame-ancestors 'none'"
+    )
+}
 
 /// Adds the security headers to every response: the CSP above, no MIME sniffing, no framing
 /// by other sites, and no `Referer` (a room link is a secret: it must not leak to other sites).
-async fn security_headers(mut resp: Response) -> Response {
+async fn security_headers(State(csp): State<HeaderValue>, mut resp: Response) -> Response {
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
+    h.insert(header::CONTENT_SECURITY_POLICY, csp);
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -175,7 +196,12 @@ pub fn metrics_router(state: Arc<AppState>) -> Router {
 /// `/metrics`: the Prometheus text exposition.
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let (rooms, peers) = state.rooms.counts();
-    let body = state.metrics.render(rooms, peers, state.limits.open());
+    let body = state.metrics.render(crate::metrics::Live {
+        rooms,
+        peers,
+        connections: state.limits.open(),
+        turn_allocations: state.turn_access.allocations(),
+    });
     (
         [(
             header::CONTENT_TYPE,

@@ -6,11 +6,16 @@
 //!   (`/ws/{room}`) and `/healthz`;
 //! * [`connection`]: one WebSocket peer, from `hello` to leave;
 //! * [`room`]: rooms and the relay of signals between their members;
-//! * [`stun`]: the embedded STUN server that tells each client its post-NAT address, and the
-//!   TURN relay for when no hole can be punched;
+//! * [`stun`]: the embedded STUN server that tells each client its post-NAT address, and
+//!   starts the TURN relay for when no hole can be punched;
+//! * [`relay`]: the TURN relay: allocations, permissions, channels, forwarding, and
+//!   [`relay::TurnAccess`], which ties credentials to live signaling sessions;
 //! * [`credentials`]: ephemeral TURN credentials (TURN REST API scheme);
+//! * [`nonce`]: stateless TURN nonces;
 //! * [`turn_guard`]: where the relay may send, and allocation quotas;
+//! * [`sites`]: exposed sites on origins of their own;
 //! * [`metrics`]: counters and gauges for `/metrics`;
+//! * [`wire`]: STUN/TURN message encoding and decoding;
 //! * [`config`]: flags and defaults.
 
 pub mod accept;
@@ -19,10 +24,14 @@ pub mod connection;
 pub mod credentials;
 pub mod http;
 pub mod metrics;
+pub mod nonce;
 pub mod rate;
+pub mod relay;
 pub mod room;
+pub mod sites;
 pub mod stun;
 pub mod turn_guard;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -52,6 +61,8 @@ pub struct AppState {
     /// Turns `true` when the server is shutting down: every WebSocket then closes with
     /// [`connection::GOING_AWAY`], telling its client to come back (a deploy is a non-event).
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Which peers may use the embedded relay: granted at welcome, revoked at leave.
+    pub turn_access: relay::TurnAccess,
 }
 
 impl AppState {
@@ -147,6 +158,7 @@ pub async fn start(
         stun_alt_addr: stun.alt_addr,
         turn: stun.minter.clone(),
         external_turn,
+        turn_access: stun.access.clone(),
         config,
     });
     let header_timeout = state.config.header_timeout;

@@ -37,14 +37,7 @@ pub struct Metrics {
     pub connections_refused: Family<Label, Counter>,
     /// WebSocket upgrades refused for their `Origin`.
     pub origin_refused: Counter,
-    /// STUN Binding requests answered.
-    pub stun_requests: Counter,
-    /// TURN allocations live now.
-    pub turn_allocations: Gauge,
-    /// TURN allocations refused, by reason.
-    pub turn_refused: Family<Label, Counter>,
-    /// Bytes the TURN relay carried (both directions).
-    pub turn_bytes: Counter,
+    turn_allocations: Gauge,
 }
 
 impl Default for Metrics {
@@ -69,10 +62,7 @@ impl Metrics {
             closed: Family::default(),
             connections_refused: Family::default(),
             origin_refused: Counter::default(),
-            stun_requests: Counter::default(),
             turn_allocations: Gauge::default(),
-            turn_refused: Family::default(),
-            turn_bytes: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("rooms", "Rooms open now", m.rooms.clone());
@@ -111,24 +101,9 @@ impl Metrics {
             m.origin_refused.clone(),
         );
         registry.register(
-            "stun_requests",
-            "STUN Binding requests answered",
-            m.stun_requests.clone(),
-        );
-        registry.register(
             "turn_allocations",
             "TURN allocations live now",
             m.turn_allocations.clone(),
-        );
-        registry.register(
-            "turn_refused",
-            "TURN requests refused, by reason",
-            m.turn_refused.clone(),
-        );
-        registry.register(
-            "turn_relayed_bytes",
-            "Bytes relayed by TURN, both directions",
-            m.turn_bytes.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -139,15 +114,29 @@ impl Metrics {
     }
 
     /// The text exposition, with the gauges set from the live counts first.
-    pub fn render(&self, rooms: usize, peers: usize, connections: usize) -> String {
-        self.rooms.set(clamp(rooms));
-        self.peers.set(clamp(peers));
-        self.connections.set(clamp(connections));
+    pub fn render(&self, now: Live) -> String {
+        self.rooms.set(clamp(now.rooms));
+        self.peers.set(clamp(now.peers));
+        self.connections.set(clamp(now.connections));
+        self.turn_allocations.set(clamp(now.turn_allocations));
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
     }
+}
+
+/// The live counts the gauges show, read when `/metrics` is scraped.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Live {
+    /// Rooms open.
+    pub rooms: usize,
+    /// Peers in rooms.
+    pub peers: usize,
+    /// TCP connections open.
+    pub connections: usize,
+    /// TURN allocations live.
+    pub turn_allocations: usize,
 }
 
 fn clamp(n: usize) -> i64 {
@@ -163,7 +152,12 @@ mod tests {
         let m = Metrics::new();
         m.joins.inc();
         m.error(ErrorCode::RoomFull);
-        let text = m.render(3, 5, 7);
+        let text = m.render(Live {
+            rooms: 3,
+            peers: 5,
+            connections: 7,
+            turn_allocations: 1,
+        });
         assert!(text.contains("burrow_joins_total 1"), "{text}");
         assert!(
             text.contains("burrow_errors_total{code=\"room_full\"} 1"),
@@ -171,6 +165,7 @@ mod tests {
         );
         assert!(text.contains("burrow_rooms 3"), "{text}");
         assert!(text.contains("burrow_peers 5"), "{text}");
+        assert!(text.contains("burrow_turn_allocations 1"), "{text}");
         assert!(text.ends_with("# EOF\n"));
     }
 }

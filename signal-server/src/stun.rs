@@ -1,62 +1,75 @@
-//! The embedded STUN and TURN server, on UDP.
+//! The embedded STUN and TURN server, on UDP: binds the sockets and starts the tasks.
 //!
 //! STUN answers Binding requests with the sender's post-NAT address (XOR-MAPPED-ADDRESS,
 //! FINGERPRINT): the seed's "server records each client's ip:port". It answers on two ports, so
 //! `burrow netcheck` can see whether a NAT maps one socket to the same public port for both
 //! (endpoint-independent mapping: hole punching works) or not (symmetric NAT: relay needed).
 //!
-//! TURN (RFC 5766/8656) relays for peers whose NATs cannot be punched. Credentials are minted per
-//! peer (`credentials`), and `turn_guard` decides which peer addresses may be relayed to and how
-//! many allocations a peer may hold. Both are built on the `turn` crate's server, which serves
-//! STUN Binding and TURN on the same sockets.
+//! TURN (RFC 8656) relays for peers whose NATs cannot be punched, on the same two sockets:
+//! [`crate::relay`] holds the allocations and forwards data, [`crate::credentials`] mints and
+//! checks the per-peer credentials, [`crate::nonce`] makes the stateless nonces, and
+//! [`crate::turn_guard`] decides which peer addresses may be reached and how many allocations
+//! anyone may hold. With `--no-turn` only Binding is answered; TURN requests get 403.
+//!
+//! Each listening socket has one task ([`serve`]): it reads a datagram, tells ChannelData
+//! (first two bits `01`) from STUN (first two bits `00`, magic cookie), and answers or relays
+//! it without awaiting anything but the next datagram. A second task expires allocations,
+//! permissions and channels once a second. [`StunServer::close`] (or dropping the server)
+//! stops them all.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
-use turn::auth::AuthHandler;
-use turn::relay::relay_static::RelayAddressGeneratorStatic;
-use turn::server::config::{ConnConfig, ServerConfig};
-use turn::server::Server;
-use webrtc_util::vnet::net::Net;
+use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::credentials::{self, Minter};
-use crate::turn_guard::{GuardedConn, Ledger, PeerPolicy, Quotas};
+use crate::credentials::Minter;
+use crate::relay::{send_now, Relay, RelayConfig, TurnAccess};
+use crate::turn_guard::{PeerPolicy, Quotas};
+use crate::wire::{attr, method, Builder, Class, Message};
 
 /// The realm TURN credentials are bound to.
 pub const REALM: &str = "burrow";
+
+/// Socket buffer size asked for on the listening sockets (the kernel may grant less).
+const LISTEN_BUFFER_BYTES: usize = 4 << 20;
 
 /// A running STUN/TURN server.
 pub struct StunServer {
     /// The main UDP address (STUN and TURN).
     pub local_addr: SocketAddr,
-    /// The second STUN address (for netcheck).
+    /// The second STUN address (for netcheck; TURN is served there too).
     pub alt_addr: SocketAddr,
     /// Mints TURN credentials, when TURN is on.
     pub minter: Option<Minter>,
-    server: Server,
-}
-
-/// Refuses every TURN allocation: only Binding requests are served (`--no-turn`).
-struct NoTurn;
-
-impl AuthHandler for NoTurn {
-    fn auth_handle(
-        &self,
-        _username: &str,
-        _realm: &str,
-        _src_addr: SocketAddr,
-    ) -> Result<Vec<u8>, turn::Error> {
-        Err(turn::Error::ErrNoSuchUser)
-    }
+    /// Who may use the relay: call [`TurnAccess::grant`] with a peer id at welcome and
+    /// [`TurnAccess::revoke`] when the peer leaves (its allocations close at once). Does
+    /// nothing when TURN is off.
+    pub access: TurnAccess,
+    relay: Option<Arc<Relay>>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 async fn bind(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
-    UdpSocket::bind(addr)
+    let socket = UdpSocket::bind(addr)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot bind STUN/TURN on udp {addr}: {e}"))
+        .map_err(|e| anyhow::anyhow!("cannot bind STUN/TURN on udp {addr}: {e}"))?;
+    enlarge_buffers(&socket);
+    Ok(socket)
+}
+
+/// Asks for big socket buffers (bursts of relayed data); beyond `rmem_max` only root may.
+fn enlarge_buffers(socket: &UdpSocket) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let n = LISTEN_BUFFER_BYTES;
+    if setsockopt(socket, sockopt::RcvBufForce, &n).is_err() {
+        let _ = setsockopt(socket, sockopt::RcvBuf, &n);
+    }
+    if setsockopt(socket, sockopt::SndBufForce, &n).is_err() {
+        let _ = setsockopt(socket, sockopt::SndBuf, &n);
+    }
 }
 
 /// The IP relayed candidates advertise.
@@ -73,6 +86,44 @@ fn relay_ip(cfg: &Config, listen: SocketAddr) -> IpAddr {
         .unwrap_or(IpAddr::from([127, 0, 0, 1]))
 }
 
+/// The server's own addresses, and whether it listens on a wildcard (then every interface
+/// address is its own).
+fn own_ips(listening: &[IpAddr]) -> (Vec<IpAddr>, bool) {
+    let wildcard = listening.iter().any(IpAddr::is_unspecified);
+    let mut ips: Vec<IpAddr> = listening
+        .iter()
+        .filter(|ip| !ip.is_unspecified())
+        .map(|ip| ip.to_canonical())
+        .collect();
+    if wildcard {
+        ips.extend(interface_addresses());
+    }
+    ips.sort();
+    ips.dedup();
+    (ips, wildcard)
+}
+
+/// Every address on this host's interfaces (a snapshot at start).
+fn interface_addresses() -> Vec<IpAddr> {
+    match nix::ifaddrs::getifaddrs() {
+        Ok(list) => list
+            .filter_map(|i| i.address)
+            .filter_map(|a| {
+                if let Some(v4) = a.as_sockaddr_in() {
+                    Some(IpAddr::V4(v4.ip()))
+                } else {
+                    a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+                }
+            })
+            .map(|ip| ip.to_canonical())
+            .collect(),
+        Err(e) => {
+            tracing::warn!("cannot list interface addresses ({e}): the relay only knows the listen and relay IPs as its own");
+            Vec::new()
+        }
+    }
+}
+
 impl StunServer {
     /// Binds the STUN/TURN sockets and starts answering; `http_addr` is kept off the relay.
     pub async fn start(cfg: &Config, http_addr: SocketAddr) -> anyhow::Result<StunServer> {
@@ -87,73 +138,164 @@ impl StunServer {
                 });
         let alt = bind(SocketAddr::new(cfg.stun_listen.ip(), alt_port)).await?;
         let alt_addr = alt.local_addr()?;
+        let listeners = vec![Arc::new(main), Arc::new(alt)];
 
-        let relay_ip = relay_ip(cfg, local_addr);
-        let policy = PeerPolicy {
-            denied: cfg.turn_denied_peer.clone(),
-            allowed: cfg.turn_allowed_peer.clone(),
-            own: vec![http_addr, local_addr, alt_addr]
-                .into_iter()
-                .flat_map(|a| [a, SocketAddr::new(relay_ip, a.port())])
-                .collect(),
-        };
-        let quotas = Quotas {
-            per_peer: cfg.turn_max_allocations_per_peer,
-            total: cfg.turn_max_allocations,
-        };
         let minter = (!cfg.no_turn).then(|| {
             let secret = cfg.turn_secret.clone().unwrap_or_else(random_secret);
             Minter::new(&secret, cfg.turn_ttl)
         });
-        let ledger = Arc::new(Ledger::default());
-        let net = Arc::new(Net::new(None));
-        let conn = |socket: UdpSocket| ConnConfig {
-            conn: Arc::new(GuardedConn::new(
-                Arc::new(socket),
-                policy.clone(),
-                quotas,
-                ledger.clone(),
-                minter.clone(),
-            )),
-            relay_addr_generator: Box::new(RelayAddressGeneratorStatic {
-                relay_address: relay_ip,
-                address: cfg.stun_listen.ip().to_string(),
-                net: net.clone(),
-            }),
-        };
-
-        let auth: Arc<dyn AuthHandler + Send + Sync> = match &minter {
-            Some(m) => Arc::new(credentials::AuthHandler { minter: m.clone() }),
-            None => Arc::new(NoTurn),
-        };
-        let (closed_tx, mut closed_rx) = tokio::sync::mpsc::channel(64);
-        let server = Server::new(ServerConfig {
-            conn_configs: vec![conn(main), conn(alt)],
-            realm: REALM.into(),
-            auth_handler: auth,
-            channel_bind_timeout: Duration::from_secs(0),
-            alloc_close_notify: Some(closed_tx),
-        })
-        .await?;
-        tokio::spawn(async move {
-            while let Some(info) = closed_rx.recv().await {
-                ledger.closed(&info.username, info.five_tuple.src_addr);
-            }
-        });
-        if minter.is_some() {
+        let relay = minter.as_ref().map(|minter| {
+            let relay_ip = relay_ip(cfg, local_addr);
+            let (own_ips, own_wildcard) =
+                own_ips(&[local_addr.ip(), http_addr.ip(), relay_ip, alt_addr.ip()]);
+            let policy = PeerPolicy {
+                denied: cfg.turn_denied_peer.clone(),
+                allowed: cfg.turn_allowed_peer.clone(),
+                own_ips,
+                own_wildcard,
+                service_ports: vec![http_addr.port(), local_addr.port(), alt_addr.port()],
+            };
             tracing::info!(%local_addr, %relay_ip, "TURN relay on");
+            Relay::new(
+                RelayConfig {
+                    realm: REALM.into(),
+                    minter: minter.clone(),
+                    policy,
+                    quotas: Quotas {
+                        per_peer: cfg.turn_max_allocations_per_peer,
+                        per_ip: cfg.turn_max_per_ip,
+                        total: cfg.turn_max_allocations,
+                    },
+                    relay_ip,
+                    bind_ip: cfg.stun_listen.ip(),
+                    max_lifetime: cfg.turn_max_lifetime,
+                    max_bps: cfg.turn_max_bps,
+                },
+                listeners.clone(),
+            )
+        });
+
+        let mut tasks: Vec<JoinHandle<()>> = listeners
+            .iter()
+            .enumerate()
+            .map(|(i, socket)| tokio::spawn(serve(i, socket.clone(), relay.clone())))
+            .collect();
+        if let Some(r) = &relay {
+            tasks.push(tokio::spawn(reaper(Arc::downgrade(r))));
         }
         Ok(StunServer {
             local_addr,
             alt_addr,
             minter,
-            server,
+            access: TurnAccess::new(relay.clone()),
+            relay,
+            tasks,
         })
     }
 
-    /// Stops answering.
-    pub async fn close(self) {
-        let _ = self.server.close().await;
+    /// Stops answering: the listening tasks end, every allocation is closed.
+    pub async fn close(mut self) {
+        self.stop();
+        for task in std::mem::take(&mut self.tasks) {
+            let _ = task.await;
+        }
+    }
+
+    fn stop(&self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        if let Some(relay) = &self.relay {
+            relay.close();
+        }
+    }
+}
+
+impl Drop for StunServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Expires what has expired, once a second, while the relay exists.
+async fn reaper(relay: Weak<Relay>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match relay.upgrade() {
+            Some(r) => r.reap(),
+            None => return,
+        }
+    }
+}
+
+/// Serves one listening socket: Binding, TURN requests, Send indications and ChannelData.
+async fn serve(listener: usize, socket: Arc<UdpSocket>, relay: Option<Arc<Relay>>) {
+    let mut buf = vec![0u8; 65_536];
+    let mut out = Vec::with_capacity(512);
+    loop {
+        let (n, from) = match socket.recv_from(&mut buf).await {
+            Ok(got) => got,
+            Err(e) => {
+                tracing::debug!("STUN socket read failed: {e}");
+                tokio::task::yield_now().await;
+                continue;
+            }
+        };
+        let datagram = &buf[..n];
+        if datagram.first().is_some_and(|b| b & 0xC0 == 0x40) {
+            if let Some(relay) = &relay {
+                relay.on_channel_data(listener, from, datagram);
+            }
+            continue;
+        }
+        let Some(msg) = Message::parse(datagram) else {
+            continue;
+        };
+        match (msg.method(), msg.class()) {
+            (method::SEND, Class::Indication) => {
+                if let Some(relay) = &relay {
+                    relay.on_send(listener, from, &msg);
+                }
+                continue;
+            }
+            (method::BINDING, Class::Request) => {
+                if !msg.fingerprint_ok() {
+                    continue;
+                }
+                Builder::new(
+                    &mut out,
+                    method::BINDING,
+                    Class::Success,
+                    msg.transaction_id(),
+                )
+                .xor_address(attr::XOR_MAPPED_ADDRESS, from)
+                .fingerprint();
+            }
+            (
+                method::ALLOCATE
+                | method::REFRESH
+                | method::CREATE_PERMISSION
+                | method::CHANNEL_BIND,
+                Class::Request,
+            ) => {
+                if !msg.fingerprint_ok() {
+                    continue;
+                }
+                match &relay {
+                    Some(relay) => relay.on_request(listener, from, &msg, &mut out),
+                    None => {
+                        Builder::new(&mut out, msg.method(), Class::Error, msg.transaction_id())
+                            .error_code(403, "TURN relay is off")
+                            .fingerprint();
+                    }
+                }
+            }
+            _ => continue,
+        }
+        // A full send buffer drops the answer; the client retransmits.
+        let _ = send_now(&socket, &out, from);
     }
 }
 

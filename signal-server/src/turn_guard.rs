@@ -1,290 +1,239 @@
-//! The TURN relay's policy, enforced in front of the `turn` crate's server: which peer addresses
-//! may be relayed to, and how many allocations a peer and the server may hold.
+//! The TURN relay's policy: which peer addresses it may reach, and how many allocations a
+//! peer, a client IP and the whole server may hold.
 //!
-//! [`GuardedConn`] wraps the listening UDP socket. Each datagram is looked at before the TURN
-//! server sees it: a CreatePermission or ChannelBind naming a forbidden peer address is answered
-//! with 403 Forbidden and goes no further; a Send indication to one is dropped; an authenticated
-//! Allocate beyond a quota gets 486 Allocation Quota Reached (per peer) or 508 Insufficient
-//! Capacity (in total). Allocations are counted per TURN username (one per peer, see
-//! `credentials`) and forgotten when the TURN server reports them closed.
+//! A relay is a way into whatever network the server sits in. Left open, anyone holding
+//! credentials could make it send datagrams to the server's LAN, to its loopback services, to
+//! a cloud metadata address, or back at the server's own ports. So [`PeerPolicy`] denies by
+//! default every address that is not plainly public:
+//!
+//! * IPv4: "this network" 0/8 (and the unspecified address), private 10/8, 172.16/12 and
+//!   192.168/16, carrier-grade NAT 100.64/10, loopback 127/8, link-local 169.254/16, multicast
+//!   224/4, reserved 240/4 and broadcast;
+//! * IPv6: unspecified, loopback, unique-local fc00::/7, link-local fe80::/10, site-local
+//!   fec0::/10, multicast ff00::/8 (IPv4-mapped addresses are judged as IPv4);
+//! * the server's own addresses: the HTTP and STUN ports on every address of the server are
+//!   never reachable; any other port there only if it is one of the relay's own allocations
+//!   (two peers both on this relay talk relay to relay).
+//!
+//! `--turn-denied-peer` adds ranges; `--turn-allowed-peer` opens exactly the ranges it names
+//! (a LAN deployment, or tests on loopback), though never the server's HTTP and STUN ports.
+//!
+//! The [`Ledger`] counts live allocations per peer id, per client IP and in total. The relay
+//! calls [`Ledger::admit`] only once a request's MESSAGE-INTEGRITY has been verified, so
+//! forged or unauthenticated requests can never use up anyone's quota.
 
-use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ipnet::IpNet;
-use stun::attributes::{ATTR_USERNAME, ATTR_XOR_PEER_ADDRESS};
-use stun::error_code::{
-    ErrorCode, ErrorCodeAttribute, CODE_ALLOC_QUOTA_REACHED, CODE_FORBIDDEN,
-    CODE_INSUFFICIENT_CAPACITY,
-};
-use stun::message::{
-    Getter, Message, MessageType, CLASS_ERROR_RESPONSE, CLASS_INDICATION, CLASS_REQUEST,
-    METHOD_ALLOCATE, METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION, METHOD_SEND,
-};
-use stun::textattrs::TextAttribute;
-use turn::proto::peeraddr::PeerAddress;
-use webrtc_util::Conn;
 
 /// Which peer addresses the relay may reach.
 #[derive(Debug, Clone, Default)]
 pub struct PeerPolicy {
     /// Extra ranges to refuse (`--turn-denied-peer`).
     pub denied: Vec<IpNet>,
-    /// Ranges allowed even if denied otherwise (`--turn-allowed-peer`), coturn-style.
+    /// Ranges permitted even if denied otherwise (`--turn-allowed-peer`), except the server's
+    /// own service ports.
     pub allowed: Vec<IpNet>,
-    /// The server's own sockets (HTTP, STUN/TURN): never a relay target.
-    pub own: Vec<SocketAddr>,
+    /// The server's own addresses (listen, relay, and when listening on a wildcard every
+    /// interface address).
+    pub own_ips: Vec<IpAddr>,
+    /// Whether the server listens on a wildcard address: then the whole loopback range is its
+    /// own too.
+    pub own_wildcard: bool,
+    /// The server's service ports (HTTP, STUN, alternate STUN): never a relay target on any of
+    /// its own addresses.
+    pub service_ports: Vec<u16>,
+}
+
+/// What the policy says about one peer transport address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerVerdict {
+    /// The relay may exchange datagrams with it.
+    Permit,
+    /// Refused, and why.
+    Deny(DenyReason),
+    /// One of the server's own addresses: only the relay's own allocation ports may be reached
+    /// there (the caller knows which are live).
+    OwnAddress,
+}
+
+/// Why a peer address is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DenyReason {
+    /// In a range denied by default (private, loopback, …): the name of the range.
+    #[error("{0} address")]
+    Special(&'static str),
+    /// In a `--turn-denied-peer` range.
+    #[error("denied range")]
+    Configured,
+    /// The server's own HTTP or STUN port.
+    #[error("the server's own service port")]
+    ServicePort,
 }
 
 impl PeerPolicy {
-    /// Whether relaying to `peer` is allowed.
-    pub fn permits(&self, peer: SocketAddr) -> bool {
+    /// Judges relaying to `peer`.
+    pub fn judge(&self, peer: SocketAddr) -> PeerVerdict {
         let ip = peer.ip().to_canonical();
+        let own = self.is_own(ip);
+        if own && self.service_ports.contains(&peer.port()) {
+            return PeerVerdict::Deny(DenyReason::ServicePort);
+        }
         if self.allowed.iter().any(|n| n.contains(&ip)) {
-            return true;
+            return PeerVerdict::Permit;
         }
-        if self
-            .own
-            .iter()
-            .any(|own| own.port() == peer.port() && (own.ip() == ip || own.ip().is_unspecified()))
-        {
-            return false;
+        if own {
+            return PeerVerdict::OwnAddress;
         }
-        !(is_special(ip) || self.denied.iter().any(|n| n.contains(&ip)))
+        if let Some(range) = special_range(ip) {
+            return PeerVerdict::Deny(DenyReason::Special(range));
+        }
+        if self.denied.iter().any(|n| n.contains(&ip)) {
+            return PeerVerdict::Deny(DenyReason::Configured);
+        }
+        PeerVerdict::Permit
+    }
+
+    /// Whether `ip` is one of the server's own addresses (where ports need a closer look).
+    pub fn is_own(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.own_ips.contains(&ip) || (self.own_wildcard && ip.is_loopback())
     }
 }
 
-/// Loopback, link-local, unspecified, multicast, broadcast: never relayed to.
-fn is_special(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_multicast()
-                || v4.is_broadcast()
-        }
-        IpAddr::V6(v6) => {
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (v6.segments()[0] & 0xffc0) == 0xfe80
-        }
+/// The default-denied range `ip` falls in, by name, if any.
+pub fn special_range(ip: IpAddr) -> Option<&'static str> {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => special_v4(v4),
+        IpAddr::V6(v6) => special_v6(v6),
     }
+}
+
+fn special_v4(ip: Ipv4Addr) -> Option<&'static str> {
+    let [a, b, ..] = ip.octets();
+    Some(match (a, b) {
+        (0, _) => "unspecified (0/8)",
+        (10, _) => "private (10/8)",
+        (100, b) if b & 0xC0 == 64 => "carrier-grade NAT (100.64/10)",
+        (127, _) => "loopback",
+        (169, 254) => "link-local",
+        (172, b) if b & 0xF0 == 16 => "private (172.16/12)",
+        (192, 168) => "private (192.168/16)",
+        (224..=239, _) => "multicast",
+        (240..=255, _) => "reserved or broadcast",
+        _ => return None,
+    })
+}
+
+fn special_v6(ip: Ipv6Addr) -> Option<&'static str> {
+    let first = ip.segments()[0];
+    Some(if ip.is_unspecified() {
+        "unspecified"
+    } else if ip.is_loopback() {
+        "loopback"
+    } else if first & 0xFE00 == 0xFC00 {
+        "unique-local (fc00::/7)"
+    } else if first & 0xFFC0 == 0xFE80 {
+        "link-local"
+    } else if first & 0xFFC0 == 0xFEC0 {
+        "site-local"
+    } else if first & 0xFF00 == 0xFF00 {
+        "multicast"
+    } else {
+        return None;
+    })
 }
 
 /// Allocation quotas.
 #[derive(Debug, Clone, Copy)]
 pub struct Quotas {
-    /// Most live allocations one peer (TURN username) may hold.
+    /// Most live allocations one peer (one signaling session) may hold.
     pub per_peer: usize,
+    /// Most live allocations from one client IP, whoever's credentials they use.
+    pub per_ip: usize,
     /// Most live allocations in total.
     pub total: usize,
 }
 
-/// Live allocations: username → client addresses holding one.
-#[derive(Default)]
+/// Which quota an allocation would break.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum QuotaError {
+    /// The peer holds `--turn-max-allocations-per-peer` already.
+    #[error("per-peer allocation quota reached")]
+    PerPeer,
+    /// The client IP holds `--turn-max-per-ip` already.
+    #[error("per-IP allocation quota reached")]
+    PerIp,
+    /// The server holds `--turn-max-allocations` already.
+    #[error("the relay is full")]
+    Total,
+}
+
+impl QuotaError {
+    /// The TURN error code: 486 Allocation Quota Reached, or 508 Insufficient Capacity.
+    pub fn code(self) -> u16 {
+        match self {
+            QuotaError::PerPeer | QuotaError::PerIp => 486,
+            QuotaError::Total => 508,
+        }
+    }
+}
+
+/// Counts of live, authenticated allocations.
+#[derive(Debug, Default)]
 pub struct Ledger {
-    by_user: Mutex<HashMap<String, HashSet<SocketAddr>>>,
+    per_peer: HashMap<Box<str>, usize>,
+    per_ip: HashMap<IpAddr, usize>,
+    total: usize,
 }
 
 impl Ledger {
-    /// Forgets an allocation the TURN server closed.
-    pub fn closed(&self, username: &str, client: SocketAddr) {
-        let mut map = self.by_user.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(set) = map.get_mut(username) {
-            set.remove(&client);
-            if set.is_empty() {
-                map.remove(username);
-            }
+    /// Counts one more allocation for `peer` from `ip`, or says which quota it would break (and
+    /// counts nothing). Call only for a request whose integrity was verified.
+    pub fn admit(&mut self, peer: &str, ip: IpAddr, quotas: Quotas) -> Result<(), QuotaError> {
+        let ip = ip.to_canonical();
+        if self.per_peer.get(peer).copied().unwrap_or(0) >= quotas.per_peer {
+            return Err(QuotaError::PerPeer);
         }
-    }
-
-    /// Counts a new allocation attempt, or says which quota it would break.
-    fn admit(&self, username: &str, client: SocketAddr, quotas: Quotas) -> Result<(), ErrorCode> {
-        let mut map = self.by_user.lock().unwrap_or_else(|p| p.into_inner());
-        if map.get(username).is_some_and(|s| s.contains(&client)) {
-            return Ok(()); // a retry of the same allocation
+        if self.per_ip.get(&ip).copied().unwrap_or(0) >= quotas.per_ip {
+            return Err(QuotaError::PerIp);
         }
-        if map.get(username).map_or(0, HashSet::len) >= quotas.per_peer {
-            return Err(CODE_ALLOC_QUOTA_REACHED);
+        if self.total >= quotas.total {
+            return Err(QuotaError::Total);
         }
-        if map.values().map(HashSet::len).sum::<usize>() >= quotas.total {
-            return Err(CODE_INSUFFICIENT_CAPACITY);
-        }
-        map.entry(username.to_string()).or_default().insert(client);
+        *self.per_peer.entry(peer.into()).or_default() += 1;
+        *self.per_ip.entry(ip).or_default() += 1;
+        self.total += 1;
         Ok(())
     }
-}
 
-/// The listening socket, with the policy applied to what arrives on it.
-pub struct GuardedConn {
-    inner: Arc<dyn Conn + Send + Sync>,
-    policy: PeerPolicy,
-    quotas: Quotas,
-    ledger: Arc<Ledger>,
-    /// Checks usernames, so only credentialed allocations are counted.
-    minter: Option<crate::credentials::Minter>,
-}
-
-/// What to do with one datagram.
-enum Verdict {
-    Pass,
-    Drop,
-    Refuse(Vec<u8>),
-}
-
-impl GuardedConn {
-    /// Wraps `inner`.
-    pub fn new(
-        inner: Arc<dyn Conn + Send + Sync>,
-        policy: PeerPolicy,
-        quotas: Quotas,
-        ledger: Arc<Ledger>,
-        minter: Option<crate::credentials::Minter>,
-    ) -> GuardedConn {
-        GuardedConn {
-            inner,
-            policy,
-            quotas,
-            ledger,
-            minter,
-        }
-    }
-
-    fn judge(&self, data: &[u8], from: SocketAddr) -> Verdict {
-        if !stun::message::is_message(data) {
-            return Verdict::Pass; // ChannelData: its channel was bound only if permitted
-        }
-        // Read the type from the header first: Binding (the bulk) and refreshes pass untouched.
-        let mut typ = MessageType::default();
-        typ.read_value(u16::from_be_bytes([data[0], data[1]]));
-        let relevant = [
-            METHOD_CREATE_PERMISSION,
-            METHOD_CHANNEL_BIND,
-            METHOD_SEND,
-            METHOD_ALLOCATE,
-        ];
-        if !relevant.contains(&typ.method) {
-            return Verdict::Pass;
-        }
-        let mut msg = Message::new();
-        msg.raw = data.to_vec();
-        if msg.decode().is_err() {
-            return Verdict::Pass; // the TURN server drops it itself
-        }
-        let method = msg.typ.method;
-        let class = msg.typ.class;
-        let names_peer = (method == METHOD_CREATE_PERMISSION || method == METHOD_CHANNEL_BIND)
-            && class == CLASS_REQUEST
-            || method == METHOD_SEND && class == CLASS_INDICATION;
-        if names_peer {
-            let forbidden = msg
-                .attributes
-                .0
-                .iter()
-                .filter(|a| a.typ == ATTR_XOR_PEER_ADDRESS)
-                .any(|a| {
-                    let mut one = Message::new();
-                    one.transaction_id = msg.transaction_id;
-                    one.add(a.typ, &a.value);
-                    let mut peer = PeerAddress::default();
-                    match peer.get_from(&one) {
-                        Ok(()) => !self.policy.permits(SocketAddr::new(peer.ip, peer.port)),
-                        Err(_) => false,
-                    }
-                });
-            if forbidden {
-                tracing::info!(%from, "TURN: refused a relay to a forbidden peer address");
-                return if class == CLASS_REQUEST {
-                    Verdict::Refuse(error_response(&msg, CODE_FORBIDDEN))
-                } else {
-                    Verdict::Drop
-                };
+    /// Forgets one allocation of `peer` from `ip` (it expired, was deleted or revoked).
+    pub fn release(&mut self, peer: &str, ip: IpAddr) {
+        let ip = ip.to_canonical();
+        if let Some(n) = self.per_peer.get_mut(peer) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_peer.remove(peer);
             }
         }
-        if method == METHOD_ALLOCATE && class == CLASS_REQUEST && msg.contains(ATTR_USERNAME) {
-            let credentialed =
-                |user: &str| self.minter.as_ref().is_some_and(|m| m.check(user).is_ok());
-            if let Ok(user) = TextAttribute::get_from_as(&msg, ATTR_USERNAME) {
-                if !credentialed(&user.text) {
-                    return Verdict::Pass; // the TURN server refuses it
-                }
-                if let Err(code) = self.ledger.admit(&user.text, from, self.quotas) {
-                    tracing::info!(%from, user = %user.text, code = code.0, "TURN: allocation over quota");
-                    return Verdict::Refuse(error_response(&msg, code));
-                }
+        if let Some(n) = self.per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&ip);
             }
         }
-        Verdict::Pass
-    }
-}
-
-/// An error response to `req` with `code` (no integrity: the request was not processed).
-fn error_response(req: &Message, code: ErrorCode) -> Vec<u8> {
-    let mut resp = Message::new();
-    let result = resp.build(&[
-        Box::new(req.transaction_id),
-        Box::new(MessageType::new(req.typ.method, CLASS_ERROR_RESPONSE)),
-        Box::new(ErrorCodeAttribute {
-            code,
-            reason: Vec::new(),
-        }),
-    ]);
-    match result {
-        Ok(()) => resp.raw,
-        Err(_) => Vec::new(),
-    }
-}
-
-#[async_trait::async_trait]
-impl Conn for GuardedConn {
-    async fn connect(&self, addr: SocketAddr) -> webrtc_util::Result<()> {
-        self.inner.connect(addr).await
+        self.total = self.total.saturating_sub(1);
     }
 
-    async fn recv(&self, buf: &mut [u8]) -> webrtc_util::Result<usize> {
-        self.inner.recv(buf).await
+    /// Live allocations of `peer`.
+    pub fn peer_count(&self, peer: &str) -> usize {
+        self.per_peer.get(peer).copied().unwrap_or(0)
     }
 
-    async fn recv_from(&self, buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
-        loop {
-            let (n, from) = self.inner.recv_from(buf).await?;
-            match self.judge(&buf[..n], from) {
-                Verdict::Pass => return Ok((n, from)),
-                Verdict::Drop => continue,
-                Verdict::Refuse(reply) => {
-                    if !reply.is_empty() {
-                        let _ = self.inner.send_to(&reply, from).await;
-                    }
-                }
-            }
-        }
-    }
-
-    async fn send(&self, buf: &[u8]) -> webrtc_util::Result<usize> {
-        self.inner.send(buf).await
-    }
-
-    async fn send_to(&self, buf: &[u8], target: SocketAddr) -> webrtc_util::Result<usize> {
-        self.inner.send_to(buf, target).await
-    }
-
-    fn local_addr(&self) -> webrtc_util::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-
-    fn remote_addr(&self) -> Option<SocketAddr> {
-        self.inner.remote_addr()
-    }
-
-    async fn close(&self) -> webrtc_util::Result<()> {
-        self.inner.close().await
-    }
-
-    fn as_any(&self) -> &(dyn std::any::Any + Send + Sync) {
-        self
+    /// Live allocations in total.
+    pub fn total(&self) -> usize {
+        self.total
     }
 }
 
@@ -296,52 +245,175 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
     #[test]
-    fn special_and_own_addresses_are_refused() {
+    fn every_non_public_range_is_denied_by_default() {
+        let policy = PeerPolicy::default();
+        for denied in [
+            "0.0.0.0:9",
+            "0.1.2.3:9",
+            "10.0.0.1:9",
+            "10.255.255.255:9",
+            "172.16.0.1:9",
+            "172.31.255.254:9",
+            "192.168.1.1:9",
+            "100.64.0.1:9",
+            "100.127.255.254:9",
+            "127.0.0.1:9",
+            "127.9.9.9:9",
+            "169.254.169.254:80",
+            "224.0.0.251:5353",
+            "239.255.255.250:1900",
+            "240.0.0.1:9",
+            "255.255.255.255:9",
+            "[::]:9",
+            "[::1]:9",
+            "[fc00::1]:9",
+            "[fd12:3456::1]:9",
+            "[fe80::1]:9",
+            "[fec0::1]:9",
+            "[ff02::1]:9",
+            "[::ffff:10.0.0.1]:9",
+            "[::ffff:127.0.0.1]:9",
+        ] {
+            assert!(
+                matches!(
+                    policy.judge(addr(denied)),
+                    PeerVerdict::Deny(DenyReason::Special(_))
+                ),
+                "{denied} must be denied"
+            );
+        }
+        for public in [
+            "203.0.113.5:40000",
+            "198.51.100.1:9",
+            "8.8.8.8:53",
+            "172.32.0.1:9",
+            "172.15.255.255:9",
+            "100.128.0.1:9",
+            "100.63.255.255:9",
+            "192.169.0.1:9",
+            "11.0.0.1:9",
+            "[2001:db8::1]:9",
+            "[2a00:1450::1]:443",
+            "[::ffff:8.8.8.8]:53",
+        ] {
+            assert_eq!(
+                policy.judge(addr(public)),
+                PeerVerdict::Permit,
+                "{public} is public"
+            );
+        }
+    }
+
+    #[test]
+    fn an_allowed_range_opens_exactly_that_range() {
         let policy = PeerPolicy {
-            own: vec![addr("203.0.113.10:3478")],
+            allowed: vec![net("10.1.0.0/16")],
             ..Default::default()
         };
-        assert!(policy.permits(addr("203.0.113.2:50000")));
-        assert!(policy.permits(addr("10.0.0.2:50000")));
-        assert!(!policy.permits(addr("127.0.0.1:50000")));
-        assert!(!policy.permits(addr("[::1]:50000")));
-        assert!(!policy.permits(addr("169.254.1.1:50000")));
-        assert!(!policy.permits(addr("0.0.0.0:50000")));
-        assert!(!policy.permits(addr("224.0.0.251:5353")));
-        assert!(!policy.permits(addr("203.0.113.10:3478")));
-        assert!(policy.permits(addr("203.0.113.10:40000")));
+        assert_eq!(policy.judge(addr("10.1.2.3:9")), PeerVerdict::Permit);
+        assert_eq!(policy.judge(addr("10.1.255.255:9")), PeerVerdict::Permit);
+        for still_denied in [
+            "10.2.0.1:9",
+            "10.0.255.255:9",
+            "192.168.1.1:9",
+            "127.0.0.1:9",
+        ] {
+            assert!(
+                matches!(policy.judge(addr(still_denied)), PeerVerdict::Deny(_)),
+                "{still_denied}"
+            );
+        }
     }
 
     #[test]
-    fn denied_and_allowed_ranges() {
+    fn denied_ranges_add_to_the_defaults_and_allowed_wins() {
         let policy = PeerPolicy {
-            denied: vec!["10.0.0.0/8".parse().unwrap()],
-            allowed: vec![
-                "127.0.0.0/8".parse().unwrap(),
-                "10.1.0.0/16".parse().unwrap(),
-            ],
-            own: vec![],
+            denied: vec![net("198.51.100.0/24"), net("203.0.113.0/24")],
+            allowed: vec![net("203.0.113.128/25")],
+            ..Default::default()
         };
-        assert!(!policy.permits(addr("10.0.0.2:1")));
-        assert!(policy.permits(addr("10.1.0.2:1")));
-        assert!(policy.permits(addr("127.0.0.1:1")));
+        assert_eq!(
+            policy.judge(addr("198.51.100.1:9")),
+            PeerVerdict::Deny(DenyReason::Configured)
+        );
+        assert_eq!(
+            policy.judge(addr("203.0.113.1:9")),
+            PeerVerdict::Deny(DenyReason::Configured)
+        );
+        assert_eq!(policy.judge(addr("203.0.113.200:9")), PeerVerdict::Permit);
     }
 
     #[test]
-    fn quotas_count_per_peer_and_in_total() {
-        let ledger = Ledger::default();
+    fn the_servers_own_addresses_expose_no_service_port() {
+        let policy = PeerPolicy {
+            own_ips: vec!["203.0.113.10".parse().unwrap()],
+            service_ports: vec![8080, 3478, 3479],
+            allowed: vec![net("203.0.113.0/24"), net("127.0.0.0/8")],
+            own_wildcard: true,
+            ..Default::default()
+        };
+        for port in [8080, 3478, 3479] {
+            assert_eq!(
+                policy.judge(SocketAddr::new("203.0.113.10".parse().unwrap(), port)),
+                PeerVerdict::Deny(DenyReason::ServicePort),
+                "even inside an allowed range"
+            );
+            // Listening on a wildcard: every loopback address is the server's too.
+            assert_eq!(
+                policy.judge(SocketAddr::new("127.0.0.2".parse().unwrap(), port)),
+                PeerVerdict::Deny(DenyReason::ServicePort)
+            );
+        }
+        // Other ports there: allowed here because the range is; otherwise only relay ports.
+        assert_eq!(
+            policy.judge(addr("203.0.113.10:50000")),
+            PeerVerdict::Permit
+        );
+        let strict = PeerPolicy {
+            allowed: vec![],
+            ..policy
+        };
+        assert_eq!(
+            strict.judge(addr("203.0.113.10:50000")),
+            PeerVerdict::OwnAddress
+        );
+        assert_eq!(
+            strict.judge(addr("127.0.0.1:50000")),
+            PeerVerdict::OwnAddress
+        );
+        assert_eq!(
+            strict.judge(addr("203.0.113.11:50000")),
+            PeerVerdict::Permit
+        );
+    }
+
+    #[test]
+    fn quotas_count_per_peer_per_ip_and_in_total() {
+        let mut ledger = Ledger::default();
         let q = Quotas {
             per_peer: 2,
-            total: 3,
+            per_ip: 3,
+            total: 4,
         };
-        assert!(ledger.admit("u1", addr("1.1.1.1:1"), q).is_ok());
-        assert!(ledger.admit("u1", addr("1.1.1.1:1"), q).is_ok(), "retry");
-        assert!(ledger.admit("u1", addr("1.1.1.1:2"), q).is_ok());
-        assert!(ledger.admit("u1", addr("1.1.1.1:3"), q) == Err(CODE_ALLOC_QUOTA_REACHED));
-        assert!(ledger.admit("u2", addr("2.2.2.2:1"), q).is_ok());
-        assert!(ledger.admit("u3", addr("3.3.3.3:1"), q) == Err(CODE_INSUFFICIENT_CAPACITY));
-        ledger.closed("u1", addr("1.1.1.1:1"));
-        assert!(ledger.admit("u3", addr("3.3.3.3:1"), q).is_ok());
+        let ip1: IpAddr = "198.51.100.1".parse().unwrap();
+        let ip2: IpAddr = "198.51.100.2".parse().unwrap();
+        assert_eq!(ledger.admit("a", ip1, q), Ok(()));
+        assert_eq!(ledger.admit("a", ip1, q), Ok(()));
+        assert_eq!(ledger.admit("a", ip2, q), Err(QuotaError::PerPeer));
+        assert_eq!(ledger.admit("b", ip1, q), Ok(()));
+        assert_eq!(ledger.admit("c", ip1, q), Err(QuotaError::PerIp));
+        assert_eq!(ledger.admit("c", ip2, q), Ok(()));
+        assert_eq!(ledger.admit("d", ip2, q), Err(QuotaError::Total));
+        assert_eq!(ledger.total(), 4);
+        ledger.release("a", ip1);
+        assert_eq!(ledger.admit("d", ip2, q), Ok(()));
+        assert_eq!(QuotaError::PerPeer.code(), 486);
+        assert_eq!(QuotaError::PerIp.code(), 486);
+        assert_eq!(QuotaError::Total.code(), 508);
     }
 }

@@ -88,6 +88,11 @@ impl ServerProcess {
         self.child.wait().expect("wait for the server")
     }
 
+    /// The server process's id (e.g. to read its memory use from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `ws://…/ws/{room}` for this server.
     pub fn ws_url(&self, room: &str) -> String {
         format!("ws://{}/ws/{room}", self.http)

@@ -66,6 +66,36 @@ pub async fn web() -> Service {
     serve(|stream| tokio::spawn(handle_http(stream))).await
 }
 
+/// A hostile site: its page probes whether it can reach the room page that opened it (the
+/// window above it, its storage, its `burrowRoom`) and writes what happened into `#probe`.
+pub async fn hostile() -> Service {
+    serve(|stream| tokio::spawn(handle_hostile(stream))).await
+}
+
+/// The hostile page, whatever was asked.
+async fn handle_hostile(mut s: TcpStream) {
+    let mut buf = [0u8; 8192];
+    let _ = s.read(&mut buf).await;
+    let page = "<!doctype html><html><head><title>hostile</title></head><body><pre id=\"probe\">\
+        </pre><script>\
+        const out = [];\
+        function t(name, f) { try { out.push(name + ': ' + f()); } catch (e) { out.push(name + ': blocked'); } }\
+        t('top', () => String(window.top.document.title));\
+        t('room', () => String(window.top.burrowRoom.peerId));\
+        t('chat', () => { window.top.burrowRoom.sendChat('pwned'); return 'sent'; });\
+        t('room-storage', () => String(window.top.localStorage.getItem('burrow.name')));\
+        t('storage', () => { localStorage.setItem('burrow.name', 'pwned'); return 'own ' + location.origin; });\
+        document.getElementById('probe').textContent = out.join('\\n');\
+        </script></body></html>";
+    let header = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        page.len()
+    );
+    let _ = s.write_all(header.as_bytes()).await;
+    let _ = s.write_all(page.as_bytes()).await;
+    let _ = s.shutdown().await;
+}
+
 async fn handle_http(mut s: TcpStream) {
     let mut req = Vec::new();
     let mut buf = [0u8; 8192];

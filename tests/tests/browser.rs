@@ -224,6 +224,13 @@ async fn the_page_opens_a_site_a_native_peer_exposes() {
     )
     .await;
     page.click(&button).await;
+    // The site runs on its own origin: the room page frames its host frame, which frames it.
+    page.client.enter_frame(0).await.expect("the host frame");
+    page.wait_for(
+        "the site's frame",
+        "return !!document.getElementById('site') && !document.getElementById('site').hidden;",
+    )
+    .await;
     page.client.enter_frame(0).await.expect("the site's frame");
     let greeting = page
         .wait_for(
@@ -247,12 +254,86 @@ async fn the_page_opens_a_site_a_native_peer_exposes() {
         )
         .await;
     assert_eq!(posted, "posted: word=burrow");
-    page.client
-        .enter_parent_frame()
-        .await
-        .expect("back to the page");
+    for _ in 0..2 {
+        page.client
+            .enter_parent_frame()
+            .await
+            .expect("back to the page");
+    }
     page.screenshot(&screenshot_path("site-in-page.png")).await;
     assert!(web.connections.load(std::sync::atomic::Ordering::SeqCst) >= 3);
+    exposer.expect_event("connected", &[]);
+    page.close().await;
+}
+
+/// The hardening issue's row 10: a hostile exposed site opened with **Open web** runs on its own
+/// origin: it cannot read or script the room page above it, send chat through it, or touch its
+/// storage; what it stores stays on its own origin.
+#[tokio::test]
+async fn a_hostile_exposed_site_cannot_touch_the_room_page() {
+    if !sandbox::enter("a_hostile_exposed_site_cannot_touch_the_room_page") {
+        return;
+    }
+    let server = ServerProcess::start(&[]);
+    let link = server.room_link("hostile");
+    let site = burrow_tests::site::hostile().await;
+    let local = site.addr.to_string();
+    let mut exposer = Burrow::start(&["--bind", "0.0.0.0", "expose", &local, &link]);
+    let exposer_id = exposer.peer_id();
+    let page = Browser::start().await;
+    page.open(&link).await;
+    page.run_async(
+        "localStorage.setItem('burrow.name', 'visitor'); arguments[arguments.length - 1](true);",
+    )
+    .await;
+    let button = format!("#peers li[data-peer=\"{exposer_id}\"] button.open");
+    page.wait_for(
+        "the Open button",
+        &format!(
+            "return !!document.querySelector('{}');",
+            button.replace('\'', "\\'")
+        ),
+    )
+    .await;
+    page.click(&button).await;
+    page.client.enter_frame(0).await.expect("the host frame");
+    page.wait_for(
+        "the site's frame",
+        "return !!document.getElementById('site') && !document.getElementById('site').hidden;",
+    )
+    .await;
+    page.client.enter_frame(0).await.expect("the site's frame");
+    let probe = page
+        .wait_for(
+            "the probe's report",
+            "const p = document.getElementById('probe'); return p && p.textContent.includes('storage') && p.textContent;",
+        )
+        .await;
+    let probe = probe.as_str().unwrap_or_default().to_string();
+    for line in [
+        "top: blocked",
+        "room: blocked",
+        "chat: blocked",
+        "room-storage: blocked",
+    ] {
+        assert!(probe.contains(line), "{line} expected in:\n{probe}");
+    }
+    assert!(
+        probe.contains("storage: own http://") && probe.contains(".localhost:"),
+        "the site's storage is its own origin's: {probe}"
+    );
+    for _ in 0..2 {
+        page.client.enter_parent_frame().await.expect("back up");
+    }
+    let name = page
+        .run_async("arguments[arguments.length - 1](localStorage.getItem('burrow.name'));")
+        .await;
+    assert_eq!(name, "visitor", "the room page's storage is untouched");
+    let log = page.text("#chat-log").await;
+    assert!(
+        !log.contains("pwned"),
+        "no chat was sent as the visitor: {log}"
+    );
     exposer.expect_event("connected", &[]);
     page.close().await;
 }

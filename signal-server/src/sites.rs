@@ -1,0 +1,177 @@
+//! Exposed sites on origins of their own.
+//!
+//! A site a peer exposes (`burrow expose`) is someone else's code. Opened on the room page's own
+//! origin it could script the page (send chat as the visitor, read its storage and saved tokens,
+//! reach other peers' services). So every exposed service gets its own origin, as ngrok and
+//! Cloudflare Tunnel give every tunnel its own host name:
+//!
+//! ```text
+//!  room page  http://burrow.example/r/ROOM          (origin A: the Room, the peer connections)
+//!    └─ iframe  http://<label>.SITES/__burrow/host.html   (origin B: one per peer and service)
+//!         └─ iframe  http://<label>.SITES/…         the site itself, served by B's service worker
+//! ```
+//!
+//! `<label>` is 32 hex digits of SHA-256(room, peer, service), computed by the page. B's service
+//! worker turns each request into a message to the host frame, which passes it over a
+//! `MessagePort` the room page handed it; the room page carries it over a data channel to that one
+//! peer and service — the port cannot name any other. B cannot reach A's window or storage
+//! (another origin), nor the signaling socket (this router serves B only the host frame's files).
+//!
+//! `SITES` is `--sites-domain` (a wildcard DNS name, e.g. `sites.burrow.example`, with a
+//! wildcard certificate: service workers need https); without it, and for a page opened on
+//! `localhost` or `127.0.0.1`, it is `localhost`, whose subdomains browsers resolve to loopback
+//! and treat as secure.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use tower_http::services::ServeFile;
+
+use crate::AppState;
+
+/// The domain under which sites get their origins, for a page reached at `request_host`.
+pub fn domain_for(configured: Option<&str>, request_host: Option<&str>) -> Option<String> {
+    if let Some(d) = configured {
+        return Some(d.trim_matches('.').to_ascii_lowercase());
+    }
+    let host = request_host.map(crate::config::strip_port)?;
+    ["localhost", "127.0.0.1", "[::1]"]
+        .contains(&host.to_ascii_lowercase().as_str())
+        .then(|| "localhost".to_string())
+}
+
+/// Whether `host` (a `Host` header) names a site origin: one 32-hex-digit label under the
+/// configured sites domain, or under `localhost`.
+pub fn is_site_host(host: &str, configured: Option<&str>) -> bool {
+    let host = crate::config::strip_port(host).to_ascii_lowercase();
+    let Some((label, parent)) = host.split_once('.') else {
+        return false;
+    };
+    let parent_ok = parent == "localhost"
+        || configured.is_some_and(|d| parent == d.trim_matches('.').to_ascii_lowercase());
+    parent_ok && label.len() == 32 && label.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// `/api/sites`: where the page should open sites (`{"domain": null}` when it cannot).
+pub async fn api(
+    State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+) -> impl IntoResponse {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    Json(serde_json::json!({
+        "domain": domain_for(state.config.sites_domain.as_deref(), host),
+    }))
+}
+
+/// Where [`dispatch`] sends a site origin's requests.
+#[derive(Clone)]
+pub struct Dispatch {
+    /// The site origins' router ([`router`]).
+    pub sites: Router,
+    /// `--sites-domain`, if set.
+    pub domain: Option<String>,
+}
+
+/// Sends requests for a site origin to [`router`], everything else on to the page's routes.
+pub async fn dispatch(State(d): State<Dispatch>, req: Request, next: Next) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    if is_site_host(host, d.domain.as_deref()) {
+        match tower::ServiceExt::oneshot(d.sites, req).await {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        }
+    } else {
+        next.run(req).await
+    }
+}
+
+/// What a site origin serves itself: the host frame, its script and style, and the service
+/// worker. Any
+/// other path reaches the server only before the service worker runs, and gets a hint.
+pub fn router(state: &AppState) -> Router {
+    let dir = state.config.www.join("site");
+    let sw = ServeFile::new(dir.join("sw.js"));
+    Router::new()
+        .route_service("/__burrow/host.html", ServeFile::new(dir.join("host.html")))
+        .route_service("/__burrow/host.js", ServeFile::new(dir.join("host.js")))
+        .route_service("/__burrow/host.css", ServeFile::new(dir.join("host.css")))
+        .route_service("/__burrow/sw.js", sw)
+        .fallback(not_here)
+        .layer(axum::middleware::map_response(site_headers))
+}
+
+async fn not_here() -> impl IntoResponse {
+    (
+        StatusCode::NOT_FOUND,
+        "This address shows a site a Burrow peer exposes; open it from the room page.\n",
+    )
+}
+
+/// The host frame's own policy: its script only, framing only its own origin; the worker may
+/// control the whole origin. The site's pages (made by its worker) carry the site's headers.
+async fn site_headers(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; frame-src 'self'; object-src 'none'; \
+             base-uri 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert("service-worker-allowed", HeaderValue::from_static("/"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LABEL: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn site_hosts() {
+        assert!(is_site_host(&format!("{LABEL}.localhost:8080"), None));
+        assert!(is_site_host(
+            &format!("{LABEL}.sites.example"),
+            Some("sites.example")
+        ));
+        assert!(!is_site_host("localhost:8080", None));
+        assert!(!is_site_host("127.0.0.1:8080", None));
+        assert!(!is_site_host(&format!("{LABEL}.evil.example"), None));
+        assert!(!is_site_host("short.localhost", None));
+        assert!(!is_site_host(&format!("x.{LABEL}.localhost"), None));
+    }
+
+    #[test]
+    fn domains() {
+        assert_eq!(
+            domain_for(None, Some("127.0.0.1:8080")).as_deref(),
+            Some("localhost")
+        );
+        assert_eq!(
+            domain_for(None, Some("localhost:8080")).as_deref(),
+            Some("localhost")
+        );
+        assert_eq!(domain_for(None, Some("203.0.113.10:8080")), None);
+        assert_eq!(
+            domain_for(Some("Sites.Example."), Some("burrow.example")).as_deref(),
+            Some("sites.example")
+        );
+    }
+}
