@@ -111,7 +111,8 @@ pub async fn connect(
     options: Options,
     use_ice_servers: bool,
 ) -> anyhow::Result<Pair> {
-    let (wa, outbox_a, server_a) = signaling::join(link, None).await?;
+    let (wa, outbox_a, server_a) =
+        signaling::join(link, None, native_peer::tls::client_config(None)?).await?;
     let (a_open_tx, a_open_rx) = oneshot::channel();
     let ice_a = if use_ice_servers {
         wa.ice_servers.clone()
@@ -130,7 +131,8 @@ pub async fn connect(
     );
 
     let start = Instant::now();
-    let (wb, outbox_b, server_b) = signaling::join(link, None).await?;
+    let (wb, outbox_b, server_b) =
+        signaling::join(link, None, native_peer::tls::client_config(None)?).await?;
     let a_info = wb
         .peers
         .first()

@@ -7,6 +7,7 @@
 //! * [`session`]: a room: the mesh, chat, files, expose/forward, driven by one event loop;
 //! * [`files`]: sending and receiving files;
 //! * [`streams`]: TCP streams over data channels (`burrow expose` / `burrow forward`);
+//! * [`tls`]: whom `burrow` trusts on https room links;
 //! * [`netcheck`]: what this machine's NAT does;
 //! * [`events`]: what is printed.
 
@@ -18,3 +19,4 @@ pub mod rtc;
 pub mod session;
 pub mod signaling;
 pub mod streams;
+pub mod tls;

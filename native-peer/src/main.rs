@@ -35,6 +35,9 @@ struct Cli {
     /// Local IP for peer connections (default: loopback for a loopback server, else all).
     #[arg(long, global = true)]
     bind: Option<IpAddr>,
+    /// Also trust this CA certificate (PEM) for https:// room links (a private deployment).
+    #[arg(long, global = true, env = "BURROW_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -118,6 +121,7 @@ async fn main() {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let opts = Options {
+        tls: native_peer::tls::client_config(cli.ca_cert.as_deref())?,
         name: cli.name,
         printer: Printer { json: cli.json },
         bind: cli.bind,

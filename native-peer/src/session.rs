@@ -62,6 +62,8 @@ pub struct Options {
     pub printer: Printer,
     /// Local IP to bind, overriding the automatic choice.
     pub bind: Option<std::net::IpAddr>,
+    /// TLS trust for `wss://` servers.
+    pub tls: Arc<rustls::ClientConfig>,
 }
 
 /// Things the loop hears about besides the server and the peers' callbacks.
@@ -102,7 +104,8 @@ struct Session {
 /// Joins the room behind `link` and runs until done (send mode), stdin ends, Ctrl-C, or the
 /// server goes away.
 pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<()> {
-    let (welcome, outbox, mut server) = signaling::join(link, opts.name.clone()).await?;
+    let (welcome, outbox, mut server) =
+        signaling::join(link, opts.name.clone(), opts.tls.clone()).await?;
     let network = Network::for_server_host(link.host(), opts.bind);
     let printer = opts.printer;
     printer.print(&Event::Joined {

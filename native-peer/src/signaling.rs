@@ -1,5 +1,6 @@
 //! The signaling client: one WebSocket to the rendezvous server, `hello`, then messages both ways.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -64,13 +65,21 @@ impl Outbox {
 pub async fn join(
     link: &RoomLink,
     name: Option<String>,
+    tls: Arc<rustls::ClientConfig>,
 ) -> Result<(Welcome, Outbox, mpsc::UnboundedReceiver<ServerMessage>), JoinError> {
     let url = link.ws_url();
     let unreachable = |reason: String| JoinError::Unreachable {
         url: url.clone(),
         reason,
     };
-    let (mut ws, _) = tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(&url))
+    // `wss://` links use `tls` (public roots plus `--ca-cert`); `ws://` ones ignore it.
+    let connect = tokio_tungstenite::connect_async_tls_with_config(
+        &url,
+        None,
+        true,
+        Some(tokio_tungstenite::Connector::Rustls(tls)),
+    );
+    let (mut ws, _) = tokio::time::timeout(CONNECT_TIMEOUT, connect)
         .await
         .map_err(|_| unreachable("timed out".into()))?
         .map_err(|e| unreachable(e.to_string()))?;

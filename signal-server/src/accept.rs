@@ -177,16 +177,31 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Limited<S> {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, within `limits` (refusals counted in
-/// `metrics`), giving each request `header_timeout` to arrive.
+/// How [`serve`] treats each connection.
+pub struct Policy {
+    /// Open connections, within their limits.
+    pub limits: Arc<ConnectionLimits>,
+    /// Where refusals are counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Time for a new connection's first byte, its TLS handshake, and each request's headers.
+    pub header_timeout: Duration,
+    /// TLS, when on (`--tls-cert`).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, within `policy`.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    limits: Arc<ConnectionLimits>,
-    metrics: Arc<crate::metrics::Metrics>,
-    header_timeout: Duration,
+    policy: Policy,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    let Policy {
+        limits,
+        metrics,
+        header_timeout,
+        tls,
+    } = policy;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -231,6 +246,7 @@ pub async fn serve(
         let app = app.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
             // hyper's header deadline starts once it reads a request head; a client that never
             // sends a byte would wait before that, in protocol detection, for ever.
@@ -242,17 +258,39 @@ pub async fn serve(
                 tracing::debug!(%peer, "no request in time (or closed); closing");
                 return;
             }
-            let io = TokioIo::new(Limited {
-                stream,
-                _slot: slot,
-            });
-            let service = hyper::service::service_fn(move |mut req| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                tower::ServiceExt::oneshot(app.clone(), req)
-            });
-            let conn = builder.serve_connection_with_upgrades(io, service);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(%peer, error = %e, "http connection ended");
+            match tls {
+                None => {
+                    serve_io(
+                        Limited {
+                            stream,
+                            _slot: slot,
+                        },
+                        builder,
+                        app,
+                        peer,
+                        watcher,
+                    )
+                    .await
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            serve_io(
+                                Limited {
+                                    stream,
+                                    _slot: slot,
+                                },
+                                builder,
+                                app,
+                                peer,
+                                watcher,
+                            )
+                            .await
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
             }
         });
     }
@@ -264,6 +302,26 @@ pub async fn serve(
         tracing::debug!("some HTTP connections did not finish in time");
     }
     Ok(())
+}
+
+/// Serves HTTP (1 or 2, with upgrades to WebSocket) on one accepted connection.
+async fn serve_io<S>(
+    io: Limited<S>,
+    builder: auto::Builder<TokioExecutor>,
+    app: Router,
+    peer: SocketAddr,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut req| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        tower::ServiceExt::oneshot(app.clone(), req)
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(conn.into_owned()).await {
+        tracing::debug!(%peer, error = %e, "http connection ended");
+    }
 }
 
 /// The client address axum handlers can extract (set by [`serve`] on every request).

@@ -101,6 +101,29 @@ pub struct Config {
     #[arg(long, env = "BURROW_SITES_DOMAIN")]
     pub sites_domain: Option<String>,
 
+    /// Serve https and wss with this certificate chain (PEM); needs --tls-key.
+    #[arg(
+        long,
+        env = "BURROW_TLS_CERT",
+        requires = "tls_key",
+        value_name = "FILE"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "BURROW_TLS_KEY",
+        requires = "tls_cert",
+        value_name = "FILE"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// With TLS on, also listen for plain HTTP here and redirect every request to https (e.g.
+    /// `0.0.0.0:80`).
+    #[arg(long, env = "BURROW_HTTP_REDIRECT_LISTEN", requires = "tls_cert")]
+    pub http_redirect_listen: Option<SocketAddr>,
+
     /// A second STUN port, so `burrow netcheck` can tell whether the NAT's mapping depends on the
     /// destination (default: the STUN port + 1; 0 picks a free one).
     #[arg(long, env = "BURROW_STUN_ALT_PORT")]

@@ -14,6 +14,7 @@
 //! * [`nonce`]: stateless TURN nonces;
 //! * [`turn_guard`]: where the relay may send, and allocation quotas;
 //! * [`sites`]: exposed sites on origins of their own;
+//! * [`tls`]: https/wss with the operator's certificate, and the plain-HTTP redirect;
 //! * [`metrics`]: counters and gauges for `/metrics`;
 //! * [`wire`]: STUN/TURN message encoding and decoding;
 //! * [`config`]: flags and defaults.
@@ -30,6 +31,7 @@ pub mod relay;
 pub mod room;
 pub mod sites;
 pub mod stun;
+pub mod tls;
 pub mod turn_guard;
 pub mod wire;
 
@@ -114,6 +116,10 @@ pub struct Running {
     pub stun_alt_addr: SocketAddr,
     /// Where `/metrics` is served, when on its own address (`--metrics-listen`).
     pub metrics_addr: Option<SocketAddr>,
+    /// Where plain HTTP is redirected to https (`--http-redirect-listen`).
+    pub redirect_addr: Option<SocketAddr>,
+    /// Whether the main address speaks https.
+    pub tls: bool,
     state: Arc<AppState>,
     stun: stun::StunServer,
     http: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -178,19 +184,40 @@ pub async fn start(
         shutdown.await;
         let _ = stop_tx.send(true);
     };
-    let http = tokio::spawn(accept::serve(
-        listener,
-        app,
+    let tls = match (&state.config.tls_cert, &state.config.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+        _ => None,
+    };
+    let redirect_addr = match state.config.http_redirect_listen {
+        Some(addr) => {
+            let redirect = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen for http redirects on {addr}: {e}"))?;
+            let bound = redirect.local_addr()?;
+            let https_port = http_addr.port();
+            let app = axum::Router::new()
+                .fallback(move |headers, uri| tls::redirect(https_port, headers, uri));
+            // Redirects only: served until the process ends.
+            tokio::spawn(async move { axum::serve(redirect, app).await });
+            Some(bound)
+        }
+        None => None,
+    };
+    let tls_on = tls.is_some();
+    let policy = accept::Policy {
         limits,
         metrics,
         header_timeout,
-        shutdown,
-    ));
+        tls,
+    };
+    let http = tokio::spawn(accept::serve(listener, app, policy, shutdown));
     Ok(Running {
         http_addr,
         stun_addr: stun.local_addr,
         stun_alt_addr: stun.alt_addr,
         metrics_addr,
+        redirect_addr,
+        tls: tls_on,
         state,
         stun,
         http,

@@ -22,11 +22,16 @@ async fn main() -> anyhow::Result<()> {
         .metrics_addr
         .map(|a| format!(" metrics={a}"))
         .unwrap_or_default();
+    let redirect = running
+        .redirect_addr
+        .map(|a| format!(" redirect={a}"))
+        .unwrap_or_default();
     println!(
-        "listening http={} stun={} stun-alt={}{metrics}",
+        "listening http={} stun={} stun-alt={}{metrics}{redirect}",
         running.http_addr, running.stun_addr, running.stun_alt_addr
     );
-    tracing::info!("open http://{}/ in a browser", running.http_addr);
+    let scheme = if running.tls { "https" } else { "http" };
+    tracing::info!("open {scheme}://{}/ in a browser", running.http_addr);
     running.wait().await?;
     tracing::info!("stopped");
     Ok(())

@@ -15,6 +15,8 @@ pub struct ServerProcess {
     pub stun_alt: SocketAddr,
     /// Its `/metrics` address, when started with `--metrics-listen`.
     pub metrics: Option<SocketAddr>,
+    /// Its plain-HTTP redirect address, when started with `--http-redirect-listen`.
+    pub redirect: Option<SocketAddr>,
 }
 
 impl ServerProcess {
@@ -67,16 +69,20 @@ impl ServerProcess {
         let http = field("http=");
         let stun = field("stun=");
         let stun_alt = field("stun-alt=");
-        let metrics = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("metrics="))
-            .and_then(|v| v.parse().ok());
+        let optional = |key: &str| -> Option<SocketAddr> {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .and_then(|v| v.parse().ok())
+        };
+        let metrics = optional("metrics=");
+        let redirect = optional("redirect=");
         ServerProcess {
             child,
             http,
             stun,
             stun_alt,
             metrics,
+            redirect,
         }
     }
 
