@@ -134,12 +134,12 @@ pub async fn start(
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let http_addr = listener.local_addr()?;
-    let stun = stun::StunServer::start(&config, http_addr).await?;
+    let metrics = Arc::new(metrics::Metrics::new());
+    let stun = stun::StunServer::start(&config, http_addr, metrics.clone()).await?;
     let external_turn = config
         .external_turn_secret
         .as_deref()
         .map(|secret| credentials::Minter::new(secret, config.turn_ttl));
-    let metrics = Arc::new(metrics::Metrics::new());
     let limits =
         accept::ConnectionLimits::new(config.max_connections_per_ip, config.max_connections);
     let metrics_listener = match config.metrics_listen {

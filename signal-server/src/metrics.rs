@@ -38,6 +38,12 @@ pub struct Metrics {
     /// WebSocket upgrades refused for their `Origin`.
     pub origin_refused: Counter,
     turn_allocations: Gauge,
+    /// STUN Binding requests answered.
+    pub stun_requests: Counter,
+    /// TURN requests refused, by error code (401 challenges, the normal first step, excluded).
+    pub turn_refused: Family<Label, Counter>,
+    /// Bytes the TURN relay forwarded (to peers and to clients).
+    pub turn_bytes: Counter,
 }
 
 impl Default for Metrics {
@@ -63,6 +69,9 @@ impl Metrics {
             connections_refused: Family::default(),
             origin_refused: Counter::default(),
             turn_allocations: Gauge::default(),
+            stun_requests: Counter::default(),
+            turn_refused: Family::default(),
+            turn_bytes: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("rooms", "Rooms open now", m.rooms.clone());
@@ -105,12 +114,43 @@ impl Metrics {
             "TURN allocations live now",
             m.turn_allocations.clone(),
         );
+        registry.register(
+            "stun_requests",
+            "STUN Binding requests answered",
+            m.stun_requests.clone(),
+        );
+        registry.register(
+            "turn_refused",
+            "TURN requests refused, by error code (401 challenges not counted)",
+            m.turn_refused.clone(),
+        );
+        registry.register(
+            "turn_relayed_bytes",
+            "Bytes the TURN relay forwarded",
+            m.turn_bytes.clone(),
+        );
         Metrics { registry, ..m }
     }
 
     /// Counts an error reply.
     pub fn error(&self, code: ErrorCode) {
         self.errors.get_or_create(&[("code", code.as_str())]).inc();
+    }
+
+    /// Counts a refused TURN request by its error code.
+    pub fn turn_refusal(&self, code: u16) {
+        let code = match code {
+            400 => "400",
+            401 => "401",
+            403 => "403",
+            437 => "437",
+            438 => "438",
+            442 => "442",
+            486 => "486",
+            508 => "508",
+            _ => "other",
+        };
+        self.turn_refused.get_or_create(&[("code", code)]).inc();
     }
 
     /// The text exposition, with the gauges set from the live counts first.

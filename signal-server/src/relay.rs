@@ -89,6 +89,8 @@ pub struct RelayConfig {
     pub max_lifetime: Duration,
     /// Relayed bytes per second per peer (all its allocations, both directions); 0: no cap.
     pub max_bps: u64,
+    /// Where refusals and relayed bytes are counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The relay: configuration, the listening sockets (to reach clients) and every allocation.
@@ -769,9 +771,11 @@ impl Relay {
                     .attr(attr::NONCE, self.nonces.mint(client).as_bytes());
             }
             AuthRefusal::BadRequest => {
+                self.cfg.metrics.turn_refusal(400);
                 b.error_code(400, "Bad Request");
             }
             AuthRefusal::StaleNonce(key) => {
+                self.cfg.metrics.turn_refusal(438);
                 b.error_code(438, "Stale Nonce")
                     .attr(attr::REALM, self.cfg.realm.as_bytes())
                     .attr(attr::NONCE, self.nonces.mint(client).as_bytes());
@@ -813,12 +817,14 @@ impl Relay {
                     .fingerprint();
             }
             Outcome::Refused(code, reason) => {
+                self.cfg.metrics.turn_refusal(code);
                 Builder::new(out, m, Class::Error, tid)
                     .error_code(code, reason)
                     .integrity(key)
                     .fingerprint();
             }
             Outcome::NotLive => {
+                self.cfg.metrics.turn_refusal(401);
                 Builder::new(out, m, Class::Error, tid)
                     .error_code(401, "Unauthorized")
                     .attr(attr::REALM, self.cfg.realm.as_bytes())
@@ -877,7 +883,9 @@ impl Relay {
                 return;
             }
         }
-        let _ = send_now(&alloc.socket, data, alloc.socket_addr(peer));
+        if let Ok(n) = send_now(&alloc.socket, data, alloc.socket_addr(peer)) {
+            self.cfg.metrics.turn_bytes.inc_by(n as u64);
+        }
     }
 
     /// A datagram `buf[HEADROOM..HEADROOM + n]` from `peer` on `alloc`'s relay socket: to the
@@ -933,7 +941,9 @@ impl Relay {
                 &buf[start..end]
             }
         };
-        let _ = send_now(listener, out, alloc.client);
+        if let Ok(n) = send_now(listener, out, alloc.client) {
+            self.cfg.metrics.turn_bytes.inc_by(n as u64);
+        }
     }
 }
 
@@ -1106,6 +1116,7 @@ mod tests {
                 bind_ip: "127.0.0.1".parse().unwrap(),
                 max_lifetime: Duration::from_secs(600),
                 max_bps: 0,
+                metrics: Arc::default(),
             },
             vec![listener],
         );

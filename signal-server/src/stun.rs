@@ -126,7 +126,11 @@ fn interface_addresses() -> Vec<IpAddr> {
 
 impl StunServer {
     /// Binds the STUN/TURN sockets and starts answering; `http_addr` is kept off the relay.
-    pub async fn start(cfg: &Config, http_addr: SocketAddr) -> anyhow::Result<StunServer> {
+    pub async fn start(
+        cfg: &Config,
+        http_addr: SocketAddr,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> anyhow::Result<StunServer> {
         let main = bind(cfg.stun_listen).await?;
         let local_addr = main.local_addr()?;
         let alt_port =
@@ -170,6 +174,7 @@ impl StunServer {
                     bind_ip: cfg.stun_listen.ip(),
                     max_lifetime: cfg.turn_max_lifetime,
                     max_bps: cfg.turn_max_bps,
+                    metrics: metrics.clone(),
                 },
                 listeners.clone(),
             )
@@ -178,7 +183,9 @@ impl StunServer {
         let mut tasks: Vec<JoinHandle<()>> = listeners
             .iter()
             .enumerate()
-            .map(|(i, socket)| tokio::spawn(serve(i, socket.clone(), relay.clone())))
+            .map(|(i, socket)| {
+                tokio::spawn(serve(i, socket.clone(), relay.clone(), metrics.clone()))
+            })
             .collect();
         if let Some(r) = &relay {
             tasks.push(tokio::spawn(reaper(Arc::downgrade(r))));
@@ -231,7 +238,12 @@ async fn reaper(relay: Weak<Relay>) {
 }
 
 /// Serves one listening socket: Binding, TURN requests, Send indications and ChannelData.
-async fn serve(listener: usize, socket: Arc<UdpSocket>, relay: Option<Arc<Relay>>) {
+async fn serve(
+    listener: usize,
+    socket: Arc<UdpSocket>,
+    relay: Option<Arc<Relay>>,
+    metrics: Arc<crate::metrics::Metrics>,
+) {
     let mut buf = vec![0u8; 65_536];
     let mut out = Vec::with_capacity(512);
     loop {
@@ -264,6 +276,7 @@ async fn serve(listener: usize, socket: Arc<UdpSocket>, relay: Option<Arc<Relay>
                 if !msg.fingerprint_ok() {
                     continue;
                 }
+                metrics.stun_requests.inc();
                 Builder::new(
                     &mut out,
                     method::BINDING,

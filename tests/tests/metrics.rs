@@ -96,6 +96,36 @@ async fn metrics_parse_and_move_with_what_clients_do() {
 }
 
 #[tokio::test]
+async fn stun_and_turn_are_counted() {
+    use stun::agent::TransactionId;
+    use stun::fingerprint::FINGERPRINT;
+    use stun::message::{Message, BINDING_REQUEST};
+    let server = ServerProcess::start(&[]);
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let mut req = Message::new();
+    req.build(&[
+        Box::new(TransactionId::new()),
+        Box::new(BINDING_REQUEST),
+        Box::new(FINGERPRINT),
+    ])
+    .expect("binding request");
+    let mut buf = [0u8; 1500];
+    for _ in 0..3 {
+        sock.send_to(&req.raw, server.stun).await.expect("send");
+        tokio::time::timeout(Duration::from_secs(10), sock.recv_from(&mut buf))
+            .await
+            .expect("a STUN answer")
+            .expect("recv");
+    }
+    let samples = scrape(server.http).await;
+    assert_eq!(samples["burrow_stun_requests_total"], 3.0);
+    assert_eq!(samples["burrow_turn_allocations"], 0.0);
+    assert_eq!(samples["burrow_turn_relayed_bytes_total"], 0.0);
+}
+
+#[tokio::test]
 async fn metrics_can_live_on_their_own_address() {
     let server = ServerProcess::start(&["--metrics-listen", "127.0.0.1:0"]);
     // Not on the public address…
