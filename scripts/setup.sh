@@ -42,13 +42,15 @@ if [ "$what" = "run" ]; then
   exit 0
 fi
 
-# 5. Browser tests and the NAT lab: Chromium, chromedriver, nftables, conntrack, iproute2.
+# 5. Browser tests, the NAT lab and the ACME test: Chromium, chromedriver, nftables, conntrack,
+#    iproute2, Pebble.
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v conntrack >/dev/null 2>&1 || missing+=(conntrack)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v pebble >/dev/null 2>&1 || missing+=(pebble)     # ACME test server (TLS tests)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]} with apt-get"
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi

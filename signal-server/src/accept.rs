@@ -274,6 +274,13 @@ pub async fn serve(
                 }
                 Some(acceptor) => {
                     match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream))
+                            if stream.get_ref().1.alpn_protocol()
+                                == Some(crate::tls::ACME_ALPN) =>
+                        {
+                            // A TLS-ALPN-01 validation: the handshake was the answer.
+                            tracing::debug!(%peer, "ACME challenge handshake answered");
+                        }
                         Ok(Ok(stream)) => {
                             serve_io(
                                 Limited {

@@ -119,9 +119,39 @@ pub struct Config {
     )]
     pub tls_key: Option<PathBuf>,
 
+    /// Get and renew a certificate for this name automatically over ACME (TLS-ALPN-01 on the
+    /// main address, which must be port 443 for the world); repeatable. Instead of --tls-cert.
+    #[arg(
+        long,
+        env = "BURROW_ACME_DOMAIN",
+        value_delimiter = ',',
+        conflicts_with = "tls_cert"
+    )]
+    pub acme_domain: Vec<String>,
+
+    /// The ACME directory (default: Let's Encrypt).
+    #[arg(
+        long,
+        env = "BURROW_ACME_DIRECTORY",
+        default_value = "https://acme-v02.api.letsencrypt.org/directory"
+    )]
+    pub acme_directory: String,
+
+    /// Where the ACME account and certificates are kept across restarts.
+    #[arg(long, env = "BURROW_ACME_CACHE", default_value = "acme-cache")]
+    pub acme_cache: PathBuf,
+
+    /// Contact for the ACME account (e.g. `mailto:ops@example.org`); repeatable.
+    #[arg(long, env = "BURROW_ACME_CONTACT", value_delimiter = ',')]
+    pub acme_contact: Vec<String>,
+
+    /// Also trust this CA (PEM) for the ACME directory's https (a private ACME server).
+    #[arg(long, env = "BURROW_ACME_CA_CERT", value_name = "FILE")]
+    pub acme_ca_cert: Option<PathBuf>,
+
     /// With TLS on, also listen for plain HTTP here and redirect every request to https (e.g.
     /// `0.0.0.0:80`).
-    #[arg(long, env = "BURROW_HTTP_REDIRECT_LISTEN", requires = "tls_cert")]
+    #[arg(long, env = "BURROW_HTTP_REDIRECT_LISTEN")]
     pub http_redirect_listen: Option<SocketAddr>,
 
     /// A second STUN port, so `burrow netcheck` can tell whether the NAT's mapping depends on the

@@ -120,6 +120,8 @@ pub struct Running {
     pub redirect_addr: Option<SocketAddr>,
     /// Whether the main address speaks https.
     pub tls: bool,
+    /// Obtains and renews the ACME certificate, when `--acme-domain` is set.
+    acme: Option<tokio::task::JoinHandle<()>>,
     state: Arc<AppState>,
     stun: stun::StunServer,
     http: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -184,8 +186,21 @@ pub async fn start(
         shutdown.await;
         let _ = stop_tx.send(true);
     };
-    let tls = match (&state.config.tls_cert, &state.config.tls_key) {
+    let cfg = &state.config;
+    let mut acme_task = None;
+    let tls = match (&cfg.tls_cert, &cfg.tls_key) {
         (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+        _ if !cfg.acme_domain.is_empty() => {
+            let (acceptor, task) = tls::acme(tls::AcmeOptions {
+                domains: &cfg.acme_domain,
+                directory: &cfg.acme_directory,
+                cache: &cfg.acme_cache,
+                contact: &cfg.acme_contact,
+                directory_ca: cfg.acme_ca_cert.as_deref(),
+            })?;
+            acme_task = Some(task);
+            Some(acceptor)
+        }
         _ => None,
     };
     let redirect_addr = match state.config.http_redirect_listen {
@@ -218,6 +233,7 @@ pub async fn start(
         metrics_addr,
         redirect_addr,
         tls: tls_on,
+        acme: acme_task,
         state,
         stun,
         http,
@@ -228,6 +244,9 @@ impl Running {
     /// Waits for the HTTP server to finish (after the shutdown signal), then stops STUN.
     pub async fn wait(self) -> anyhow::Result<()> {
         let served = self.http.await;
+        if let Some(acme) = &self.acme {
+            acme.abort();
+        }
         // Give the WebSockets a moment to send their "going away" close before the process ends.
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
         while self.state.limits.open() > 0 && tokio::time::Instant::now() < deadline {

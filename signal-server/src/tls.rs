@@ -1,9 +1,16 @@
 //! HTTPS and WSS in the server itself (rustls).
 //!
 //! Browsers give service workers (**Open web**) and the clipboard (**Copy**) only to secure
-//! contexts, so a public deployment must serve https. With `--tls-cert` / `--tls-key` the main
-//! listener speaks TLS (the WebSocket becomes `wss://`), and `--http-redirect-listen` answers
-//! plain HTTP with a redirect to the same path over https.
+//! contexts, so a public deployment must serve https. The main listener speaks TLS (the
+//! WebSocket becomes `wss://`) with either
+//!
+//! * a certificate the operator has (`--tls-cert` / `--tls-key`), or
+//! * one obtained and renewed automatically over ACME (`--acme-domain`, in the manner of Caddy
+//!   and Tailscale's derper): `rustls-acme` answers the TLS-ALPN-01 challenge on the main
+//!   listener itself, keeps the account and certificate in `--acme-cache`, and renews before
+//!   expiry while the server runs;
+//!
+//! and `--http-redirect-listen` answers plain HTTP with a redirect to the same path over https.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,8 +19,11 @@ use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::rustls::{self, ServerConfig};
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
 use tokio_rustls::TlsAcceptor;
+
+/// The ALPN protocol of TLS-ALPN-01 challenge handshakes: answered, then closed.
+pub const ACME_ALPN: &[u8] = b"acme-tls/1";
 
 /// Why the certificate or key could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +39,14 @@ pub enum TlsError {
     /// The key file could not be read or holds no key.
     #[error("cannot read the private key from {path}: {reason}")]
     Key {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The ACME directory's CA file could not be used.
+    #[error("cannot use {path} as the ACME directory's CA: {reason}")]
+    AcmeCa {
         /// The file.
         path: String,
         /// What went wrong.
@@ -64,6 +82,64 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
         .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// What `--acme-domain` needs.
+pub struct AcmeOptions<'a> {
+    /// The names to certify.
+    pub domains: &'a [String],
+    /// The ACME directory URL.
+    pub directory: &'a str,
+    /// Where the account and certificates are cached.
+    pub cache: &'a Path,
+    /// Account contacts.
+    pub contact: &'a [String],
+    /// An extra CA to trust for the directory's https.
+    pub directory_ca: Option<&'a Path>,
+}
+
+/// A TLS acceptor whose certificate comes from ACME, and the task that obtains and renews it
+/// (it runs until aborted; the server owns it).
+pub fn acme(opts: AcmeOptions<'_>) -> Result<(TlsAcceptor, tokio::task::JoinHandle<()>), TlsError> {
+    use futures_util::StreamExt;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = opts.directory_ca {
+        let ca_err = |reason: String| TlsError::AcmeCa {
+            path: path.display().to_string(),
+            reason,
+        };
+        for cert in CertificateDer::pem_file_iter(path).map_err(|e| ca_err(e.to_string()))? {
+            let cert = cert.map_err(|e| ca_err(e.to_string()))?;
+            roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
+        }
+    }
+    let client = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut state = rustls_acme::AcmeConfig::new_with_client_config(opts.domains, Arc::new(client))
+        .contact(opts.contact)
+        .cache(rustls_acme::caches::DirCache::new(opts.cache.to_path_buf()))
+        .directory(opts.directory)
+        .state();
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(state.resolver());
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_ALPN.to_vec()];
+    let domains = opts.domains.join(", ");
+    let task = tokio::spawn(async move {
+        while let Some(event) = state.next().await {
+            match event {
+                Ok(ok) => tracing::info!(%domains, "ACME: {ok:?}"),
+                Err(e) => tracing::warn!(%domains, "ACME: {e}"),
+            }
+        }
+    });
+    Ok((TlsAcceptor::from(Arc::new(config)), task))
 }
 
 /// The plain-HTTP answer when TLS is on: a permanent redirect to the same host and path over

@@ -125,3 +125,178 @@ async fn the_page_over_https_chats_with_burrow() {
     page.close().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A child process killed (by PID) and reaped when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Pebble (Let's Encrypt's ACME test server) and its DNS stand-in, inside this test's network
+/// namespace: Pebble validates TLS-ALPN-01 by connecting to `tls_port` of whatever the name
+/// resolves to (127.0.0.1).
+fn pebble(dir: &Path, cert: &Path, key: &Path, tls_port: u16) -> (Child, Child) {
+    let dns = std::process::Command::new("pebble-challtestsrv")
+        .args([
+            "-defaultIPv4",
+            "127.0.0.1",
+            "-defaultIPv6",
+            "",
+            "-dns01",
+            "127.0.0.1:8053",
+            "-http01",
+            "",
+            "-https01",
+            "",
+            "-tlsalpn01",
+            "",
+            "-management",
+            "127.0.0.1:8055",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start pebble-challtestsrv");
+    let config = dir.join("pebble.json");
+    let json = serde_json::json!({ "pebble": {
+        "listenAddress": "127.0.0.1:14000",
+        "managementListenAddress": "127.0.0.1:15000",
+        "certificate": cert,
+        "privateKey": key,
+        "httpPort": 5002,
+        "tlsPort": tls_port,
+        "ocspResponderURL": "",
+        "externalAccountBindingRequired": false,
+    }});
+    std::fs::write(&config, json.to_string()).expect("pebble config");
+    let ca = std::process::Command::new("pebble")
+        .arg("-config")
+        .arg(&config)
+        .args(["-dnsserver", "127.0.0.1:8053"])
+        .env("PEBBLE_VA_NOSLEEP", "1")
+        .env("PEBBLE_WFE_NONCEREJECT", "0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start pebble");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect("127.0.0.1:14000").is_err() {
+        assert!(std::time::Instant::now() < deadline, "pebble did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (Child(dns), Child(ca))
+}
+
+/// Pebble's root of the run (regenerated at every start), fetched from its management port.
+fn pebble_root(dir: &Path) -> PathBuf {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import ssl, urllib.request, sys; \
+             ctx = ssl._create_unverified_context(); \
+             sys.stdout.write(urllib.request.urlopen('https://127.0.0.1:15000/roots/0', context=ctx).read().decode())",
+        ])
+        .output()
+        .expect("run python3");
+    assert!(out.status.success(), "fetch pebble's root");
+    let path = dir.join("pebble-root.pem");
+    std::fs::write(&path, &out.stdout).expect("write root");
+    path
+}
+
+/// The issue's ACME case: the server obtains its certificate from Pebble by itself (TLS-ALPN-01
+/// answered on its own port), `burrow` verifies that certificate against Pebble's root and
+/// joins over wss, and Chromium opens the page over https.
+#[tokio::test]
+async fn the_server_gets_its_certificate_over_acme_from_pebble() {
+    if !sandbox::enter("the_server_gets_its_certificate_over_acme_from_pebble") {
+        return;
+    }
+    if std::process::Command::new("pebble")
+        .arg("-h")
+        .output()
+        .is_err()
+    {
+        burrow_tests::skip(
+            "the_server_gets_its_certificate_over_acme_from_pebble",
+            "pebble is not installed (scripts/setup.sh test installs it)",
+        );
+        return;
+    }
+    let (dir, pebble_ca, pebble_cert, pebble_key) = certificates("acme");
+    let port = free_port();
+    let (_dns, _pebble) = pebble(&dir, &pebble_cert, &pebble_key, port);
+    let mut cmd = std::process::Command::new(burrow_tests::binary("signal-server"));
+    cmd.args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--stun-listen", "127.0.0.1:0"])
+        .arg("--www")
+        .arg(burrow_tests::workspace_root().join("www"))
+        .args(["--acme-domain", "localhost"])
+        .args(["--acme-directory", "https://127.0.0.1:14000/dir"])
+        .arg("--acme-ca-cert")
+        .arg(&pebble_ca)
+        .arg("--acme-cache")
+        .arg(dir.join("acme-cache"))
+        .env("RUST_LOG", "warn");
+    let _server = ServerProcess::spawn(cmd);
+    let root = pebble_root(&dir);
+    let root = root.to_str().expect("utf-8 path");
+    let link = format!("https://localhost:{port}/r/acme");
+
+    // Until the certificate is issued the handshake fails and burrow says so; then it joins.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut joined = None;
+    while joined.is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no certificate from Pebble in time"
+        );
+        let mut b = Burrow::start(&["--ca-cert", root, "join", &link]);
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < until {
+            b.drain();
+            if b.has_seen("joined") {
+                break;
+            }
+            if b.try_exit().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if b.has_seen("joined") {
+            joined = Some(b);
+        } else {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    let mut native = joined.expect("joined");
+    let native_id = native.peer_id();
+
+    let page = Browser::start_in(None, &["--ignore-certificate-errors"]).await;
+    page.open(&link).await;
+    page.wait_for(
+        "the native peer connected",
+        &format!(
+            "const li = document.querySelector('#peers li[data-peer=\"{native_id}\"]'); \
+             return li && li.querySelector('.badge').textContent !== '';"
+        ),
+    )
+    .await;
+    let secure = page
+        .run_async("arguments[arguments.length - 1](window.isSecureContext && location.protocol);")
+        .await;
+    assert_eq!(secure, "https:");
+    page.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
