@@ -107,7 +107,7 @@ async fn main() {
         .with_env_filter(
             // The WebRTC crates warn about routine things (e.g. checks before candidates arrive).
             EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("error,burrow=warn")),
+                .unwrap_or_else(|_| EnvFilter::new("off,burrow=warn,native_peer=warn")),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -93,6 +93,7 @@ pub async fn new_connection(
     let settings = if options.crate_defaults {
         SettingEngineBuilder::new()
             .with_include_loopback_candidate(network.bind.is_loopback())
+            .with_multicast_dns_mode(mdns_mode())
             .build()
     } else {
         burrow_settings(network)
@@ -118,6 +119,7 @@ fn burrow_settings(network: Network) -> webrtc::peer_connection::SettingEngine {
         .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
         .with_relay_acceptance_min_wait(Some(Duration::from_secs(1)))
         .with_include_loopback_candidate(network.bind.is_loopback())
+        .with_multicast_dns_mode(mdns_mode())
         .with_sctp_max_message_size(
             rtc::peer_connection::configuration::setting_engine::SctpMaxMessageSize::Bounded(
                 256 * 1024,
@@ -128,6 +130,29 @@ fn burrow_settings(network: Network) -> webrtc::peer_connection::SettingEngine {
         // the start) is the DTLS client and SCTP initiator: see `Peer::nudge`.
         .with_answering_dtls_role(rtc::peer_connection::transport::RTCDtlsRole::Server)
         .build()
+}
+
+/// Whether remote mDNS (`.local`) candidates can be resolved here: the crate's default
+/// (query only) joins the mDNS multicast group, which fails with "No such device" where no route
+/// covers multicast (a host with an address but no default route: an isolated LAN), and that
+/// failure would make every peer connection fail. Probed once per process.
+fn mdns_mode() -> rtc::ice::mdns::MulticastDnsMode {
+    use rtc::ice::mdns::MulticastDnsMode;
+    static MODE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let multicast = *MODE.get_or_init(|| {
+        let group = std::net::Ipv4Addr::new(224, 0, 0, 251);
+        let joined = std::net::UdpSocket::bind("0.0.0.0:0")
+            .and_then(|s| s.join_multicast_v4(&group, &std::net::Ipv4Addr::UNSPECIFIED));
+        if let Err(e) = &joined {
+            tracing::info!("no multicast here ({e}): .local candidates will be ignored");
+        }
+        joined.is_ok()
+    });
+    if multicast {
+        MulticastDnsMode::QueryOnly
+    } else {
+        MulticastDnsMode::Disabled
+    }
 }
 
 /// How a connection goes: the shared description from `peer_core`.
