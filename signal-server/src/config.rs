@@ -194,14 +194,26 @@ pub struct Config {
     #[arg(long, env = "BURROW_TURN_MAX_ALLOCATIONS", default_value_t = 2000)]
     pub turn_max_allocations: usize,
 
-    /// An external TURN server to list too (e.g. `turn:turn.example.org:3478`), with credentials
-    /// minted from --external-turn-secret.
-    #[arg(long, env = "BURROW_EXTERNAL_TURN", requires = "external_turn_secret")]
-    pub external_turn: Option<String>,
+    /// External TURN servers to list too (e.g. `turn:turn1.example.org:3478`; repeatable: the
+    /// relay scales out over several coturn boxes), each with credentials minted from the
+    /// --external-turn-secret at the same position.
+    #[arg(
+        long,
+        env = "BURROW_EXTERNAL_TURN",
+        value_delimiter = ',',
+        requires = "external_turn_secret"
+    )]
+    pub external_turn: Vec<String>,
 
-    /// The external TURN server's `static-auth-secret`.
-    #[arg(long, env = "BURROW_EXTERNAL_TURN_SECRET", hide_env_values = true)]
-    pub external_turn_secret: Option<String>,
+    /// Each external TURN server's `static-auth-secret`, in the order of --external-turn (one
+    /// secret for all of them is accepted too).
+    #[arg(
+        long,
+        env = "BURROW_EXTERNAL_TURN_SECRET",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub external_turn_secret: Vec<String>,
 
     /// Most TURN allocations from one client IP at once, whichever peers' credentials they use.
     #[arg(long, env = "BURROW_TURN_MAX_PER_IP", default_value_t = 64)]

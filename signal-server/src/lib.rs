@@ -54,8 +54,8 @@ pub struct AppState {
     pub stun_alt_addr: SocketAddr,
     /// Mints credentials for the embedded TURN relay, when it is on.
     pub turn: Option<credentials::Minter>,
-    /// Mints credentials for an external TURN server, when one is configured.
-    pub external_turn: Option<credentials::Minter>,
+    /// External TURN servers (`--external-turn`) and the minters of their credentials.
+    pub external_turn: Vec<(String, credentials::Minter)>,
     /// What the server counts, for `/metrics`.
     pub metrics: Arc<metrics::Metrics>,
     /// Open TCP connections, within their limits.
@@ -85,7 +85,7 @@ impl AppState {
                 credential: Some(credential),
             });
         }
-        if let (Some(minter), Some(url)) = (&self.external_turn, &self.config.external_turn) {
+        for (url, minter) in &self.external_turn {
             let (username, credential) = minter.mint(peer_id);
             servers.push(IceServer {
                 urls: vec![url.clone()],
@@ -138,10 +138,30 @@ pub async fn start(
     let http_addr = listener.local_addr()?;
     let metrics = Arc::new(metrics::Metrics::new());
     let stun = stun::StunServer::start(&config, http_addr, metrics.clone()).await?;
+    let secrets = &config.external_turn_secret;
+    if !config.external_turn.is_empty()
+        && secrets.len() != 1
+        && secrets.len() != config.external_turn.len()
+    {
+        anyhow::bail!(
+            "{} --external-turn servers but {} --external-turn-secret: give one secret for each \
+             (or one for all)",
+            config.external_turn.len(),
+            secrets.len()
+        );
+    }
     let external_turn = config
-        .external_turn_secret
-        .as_deref()
-        .map(|secret| credentials::Minter::new(secret, config.turn_ttl));
+        .external_turn
+        .iter()
+        .enumerate()
+        .filter_map(|(i, url)| {
+            let secret = secrets.get(i).or(secrets.first())?;
+            Some((
+                url.clone(),
+                credentials::Minter::new(secret, config.turn_ttl),
+            ))
+        })
+        .collect();
     let limits =
         accept::ConnectionLimits::new(config.max_connections_per_ip, config.max_connections);
     let metrics_listener = match config.metrics_listen {

@@ -334,3 +334,37 @@ async fn on_sigterm_the_server_tells_clients_to_come_back() {
         "the server stops cleanly on SIGTERM: {status}"
     );
 }
+
+#[tokio::test]
+async fn several_external_turn_servers_each_get_their_own_credentials() {
+    use base64::Engine;
+    let server = ServerProcess::start(&[
+        "--external-turn",
+        "turn:turn1.example.org:3478",
+        "--external-turn-secret",
+        "first-secret",
+        "--external-turn",
+        "turn:turn2.example.org:3478",
+        "--external-turn-secret",
+        "second-secret",
+    ]);
+    let (_c, welcome) = WsClient::join(&server.ws_url("external"), None).await;
+    let ServerMessage::Welcome { ice_servers, .. } = welcome else {
+        panic!("expected welcome");
+    };
+    for (url, secret) in [
+        ("turn:turn1.example.org:3478", "first-secret"),
+        ("turn:turn2.example.org:3478", "second-secret"),
+    ] {
+        let s = ice_servers
+            .iter()
+            .find(|s| s.urls.iter().any(|u| u == url))
+            .unwrap_or_else(|| panic!("{url} listed: {ice_servers:?}"));
+        let user = s.username.clone().expect("username");
+        let key =
+            ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret.as_bytes());
+        let want = base64::engine::general_purpose::STANDARD
+            .encode(ring::hmac::sign(&key, user.as_bytes()));
+        assert_eq!(s.credential.as_deref(), Some(want.as_str()), "{url}");
+    }
+}
