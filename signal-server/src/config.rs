@@ -154,6 +154,16 @@ pub struct Config {
     #[arg(long, env = "BURROW_HTTP_REDIRECT_LISTEN")]
     pub http_redirect_listen: Option<SocketAddr>,
 
+    /// Share rooms with other instances through this Redis (`redis://host:port`): membership,
+    /// limits and routing live there. Without it, rooms live in this process.
+    #[arg(long, env = "BURROW_REDIS")]
+    pub redis: Option<String>,
+
+    /// How long an instance counts as alive without renewing (its peers are then removed from
+    /// the rooms and announced as left).
+    #[arg(long, env = "BURROW_REDIS_INSTANCE_TTL", default_value = "15s", value_parser = parse_duration)]
+    pub redis_instance_ttl: Duration,
+
     /// A second STUN port, so `burrow netcheck` can tell whether the NAT's mapping depends on the
     /// destination (default: the STUN port + 1; 0 picks a free one).
     #[arg(long, env = "BURROW_STUN_ALT_PORT")]

@@ -81,7 +81,7 @@ pub async fn serve(mut socket: WebSocket, client: Client, state: Arc<AppState>) 
                     break None;
                 }
                 let reply = match session.admit() {
-                    Admit::Yes => session.on_frame(msg),
+                    Admit::Yes => session.on_frame(msg).await,
                     Admit::RefuseQuietly => None,
                     Admit::Refuse(reply) => Some(reply),
                     Admit::Close => break Some((1008, "rate limit exceeded")),
@@ -132,7 +132,7 @@ pub async fn serve(mut socket: WebSocket, client: Client, state: Arc<AppState>) 
         }
     };
     // Leave first, so the room hears of it even if the close below never completes.
-    session.leave();
+    session.leave().await;
     if let Some((code, reason)) = end {
         state
             .metrics
@@ -241,9 +241,9 @@ impl Session {
     }
 
     /// Handles one admitted frame; returns the reply to send, if any.
-    fn on_frame(&mut self, msg: Message) -> Option<Utf8Bytes> {
+    async fn on_frame(&mut self, msg: Message) -> Option<Utf8Bytes> {
         match msg {
-            Message::Text(text) => self.on_text(&text),
+            Message::Text(text) => self.on_text(&text).await,
             Message::Binary(_) => Some(error(
                 &self.state.metrics,
                 ErrorCode::MalformedMessage,
@@ -254,7 +254,7 @@ impl Session {
     }
 
     /// Handles one text frame; returns the reply to send, if any.
-    fn on_text(&mut self, text: &str) -> Option<Utf8Bytes> {
+    async fn on_text(&mut self, text: &str) -> Option<Utf8Bytes> {
         if text.len() > self.state.config.max_message_bytes {
             return Some(too_large(
                 &self.state.metrics,
@@ -266,7 +266,7 @@ impl Session {
             Err(e) => return Some(error(&self.state.metrics, e.code, e.message)),
         };
         let result = match msg {
-            ClientMessage::Hello { version, name } => self.hello(version, name).map(Some),
+            ClientMessage::Hello { version, name } => self.hello(version, name).await.map(Some),
             ClientMessage::Signal { to, data } => match &self.peer_id {
                 None => Err((
                     ErrorCode::NotJoined,
@@ -276,6 +276,7 @@ impl Session {
                     .state
                     .rooms
                     .relay(&self.client.room, from, &to, data)
+                    .await
                     .map(|()| {
                         self.state.metrics.signals.inc();
                         None
@@ -285,7 +286,7 @@ impl Session {
         result.unwrap_or_else(|(code, message)| Some(error(&self.state.metrics, code, message)))
     }
 
-    fn hello(&mut self, version: u32, name: Option<String>) -> Result<Utf8Bytes, Refusal> {
+    async fn hello(&mut self, version: u32, name: Option<String>) -> Result<Utf8Bytes, Refusal> {
         if self.peer_id.is_some() {
             return Err((ErrorCode::AlreadyJoined, "already in the room".into()));
         }
@@ -310,7 +311,11 @@ impl Session {
             ErrorCode::AlreadyJoined,
             "this connection was already removed from its room".to_string(),
         ))?;
-        let (peer_id, peers) = self.state.rooms.join(&self.client.room, name, outbox)?;
+        let (peer_id, peers) = self
+            .state
+            .rooms
+            .join(&self.client.room, name, outbox)
+            .await?;
         self.state.metrics.joins.inc();
         self.state.turn_access.grant(&peer_id);
         // The room now holds the only sender: if it drops this peer, the connection closes.
@@ -330,11 +335,11 @@ impl Session {
         Ok(encode(&welcome))
     }
 
-    fn leave(&mut self) {
+    async fn leave(&mut self) {
         if let Some(id) = self.peer_id.take() {
             tracing::info!(room = %self.client.room, peer = %id, "peer left");
             self.state.turn_access.revoke(&id);
-            self.state.rooms.leave(&self.client.room, &id);
+            self.state.rooms.leave(&self.client.room, &id).await;
         }
     }
 }

@@ -211,10 +211,28 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     )
 }
 
-/// `/healthz`: liveness and counts.
-async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+/// `/healthz`: liveness and this instance's counts (and, with `--redis`, whether Redis answers).
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     let (rooms, peers) = state.rooms.counts();
-    Json(serde_json::json!({ "status": "ok", "rooms": rooms, "peers": peers }))
+    let Some(cluster) = &state.cluster else {
+        return Json(serde_json::json!({ "status": "ok", "rooms": rooms, "peers": peers }))
+            .into_response();
+    };
+    // With Redis, this instance is healthy only while it can reach it.
+    let redis = cluster.healthy().await;
+    let body = Json(serde_json::json!({
+        "status": if redis { "ok" } else { "degraded" },
+        "redis": if redis { "ok" } else { "unreachable" },
+        "instance": cluster.instance(),
+        "rooms": rooms,
+        "peers": peers,
+    }));
+    let code = if redis {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, body).into_response()
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! * [`http`]: the routes: the page (`/`, `/r/{room}`, `/new`), the signaling WebSocket
 //!   (`/ws/{room}`) and `/healthz`;
 //! * [`connection`]: one WebSocket peer, from `hello` to leave;
+//! * [`cluster`]: several instances serving the same rooms through Redis;
 //! * [`room`]: rooms and the relay of signals between their members;
 //! * [`stun`]: the embedded STUN server that tells each client its post-NAT address, and
 //!   starts the TURN relay for when no hole can be punched;
@@ -20,6 +21,7 @@
 //! * [`config`]: flags and defaults.
 
 pub mod accept;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod credentials;
@@ -60,6 +62,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// Open TCP connections, within their limits.
     pub limits: Arc<accept::ConnectionLimits>,
+    /// The other instances, with `--redis`.
+    pub cluster: Option<Arc<cluster::Cluster>>,
     /// Turns `true` when the server is shutting down: every WebSocket then closes with
     /// [`connection::GOING_AWAY`], telling its client to come back (a deploy is a non-event).
     pub stopping: tokio::sync::watch::Receiver<bool>,
@@ -122,6 +126,8 @@ pub struct Running {
     pub tls: bool,
     /// Obtains and renews the ACME certificate, when `--acme-domain` is set.
     acme: Option<tokio::task::JoinHandle<()>>,
+    /// This instance's share of the cluster's work, with `--redis`.
+    cluster: Option<tokio::task::JoinHandle<()>>,
     state: Arc<AppState>,
     stun: stun::StunServer,
     http: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -172,14 +178,27 @@ pub async fn start(
         ),
         None => None,
     };
+    let cluster = match &config.redis {
+        Some(url) => Some(cluster::Cluster::connect(url, config.redis_instance_ttl).await?),
+        None => None,
+    };
     let (stop_tx, stopping) = tokio::sync::watch::channel(false);
     let state = Arc::new(AppState {
         stopping,
-        rooms: room::Rooms::new(
-            config.max_rooms,
-            config.max_peers_per_room,
-            metrics.leaves.clone(),
-        ),
+        rooms: match &cluster {
+            Some(c) => room::Rooms::new(
+                config.max_rooms,
+                config.max_peers_per_room,
+                metrics.leaves.clone(),
+            )
+            .with_cluster(c.clone()),
+            None => room::Rooms::new(
+                config.max_rooms,
+                config.max_peers_per_room,
+                metrics.leaves.clone(),
+            ),
+        },
+        cluster: cluster.clone(),
         metrics: metrics.clone(),
         limits: limits.clone(),
         stun_addr: stun.local_addr,
@@ -200,6 +219,7 @@ pub async fn start(
         }
         None => None,
     };
+    let cluster_task = cluster.map(|c| tokio::spawn(c.run(state.clone())));
     let app = http::router(state.clone());
     // On the signal, tell every WebSocket first, then stop accepting.
     let shutdown = async move {
@@ -254,6 +274,7 @@ pub async fn start(
         redirect_addr,
         tls: tls_on,
         acme: acme_task,
+        cluster: cluster_task,
         state,
         stun,
         http,
@@ -266,6 +287,9 @@ impl Running {
         let served = self.http.await;
         if let Some(acme) = &self.acme {
             acme.abort();
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.abort();
         }
         // Give the WebSockets a moment to send their "going away" close before the process ends.
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);

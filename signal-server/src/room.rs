@@ -2,9 +2,12 @@
 //!
 //! Each member is represented by the sending half of its connection's outgoing queue. Messages are
 //! serialized once and queued as shared bytes; a member whose queue is full is not waited for.
+//!
+//! With `--redis` ([`crate::cluster`]) the room's members may be on other instances too: joins and
+//! limits go through Redis, and what is for a peer elsewhere is published to its instance.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::Utf8Bytes;
 use prometheus_client::metrics::counter::Counter;
@@ -22,6 +25,8 @@ pub struct Rooms {
     max_peers_per_room: usize,
     /// Counts every departure, however it happened (`burrow_leaves_total`).
     leaves: Counter,
+    /// The other instances, when several serve the same rooms (`--redis`).
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 #[derive(Default)]
@@ -45,12 +50,165 @@ impl Rooms {
             max_rooms,
             max_peers_per_room,
             leaves,
+            cluster: None,
         }
     }
 
+    /// The same, sharing rooms with other instances through `cluster`.
+    pub fn with_cluster(mut self, cluster: Arc<crate::cluster::Cluster>) -> Rooms {
+        self.cluster = Some(cluster);
+        self
+    }
+
     /// Adds a peer to `room` (creating the room), announces it to the others, and returns its new
-    /// id and the peers that were already there.
-    pub fn join(
+    /// id and the peers that were already there (on every instance).
+    pub async fn join(
+        &self,
+        room: &str,
+        name: Option<String>,
+        outbox: Outbox,
+    ) -> Result<(PeerId, Vec<PeerInfo>), Refusal> {
+        let Some(cluster) = &self.cluster else {
+            return self.join_local(room, name, outbox);
+        };
+        let info = PeerInfo {
+            id: new_peer_id(),
+            name,
+        };
+        let members = cluster
+            .join(room, &info, self.max_peers_per_room, self.max_rooms)
+            .await?;
+        let joined = encode(&ServerMessage::PeerJoined { peer: info.clone() });
+        let dropped = {
+            let mut rooms = self.lock();
+            let entry = rooms.entry(room.to_string()).or_default();
+            let dropped = entry.broadcast(&joined, &self.leaves);
+            entry.members.push(Member {
+                info: info.clone(),
+                outbox,
+            });
+            dropped
+        };
+        cluster.publish(room, &members, joined.as_str()).await;
+        self.departed(room, dropped).await;
+        Ok((info.id, members.into_iter().map(|m| m.info).collect()))
+    }
+
+    /// Removes a peer, announces its departure (on every instance), and drops the room when it
+    /// empties.
+    pub async fn leave(&self, room: &str, id: &str) {
+        let (removed, mut dropped) = self.leave_local(room, id);
+        if removed {
+            dropped.insert(0, id.to_string());
+        }
+        self.departed(room, dropped).await;
+    }
+
+    /// Tells the other instances that `ids`, peers of this instance already removed and
+    /// announced here, left `room`.
+    pub async fn departed(&self, room: &str, ids: Vec<PeerId>) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        if ids.is_empty() {
+            return;
+        }
+        let rest = cluster.leave(room, &ids).await;
+        for peer_id in ids {
+            let left = encode(&ServerMessage::PeerLeft { peer_id });
+            cluster.publish(room, &rest, left.as_str()).await;
+        }
+    }
+
+    /// Delivers `data` from `from` to `to`, both in `room` (on any instance); nobody else sees it.
+    pub async fn relay(
+        &self,
+        room: &str,
+        from: &str,
+        to: &str,
+        data: PeerSignal,
+    ) -> Result<(), Refusal> {
+        let local = {
+            let rooms = self.lock();
+            rooms
+                .get(room)
+                .is_some_and(|r| r.members.iter().any(|m| m.info.id == to))
+        };
+        let Some(cluster) = self.cluster.as_ref().filter(|_| !local && from != to) else {
+            return self.relay_local(room, from, to, data);
+        };
+        let members = cluster.members(room).await;
+        let Some(member) = members.iter().find(|m| m.info.id == to) else {
+            return Err((
+                ErrorCode::UnknownPeer,
+                format!("no peer '{to}' in this room"),
+            ));
+        };
+        let text = encode(&ServerMessage::Signal {
+            from: from.to_string(),
+            data,
+        });
+        cluster
+            .publish(room, std::slice::from_ref(member), text.as_str())
+            .await;
+        Ok(())
+    }
+
+    /// Queues `text` (published by another instance) for the local members of `room` among `to`;
+    /// returns those dropped because their queue was full (already announced here).
+    pub fn deliver(&self, room: &str, to: &[String], text: Utf8Bytes) -> Vec<PeerId> {
+        let mut rooms = self.lock();
+        let Some(entry) = rooms.get_mut(room) else {
+            return Vec::new();
+        };
+        let mut dropped = Vec::new();
+        entry.members.retain(|m| {
+            if !to.contains(&m.info.id) {
+                return true;
+            }
+            match m.outbox.try_send(text.clone()) {
+                Ok(()) => true,
+                Err(_) => {
+                    dropped.push(m.info.id.clone());
+                    false
+                }
+            }
+        });
+        self.leaves.inc_by(dropped.len() as u64);
+        let mut all = dropped.clone();
+        for peer_id in dropped {
+            let left = encode(&ServerMessage::PeerLeft { peer_id });
+            all.extend(entry.broadcast(&left, &self.leaves));
+        }
+        if entry.members.is_empty() {
+            rooms.remove(room);
+        }
+        all
+    }
+
+    /// Announces to this instance's members of `room` that `ids` (peers of another, dead,
+    /// instance) left.
+    pub fn announce_left_locally(&self, room: &str, ids: &[PeerId]) {
+        let mut rooms = self.lock();
+        let Some(entry) = rooms.get_mut(room) else {
+            return;
+        };
+        self.leaves.inc_by(ids.len() as u64);
+        for peer_id in ids {
+            let left = encode(&ServerMessage::PeerLeft {
+                peer_id: peer_id.clone(),
+            });
+            entry.broadcast(&left, &self.leaves);
+        }
+    }
+
+    /// The rooms this instance has members in.
+    pub fn local_rooms(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// [`Rooms::join`] on this instance alone.
+    fn join_local(
         &self,
         room: &str,
         name: Option<String>,
@@ -97,28 +255,38 @@ impl Rooms {
         Ok((id, existing))
     }
 
-    /// Removes a peer, announces its departure, and drops the room when it empties.
-    pub fn leave(&self, room: &str, id: &str) {
+    /// Removes a peer here and announces it here; returns whether it was a member, and who else
+    /// was dropped on the way (queues full).
+    fn leave_local(&self, room: &str, id: &str) -> (bool, Vec<PeerId>) {
         let mut rooms = self.lock();
         let Some(entry) = rooms.get_mut(room) else {
-            return;
+            return (false, Vec::new());
         };
         let before = entry.members.len();
         entry.members.retain(|m| m.info.id != id);
-        if entry.members.len() != before {
+        let removed = entry.members.len() != before;
+        let mut dropped = Vec::new();
+        if removed {
             self.leaves.inc();
             let left = encode(&ServerMessage::PeerLeft {
                 peer_id: id.to_string(),
             });
-            entry.broadcast(&left, &self.leaves);
+            dropped = entry.broadcast(&left, &self.leaves);
         }
         if entry.members.is_empty() {
             rooms.remove(room);
         }
+        (removed, dropped)
     }
 
-    /// Delivers `data` from `from` to `to`, both in `room`; nobody else sees it.
-    pub fn relay(&self, room: &str, from: &str, to: &str, data: PeerSignal) -> Result<(), Refusal> {
+    /// [`Rooms::relay`] on this instance alone.
+    fn relay_local(
+        &self,
+        room: &str,
+        from: &str,
+        to: &str,
+        data: PeerSignal,
+    ) -> Result<(), Refusal> {
         let unknown = || {
             (
                 ErrorCode::UnknownPeer,
@@ -166,7 +334,8 @@ impl Room {
     /// Queues `text` for every member. A member whose queue is full has fallen too far behind to
     /// keep a correct view of the room, so it is dropped (its connection then closes), and, like
     /// every departure, announced to the others with `peer_left`, which may drop more.
-    fn broadcast(&mut self, text: &Utf8Bytes, leaves: &Counter) {
+    fn broadcast(&mut self, text: &Utf8Bytes, leaves: &Counter) -> Vec<PeerId> {
+        let mut all_dropped = Vec::new();
         let mut pending = vec![text.clone()];
         while let Some(text) = pending.pop() {
             let mut dropped = Vec::new();
@@ -184,12 +353,14 @@ impl Room {
                     }
                 });
             leaves.inc_by(dropped.len() as u64);
+            all_dropped.extend(dropped.iter().cloned());
             pending.extend(
                 dropped
                     .into_iter()
                     .map(|peer_id| encode(&ServerMessage::PeerLeft { peer_id })),
             );
         }
+        all_dropped
     }
 }
 
@@ -221,33 +392,33 @@ mod tests {
         let rooms = Rooms::new(10, 2, Counter::default());
         let (a_tx, mut a_rx) = outbox();
         let (b_tx, mut b_rx) = outbox();
-        let (a, before_a) = rooms.join("r", Some("a".into()), a_tx).unwrap();
+        let (a, before_a) = rooms.join_local("r", Some("a".into()), a_tx).unwrap();
         assert!(before_a.is_empty());
-        let (b, before_b) = rooms.join("r", None, b_tx).unwrap();
+        let (b, before_b) = rooms.join_local("r", None, b_tx).unwrap();
         assert_eq!(before_b[0].id, a);
         assert!(a_rx.try_recv().unwrap().as_str().contains("peer_joined"));
 
         let (c_tx, _c_rx) = outbox();
-        let (code, _) = rooms.join("r", None, c_tx).unwrap_err();
+        let (code, _) = rooms.join_local("r", None, c_tx).unwrap_err();
         assert_eq!(code, ErrorCode::RoomFull);
 
         rooms
-            .relay("r", &a, &b, PeerSignal::EndOfCandidates)
+            .relay_local("r", &a, &b, PeerSignal::EndOfCandidates)
             .unwrap();
         let got = b_rx.try_recv().unwrap();
         assert!(got.as_str().contains(&a));
         let (code, _) = rooms
-            .relay("r", &a, "ghost", PeerSignal::EndOfCandidates)
+            .relay_local("r", &a, "ghost", PeerSignal::EndOfCandidates)
             .unwrap_err();
         assert_eq!(code, ErrorCode::UnknownPeer);
         let (code, _) = rooms
-            .relay("other", &a, &b, PeerSignal::EndOfCandidates)
+            .relay_local("other", &a, &b, PeerSignal::EndOfCandidates)
             .unwrap_err();
         assert_eq!(code, ErrorCode::UnknownPeer);
 
-        rooms.leave("r", &b);
+        rooms.leave_local("r", &b);
         assert!(a_rx.try_recv().unwrap().as_str().contains("peer_left"));
-        rooms.leave("r", &a);
+        rooms.leave_local("r", &a);
         assert_eq!(rooms.counts(), (0, 0));
     }
 
@@ -255,13 +426,13 @@ mod tests {
     fn a_peer_dropped_for_a_full_queue_is_announced() {
         let rooms = Rooms::new(10, 4, Counter::default());
         let (a_tx, mut a_rx) = mpsc::channel(8);
-        let (a, _) = rooms.join("r", None, a_tx).unwrap();
+        let (a, _) = rooms.join_local("r", None, a_tx).unwrap();
         let (slow_tx, _slow_rx) = mpsc::channel(1);
-        let (slow, _) = rooms.join("r", None, slow_tx).unwrap();
+        let (slow, _) = rooms.join_local("r", None, slow_tx).unwrap();
         assert!(a_rx.try_recv().unwrap().as_str().contains("peer_joined"));
         // The slow peer's queue takes one message (this join), then overflows on the next.
-        rooms.join("r", None, mpsc::channel(8).0).unwrap();
-        rooms.join("r", None, mpsc::channel(8).0).unwrap();
+        rooms.join_local("r", None, mpsc::channel(8).0).unwrap();
+        rooms.join_local("r", None, mpsc::channel(8).0).unwrap();
         let mut seen = Vec::new();
         while let Ok(m) = a_rx.try_recv() {
             seen.push(m.as_str().to_string());
@@ -271,7 +442,7 @@ mod tests {
                 .any(|m| m.contains("peer_left") && m.contains(&slow)),
             "a hears that the slow peer left: {seen:?}"
         );
-        let (_, peers) = rooms.join("r", None, mpsc::channel(8).0).unwrap();
+        let (_, peers) = rooms.join_local("r", None, mpsc::channel(8).0).unwrap();
         assert!(
             peers.iter().all(|p| p.id != slow),
             "newcomers are not told of it"
@@ -282,22 +453,22 @@ mod tests {
     #[test]
     fn max_rooms_is_enforced() {
         let rooms = Rooms::new(1, 4, Counter::default());
-        rooms.join("one", None, outbox().0).unwrap();
-        let (code, _) = rooms.join("two", None, outbox().0).unwrap_err();
+        rooms.join_local("one", None, outbox().0).unwrap();
+        let (code, _) = rooms.join_local("two", None, outbox().0).unwrap_err();
         assert_eq!(code, ErrorCode::ServerFull);
     }
 
     #[test]
     fn a_full_queue_refuses_signals_without_blocking() {
         let rooms = Rooms::new(10, 4, Counter::default());
-        let (a, _) = rooms.join("r", None, outbox().0).unwrap();
+        let (a, _) = rooms.join_local("r", None, outbox().0).unwrap();
         let (b_tx, _b_rx) = mpsc::channel(1);
-        let (b, _) = rooms.join("r", None, b_tx).unwrap();
+        let (b, _) = rooms.join_local("r", None, b_tx).unwrap();
         rooms
-            .relay("r", &a, &b, PeerSignal::EndOfCandidates)
+            .relay_local("r", &a, &b, PeerSignal::EndOfCandidates)
             .unwrap();
         let (code, _) = rooms
-            .relay("r", &a, &b, PeerSignal::EndOfCandidates)
+            .relay_local("r", &a, &b, PeerSignal::EndOfCandidates)
             .unwrap_err();
         assert_eq!(code, ErrorCode::PeerCongested);
     }
