@@ -23,7 +23,8 @@ use signal_server::Config;
     about = "Burrow benchmarks: connect, throughput, signaling, STUN"
 )]
 struct Args {
-    /// Only these benches (connect, throughput, signaling-idle, signaling-relay, stun).
+    /// Only these benches (connect, throughput, signaling-idle, signaling-relay,
+    /// signaling-cluster, stun).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Connect rounds.
@@ -106,6 +107,9 @@ async fn main() -> anyhow::Result<()> {
         let time = Duration::from_secs(args.seconds.min(5));
         signaling::relay(100, time, &mut all).await;
         signaling::relay(1000, time, &mut all).await;
+    }
+    if wants("signaling-cluster") {
+        signaling::cluster(Duration::from_secs(args.seconds.min(5)), &mut all).await;
     }
     if wants("stun") {
         stun::run(Duration::from_secs(args.seconds.min(5)), &mut all).await;

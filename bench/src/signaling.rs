@@ -241,24 +241,23 @@ where
     None
 }
 
-/// Runs `signaling-relay` with `rooms` rooms of 2 for `time`.
-pub async fn relay(rooms: usize, time: Duration, out: &mut Vec<Figure>) {
-    let server = match Server::start(&["--rate-per-sec", "10000000", "--rate-burst", "10000000"]) {
-        Ok(s) => s,
-        Err(e) => {
-            Figure::new("signaling-relay", "messages/s", None, "msg/s")
-                .note(format!("{e:#}"))
-                .emit(out);
-            return;
-        }
-    };
+/// Rooms of two ping-ponging signals for `time`, one peer of each room on `http_a` and the other
+/// on `http_b` (the same server, or two instances sharing rooms): (messages delivered, seconds,
+/// latencies in ms).
+async fn ping_pong(
+    http_a: &str,
+    http_b: &str,
+    rooms: usize,
+    time: Duration,
+) -> (u64, f64, Vec<f64>) {
     let epoch = Instant::now();
     let latencies = Arc::new(Mutex::new(Vec::new()));
     let delivered = Arc::new(AtomicU64::new(0));
     let mut pairs = Vec::new();
     for r in 0..rooms {
-        let url = format!("ws://{}/ws/relay-{r}", server.http);
-        let (Ok((a, _)), Ok((b, idb))) = (join(&url).await, join(&url).await) else {
+        let url_a = format!("ws://{http_a}/ws/relay-{r}");
+        let url_b = format!("ws://{http_b}/ws/relay-{r}");
+        let (Ok((a, _)), Ok((b, idb))) = (join(&url_a).await, join(&url_b).await) else {
             continue;
         };
         pairs.push((a, b, idb));
@@ -313,7 +312,22 @@ pub async fn relay(rooms: usize, time: Duration, out: &mut Vec<Figure>) {
     }
     let secs = start.elapsed().as_secs_f64();
     let n = delivered.load(Ordering::Relaxed);
-    let mut lat = latencies.lock().await.clone();
+    let lat = latencies.lock().await.clone();
+    (n, secs, lat)
+}
+
+/// Runs `signaling-relay` with `rooms` rooms of 2 for `time`.
+pub async fn relay(rooms: usize, time: Duration, out: &mut Vec<Figure>) {
+    let server = match Server::start(&["--rate-per-sec", "10000000", "--rate-burst", "10000000"]) {
+        Ok(s) => s,
+        Err(e) => {
+            Figure::new("signaling-relay", "messages/s", None, "msg/s")
+                .note(format!("{e:#}"))
+                .emit(out);
+            return;
+        }
+    };
+    let (n, secs, mut lat) = ping_pong(&server.http, &server.http, rooms, time).await;
     let (ref_rate, ref_p99) = if rooms <= 100 {
         (63000.0, 8.0)
     } else {
@@ -342,5 +356,123 @@ pub async fn relay(rooms: usize, time: Duration, out: &mut Vec<Figure>) {
         "ms",
     )
     .against(reference, Some(ref_p99))
+    .emit(out);
+}
+
+/// A `redis-server` on a free loopback port for the cluster bench, killed when dropped.
+struct Redis {
+    child: Child,
+    url: String,
+}
+
+impl Redis {
+    fn start() -> anyhow::Result<Redis> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                anyhow::anyhow!("cannot start redis-server: {e} (apt-get install redis-server)")
+            })?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                anyhow::bail!("redis-server did not start");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Redis {
+            child,
+            url: format!("redis://127.0.0.1:{port}"),
+        })
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Idle peers joined to `http` (4 per room) and the server's RSS growth per peer, KiB.
+async fn idle_cost(server: &Server, peers: usize) -> (usize, f64) {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = server.rss_kib().unwrap_or(0);
+    let mut held = Vec::with_capacity(peers);
+    for i in 0..peers {
+        if let Ok((ws, _)) = join(&format!("ws://{}/ws/idle-{}", server.http, i / 4)).await {
+            held.push(ws);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = server.rss_kib().unwrap_or(0);
+    let n = held.len();
+    (n, after.saturating_sub(before) as f64 / n.max(1) as f64)
+}
+
+/// `signaling-cluster`: what going multi-instance costs. 100 rooms of 2 with the two peers of
+/// each room on two instances sharing rooms through Redis, beside the same on one instance in
+/// the same run; and the idle memory per peer with Redis on and off.
+pub async fn cluster(time: Duration, out: &mut Vec<Figure>) {
+    let flags = ["--rate-per-sec", "10000000", "--rate-burst", "10000000"];
+    let started = Redis::start().and_then(|redis| {
+        let with = |r: &Redis| {
+            let mut f = flags.to_vec();
+            f.extend(["--redis", r.url.as_str()]);
+            Server::start(&f)
+        };
+        Ok((with(&redis)?, with(&redis)?, Server::start(&flags)?, redis))
+    });
+    let (one, two, single, _redis) = match started {
+        Ok(s) => s,
+        Err(e) => {
+            Figure::new("signaling-cluster", "messages/s", None, "msg/s")
+                .note(format!("{e:#}"))
+                .emit(out);
+            return;
+        }
+    };
+    let (n1, s1, mut l1) = ping_pong(&single.http, &single.http, 100, time).await;
+    let (n2, s2, mut l2) = ping_pong(&one.http, &two.http, 100, time).await;
+    let same_run = "one instance, same run";
+    Figure::new(
+        "signaling-cluster",
+        "100 rooms of 2 across two instances + Redis: messages/s",
+        Some(n2 as f64 / s2),
+        "msg/s",
+    )
+    .against(same_run, Some(n1 as f64 / s1))
+    .emit(out);
+    Figure::new(
+        "signaling-cluster",
+        "100 rooms of 2 across two instances + Redis: latency p50",
+        quantile(&mut l2, 0.5),
+        "ms",
+    )
+    .against(same_run, quantile(&mut l1, 0.5))
+    .emit(out);
+    Figure::new(
+        "signaling-cluster",
+        "100 rooms of 2 across two instances + Redis: latency p99",
+        quantile(&mut l2, 0.99),
+        "ms",
+    )
+    .against(same_run, quantile(&mut l1, 0.99))
+    .emit(out);
+    let (_, without) = idle_cost(&single, 2000).await;
+    let (held, with) = idle_cost(&one, 2000).await;
+    Figure::new(
+        "signaling-cluster",
+        &format!("idle memory per peer with Redis ({held} peers)"),
+        Some(with),
+        "KiB",
+    )
+    .against(same_run, Some(without))
     .emit(out);
 }

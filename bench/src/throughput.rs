@@ -85,11 +85,63 @@ async fn tcp_rate(bytes: u64) -> f64 {
     reader.await.ok().flatten().unwrap_or(0.0)
 }
 
+/// `n` one-byte round trips (B sends, A echoes), 20 ms apart so each starts on an idle
+/// connection (where a stalled driver would show); returns each in ms.
+async fn round_trips(b: Arc<dyn DataChannel>, a: Arc<dyn DataChannel>, n: usize) -> Vec<f64> {
+    let echo = tokio::spawn(async move {
+        let mut left = n;
+        while left > 0 {
+            match tokio::time::timeout(Duration::from_secs(5), a.poll()).await {
+                Ok(Some(DataChannelEvent::OnMessage(m))) => {
+                    if a.send(m.data).await.is_err() {
+                        break;
+                    }
+                    left -= 1;
+                }
+                Ok(Some(_)) => continue,
+                _ => break,
+            }
+        }
+    });
+    let mut out = Vec::with_capacity(n);
+    'rounds: for _ in 0..n {
+        let t = Instant::now();
+        if b.send(BytesMut::from(&b"p"[..])).await.is_err() {
+            break;
+        }
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), b.poll()).await {
+                Ok(Some(DataChannelEvent::OnMessage(_))) => break,
+                Ok(Some(_)) => continue,
+                _ => break 'rounds,
+            }
+        }
+        out.push(t.elapsed().as_secs_f64() * 1000.0);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = echo.await;
+    out
+}
+
+/// Emits the median of `rtts` as the round trip of `what`.
+fn emit_rtt(what: &str, mut rtts: Vec<f64>, out: &mut Vec<Figure>) {
+    Figure::new(
+        "throughput",
+        &format!("{what}: round trip p50"),
+        crate::report::quantile(&mut rtts, 0.5),
+        "ms",
+    )
+    .note(format!("{} one-byte messages on an idle channel", rtts.len()))
+    .emit(out);
+}
+
 /// Runs the bench.
 pub async fn run(env: &Env, out: &mut Vec<Figure>) {
     let link = env.link("throughput");
     match crate::pair::connect(&link, Options::default(), false).await {
         Ok(pair) => {
+            let rtts = round_trips(pair.b.clone(), pair.a.clone(), 20).await;
+            emit_rtt("data channel, loopback", rtts, out);
             let (bytes, rate) =
                 channel_rate(pair.b.clone(), pair.a.clone(), env.bytes, env.time).await;
             let tcp = tcp_rate(bytes).await;
@@ -109,6 +161,8 @@ pub async fn run(env: &Env, out: &mut Vec<Figure>) {
     };
     match crate::pair::connect(&link, relay, true).await {
         Ok(pair) => {
+            let rtts = round_trips(pair.b.clone(), pair.a.clone(), 20).await;
+            emit_rtt("data channel via TURN relay", rtts, out);
             let (bytes, rate) =
                 channel_rate(pair.b.clone(), pair.a.clone(), env.bytes / 4, env.time).await;
             Figure::new(

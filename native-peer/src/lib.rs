@@ -3,6 +3,7 @@
 //!
 //! * [`signaling`]: the WebSocket to the rendezvous server;
 //! * [`peer`]: one remote peer: its connection, negotiation, trickled candidates;
+//! * [`kick`]: the `webrtc` runtime that keeps relayed packets moving, and big socket buffers;
 //! * [`rtc`]: `webrtc` settings (ICE timing, buffers) and the path from stats;
 //! * [`session`]: a room: the mesh, chat, files, expose/forward, driven by one event loop;
 //! * [`files`]: sending and receiving files;
@@ -13,6 +14,7 @@
 
 pub mod events;
 pub mod files;
+pub mod kick;
 pub mod netcheck;
 pub mod peer;
 pub mod rtc;

@@ -98,7 +98,12 @@ pub async fn new_connection(
     } else {
         burrow_settings(network)
     };
-    let pc = PeerConnectionBuilder::new()
+    let mut builder = PeerConnectionBuilder::new();
+    if !options.crate_defaults {
+        // Keeps the driver turning while relayed packets are queued in it (see `kick`).
+        builder = builder.with_runtime(Arc::new(crate::kick::KickRuntime::new()));
+    }
+    let pc = builder
         .with_configuration(config)
         .with_setting_engine(settings)
         .with_handler(handler)

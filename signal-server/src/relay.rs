@@ -991,9 +991,16 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
 fn bind_relay_socket(ip: IpAddr) -> std::io::Result<(UdpSocket, SocketAddr)> {
     let socket = std::net::UdpSocket::bind(SocketAddr::new(ip, 0))?;
     socket.set_nonblocking(true)?;
+    // A data channel's sender bursts a whole congestion window at once (on loopback or a fast
+    // LAN, 100+ datagrams of ~1.2 KB in well under a millisecond); the default buffer (~208 KiB,
+    // ~90 such datagrams) drops the tail, and SCTP then waits out its 1 s minimum RTO.
+    crate::stun::enlarge_buffers_to(&socket, RELAY_BUFFER_BYTES);
     let local = socket.local_addr()?;
     Ok((UdpSocket::from_std(socket)?, local))
 }
+
+/// Socket buffer size asked for on each relay (allocation) socket (the kernel may grant less).
+const RELAY_BUFFER_BYTES: usize = 1 << 20;
 
 /// Room in front of relayed data for the largest header written there.
 const HEADROOM: usize = wire::DATA_INDICATION_HEADROOM;

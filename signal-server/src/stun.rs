@@ -62,8 +62,12 @@ async fn bind(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
 
 /// Asks for big socket buffers (bursts of relayed data); beyond `rmem_max` only root may.
 fn enlarge_buffers(socket: &UdpSocket) {
+    enlarge_buffers_to(socket, LISTEN_BUFFER_BYTES);
+}
+
+/// Asks for `n`-byte socket buffers; beyond `rmem_max`/`wmem_max` only root may.
+pub(crate) fn enlarge_buffers_to(socket: &impl std::os::fd::AsFd, n: usize) {
     use nix::sys::socket::{setsockopt, sockopt};
-    let n = LISTEN_BUFFER_BYTES;
     if setsockopt(socket, sockopt::RcvBufForce, &n).is_err() {
         let _ = setsockopt(socket, sockopt::RcvBuf, &n);
     }
