@@ -18,6 +18,28 @@ fn screenshot_path(name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// Presses **Open web** for `exposer`'s site and enters the site's frame. The site runs on its
+/// own origin: the room page frames its host frame, which frames the site.
+async fn open_site(page: &Browser, exposer: &str) {
+    let button = format!("#peers li[data-peer=\"{exposer}\"] button.open");
+    page.wait_for(
+        "the Open button",
+        &format!(
+            "return !!document.querySelector('{}');",
+            button.replace('\'', "\\'")
+        ),
+    )
+    .await;
+    page.click(&button).await;
+    page.client.enter_frame(0).await.expect("the host frame");
+    page.wait_for(
+        "the site's frame",
+        "return !!document.getElementById('site') && !document.getElementById('site').hidden;",
+    )
+    .await;
+    page.client.enter_frame(0).await.expect("the site's frame");
+}
+
 /// Waits until the page has joined, and returns its peer id.
 async fn joined(b: &Browser) -> String {
     b.wait_for(
@@ -214,24 +236,7 @@ async fn the_page_opens_a_site_a_native_peer_exposes() {
     let exposer_id = exposer.peer_id();
     let page = Browser::start().await;
     page.open(&link).await;
-    let button = format!("#peers li[data-peer=\"{exposer_id}\"] button.open");
-    page.wait_for(
-        "the Open button",
-        &format!(
-            "return !!document.querySelector('{}');",
-            button.replace('\'', "\\'")
-        ),
-    )
-    .await;
-    page.click(&button).await;
-    // The site runs on its own origin: the room page frames its host frame, which frames it.
-    page.client.enter_frame(0).await.expect("the host frame");
-    page.wait_for(
-        "the site's frame",
-        "return !!document.getElementById('site') && !document.getElementById('site').hidden;",
-    )
-    .await;
-    page.client.enter_frame(0).await.expect("the site's frame");
+    open_site(&page, &exposer_id).await;
     let greeting = page
         .wait_for(
             "the site's heading",
@@ -286,23 +291,7 @@ async fn a_hostile_exposed_site_cannot_touch_the_room_page() {
         "localStorage.setItem('burrow.name', 'visitor'); arguments[arguments.length - 1](true);",
     )
     .await;
-    let button = format!("#peers li[data-peer=\"{exposer_id}\"] button.open");
-    page.wait_for(
-        "the Open button",
-        &format!(
-            "return !!document.querySelector('{}');",
-            button.replace('\'', "\\'")
-        ),
-    )
-    .await;
-    page.click(&button).await;
-    page.client.enter_frame(0).await.expect("the host frame");
-    page.wait_for(
-        "the site's frame",
-        "return !!document.getElementById('site') && !document.getElementById('site').hidden;",
-    )
-    .await;
-    page.client.enter_frame(0).await.expect("the site's frame");
+    open_site(&page, &exposer_id).await;
     let probe = page
         .wait_for(
             "the probe's report",

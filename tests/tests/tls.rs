@@ -36,6 +36,27 @@ fn certificates(tag: &str) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
     (dir, ca_pem, cert_pem, key_pem)
 }
 
+/// Chromium on the https `link`, once it is connected to `peer`; asserts the page is a secure
+/// context. Chromium does not know the test CAs: it is told to accept the certificate (as a user
+/// would by installing the CA).
+async fn secure_page_with(link: &str, peer: &str) -> Browser {
+    let page = Browser::start_in(None, &["--ignore-certificate-errors"]).await;
+    page.open(link).await;
+    page.wait_for(
+        "the native peer connected",
+        &format!(
+            "const li = document.querySelector('#peers li[data-peer=\"{peer}\"]'); \
+             return li && li.querySelector('.badge').textContent !== '';"
+        ),
+    )
+    .await;
+    let secure = page
+        .run_async("arguments[arguments.length - 1](window.isSecureContext && location.protocol);")
+        .await;
+    assert_eq!(secure, "https:", "the page is a secure context over https");
+    page
+}
+
 fn tls_server(cert: &Path, key: &Path) -> ServerProcess {
     ServerProcess::start(&[
         "--tls-cert",
@@ -98,22 +119,7 @@ async fn the_page_over_https_chats_with_burrow() {
     let link = format!("https://{}/r/secure-page", server.http);
     let mut native = Burrow::start(&["--ca-cert", ca.to_str().expect("utf-8 path"), "join", &link]);
     let native_id = native.peer_id();
-    // Chromium does not know the test CA: told to accept the certificate (as a user would by
-    // installing it).
-    let page = Browser::start_in(None, &["--ignore-certificate-errors"]).await;
-    page.open(&link).await;
-    let secure = page
-        .run_async("arguments[arguments.length - 1](window.isSecureContext && location.protocol);")
-        .await;
-    assert_eq!(secure, "https:", "the page is a secure context over https");
-    page.wait_for(
-        "the native peer connected",
-        &format!(
-            "const li = document.querySelector('#peers li[data-peer=\"{native_id}\"]'); \
-             return li && li.querySelector('.badge').textContent !== '';"
-        ),
-    )
-    .await;
+    let page = secure_page_with(&link, &native_id).await;
     native.say("hello page, over wss");
     page.wait_for(
         "the native peer's line",
@@ -283,20 +289,7 @@ async fn the_server_gets_its_certificate_over_acme_from_pebble() {
     let mut native = joined.expect("joined");
     let native_id = native.peer_id();
 
-    let page = Browser::start_in(None, &["--ignore-certificate-errors"]).await;
-    page.open(&link).await;
-    page.wait_for(
-        "the native peer connected",
-        &format!(
-            "const li = document.querySelector('#peers li[data-peer=\"{native_id}\"]'); \
-             return li && li.querySelector('.badge').textContent !== '';"
-        ),
-    )
-    .await;
-    let secure = page
-        .run_async("arguments[arguments.length - 1](window.isSecureContext && location.protocol);")
-        .await;
-    assert_eq!(secure, "https:");
+    let page = secure_page_with(&link, &native_id).await;
     page.close().await;
     let _ = std::fs::remove_dir_all(dir);
 }
