@@ -133,7 +133,8 @@ fn case3_both_symmetric_go_through_the_relay() {
     let mut a = burrow(&h1, &["join", "--accept", inbox.to_str().unwrap(), &link]);
     let ida = a.peer_id();
     let src = dir.join("relayed.bin");
-    let want = random_file(&src, 8 * 1024 * 1024);
+    let want = random_file(&src, 64 * 1024 * 1024);
+    let started = std::time::Instant::now();
     let mut b = burrow(&h2, &["send", src.to_str().unwrap(), &link]);
     let cb = b.expect_event("connected", &[("peer", &ida)]);
     let ca = a.expect_event("connected", &[]);
@@ -142,12 +143,107 @@ fn case3_both_symmetric_go_through_the_relay() {
         assert!(is_relay(c), "a relay candidate in the selected pair: {c}");
     }
     let got = a.expect_event("file_received", &[]);
+    // Not asserted (timing is the bench's job), but shown: the issue's mark is under 3 s.
+    eprintln!(
+        "case3: 64 MiB relayed in {:.2} s from `burrow send` start",
+        started.elapsed().as_secs_f64()
+    );
     assert_eq!(got["sha256"], want.as_str());
     assert_eq!(
         sha256_file(&PathBuf::from(got["path"].as_str().unwrap())),
         want
     );
     assert!(b.wait().success(), "{:?}", b.seen);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// coturn as the relay (how operators scale TURN out): the server lists it with
+/// `--external-turn` and mints its credentials from its `static-auth-secret`; two peers behind
+/// symmetric NATs connect through it and a file arrives intact.
+///
+/// Fails today (the data-path issue): after one peer's CreatePermission toward the other's relayed
+/// address gets 438 (Wrong nonce), every retry with the fresh nonce gets 400 Bad Request from
+/// coturn 4.6.1 (captured: the same permission toward 203.0.113.10:<the other relay port>, every
+/// 10 ms), while the other peer's permission succeeds. coturn's log is kept in
+/// `$TMPDIR/burrow-lab-coturn.log`. Run it with `--ignored`.
+#[test]
+#[ignore = "coturn answers 400 to webrtc 0.21's CreatePermission after a 438: see the doc comment"]
+fn case3_through_coturn() {
+    let Some(mut lab) = Lab::new("case3_through_coturn") else {
+        return;
+    };
+    if std::process::Command::new("turnserver")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        burrow_tests::skip(
+            "case3_through_coturn",
+            "coturn is not installed (scripts/setup.sh test installs it)",
+        );
+        return;
+    }
+    let h1 = lab.behind_nat(1, Nat::Symmetric);
+    let h2 = lab.behind_nat(2, Nat::Symmetric);
+    let mut coturn = std::process::Command::new("turnserver");
+    coturn.args([
+        "-c",
+        "/dev/null",
+        "-n",
+        "--listening-ip",
+        SERVER_IP,
+        "--listening-port",
+        "3490",
+        "--use-auth-secret",
+        "--static-auth-secret",
+        "lab-coturn-secret",
+        "--realm",
+        "burrow",
+        "--no-tls",
+        "--no-dtls",
+        "--no-cli",
+        "--fingerprint",
+        "--log-file",
+        "stdout",
+        "-v",
+    ]);
+    let log = std::fs::File::create(std::env::temp_dir().join("burrow-lab-coturn.log"))
+        .expect("coturn log");
+    let mut coturn = Lab::wrap(&lab.internet, &coturn)
+        .stdout(log)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start turnserver");
+    let turn_url = format!("turn:{SERVER_IP}:3490");
+    let server = ServerProcess::spawn(Lab::wrap(
+        &lab.internet,
+        &ServerProcess::command(
+            SERVER_IP,
+            &[
+                "--no-turn",
+                "--external-turn",
+                &turn_url,
+                "--external-turn-secret",
+                "lab-coturn-secret",
+            ],
+        ),
+    ));
+    let link = server.room_link("coturn");
+    let dir = tempdir("coturn");
+    let inbox = dir.join("inbox");
+    let mut a = burrow(&h1, &["join", "--accept", inbox.to_str().unwrap(), &link]);
+    let ida = a.peer_id();
+    let src = dir.join("via-coturn.bin");
+    let want = random_file(&src, 8 * 1024 * 1024);
+    let mut b = burrow(&h2, &["send", src.to_str().unwrap(), &link]);
+    let cb = b.expect_event("connected", &[("peer", &ida)]);
+    assert_eq!(cb["path"], "relayed", "{cb}");
+    let got = a.expect_event("file_received", &[]);
+    assert_eq!(got["sha256"], want.as_str());
+    assert!(b.wait().success(), "{:?}", b.seen);
+    drop(server);
+    let _ = coturn.kill();
+    let _ = coturn.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
 
