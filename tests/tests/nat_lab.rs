@@ -209,11 +209,14 @@ fn case3_through_coturn() {
     ]);
     let log = std::fs::File::create(std::env::temp_dir().join("burrow-lab-coturn.log"))
         .expect("coturn log");
-    let mut coturn = Lab::wrap(&lab.internet, &coturn)
-        .stdout(log)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start turnserver");
+    // Killed (by PID) when dropped, even if the test fails, before the lab's namespaces go.
+    let _coturn = KillOnDrop(
+        Lab::wrap(&lab.internet, &coturn)
+            .stdout(log)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start turnserver"),
+    );
     let turn_url = format!("turn:{SERVER_IP}:3490");
     let server = ServerProcess::spawn(Lab::wrap(
         &lab.internet,
@@ -241,10 +244,17 @@ fn case3_through_coturn() {
     let got = a.expect_event("file_received", &[]);
     assert_eq!(got["sha256"], want.as_str());
     assert!(b.wait().success(), "{:?}", b.seen);
-    drop(server);
-    let _ = coturn.kill();
-    let _ = coturn.wait();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A child process killed and reaped when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Symmetric NAT on one side (S), endpoint-independent mapping with port-restricted filtering
