@@ -55,6 +55,17 @@ pub enum Event {
         #[serde(flatten)]
         report: PathReport,
     },
+    /// Nothing has come from the peer over the path for a few seconds (ICE consent checks went
+    /// unanswered): its network may be gone. The connection waits for it.
+    PeerUnreachable {
+        /// The peer id.
+        peer: String,
+    },
+    /// An unreachable peer answers again.
+    PeerBack {
+        /// The peer id.
+        peer: String,
+    },
     /// The peer connection failed (ICE found no path).
     ConnectionFailed {
         /// The peer id.
@@ -211,6 +222,10 @@ fn human(event: &Event) -> String {
             format!("* connected to {peer}: {}", describe(report))
         }
         Event::PathChanged { peer, report } => format!("* {peer} now: {}", describe(report)),
+        Event::PeerUnreachable { peer } => {
+            format!("! {peer} is unreachable (no answer on the path); waiting for it")
+        }
+        Event::PeerBack { peer } => format!("* {peer} is back"),
         Event::ConnectionFailed { peer } => {
             format!("* could not connect to {peer}: no path found (is a TURN relay available?)")
         }

@@ -123,6 +123,13 @@ fn burrow_settings(network: Network) -> webrtc::peer_connection::SettingEngine {
         .with_srflx_acceptance_min_wait(Some(Duration::ZERO))
         .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
         .with_relay_acceptance_min_wait(Some(Duration::from_secs(1)))
+        // Consent freshness: a keepalive every second, and a path silent for 3 s is reported
+        // (the peer unreachable) well within 5 s of a cable being pulled; failed after 25 s.
+        .with_ice_timeouts(
+            Some(Duration::from_secs(3)),
+            Some(Duration::from_secs(25)),
+            Some(Duration::from_secs(1)),
+        )
         .with_include_loopback_candidate(network.bind.is_loopback())
         .with_multicast_dns_mode(mdns_mode())
         .with_sctp_max_message_size(

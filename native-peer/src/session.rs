@@ -99,6 +99,8 @@ struct Session {
     exposed: Option<Arc<streams::Gate>>,
     /// The services each peer offers.
     offered: HashMap<String, Vec<ServiceInfo>>,
+    /// Peers whose path went quiet (reported unreachable, not yet back).
+    unreachable: HashSet<String>,
 }
 
 /// Joins the room behind `link` and runs until done (send mode), stdin ends, Ctrl-C, or the
@@ -157,6 +159,7 @@ pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<(
         delivered: 0,
         exposed,
         offered: HashMap::new(),
+        unreachable: HashSet::new(),
     };
     for info in welcome.peers {
         if sending {
@@ -291,7 +294,21 @@ impl Session {
         match event {
             PeerEvent::LocalCandidate(c) => peer.trickle(c),
             PeerEvent::IceConnected => peer.nudge().await,
-            PeerEvent::State(RTCPeerConnectionState::Connected) => peer.nudge_until_open(),
+            PeerEvent::State(RTCPeerConnectionState::Connected) => {
+                if self.unreachable.remove(id) {
+                    self.printer.print(&Event::PeerBack {
+                        peer: id.to_string(),
+                    });
+                }
+                peer.nudge_until_open();
+            }
+            PeerEvent::State(RTCPeerConnectionState::Disconnected) => {
+                if self.unreachable.insert(id.to_string()) {
+                    self.printer.print(&Event::PeerUnreachable {
+                        peer: id.to_string(),
+                    });
+                }
+            }
             PeerEvent::State(RTCPeerConnectionState::Failed) => {
                 self.printer.print(&Event::ConnectionFailed {
                     peer: id.to_string(),

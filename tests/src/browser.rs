@@ -192,7 +192,10 @@ impl Drop for Browser {
         let marker = format!("--user-data-dir={}", self.profile.display());
         if let Ok(procs) = std::fs::read_dir("/proc") {
             for entry in procs.flatten() {
-                let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok())
+                let Some(pid) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.parse::<i32>().ok())
                 else {
                     continue;
                 };

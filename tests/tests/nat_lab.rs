@@ -461,3 +461,37 @@ fn expose_and_forward_across_nats() {
     let _ = site.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One peer's network goes dark (its router's uplink is cut: no FIN, no RST): the other sees it
+/// from the path itself, well before the server's keepalive would tell (25 s), and sees it come
+/// back when the link does.
+#[test]
+fn a_cut_link_is_seen_from_the_path_and_its_return_too() {
+    let Some(mut lab) = Lab::new("a_cut_link_is_seen_from_the_path_and_its_return_too") else {
+        return;
+    };
+    let h1 = lab.behind_nat(1, Nat::EndpointIndependent);
+    let h2 = lab.behind_nat(2, Nat::EndpointIndependent);
+    let server = server(&lab);
+    let link = server.room_link("cut");
+    let mut a = burrow(&h1, &["join", &link]);
+    let mut b = burrow(&h2, &["join", &link]);
+    let (_, _) = connect_and_chat(&mut a, &mut b);
+    let idb = b.peer_id();
+    let router2 = h2.ns.replace("-h2", "-nat2");
+    burrow_tests::lab::ip(&format!("-n {router2} link set wan down"));
+    let cut = std::time::Instant::now();
+    a.expect_event("peer_unreachable", &[("peer", &idb)]);
+    let seen = cut.elapsed();
+    eprintln!("cut link seen after {:.1} s", seen.as_secs_f64());
+    assert!(
+        seen < std::time::Duration::from_secs(10),
+        "reported from the path, not from the server's 25 s keepalive: {seen:?}"
+    );
+    assert!(
+        !a.has_seen("peer_left"),
+        "still in the room: only unreachable"
+    );
+    burrow_tests::lab::ip(&format!("-n {router2} link set wan up"));
+    a.expect_event("peer_back", &[("peer", &idb)]);
+}
