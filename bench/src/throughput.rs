@@ -131,7 +131,10 @@ fn emit_rtt(what: &str, mut rtts: Vec<f64>, out: &mut Vec<Figure>) {
         crate::report::quantile(&mut rtts, 0.5),
         "ms",
     )
-    .note(format!("{} one-byte messages on an idle channel", rtts.len()))
+    .note(format!(
+        "{} one-byte messages on an idle channel",
+        rtts.len()
+    ))
     .emit(out);
 }
 
