@@ -162,12 +162,14 @@ pub async fn run(env: &Env, out: &mut Vec<Figure>) {
         relay_only: true,
         ..Options::default()
     };
+    let mut relayed_rate = None;
     match crate::pair::connect(&link, relay, true).await {
         Ok(pair) => {
             let rtts = round_trips(pair.b.clone(), pair.a.clone(), 20).await;
             emit_rtt("data channel via TURN relay", rtts, out);
             let (bytes, rate) =
                 channel_rate(pair.b.clone(), pair.a.clone(), env.bytes / 4, env.time).await;
+            relayed_rate = Some(rate);
             Figure::new(
                 "throughput",
                 "data channel via TURN relay",
@@ -180,5 +182,100 @@ pub async fn run(env: &Env, out: &mut Vec<Figure>) {
         Err(e) => Figure::new("throughput", "data channel via TURN relay", None, "MB/s")
             .note(format!("failed: {e:#}"))
             .emit(out),
+    }
+    coturn(env, relayed_rate, out).await;
+}
+
+/// The same relayed transfer through coturn (the reference relay operators scale out with),
+/// between the same kind of peers, in the same run: a `signal-server` with `--no-turn
+/// --external-turn` pointing at a `turnserver` on loopback.
+async fn coturn(env: &Env, ours: Option<f64>, out: &mut Vec<Figure>) {
+    let what = "data channel via coturn (reference relay)";
+    let port = match std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()) {
+        Ok(a) => a.port(),
+        Err(e) => {
+            Figure::new("throughput", what, None, "MB/s")
+                .note(format!("{e}"))
+                .emit(out);
+            return;
+        }
+    };
+    let turn = std::process::Command::new("turnserver")
+        .args(["-c", "/dev/null", "-n", "--listening-ip", "127.0.0.1"])
+        .args(["--listening-port", &port.to_string()])
+        .args(["--use-auth-secret", "--static-auth-secret", "bench-secret"])
+        .args(["--realm", "burrow", "--no-tls", "--no-dtls", "--no-cli"])
+        .args([
+            "--allow-loopback-peers",
+            "--fingerprint",
+            "--log-file",
+            "/dev/null",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let Ok(turn) = turn else {
+        Figure::new("throughput", what, None, "MB/s")
+            .note("turnserver not installed (apt-get install coturn)".to_string())
+            .emit(out);
+        return;
+    };
+    let _turn = KillOnDrop(turn);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let url = format!("turn:127.0.0.1:{port}");
+    let server = match crate::signaling::Server::start(&[
+        "--no-turn",
+        "--external-turn",
+        &url,
+        "--external-turn-secret",
+        "bench-secret",
+    ]) {
+        Ok(s) => s,
+        Err(e) => {
+            Figure::new("throughput", what, None, "MB/s")
+                .note(format!("{e:#}"))
+                .emit(out);
+            return;
+        }
+    };
+    let link = match peer_core::link::RoomLink::parse(
+        &format!("http://{}/r/throughput-coturn", server.http),
+        None,
+    ) {
+        Ok(l) => l,
+        Err(e) => {
+            Figure::new("throughput", what, None, "MB/s")
+                .note(format!("{e}"))
+                .emit(out);
+            return;
+        }
+    };
+    let relay = Options {
+        relay_only: true,
+        ..Options::default()
+    };
+    match crate::pair::connect(&link, relay, true).await {
+        Ok(pair) => {
+            let (bytes, rate) =
+                channel_rate(pair.b.clone(), pair.a.clone(), env.bytes / 4, env.time).await;
+            // Printed as ours against coturn's, as the data-path issue compares them.
+            Figure::new("throughput", "embedded relay vs coturn", ours, "MB/s")
+                .against("coturn 4.6, same peers, same run", Some(rate))
+                .note(format!("{} MiB through coturn", bytes >> 20))
+                .emit(out);
+        }
+        Err(e) => Figure::new("throughput", what, None, "MB/s")
+            .note(format!("failed: {e:#}"))
+            .emit(out),
+    }
+}
+
+/// A child process killed when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
