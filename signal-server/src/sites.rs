@@ -44,16 +44,19 @@ pub fn domain_for(configured: Option<&str>, request_host: Option<&str>) -> Optio
         .then(|| "localhost".to_string())
 }
 
-/// Whether `host` (a `Host` header) names a site origin: one 32-hex-digit label under the
-/// configured sites domain, or under `localhost`.
+/// Whether `host` (a `Host` header) names a site origin: any name under `localhost` or under
+/// the configured sites domain (a trailing dot ignored). Real site origins use a 32-hex-digit
+/// label; other names there get the same few files, never the room page or the API.
 pub fn is_site_host(host: &str, configured: Option<&str>) -> bool {
     let host = crate::config::strip_port(host).to_ascii_lowercase();
-    let Some((label, parent)) = host.split_once('.') else {
-        return false;
+    let host = host.strip_suffix('.').unwrap_or(&host);
+    let under = |parent: &str| {
+        host.strip_suffix(parent)
+            .and_then(|rest| rest.strip_suffix('.'))
+            .is_some_and(|label| !label.is_empty())
     };
-    let parent_ok = parent == "localhost"
-        || configured.is_some_and(|d| parent == d.trim_matches('.').to_ascii_lowercase());
-    parent_ok && label.len() == 32 && label.bytes().all(|b| b.is_ascii_hexdigit())
+    under("localhost")
+        || configured.is_some_and(|d| under(&d.trim_matches('.').to_ascii_lowercase()))
 }
 
 /// `/api/sites`: where the page should open sites (`{"domain": null}` when it cannot).
@@ -77,7 +80,17 @@ pub struct Dispatch {
 }
 
 /// Sends requests for a site origin to [`router`], everything else on to the page's routes.
-pub async fn dispatch(State(d): State<Dispatch>, req: Request, next: Next) -> Response {
+pub async fn dispatch(State(d): State<Dispatch>, mut req: Request, next: Next) -> Response {
+    // HTTP/2 names the host in `:authority`, not `Host`: give every handler one place to look.
+    if !req.headers().contains_key(header::HOST) {
+        if let Some(value) = req
+            .uri()
+            .authority()
+            .and_then(|a| axum::http::HeaderValue::from_str(a.as_str()).ok())
+        {
+            req.headers_mut().insert(header::HOST, value);
+        }
+    }
     let host = req
         .headers()
         .get(header::HOST)
@@ -151,11 +164,17 @@ mod tests {
             &format!("{LABEL}.sites.example"),
             Some("sites.example")
         ));
+        assert!(is_site_host(&format!("{LABEL}.localhost.:8080"), None));
+        assert!(
+            is_site_host("short.localhost", None),
+            "any name under it, never the app"
+        );
+        assert!(is_site_host(&format!("x.{LABEL}.localhost"), None));
         assert!(!is_site_host("localhost:8080", None));
+        assert!(!is_site_host("localhost.:8080", None));
         assert!(!is_site_host("127.0.0.1:8080", None));
         assert!(!is_site_host(&format!("{LABEL}.evil.example"), None));
-        assert!(!is_site_host("short.localhost", None));
-        assert!(!is_site_host(&format!("x.{LABEL}.localhost"), None));
+        assert!(!is_site_host("sites.example", Some("sites.example")));
     }
 
     #[test]

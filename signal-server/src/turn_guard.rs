@@ -120,6 +120,8 @@ fn special_v4(ip: Ipv4Addr) -> Option<&'static str> {
         (169, 254) => "link-local",
         (172, b) if b & 0xF0 == 16 => "private (172.16/12)",
         (192, 168) => "private (192.168/16)",
+        (192, 0) if ip.octets()[2] == 0 => "IETF protocol assignments (192.0.0/24)",
+        (198, b) if b & 0xFE == 18 => "benchmarking (198.18/15)",
         (224..=239, _) => "multicast",
         (240..=255, _) => "reserved or broadcast",
         _ => return None,
@@ -140,6 +142,14 @@ fn special_v6(ip: Ipv6Addr) -> Option<&'static str> {
         "site-local"
     } else if first & 0xFF00 == 0xFF00 {
         "multicast"
+    } else if ip.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+        || ip.segments()[..3] == [0x64, 0xff9b, 1]
+    {
+        "NAT64 (64:ff9b::/96, 64:ff9b:1::/48): IPv4 behind a gateway"
+    } else if first == 0x2002 {
+        "6to4 (2002::/16): IPv4 inside"
+    } else if ip.segments()[..6] == [0, 0, 0, 0, 0, 0] {
+        "IPv4-compatible (::/96)"
     } else {
         return None;
     })
@@ -192,6 +202,8 @@ impl Ledger {
     /// Counts one more allocation for `peer` from `ip`, or says which quota it would break (and
     /// counts nothing). Call only for a request whose integrity was verified.
     pub fn admit(&mut self, peer: &str, ip: IpAddr, quotas: Quotas) -> Result<(), QuotaError> {
+        // One subscriber usually holds a whole IPv6 /64: count it as one client.
+        let ip = crate::accept::client_key(ip);
         let ip = ip.to_canonical();
         if self.per_peer.get(peer).copied().unwrap_or(0) >= quotas.per_peer {
             return Err(QuotaError::PerPeer);
@@ -210,6 +222,7 @@ impl Ledger {
 
     /// Forgets one allocation of `peer` from `ip` (it expired, was deleted or revoked).
     pub fn release(&mut self, peer: &str, ip: IpAddr) {
+        let ip = crate::accept::client_key(ip);
         let ip = ip.to_canonical();
         if let Some(n) = self.per_peer.get_mut(peer) {
             *n -= 1;
@@ -415,5 +428,34 @@ mod tests {
         assert_eq!(QuotaError::PerPeer.code(), 486);
         assert_eq!(QuotaError::PerIp.code(), 486);
         assert_eq!(QuotaError::Total.code(), 508);
+    }
+
+    #[test]
+    fn tunnelled_and_reserved_ranges_are_denied_and_a_64_is_one_client() {
+        for ip in [
+            "192.0.0.9",
+            "198.18.0.1",
+            "198.19.255.1",
+            "64:ff9b::a00:1",
+            "2002:a00:1::1",
+            "::a00:1",
+        ] {
+            assert!(special_range(ip.parse().unwrap()).is_some(), "{ip}");
+        }
+        // The lab's "internet" (TEST-NET-3) stays reachable.
+        assert!(special_range("203.0.113.10".parse().unwrap()).is_none());
+        let q = Quotas {
+            per_peer: 10,
+            per_ip: 1,
+            total: 10,
+        };
+        let mut ledger = Ledger::default();
+        assert!(ledger.admit("a", "2001:db8::1".parse().unwrap(), q).is_ok());
+        assert!(
+            ledger
+                .admit("b", "2001:db8::2".parse().unwrap(), q)
+                .is_err(),
+            "another address of the same /64 is the same client"
+        );
     }
 }

@@ -287,3 +287,48 @@ async fn foreign_origins_and_huge_headers_are_refused_and_pages_carry_security_h
         assert!(h.contains("referrer-policy: no-referrer"), "{path}");
     }
 }
+
+/// Over HTTP/2 (what browsers speak over TLS) the host comes in `:authority`, not `Host`: a site
+/// origin must still get only its host-frame files, never the room page's API.
+#[tokio::test]
+async fn site_origins_get_only_their_files_over_http2_too() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper::body::Bytes;
+    let server = ServerProcess::start(&[]);
+    let stream = TcpStream::connect(server.http).await.expect("connect");
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("h2c handshake (prior knowledge)");
+    tokio::spawn(conn);
+    let site = format!(
+        "0123456789abcdef0123456789abcdef.localhost:{}",
+        server.http.port()
+    );
+    let mut status = |path: &str| {
+        let req = hyper::Request::get(format!("http://{site}{path}"))
+            .body(Empty::<Bytes>::new())
+            .expect("request");
+        let fut = send.send_request(req);
+        async move {
+            let resp = fut.await.expect("response");
+            let code = resp.status().as_u16();
+            let _ = resp.into_body().collect().await;
+            code
+        }
+    };
+    assert_eq!(status("/metrics").await, 404, "no metrics on a site origin");
+    assert_eq!(status("/healthz").await, 404);
+    assert_eq!(
+        status("/r/some-room").await,
+        404,
+        "no room page on a site origin"
+    );
+    assert_eq!(
+        status("/__burrow/host.html").await,
+        200,
+        "its own host frame"
+    );
+}
