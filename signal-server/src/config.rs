@@ -234,6 +234,12 @@ pub struct Config {
     #[arg(long, env = "BURROW_TURN_MAX_BPS", default_value_t = 0)]
     pub turn_max_bps: u64,
 
+    /// Unauthenticated TURN answers (401/438/400) per second to one client network (IPv4 /24,
+    /// IPv6 /48): they are larger than the requests, so spoofed sources could use the relay as
+    /// a reflector. 0 means no limit.
+    #[arg(long, env = "BURROW_TURN_UNAUTHENTICATED_RATE", default_value_t = 100)]
+    pub turn_unauthenticated_rate: u32,
+
     /// Longest TURN allocation lifetime granted; a requested LIFETIME is clamped to it.
     #[arg(long, env = "BURROW_TURN_MAX_LIFETIME", default_value = "600s", value_parser = parse_duration)]
     pub turn_max_lifetime: Duration,

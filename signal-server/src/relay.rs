@@ -91,6 +91,9 @@ pub struct RelayConfig {
     pub max_bps: u64,
     /// Where refusals and relayed bytes are counted.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Unauthenticated answers one client network gets per second (0: no limit); genuine
+    /// clients send a few Allocates per peer connection.
+    pub unauthenticated_rate: u32,
 }
 
 /// The relay: configuration, the listening sockets (to reach clients) and every allocation.
@@ -100,6 +103,23 @@ pub struct Relay {
     listeners: Vec<Arc<UdpSocket>>,
     table: RwLock<Table>,
     logs: LogBudget,
+    /// Unauthenticated answers (401, 438, 400) sent per client network per second: they are
+    /// larger than the requests, so with spoofed sources they would make the relay a reflector.
+    challenges: Mutex<HashMap<IpAddr, (u64, u32)>>,
+}
+
+/// The network an unauthenticated answer is counted under.
+fn challenge_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            IpAddr::from([a, b, c, 0])
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::from([s[0], s[1], s[2], 0, 0, 0, 0, 0])
+        }
+    }
 }
 
 /// Everything that changes, under one lock: lookups take it for reading.
@@ -269,6 +289,7 @@ impl Relay {
             nonces: Nonces::new(),
             listeners,
             table: RwLock::new(Table::default()),
+            challenges: Mutex::new(HashMap::new()),
             logs: LogBudget {
                 second: AtomicU64::new(0),
                 count: AtomicU32::new(0),
@@ -755,6 +776,24 @@ impl Relay {
         Outcome::Done
     }
 
+    /// Takes one unauthenticated answer from `ip`'s network budget for this second.
+    fn may_answer_unauthenticated(&self, ip: IpAddr) -> bool {
+        if self.cfg.unauthenticated_rate == 0 {
+            return true;
+        }
+        let second = self.logs.start.elapsed().as_secs();
+        let mut budget = self.challenges.lock().unwrap_or_else(|p| p.into_inner());
+        if budget.len() > 10_000 {
+            budget.retain(|_, (s, _)| *s == second); // bounded, whatever the sources
+        }
+        let entry = budget.entry(challenge_key(ip)).or_insert((second, 0));
+        if entry.0 != second {
+            *entry = (second, 0);
+        }
+        entry.1 += 1;
+        self.cfg.unauthenticated_rate == 0 || entry.1 <= self.cfg.unauthenticated_rate
+    }
+
     fn write_refusal(
         &self,
         out: &mut Vec<u8>,
@@ -763,6 +802,10 @@ impl Relay {
         client: SocketAddr,
         refusal: AuthRefusal,
     ) {
+        if !self.may_answer_unauthenticated(client.ip()) {
+            out.clear(); // over budget: no answer at all
+            return;
+        }
         let mut b = Builder::new(out, m, Class::Error, tid);
         match refusal {
             AuthRefusal::Challenge => {
@@ -1124,6 +1167,7 @@ mod tests {
                 max_lifetime: Duration::from_secs(600),
                 max_bps: 0,
                 metrics: Arc::default(),
+                unauthenticated_rate: 0,
             },
             vec![listener],
         );

@@ -179,6 +179,7 @@ impl StunServer {
                     max_lifetime: cfg.turn_max_lifetime,
                     max_bps: cfg.turn_max_bps,
                     metrics: metrics.clone(),
+                    unauthenticated_rate: cfg.turn_unauthenticated_rate,
                 },
                 listeners.clone(),
             )
@@ -311,8 +312,11 @@ async fn serve(
             }
             _ => continue,
         }
-        // A full send buffer drops the answer; the client retransmits.
-        let _ = send_now(&socket, &out, from);
+        // A full send buffer drops the answer; the client retransmits. Nothing to send: the
+        // relay chose not to answer (e.g. over the unauthenticated-answer budget).
+        if !out.is_empty() {
+            let _ = send_now(&socket, &out, from);
+        }
     }
 }
 

@@ -544,6 +544,9 @@ async fn audit1_forged_usernames_do_not_lock_the_relay() {
     let server = ServerProcess::start(&[
         "--turn-secret",
         SECRET,
+        // Every forged request is answered, so the test sees each one refused.
+        "--turn-unauthenticated-rate",
+        "0",
         "--turn-max-allocations",
         "4",
         "--turn-max-per-ip",
@@ -654,7 +657,9 @@ async fn blast(sock: &UdpSocket, server: SocketAddr, from: u32, count: u32) -> u
 /// resident memory by less than 2 MiB.
 #[tokio::test]
 async fn audit2_credential_less_allocates_cost_no_memory() {
-    let server = ServerProcess::start(&["--turn-secret", SECRET]);
+    // Every request answered (each mints a nonce): the memory figure covers the answering path.
+    let server =
+        ServerProcess::start(&["--turn-secret", SECRET, "--turn-unauthenticated-rate", "0"]);
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     // Warm up (allocator arenas, buffers), then measure.
     blast(&sock, server.stun, 0, 5_000).await;
@@ -949,5 +954,27 @@ async fn relay_throughput_on_loopback() {
         got as f64 / elapsed / 1e6,
         sent as f64 / elapsed / 1e6,
         100.0 * got as f64 / sent as f64
+    );
+}
+
+/// Unauthenticated answers are larger than the requests (a 20-byte Allocate draws a ~110-byte
+/// 401): with spoofed sources the relay would be a reflector. One client network gets at most
+/// `--turn-unauthenticated-rate` of them a second; the rest go unanswered.
+#[tokio::test]
+async fn unauthenticated_answers_are_rate_limited_per_network() {
+    let server =
+        ServerProcess::start(&["--turn-secret", SECRET, "--turn-unauthenticated-rate", "50"]);
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let started = Instant::now();
+    let answered = blast(&sock, server.stun, 0, 1_000).await;
+    let secs = started.elapsed().as_secs() + 1;
+    eprintln!("1,000 bare Allocates in {secs} s (rounded up): {answered} answered");
+    assert!(
+        answered >= 1,
+        "some are answered: genuine clients get their challenge"
+    );
+    assert!(
+        u64::from(answered) <= 50 * (secs + 1),
+        "{answered} answers in {secs} s: over the budget of 50/s"
     );
 }
