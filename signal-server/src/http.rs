@@ -40,6 +40,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let dispatch = crate::sites::Dispatch {
         sites: crate::sites::router(&state),
         domain: state.config.sites_domain.clone(),
+        loopback_only: state.config.listen.ip().is_loopback(),
     };
     router
         .layer(axum::middleware::map_response_with_state(

@@ -77,6 +77,22 @@ pub struct Dispatch {
     pub sites: Router,
     /// `--sites-domain`, if set.
     pub domain: Option<String>,
+    /// The server listens on loopback only: then only loopback host names are served (a web
+    /// page elsewhere could otherwise reach it by DNS rebinding: its own name, resolved to
+    /// 127.0.0.1, would pass the Origin check, which compares the page with `Host`).
+    pub loopback_only: bool,
+}
+
+/// Whether `host` is a name a loopback-only server answers to.
+fn is_loopback_host(host: &str) -> bool {
+    let host = crate::config::strip_port(host).to_ascii_lowercase();
+    let host = host.strip_suffix('.').unwrap_or(&host);
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Sends requests for a site origin to [`router`], everything else on to the page's routes.
@@ -96,6 +112,13 @@ pub async fn dispatch(State(d): State<Dispatch>, mut req: Request, next: Next) -
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or_default();
+    if d.loopback_only && !is_loopback_host(host) {
+        return (
+            StatusCode::MISDIRECTED_REQUEST,
+            "this server answers to localhost / 127.0.0.1 only\n",
+        )
+            .into_response();
+    }
     if is_site_host(host, d.domain.as_deref()) {
         match tower::ServiceExt::oneshot(d.sites, req).await {
             Ok(resp) => resp,
@@ -175,6 +198,27 @@ mod tests {
         assert!(!is_site_host("127.0.0.1:8080", None));
         assert!(!is_site_host(&format!("{LABEL}.evil.example"), None));
         assert!(!is_site_host("sites.example", Some("sites.example")));
+    }
+
+    #[test]
+    fn loopback_names() {
+        for ok in [
+            "localhost:8080",
+            "127.0.0.1:1",
+            "[::1]:8080",
+            "x.localhost",
+            "LOCALHOST.",
+        ] {
+            assert!(is_loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example:8080",
+            "10.0.0.1",
+            "localhost.evil.example",
+            "",
+        ] {
+            assert!(!is_loopback_host(bad), "{bad}");
+        }
     }
 
     #[test]

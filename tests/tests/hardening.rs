@@ -154,7 +154,7 @@ async fn idle_and_slow_clients_are_limited_and_timed_out() {
         .await
         .expect("connect");
     again
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         .await
         .expect("write");
     let mut answer = String::new();
@@ -331,4 +331,36 @@ async fn site_origins_get_only_their_files_over_http2_too() {
         200,
         "its own host frame"
     );
+}
+
+/// A server on loopback answers only to loopback names: a page elsewhere whose own name resolves
+/// to 127.0.0.1 (DNS rebinding) would otherwise pass the Origin check, which compares the page's
+/// origin with `Host`.
+#[tokio::test]
+async fn a_loopback_server_refuses_foreign_host_names() {
+    let server = ServerProcess::start(&[]);
+    let ask = |host: String| async move {
+        let mut s = TcpStream::connect(server_addr(&host))
+            .await
+            .expect("connect");
+        let req = format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.expect("write");
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer).await;
+        answer
+    };
+    let port = server.http.port();
+    fn server_addr(host: &str) -> SocketAddr {
+        let port = host.rsplit_once(':').map(|(_, p)| p).unwrap_or("80");
+        format!("127.0.0.1:{port}").parse().expect("addr")
+    }
+    assert!(ask(format!("rebind.evil.example:{port}"))
+        .await
+        .starts_with("HTTP/1.1 421"));
+    assert!(ask(format!("localhost:{port}"))
+        .await
+        .starts_with("HTTP/1.1 200"));
+    assert!(ask(format!("127.0.0.1:{port}"))
+        .await
+        .starts_with("HTTP/1.1 200"));
 }
