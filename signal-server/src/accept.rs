@@ -259,19 +259,7 @@ pub async fn serve(
                 return;
             }
             match tls {
-                None => {
-                    serve_io(
-                        Limited {
-                            stream,
-                            _slot: slot,
-                        },
-                        builder,
-                        app,
-                        peer,
-                        watcher,
-                    )
-                    .await
-                }
+                None => serve_io(stream, slot, builder, app, peer, watcher).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(stream))
@@ -281,19 +269,7 @@ pub async fn serve(
                             // A TLS-ALPN-01 validation: the handshake was the answer.
                             tracing::debug!(%peer, "ACME challenge handshake answered");
                         }
-                        Ok(Ok(stream)) => {
-                            serve_io(
-                                Limited {
-                                    stream,
-                                    _slot: slot,
-                                },
-                                builder,
-                                app,
-                                peer,
-                                watcher,
-                            )
-                            .await
-                        }
+                        Ok(Ok(stream)) => serve_io(stream, slot, builder, app, peer, watcher).await,
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
@@ -311,9 +287,11 @@ pub async fn serve(
     Ok(())
 }
 
-/// Serves HTTP (1 or 2, with upgrades to WebSocket) on one accepted connection.
+/// Serves HTTP (1 or 2, with upgrades to WebSocket) on one accepted connection, which holds
+/// `slot` for as long as it lives.
 async fn serve_io<S>(
-    io: Limited<S>,
+    stream: S,
+    slot: Slot,
     builder: auto::Builder<TokioExecutor>,
     app: Router,
     peer: SocketAddr,
@@ -325,6 +303,10 @@ async fn serve_io<S>(
         req.extensions_mut().insert(ConnectInfo(peer));
         tower::ServiceExt::oneshot(app.clone(), req)
     });
+    let io = Limited {
+        stream,
+        _slot: slot,
+    };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     if let Err(e) = watcher.watch(conn.into_owned()).await {
         tracing::debug!(%peer, error = %e, "http connection ended");
