@@ -57,8 +57,18 @@ pub enum TlsError {
     Config(#[from] rustls::Error),
 }
 
-/// A TLS acceptor for the PEM certificate chain and key at these paths, offering HTTP/2 and
-/// HTTP/1.1.
+/// The protocols offered in the TLS handshake: HTTP/1.1 only (pages fetch a handful of files,
+/// and with HTTP/2 offered Chromium intermittently failed to load a module over it in the tests:
+/// not yet understood, so not offered), plus the ACME challenge protocol when ACME is on.
+fn alpn(acme: bool) -> Vec<Vec<u8>> {
+    let mut protocols = vec![b"http/1.1".to_vec()];
+    if acme {
+        protocols.push(ACME_ALPN.to_vec());
+    }
+    protocols
+}
+
+/// A TLS acceptor for the PEM certificate chain and key at these paths.
 pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
     let cert_err = |reason: String| TlsError::Cert {
         path: cert.display().to_string(),
@@ -80,7 +90,7 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn(false);
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
@@ -129,7 +139,7 @@ pub fn acme(opts: AcmeOptions<'_>) -> Result<(TlsAcceptor, tokio::task::JoinHand
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_cert_resolver(state.resolver());
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_ALPN.to_vec()];
+    config.alpn_protocols = alpn(true);
     let domains = opts.domains.join(", ");
     let task = tokio::spawn(async move {
         while let Some(event) = state.next().await {
