@@ -101,7 +101,12 @@ async function startRoom(roomId) {
       case 'peer_state': {
         const p = peers.get(ev.peer);
         if (p) {
-          p.li.querySelector('.state').textContent = ev.state;
+          // 'disconnected': the path went quiet (consent checks unanswered); the connection
+          // waits for the peer, greyed out, and says so.
+          const unreachable = ev.state === 'disconnected';
+          p.li.querySelector('.state').textContent = unreachable ? 'unreachable' : ev.state;
+          if (unreachable && p.li.dataset.state !== 'disconnected') note(`${label(ev.peer)} is unreachable; waiting for it.`);
+          if (ev.state === 'connected' && p.li.dataset.state === 'disconnected') note(`${label(ev.peer)} is back.`);
           p.li.dataset.state = ev.state;
           if (ev.state === 'failed') note(`Could not reach ${label(ev.peer)}: no path found.`);
         }
@@ -110,8 +115,11 @@ async function startRoom(roomId) {
       case 'connected': {
         const p = peers.get(ev.peer);
         if (!p) break;
-        p.li.dataset.state = 'connected';
-        p.li.querySelector('.state').textContent = 'connected';
+        // Path reports repeat; an unreachable peer stays so until its state says otherwise.
+        if (p.li.dataset.state !== 'disconnected') {
+          p.li.dataset.state = 'connected';
+          p.li.querySelector('.state').textContent = 'connected';
+        }
         const badge = p.li.querySelector('.badge');
         badge.textContent = ev.label;
         badge.dataset.path = ev.path || '';

@@ -326,3 +326,48 @@ async fn a_hostile_exposed_site_cannot_touch_the_room_page() {
     exposer.expect_event("connected", &[]);
     page.close().await;
 }
+
+/// A peer that vanishes without a word (its process frozen: no FIN, no RST, nothing) is shown
+/// unreachable and greyed from the path itself, and connected again when it comes back.
+#[tokio::test]
+async fn the_page_shows_a_vanished_peer_unreachable_then_back() {
+    if !sandbox::enter("the_page_shows_a_vanished_peer_unreachable_then_back") {
+        return;
+    }
+    let server = ServerProcess::start_on(HOST_IP, &[]);
+    let link = server.room_link("vanish");
+    let mut native = Burrow::start(&["join", &link]);
+    let native_id = native.peer_id();
+    let page = Browser::start().await;
+    page.open(&link).await;
+    let connected = format!(
+        "const li = document.querySelector('#peers li[data-peer=\"{native_id}\"]'); \
+         return li && li.dataset.state === 'connected';"
+    );
+    page.wait_for("the native peer connected", &connected).await;
+    let pid = libc::pid_t::try_from(native.pid()).expect("pid");
+    // SAFETY: signals to a child this test started and still owns.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let unreachable = page
+        .wait_for(
+            "the frozen peer shown unreachable",
+            &format!(
+                "const li = document.querySelector('#peers li[data-peer=\"{native_id}\"]'); \
+                 return li && li.dataset.state === 'disconnected' && \
+                   li.querySelector('.state').textContent;"
+            ),
+        )
+        .await;
+    assert_eq!(unreachable, "unreachable");
+    let opacity = page
+        .run_async(&format!(
+            "const li = document.querySelector('#peers li[data-peer=\"{native_id}\"]'); \
+             arguments[arguments.length - 1](getComputedStyle(li).opacity);"
+        ))
+        .await;
+    assert_eq!(opacity, "0.5", "greyed out");
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    page.wait_for("the peer back", &connected).await;
+    page.close().await;
+}
