@@ -260,6 +260,26 @@ impl Cluster {
         }
     }
 
+    /// The member `peer` of `room`, wherever it is (one field read: a signal's hot path).
+    pub async fn locate(&self, room: &str, peer: &str) -> Option<Member> {
+        let mut con = self.con.clone();
+        let raw = tokio::time::timeout(
+            COMMAND_TIMEOUT,
+            con.hget::<_, _, Option<String>>(room_key(room), peer),
+        )
+        .await
+        .ok()?
+        .ok()??;
+        let entry: Entry = serde_json::from_str(&raw).ok()?;
+        Some(Member {
+            info: PeerInfo {
+                id: peer.to_string(),
+                name: entry.name,
+            },
+            instance: entry.inst,
+        })
+    }
+
     /// Sends `text` to the members of `room` among `to` that live on other instances.
     pub async fn publish(&self, room: &str, to: &[Member], text: &str) {
         let mut by_instance: HashMap<&str, Vec<String>> = HashMap::new();

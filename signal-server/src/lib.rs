@@ -138,65 +138,48 @@ pub async fn start(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<Running> {
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-    let http_addr = listener.local_addr()?;
-    let metrics = Arc::new(metrics::Metrics::new());
-    let stun = stun::StunServer::start(&config, http_addr, metrics.clone()).await?;
-    let secrets = &config.external_turn_secret;
-    if !config.external_turn.is_empty()
-        && secrets.len() != 1
-        && secrets.len() != config.external_turn.len()
-    {
+    // What the flags name is checked and loaded before any socket is bound.
+    let external_turn = external_turn(&config)?;
+    let (tls, acme) = match tls_from(&config)? {
+        Some((acceptor, acme)) => (Some(acceptor), acme),
+        None => (None, None),
+    };
+    if config.http_redirect_listen.is_some() && tls.is_none() {
         anyhow::bail!(
-            "{} --external-turn servers but {} --external-turn-secret: give one secret for each \
-             (or one for all)",
-            config.external_turn.len(),
-            secrets.len()
+            "--http-redirect-listen redirects to https: it needs --tls-cert or --acme-domain"
         );
     }
-    let external_turn = config
-        .external_turn
-        .iter()
-        .enumerate()
-        .filter_map(|(i, url)| {
-            let secret = secrets.get(i).or(secrets.first())?;
-            Some((
-                url.clone(),
-                credentials::Minter::new(secret, config.turn_ttl),
-            ))
-        })
-        .collect();
-    let limits =
-        accept::ConnectionLimits::new(config.max_connections_per_ip, config.max_connections);
-    let metrics_listener = match config.metrics_listen {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?,
-        ),
-        None => None,
-    };
     let cluster = match &config.redis {
         Some(url) => Some(cluster::Cluster::connect(url, config.redis_instance_ttl).await?),
         None => None,
     };
+
+    let listener = bind(config.listen, "").await?;
+    let http_addr = listener.local_addr()?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(bind(addr, " for metrics").await?),
+        None => None,
+    };
+    let redirect_listener = match config.http_redirect_listen {
+        Some(addr) => Some(bind(addr, " for http redirects").await?),
+        None => None,
+    };
+    let metrics = Arc::new(metrics::Metrics::new());
+    let stun = stun::StunServer::start(&config, http_addr, metrics.clone()).await?;
+
+    let limits =
+        accept::ConnectionLimits::new(config.max_connections_per_ip, config.max_connections);
+    let rooms = room::Rooms::new(
+        config.max_rooms,
+        config.max_peers_per_room,
+        metrics.leaves.clone(),
+    );
     let (stop_tx, stopping) = tokio::sync::watch::channel(false);
     let state = Arc::new(AppState {
         stopping,
         rooms: match &cluster {
-            Some(c) => room::Rooms::new(
-                config.max_rooms,
-                config.max_peers_per_room,
-                metrics.leaves.clone(),
-            )
-            .with_cluster(c.clone()),
-            None => room::Rooms::new(
-                config.max_rooms,
-                config.max_peers_per_room,
-                metrics.leaves.clone(),
-            ),
+            Some(c) => rooms.with_cluster(c.clone()),
+            None => rooms,
         },
         cluster: cluster.clone(),
         metrics: metrics.clone(),
@@ -208,63 +191,42 @@ pub async fn start(
         turn_access: stun.access.clone(),
         config,
     });
-    let header_timeout = state.config.header_timeout;
+
+    // The operator's addresses (metrics, redirects) are served until the process ends.
     let metrics_addr = match metrics_listener {
         Some(listener) => {
             let addr = listener.local_addr()?;
             let app = http::metrics_router(state.clone());
-            // Operators' own address: served until the process ends.
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            Some(addr)
+        }
+        None => None,
+    };
+    let redirect_addr = match redirect_listener {
+        Some(listener) => {
+            let addr = listener.local_addr()?;
+            let https_port = http_addr.port();
+            let app = axum::Router::new()
+                .fallback(move |headers, uri| tls::redirect(https_port, headers, uri));
             tokio::spawn(async move { axum::serve(listener, app).await });
             Some(addr)
         }
         None => None,
     };
     let cluster_task = cluster.map(|c| tokio::spawn(c.run(state.clone())));
-    let app = http::router(state.clone());
     // On the signal, tell every WebSocket first, then stop accepting.
     let shutdown = async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     };
-    let cfg = &state.config;
-    let mut acme_task = None;
-    let tls = match (&cfg.tls_cert, &cfg.tls_key) {
-        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
-        _ if !cfg.acme_domain.is_empty() => {
-            let (acceptor, task) = tls::acme(tls::AcmeOptions {
-                domains: &cfg.acme_domain,
-                directory: &cfg.acme_directory,
-                cache: &cfg.acme_cache,
-                contact: &cfg.acme_contact,
-                directory_ca: cfg.acme_ca_cert.as_deref(),
-            })?;
-            acme_task = Some(task);
-            Some(acceptor)
-        }
-        _ => None,
-    };
-    let redirect_addr = match state.config.http_redirect_listen {
-        Some(addr) => {
-            let redirect = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen for http redirects on {addr}: {e}"))?;
-            let bound = redirect.local_addr()?;
-            let https_port = http_addr.port();
-            let app = axum::Router::new()
-                .fallback(move |headers, uri| tls::redirect(https_port, headers, uri));
-            // Redirects only: served until the process ends.
-            tokio::spawn(async move { axum::serve(redirect, app).await });
-            Some(bound)
-        }
-        None => None,
-    };
     let tls_on = tls.is_some();
     let policy = accept::Policy {
         limits,
         metrics,
-        header_timeout,
+        header_timeout: state.config.header_timeout,
         tls,
     };
+    let app = http::router(state.clone());
     let http = tokio::spawn(accept::serve(listener, app, policy, shutdown));
     Ok(Running {
         http_addr,
@@ -273,12 +235,68 @@ pub async fn start(
         metrics_addr,
         redirect_addr,
         tls: tls_on,
-        acme: acme_task,
+        acme,
         cluster: cluster_task,
         state,
         stun,
         http,
     })
+}
+
+/// Binds a TCP listener, saying which one failed.
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen{what} on {addr}: {e}"))
+}
+
+/// `--external-turn` servers with the minters of their credentials (one secret each, or one
+/// for all).
+fn external_turn(config: &Config) -> anyhow::Result<Vec<(String, credentials::Minter)>> {
+    let (urls, secrets) = (&config.external_turn, &config.external_turn_secret);
+    if !urls.is_empty() && secrets.len() != 1 && secrets.len() != urls.len() {
+        anyhow::bail!(
+            "{} --external-turn servers but {} --external-turn-secret: give one secret for each \
+             (or one for all)",
+            urls.len(),
+            secrets.len()
+        );
+    }
+    Ok(urls
+        .iter()
+        .enumerate()
+        .filter_map(|(i, url)| {
+            let secret = secrets.get(i).or(secrets.first())?;
+            Some((
+                url.clone(),
+                credentials::Minter::new(secret, config.turn_ttl),
+            ))
+        })
+        .collect())
+}
+
+/// The TLS acceptor the flags ask for, if any, and the ACME task when the certificate comes
+/// from ACME.
+type TlsSetup = (
+    tokio_rustls::TlsAcceptor,
+    Option<tokio::task::JoinHandle<()>>,
+);
+
+fn tls_from(cfg: &Config) -> anyhow::Result<Option<TlsSetup>> {
+    if let (Some(cert), Some(key)) = (&cfg.tls_cert, &cfg.tls_key) {
+        return Ok(Some((tls::acceptor(cert, key)?, None)));
+    }
+    if cfg.acme_domain.is_empty() {
+        return Ok(None);
+    }
+    let (acceptor, task) = tls::acme(tls::AcmeOptions {
+        domains: &cfg.acme_domain,
+        directory: &cfg.acme_directory,
+        cache: &cfg.acme_cache,
+        contact: &cfg.acme_contact,
+        directory_ca: cfg.acme_ca_cert.as_deref(),
+    })?;
+    Ok(Some((acceptor, Some(task))))
 }
 
 impl Running {

@@ -451,9 +451,19 @@ impl Relay {
         } else {
             match m {
                 method::ALLOCATE => self.allocate(listener, client, msg, &auth),
-                method::REFRESH => self.refresh(listener, client, msg, &auth),
-                method::CREATE_PERMISSION => self.create_permission(listener, client, msg, &auth),
-                method::CHANNEL_BIND => self.channel_bind(listener, client, msg, &auth),
+                // The rest act on the caller's own allocation, looked up once here.
+                method::REFRESH | method::CREATE_PERMISSION | method::CHANNEL_BIND => {
+                    match self.own_allocation(listener, client, &auth) {
+                        Err(refused) => refused,
+                        Ok(alloc) if m == method::REFRESH => {
+                            self.refresh(listener, client, msg, &alloc)
+                        }
+                        Ok(alloc) if m == method::CREATE_PERMISSION => {
+                            self.create_permission(client, msg, &alloc)
+                        }
+                        Ok(alloc) => self.channel_bind(client, msg, &alloc),
+                    }
+                }
                 _ => Outcome::Refused(400, "Bad Request"),
             }
         };
@@ -664,12 +674,8 @@ impl Relay {
         listener: usize,
         client: SocketAddr,
         msg: &Message<'_>,
-        auth: &Auth<'_>,
+        alloc: &Allocation,
     ) -> Outcome {
-        let alloc = match self.own_allocation(listener, client, auth) {
-            Ok(a) => a,
-            Err(refused) => return refused,
-        };
         let lifetime = match msg.u32_attr(attr::LIFETIME) {
             Some(0) => {
                 let mut t = self.write();
@@ -688,15 +694,10 @@ impl Relay {
 
     fn create_permission(
         &self,
-        listener: usize,
         client: SocketAddr,
         msg: &Message<'_>,
-        auth: &Auth<'_>,
+        alloc: &Allocation,
     ) -> Outcome {
-        let alloc = match self.own_allocation(listener, client, auth) {
-            Ok(a) => a,
-            Err(refused) => return refused,
-        };
         let peers = match msg.xor_addresses(attr::XOR_PEER_ADDRESS) {
             Some(p) if !p.is_empty() => p,
             _ => return Outcome::Refused(400, "Bad Request"),
@@ -727,17 +728,7 @@ impl Relay {
         Outcome::Done
     }
 
-    fn channel_bind(
-        &self,
-        listener: usize,
-        client: SocketAddr,
-        msg: &Message<'_>,
-        auth: &Auth<'_>,
-    ) -> Outcome {
-        let alloc = match self.own_allocation(listener, client, auth) {
-            Ok(a) => a,
-            Err(refused) => return refused,
-        };
+    fn channel_bind(&self, client: SocketAddr, msg: &Message<'_>, alloc: &Allocation) -> Outcome {
         let number = match msg.get(attr::CHANNEL_NUMBER) {
             Some(&[hi, lo, ..]) => u16::from_be_bytes([hi, lo]),
             _ => return Outcome::Refused(400, "Bad Request"),

@@ -137,19 +137,15 @@ impl Rooms {
         let Some(cluster) = self.cluster.as_ref().filter(|_| !local && from != to) else {
             return self.relay_local(room, from, to, data);
         };
-        let members = cluster.members(room).await;
-        let Some(member) = members.iter().find(|m| m.info.id == to) else {
-            return Err((
-                ErrorCode::UnknownPeer,
-                format!("no peer '{to}' in this room"),
-            ));
+        let Some(member) = cluster.locate(room, to).await else {
+            return Err(unknown_peer(to));
         };
         let text = encode(&ServerMessage::Signal {
             from: from.to_string(),
             data,
         });
         cluster
-            .publish(room, std::slice::from_ref(member), text.as_str())
+            .publish(room, std::slice::from_ref(&member), text.as_str())
             .await;
         Ok(())
     }
@@ -287,12 +283,7 @@ impl Rooms {
         to: &str,
         data: PeerSignal,
     ) -> Result<(), Refusal> {
-        let unknown = || {
-            (
-                ErrorCode::UnknownPeer,
-                format!("no peer '{to}' in this room"),
-            )
-        };
+        let unknown = || unknown_peer(to);
         if from == to {
             return Err(unknown());
         }
@@ -362,6 +353,14 @@ impl Room {
         }
         all_dropped
     }
+}
+
+/// The refusal of a signal to a peer that is not in the room.
+fn unknown_peer(to: &str) -> Refusal {
+    (
+        ErrorCode::UnknownPeer,
+        format!("no peer '{to}' in this room"),
+    )
 }
 
 /// Serializes a server message once, to be queued for one or many peers.

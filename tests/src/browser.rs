@@ -18,13 +18,6 @@ pub struct Browser {
     profile: PathBuf,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 impl Browser {
     /// Starts chromedriver and a headless Chromium with the flags that work as root, offline.
     pub async fn start() -> Browser {
@@ -34,7 +27,7 @@ impl Browser {
     /// The same, inside network namespace `ns` (reached through a forwarding socket), with
     /// extra Chromium flags.
     pub async fn start_in(ns: Option<&str>, extra_args: &[&str]) -> Browser {
-        let port = free_port();
+        let port = crate::free_port();
         let mut cmd = Command::new("chromedriver");
         cmd.arg(format!("--port={port}"));
         if let Some(ns) = ns {

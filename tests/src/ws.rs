@@ -91,3 +91,11 @@ impl WsClient {
         }
     }
 }
+
+/// The peer id a welcome hands out (panics on any other message: the test expected a welcome).
+pub fn peer_id(welcome: &ServerMessage) -> String {
+    match welcome {
+        ServerMessage::Welcome { peer_id, .. } => peer_id.clone(),
+        other => panic!("expected welcome, got {other:?}"),
+    }
+}

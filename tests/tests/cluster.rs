@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use burrow_tests::burrow::{random_file, sha256_file, Burrow};
 use burrow_tests::server::ServerProcess;
-use burrow_tests::ws::WsClient;
+use burrow_tests::ws::{peer_id, WsClient};
 use signal_protocol::{ClientMessage, ErrorCode, PeerSignal, ServerMessage, PROTOCOL_VERSION};
 
 /// A `redis-server` on a free loopback port, killed when dropped.
@@ -19,10 +19,7 @@ struct Redis {
 
 impl Redis {
     fn start() -> Option<Redis> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
+        let port = burrow_tests::free_port();
         let child = std::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -68,13 +65,6 @@ fn instance(redis: &Redis, extra: &[&str]) -> ServerProcess {
     let mut args = vec!["--redis", redis.url.as_str(), "--redis-instance-ttl", "2s"];
     args.extend_from_slice(extra);
     ServerProcess::start(&args)
-}
-
-fn peer_id(welcome: &ServerMessage) -> String {
-    match welcome {
-        ServerMessage::Welcome { peer_id, .. } => peer_id.clone(),
-        other => panic!("expected welcome, got {other:?}"),
-    }
 }
 
 #[tokio::test]

@@ -5,20 +5,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use burrow_tests::server::ServerProcess;
-use burrow_tests::ws::WsClient;
+use burrow_tests::ws::{peer_id, WsClient};
 use futures_util::{SinkExt, StreamExt};
 use signal_protocol::{ClientMessage, ErrorCode, PeerSignal, ServerMessage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-
-fn peer_id(welcome: &ServerMessage) -> String {
-    match welcome {
-        ServerMessage::Welcome { peer_id, .. } => peer_id.clone(),
-        other => panic!("expected welcome, got {other:?}"),
-    }
-}
 
 /// A TCP connection to `server` from the loopback address `from` (127.0.0.x), so a test can
 /// act as several clients.

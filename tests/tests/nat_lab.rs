@@ -8,6 +8,7 @@ use burrow_tests::browser::Browser;
 use burrow_tests::burrow::{random_file, sha256_file, Burrow};
 use burrow_tests::lab::{Host, Lab, Nat, SERVER_IP};
 use burrow_tests::server::ServerProcess;
+use burrow_tests::KillOnDrop;
 use serde_json::Value;
 
 fn server(lab: &Lab) -> ServerProcess {
@@ -245,16 +246,6 @@ fn case3_through_coturn() {
     assert_eq!(got["sha256"], want.as_str());
     assert!(b.wait().success(), "{:?}", b.seen);
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// A child process killed and reaped when dropped.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Symmetric NAT on one side (S), endpoint-independent mapping with port-restricted filtering

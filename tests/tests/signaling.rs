@@ -3,15 +3,8 @@
 use std::time::Duration;
 
 use burrow_tests::server::ServerProcess;
-use burrow_tests::ws::WsClient;
+use burrow_tests::ws::{peer_id, WsClient};
 use signal_protocol::{ClientMessage, ErrorCode, PeerSignal, ServerMessage, PROTOCOL_VERSION};
-
-fn peer_id(welcome: &ServerMessage) -> String {
-    match welcome {
-        ServerMessage::Welcome { peer_id, .. } => peer_id.clone(),
-        other => panic!("not a welcome: {other:?}"),
-    }
-}
 
 fn offer(sdp: &str) -> PeerSignal {
     PeerSignal::Offer { sdp: sdp.into() }
@@ -200,7 +193,7 @@ async fn closing_a_socket_announces_peer_left() {
     assert!(matches!(a.recv().await, ServerMessage::PeerJoined { .. }));
     drop(b);
     match a.recv().await {
-        ServerMessage::PeerLeft { peer_id } => assert_eq!(peer_id, self::peer_id(&wb)),
+        ServerMessage::PeerLeft { peer_id: left } => assert_eq!(left, peer_id(&wb)),
         other => panic!("expected peer_left, got {other:?}"),
     }
 }
@@ -214,7 +207,7 @@ async fn a_silent_peer_is_announced_within_the_keepalive_window() {
     assert!(matches!(a.recv().await, ServerMessage::PeerJoined { .. }));
     // A keeps reading (and so answering pings) and is told B left, while B's socket is open.
     match a.recv().await {
-        ServerMessage::PeerLeft { peer_id } => assert_eq!(peer_id, self::peer_id(&wb)),
+        ServerMessage::PeerLeft { peer_id: left } => assert_eq!(left, peer_id(&wb)),
         other => panic!("expected peer_left, got {other:?}"),
     }
 }

@@ -9,6 +9,7 @@ use burrow_tests::browser::Browser;
 use burrow_tests::burrow::Burrow;
 use burrow_tests::sandbox;
 use burrow_tests::server::ServerProcess;
+use burrow_tests::{free_port, KillOnDrop};
 
 /// A private CA and a server certificate it signed for `localhost` and 127.0.0.1, written as
 /// PEM files into a fresh folder: (folder, ca.pem, cert.pem, key.pem).
@@ -132,27 +133,10 @@ async fn the_page_over_https_chats_with_burrow() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// A child process killed (by PID) and reaped when dropped.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// Pebble (Let's Encrypt's ACME test server) and its DNS stand-in, inside this test's network
 /// namespace: Pebble validates TLS-ALPN-01 by connecting to `tls_port` of whatever the name
 /// resolves to (127.0.0.1).
-fn pebble(dir: &Path, cert: &Path, key: &Path, tls_port: u16) -> (Child, Child) {
+fn pebble(dir: &Path, cert: &Path, key: &Path, tls_port: u16) -> (KillOnDrop, KillOnDrop) {
     let dns = std::process::Command::new("pebble-challtestsrv")
         .args([
             "-defaultIPv4",
@@ -201,7 +185,7 @@ fn pebble(dir: &Path, cert: &Path, key: &Path, tls_port: u16) -> (Child, Child) 
         assert!(std::time::Instant::now() < deadline, "pebble did not start");
         std::thread::sleep(Duration::from_millis(100));
     }
-    (Child(dns), Child(ca))
+    (KillOnDrop(dns), KillOnDrop(ca))
 }
 
 /// Pebble's root of the run (regenerated at every start), fetched from its management port.
