@@ -27,7 +27,7 @@ fn drive(
     ice: Vec<IceServer>,
     options: Options,
     outbox: signaling::Outbox,
-    mut server: mpsc::UnboundedReceiver<ServerMessage>,
+    mut server: signaling::Server,
     mut first: Option<Peer>,
     opened: oneshot::Sender<Arc<dyn DataChannel>>,
     events: PeerEvents,
@@ -40,19 +40,19 @@ fn drive(
         loop {
             tokio::select! {
                 msg = server.recv() => match msg {
-                    Some(ServerMessage::PeerJoined { peer: info }) => {
+                    Some(signaling::Link::Message(ServerMessage::PeerJoined { peer: info })) => {
                         match Peer::new(&me, info.id, None, &ice, network, options, outbox.clone(), peer_tx.clone()).await {
                             Ok(p) => peer = Some(p),
                             Err(e) => eprintln!("bench: peer: {e}"),
                         }
                     }
-                    Some(ServerMessage::Signal { data, .. }) => {
+                    Some(signaling::Link::Message(ServerMessage::Signal { data, .. })) => {
                         if let Some(p) = peer.as_mut() {
                             let _ = p.on_signal(data).await;
                         }
                     }
+                    Some(signaling::Link::Lost(_)) | None => break,
                     Some(_) => {}
-                    None => break,
                 },
                 Some((_, event)) = peer_rx.recv() => match event {
                     PeerEvent::LocalCandidate(c) => {

@@ -111,6 +111,7 @@ async fn join(url: &str) -> anyhow::Result<(Ws, String)> {
     let hello = serde_json::to_string(&ClientMessage::Hello {
         version: PROTOCOL_VERSION,
         name: None,
+        resume: None,
     })?;
     ws.send(Message::text(hello)).await?;
     while let Some(msg) = ws.next().await {

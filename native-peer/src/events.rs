@@ -65,6 +65,25 @@ pub enum Event {
     PeerBack {
         /// The peer id.
         peer: String,
+        /// How long it was unreachable, in milliseconds.
+        after_ms: u64,
+    },
+    /// The connection to the server was lost; links to peers carry on. Reconnecting.
+    ServerLost {
+        /// When the next attempt is, in milliseconds.
+        retry_in_ms: u64,
+    },
+    /// Back in the room after the server was lost.
+    ServerBack {
+        /// How long the server was away, in milliseconds.
+        after_ms: u64,
+        /// The server had kept our place: nobody saw us leave.
+        resumed: bool,
+    },
+    /// A link stayed down, so ICE is restarted (new candidates through the server).
+    IceRestart {
+        /// The peer id.
+        peer: String,
     },
     /// The peer connection failed (ICE found no path).
     ConnectionFailed {
@@ -225,7 +244,28 @@ fn human(event: &Event) -> String {
         Event::PeerUnreachable { peer } => {
             format!("! {peer} is unreachable (no answer on the path); waiting for it")
         }
-        Event::PeerBack { peer } => format!("* {peer} is back"),
+        Event::PeerBack { peer, after_ms } => {
+            format!(
+                "* {peer} is back (unreachable for {:.1} s)",
+                *after_ms as f64 / 1000.0
+            )
+        }
+        Event::ServerLost { retry_in_ms } => format!(
+            "! lost the connection to the server; links to peers carry on; reconnecting in {:.1} s",
+            *retry_in_ms as f64 / 1000.0
+        ),
+        Event::ServerBack { after_ms, resumed } => format!(
+            "* back in the room after {:.1} s{}",
+            *after_ms as f64 / 1000.0,
+            if *resumed {
+                " (the server kept our place)"
+            } else {
+                ""
+            }
+        ),
+        Event::IceRestart { peer } => {
+            format!("* the link to {peer} is down: restarting ICE (looking for a new path)")
+        }
         Event::ConnectionFailed { peer } => {
             format!("* could not connect to {peer}: no path found (is a TURN relay available?)")
         }

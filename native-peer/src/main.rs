@@ -95,6 +95,10 @@ enum Command {
     },
     /// Send files to the peers in a room (or the first to join), then exit.
     Send {
+        /// Give up after this many seconds if the files are not delivered (default: wait as
+        /// long as it takes for a peer; the server connection is retried meanwhile).
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<u64>,
         /// The files, then the room link.
         #[arg(required = true, num_args = 2.., value_name = "FILE… ROOM-LINK")]
         args: Vec<String>,
@@ -222,12 +226,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Send { mut args } => {
+        Command::Send { mut args, timeout } => {
             let link = args.pop().unwrap_or_default();
             let link = RoomLink::parse(&link, server)?;
             let files: Vec<PathBuf> = args.into_iter().map(PathBuf::from).collect();
             session::check_files(&files)?;
-            session::run(&link, Mode::Send { files }, opts).await
+            let timeout = timeout.map(std::time::Duration::from_secs);
+            session::run(&link, Mode::Send { files, timeout }, opts).await
         }
     }
 }

@@ -151,6 +151,28 @@ impl Peer {
         result.map(|()| control)
     }
 
+    /// Restarts ICE (the link stayed down): new local candidates, and an offer with new ICE
+    /// credentials. DTLS and SCTP carry on over the new path, and so do the data channels.
+    /// Skipped while a negotiation is under way (it will carry the restart).
+    pub async fn restart_ice(&mut self) -> webrtc::error::Result<()> {
+        let stable = self.pc.pending_local_description().await.is_none()
+            && self.pc.pending_remote_description().await.is_none();
+        if !stable {
+            return Ok(());
+        }
+        self.pc.restart_ice().await?;
+        self.negotiator.offer_started();
+        let result = async {
+            let offer = self.pc.create_offer(None).await?;
+            self.pc.set_local_description(offer.clone()).await?;
+            self.signal(PeerSignal::Offer { sdp: offer.sdp });
+            Ok(())
+        }
+        .await;
+        self.negotiator.offer_finished();
+        result
+    }
+
     /// Handles a signal from this peer.
     pub async fn on_signal(&mut self, signal: PeerSignal) -> webrtc::error::Result<()> {
         match signal {

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context};
 use peer_core::channels::{ControlMessage, ServiceInfo, CONTROL_LABEL, FILE_LABEL, STREAM_LABEL};
 use peer_core::link::RoomLink;
-use peer_core::negotiation::offers_first;
+use peer_core::room::{Action, LinkState, Notice, Room};
 use signal_protocol::{IceServer, ServerMessage};
+use std::time::{Duration, Instant};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
@@ -19,7 +20,7 @@ use crate::events::{Event, Printer};
 use crate::files;
 use crate::peer::{Peer, PeerEvent};
 use crate::rtc::{self, Network};
-use crate::signaling::{self, Outbox};
+use crate::signaling::{self, Link, Outbox};
 use crate::streams;
 
 /// What the session is for.
@@ -36,6 +37,9 @@ pub enum Mode {
     Send {
         /// The files.
         files: Vec<PathBuf>,
+        /// Give up when they are not delivered within this time (`None`: wait for a peer as
+        /// long as it takes).
+        timeout: Option<Duration>,
     },
     /// Offer a local service to the room; streams peers open are connected to it.
     Expose {
@@ -77,7 +81,12 @@ enum Internal {
 }
 
 struct Session {
-    me: String,
+    /// The room across reconnects: who we are, whom we link to, when to repair (shared rules).
+    room: Room,
+    /// Monotonic origin of the room's clock.
+    epoch: Instant,
+    /// The shareable link, for the `joined` line.
+    page_url: String,
     ice_servers: Vec<IceServer>,
     network: Network,
     outbox: Outbox,
@@ -99,31 +108,32 @@ struct Session {
     exposed: Option<Arc<streams::Gate>>,
     /// The services each peer offers.
     offered: HashMap<String, Vec<ServiceInfo>>,
-    /// Peers whose path went quiet (reported unreachable, not yet back).
-    unreachable: HashSet<String>,
+    /// When to say hello again (the join was refused for now).
+    hello_at: Option<tokio::time::Instant>,
+    /// The last reason the server connection failed, so an outage is described once.
+    last_loss: Option<String>,
+    /// We were in the room at least once.
+    joined_once: bool,
 }
 
-/// Joins the room behind `link` and runs until done (send mode), stdin ends, Ctrl-C, or the
-/// server goes away.
+/// Joins the room behind `link` and runs until done (send mode), stdin ends, Ctrl-C, or a
+/// refusal retrying cannot fix. Losing the server is not one: links to peers carry on, and the
+/// session reconnects (with backoff) and takes its place in the room again.
 pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<()> {
-    let (welcome, outbox, mut server) =
-        signaling::join(link, opts.name.clone(), opts.tls.clone()).await?;
     let network = Network::for_server_host(link.host(), opts.bind);
     let printer = opts.printer;
-    printer.print(&Event::Joined {
-        room: link.room.clone(),
-        peer_id: welcome.peer_id.clone(),
-        peers: welcome.peers.len(),
-        link: link.page_url(),
-    });
 
     let (peer_tx, mut peer_rx) = mpsc::unbounded_channel();
     let (internal_tx, mut internal_rx) = mpsc::unbounded_channel();
     let mut exposed = None;
     let mut forward = None;
+    let mut give_up = None;
     let (accept, read_stdin, to_send) = match mode {
         Mode::Join { accept, read_stdin } => (accept, read_stdin, Vec::new()),
-        Mode::Send { files } => (None, false, files),
+        Mode::Send { files, timeout } => {
+            give_up = timeout.map(|t| tokio::time::Instant::now() + t);
+            (None, false, files)
+        }
         Mode::Expose { service } => {
             exposed = Some(Arc::new(streams::Gate::new(service)));
             (None, false, Vec::new())
@@ -140,12 +150,14 @@ pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<(
             (None, false, Vec::new())
         }
     };
-    let sending = !to_send.is_empty();
+    let mut server = signaling::Server::start(link, opts.tls.clone());
     let mut session = Session {
-        me: welcome.peer_id.clone(),
-        ice_servers: welcome.ice_servers.clone(),
+        room: Room::new(opts.name.clone()),
+        epoch: Instant::now(),
+        page_url: link.page_url(),
+        ice_servers: Vec::new(),
         network,
-        outbox,
+        outbox: server.outbox(),
         printer,
         peers: HashMap::new(),
         peer_tx,
@@ -159,33 +171,39 @@ pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<(
         delivered: 0,
         exposed,
         offered: HashMap::new(),
-        unreachable: HashSet::new(),
+        hello_at: None,
+        last_loss: None,
+        joined_once: false,
     };
-    for info in welcome.peers {
-        if sending {
-            session.owed.insert(info.id.clone());
-            session.targeted = true;
-        }
-        session
-            .add_peer(info.id, info.name, offers_first(true))
-            .await?;
-    }
-    if sending && session.owed.is_empty() {
-        eprintln!("waiting for a peer to join {} …", link.page_url());
-    }
 
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let stdin_open = read_stdin;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let outcome: anyhow::Result<()> = loop {
         tokio::select! {
-            msg = server.recv() => {
-                let Some(msg) = msg else {
-                    break Err(anyhow!("lost the connection to the server"));
+            event = server.recv() => {
+                let Some(event) = event else {
+                    break Err(anyhow!("the signaling client stopped"));
                 };
-                session.on_server(msg).await;
+                if let Err(e) = session.on_link(event, &server).await {
+                    break Err(e);
+                }
             }
             Some((peer, event)) = peer_rx.recv() => session.on_peer_event(&peer, event).await,
             Some(event) = internal_rx.recv() => session.on_internal(event).await,
+            _ = tick.tick() => {
+                let actions = session.room.tick(session.now());
+                session.perform(actions).await;
+            }
+            () = sleep_until(session.hello_at) => {
+                session.hello_at = None;
+                let hello = session.room.hello();
+                session.outbox.send(hello);
+            }
+            () = sleep_until(give_up) => {
+                break Err(anyhow!("timed out before the files were delivered"));
+            }
             conn = accept_tcp(&forward) => {
                 if let (Ok((tcp, from)), Some((_, service, token))) = (conn, &forward) {
                     session.forward(tcp, from, service.as_deref(), token.clone());
@@ -208,10 +226,24 @@ pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<(
         }
     };
     session.close_all().await;
+    server.leave().await;
     outcome
 }
 
+/// Sleeps until `at`; never resolves for `None`.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Session {
+    /// Milliseconds on the room's clock.
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
     async fn add_peer(
         &mut self,
         id: String,
@@ -219,7 +251,7 @@ impl Session {
         offer: bool,
     ) -> anyhow::Result<()> {
         let mut peer = Peer::new(
-            &self.me,
+            self.room.me().unwrap_or_default(),
             id.clone(),
             name,
             &self.ice_servers,
@@ -238,52 +270,143 @@ impl Session {
         Ok(())
     }
 
-    async fn on_server(&mut self, msg: ServerMessage) {
-        match msg {
-            ServerMessage::PeerJoined { peer } => {
-                self.printer.print(&Event::PeerJoined {
-                    peer: peer.id.clone(),
-                    name: peer.name.clone(),
-                });
-                if !self.to_send.is_empty() && !self.targeted {
-                    self.owed.insert(peer.id.clone());
-                    self.targeted = true;
-                }
-                if let Err(e) = self.add_peer(peer.id, peer.name, offers_first(false)).await {
-                    self.warn(format!("{e:#}"));
-                }
+    /// Something happened on the server connection.
+    async fn on_link(&mut self, event: Link, server: &signaling::Server) -> anyhow::Result<()> {
+        match event {
+            Link::Open => {
+                let hello = self.room.hello();
+                self.outbox.send(hello);
             }
-            ServerMessage::PeerLeft { peer_id } => {
-                if let Some(peer) = self.peers.remove(&peer_id) {
-                    peer.close().await;
+            Link::Message(msg) => {
+                if let ServerMessage::Welcome { ice_servers, .. } = &msg {
+                    // Fresh TURN credentials; ICE restarts use them.
+                    self.ice_servers = ice_servers.clone();
                 }
-                if self.pending_sends.contains_key(&peer_id) {
-                    // Its transfers fail on their own now that the connection is closed.
-                    tracing::debug!(peer = %peer_id, "left during a transfer");
-                }
-                if self.owed.remove(&peer_id) {
-                    self.failures += 1;
-                    self.printer.print(&Event::FileFailed {
-                        peer: peer_id.clone(),
-                        name: "(all files)".into(),
-                        reason: "the peer left before receiving them".into(),
-                    });
-                }
-                self.printer.print(&Event::PeerLeft { peer: peer_id });
+                let now = self.now();
+                let actions = self.room.on_server(msg, now)?;
+                self.perform(actions).await;
             }
-            ServerMessage::Signal { from, data } => {
-                let Some(peer) = self.peers.get_mut(&from) else {
-                    tracing::debug!(%from, "signal from an unknown peer");
+            Link::Lost(reason) => {
+                let now = self.now();
+                let (retry_in, actions) = self.room.server_lost(now, rand::random::<f64>());
+                if self.last_loss.as_deref() != Some(reason.as_str()) {
+                    tracing::info!("{reason}");
+                    if !self.joined_once {
+                        self.warn(reason.clone());
+                    }
+                    self.last_loss = Some(reason);
+                }
+                self.hello_at = None;
+                self.perform(actions).await;
+                server.reconnect(retry_in);
+            }
+        }
+        Ok(())
+    }
+
+    /// Does what the room decided.
+    async fn perform(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Connect { peer, offer } => {
+                    if !self.to_send.is_empty() && (offer || !self.targeted) {
+                        self.owed.insert(peer.id.clone());
+                        self.targeted = true;
+                    }
+                    if let Err(e) = self.add_peer(peer.id.clone(), peer.name, offer).await {
+                        self.room.forget(&peer.id);
+                        self.warn(format!("{e:#}"));
+                    }
+                }
+                Action::Close { peer } => self.drop_peer(&peer).await,
+                Action::RestartIce { peer } => {
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        if let Err(e) = p.restart_ice().await {
+                            tracing::debug!(%peer, "ICE restart failed: {e}");
+                        }
+                    }
+                }
+                Action::Signal { peer, data } => {
+                    let Some(p) = self.peers.get_mut(&peer) else {
+                        continue;
+                    };
+                    if let Err(e) = p.on_signal(data).await {
+                        self.warn(format!("negotiation with {peer} failed: {e}"));
+                    }
+                }
+                Action::HelloAgain { after } => {
+                    self.hello_at = Some(tokio::time::Instant::now() + after);
+                }
+                Action::Notify(notice) => self.notify(notice),
+            }
+        }
+    }
+
+    /// Tells the user what the room noticed.
+    fn notify(&mut self, notice: Notice) {
+        let event = match notice {
+            Notice::Joined {
+                peer_id,
+                room,
+                peers,
+            } => {
+                if self.joined_once {
                     return;
-                };
-                if let Err(e) = peer.on_signal(data).await {
-                    self.warn(format!("negotiation with {from} failed: {e}"));
+                }
+                self.joined_once = true;
+                if self.to_send.is_empty() || peers > 0 {
+                } else {
+                    eprintln!("waiting for a peer to join {} …", self.page_url);
+                }
+                Event::Joined {
+                    room,
+                    peer_id,
+                    peers,
+                    link: self.page_url.clone(),
                 }
             }
-            ServerMessage::Error { code, message } => {
-                self.warn(format!("server: {message} ({code})"));
+            Notice::ServerBack { after, resumed } => {
+                self.last_loss = None;
+                Event::ServerBack {
+                    after_ms: after.as_millis() as u64,
+                    resumed,
+                }
             }
-            ServerMessage::Welcome { .. } => {}
+            Notice::ServerLost { retry_in } => Event::ServerLost {
+                retry_in_ms: retry_in.as_millis() as u64,
+            },
+            Notice::PeerJoined { peer, name } => Event::PeerJoined { peer, name },
+            Notice::PeerLeft { peer } => Event::PeerLeft { peer },
+            Notice::PeerUnreachable { peer } => Event::PeerUnreachable { peer },
+            Notice::PeerBack { peer, after } => Event::PeerBack {
+                peer,
+                after_ms: after.as_millis() as u64,
+            },
+            Notice::IceRestart { peer } => Event::IceRestart { peer },
+            Notice::ServerError { code, message } => Event::Warning {
+                message: format!("server: {message} ({code})"),
+            },
+        };
+        self.printer.print(&event);
+    }
+
+    /// Closes and forgets one peer (it left, or was forgotten).
+    async fn drop_peer(&mut self, id: &str) {
+        if let Some(peer) = self.peers.remove(id) {
+            peer.close().await;
+        }
+        self.offered.remove(id);
+        if self.pending_sends.contains_key(id) {
+            // Its transfers fail on their own now that the connection is closed.
+            tracing::debug!(peer = %id, "left during a transfer");
+        }
+        if self.owed.remove(id) {
+            self.failures += 1;
+            self.printer.print(&Event::FileFailed {
+                peer: id.to_string(),
+                name: "(all files)".into(),
+                reason: "the peer left before receiving them".into(),
+            });
         }
     }
 
@@ -294,27 +417,29 @@ impl Session {
         match event {
             PeerEvent::LocalCandidate(c) => peer.trickle(c),
             PeerEvent::IceConnected => peer.nudge().await,
-            PeerEvent::State(RTCPeerConnectionState::Connected) => {
-                if self.unreachable.remove(id) {
-                    self.printer.print(&Event::PeerBack {
-                        peer: id.to_string(),
-                    });
-                }
-                peer.nudge_until_open();
+            PeerEvent::State(state) => {
+                tracing::debug!(peer = id, %state, "connection state");
+                let link = match state {
+                    RTCPeerConnectionState::Connected => {
+                        peer.nudge_until_open();
+                        LinkState::Connected
+                    }
+                    RTCPeerConnectionState::Disconnected => LinkState::Disconnected,
+                    RTCPeerConnectionState::Failed => {
+                        if !peer.connected {
+                            self.printer.print(&Event::ConnectionFailed {
+                                peer: id.to_string(),
+                            });
+                        }
+                        LinkState::Failed
+                    }
+                    RTCPeerConnectionState::Closed => LinkState::Closed,
+                    _ => LinkState::Connecting,
+                };
+                let now = self.now();
+                let actions = self.room.on_link(id, link, now);
+                self.perform(actions).await;
             }
-            PeerEvent::State(RTCPeerConnectionState::Disconnected) => {
-                if self.unreachable.insert(id.to_string()) {
-                    self.printer.print(&Event::PeerUnreachable {
-                        peer: id.to_string(),
-                    });
-                }
-            }
-            PeerEvent::State(RTCPeerConnectionState::Failed) => {
-                self.printer.print(&Event::ConnectionFailed {
-                    peer: id.to_string(),
-                });
-            }
-            PeerEvent::State(state) => tracing::debug!(peer = id, %state, "connection state"),
             PeerEvent::IncomingChannel(dc) => {
                 let label = dc.label().await.unwrap_or_default();
                 if label == CONTROL_LABEL {

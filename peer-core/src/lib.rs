@@ -7,6 +7,7 @@
 //! * [`transfer`]: file chunking and the receiving side's checks (size, SHA-256);
 //! * [`path`]: naming how a connection goes (direct LAN, hole punched, relayed) from the
 //!   selected ICE candidate pair;
+//! * [`room`]: the room across server reconnects and network changes (resume, ICE restart);
 //! * [`link`]: turning a room link someone shared into the signaling WebSocket URL;
 //! * [`text`]: text a remote peer chose, made safe to show (no terminal escapes, no bidi tricks);
 //! * [`access`]: an exposed service's token check (constant time) and the limit on wrong tokens.
@@ -16,5 +17,6 @@ pub mod channels;
 pub mod link;
 pub mod negotiation;
 pub mod path;
+pub mod room;
 pub mod text;
 pub mod transfer;

@@ -65,7 +65,13 @@ pub enum ClientMessage {
         /// An optional display name shown to the other peers.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
+        /// The identity this client had before its connection was lost, to take it back.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<Resume>,
     },
+    /// Leave the room now (the client is quitting). A connection that is lost without it keeps
+    /// the peer's place in the room for the server's grace period, so it can come back.
+    Leave,
     /// Relay `data` to peer `to` in the same room.
     Signal {
         /// The addressed peer.
@@ -91,6 +97,13 @@ pub enum ServerMessage {
         peers: Vec<PeerInfo>,
         /// The ICE servers (STUN, TURN) the client should use.
         ice_servers: Vec<IceServer>,
+        /// Proof of this identity, to present in [`Resume`] after a lost connection.
+        #[serde(default)]
+        resume_token: String,
+        /// The server still held this peer's place (it came back within the grace period): the
+        /// others saw neither a leave nor a join.
+        #[serde(default)]
+        resumed: bool,
     },
     /// Another peer joined the room.
     PeerJoined {
@@ -116,6 +129,19 @@ pub enum ServerMessage {
         /// A human-readable explanation.
         message: String,
     },
+}
+
+/// A returning client's previous identity: its peer id and the token its `welcome` gave it.
+///
+/// The server gives the id back when the token is genuine (and, after a restart without a
+/// shared secret, when the id is free and the server started less than a grace period ago).
+/// Otherwise the client simply gets a new id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume {
+    /// The id the client had.
+    pub peer_id: PeerId,
+    /// The `resume_token` of its last `welcome`.
+    pub token: String,
 }
 
 /// A member of a room as others see it.
@@ -298,6 +324,7 @@ mod tests {
         let m = ClientMessage::Hello {
             version: 1,
             name: None,
+            resume: None,
         };
         let s = serde_json::to_string(&m).unwrap();
         assert_eq!(s, r#"{"type":"hello","version":1}"#);

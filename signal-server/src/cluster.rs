@@ -71,7 +71,21 @@ pub struct Cluster {
 }
 
 /// Adds a member unless the room or the server is full; returns the members that were there.
+/// A member already there (resuming on another instance) just moves: `moved`, no limits.
 const JOIN: &str = r#"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+  local all = redis.call('HGETALL', KEYS[1])
+  local out = {'moved'}
+  for i = 1, #all, 2 do
+    if all[i] ~= ARGV[1] then
+      out[#out + 1] = all[i]
+      out[#out + 1] = all[i + 1]
+    end
+  end
+  return out
+end
 local n = redis.call('HLEN', KEYS[1])
 if n >= tonumber(ARGV[3]) then return {'room_full'} end
 if n == 0 and redis.call('SISMEMBER', KEYS[2], ARGV[6]) == 0 then
@@ -152,6 +166,30 @@ impl Cluster {
         Ok(Arc::new(cluster))
     }
 
+    /// The resume secret every instance shares (made by the first instance to ask).
+    pub async fn resume_secret(&self) -> anyhow::Result<Vec<u8>> {
+        let mut con = self.con.clone();
+        let key = "burrow:resume-secret";
+        let fresh = crate::resume::random_secret();
+        let ask = async {
+            let _: () = redis::cmd("SET")
+                .arg(key)
+                .arg(&fresh)
+                .arg("NX")
+                .query_async(&mut con)
+                .await?;
+            con.get::<_, Vec<u8>>(key).await
+        };
+        let secret = tokio::time::timeout(COMMAND_TIMEOUT, ask)
+            .await
+            .map_err(|_| anyhow::anyhow!("Redis did not answer for the resume secret"))??;
+        anyhow::ensure!(
+            secret.len() >= 16,
+            "Redis holds a short burrow:resume-secret"
+        );
+        Ok(secret)
+    }
+
     /// This instance's id.
     pub fn instance(&self) -> &str {
         &self.instance
@@ -180,14 +218,15 @@ impl Cluster {
         .await;
     }
 
-    /// Adds `info` to `room` (limits checked in Redis); returns every member that was there.
+    /// Adds `info` to `room` (limits checked in Redis); returns every other member, and whether
+    /// `info` was a member already (resumed here from another instance).
     pub async fn join(
         &self,
         room: &str,
         info: &PeerInfo,
         max_peers: usize,
         max_rooms: usize,
-    ) -> Result<Vec<Member>, Refusal> {
+    ) -> Result<(Vec<Member>, bool), Refusal> {
         let entry = Entry {
             name: info.name.clone(),
             inst: self.instance.clone(),
@@ -211,7 +250,8 @@ impl Cluster {
                 unreachable()
             })?;
         match reply.first().map(String::as_str) {
-            Some("ok") => Ok(members_of(&reply[1..])),
+            Some("ok") => Ok((members_of(&reply[1..]), false)),
+            Some("moved") => Ok((members_of(&reply[1..]), true)),
             Some("room_full") => Err((
                 ErrorCode::RoomFull,
                 format!("room is full ({max_peers} peers); try again when someone leaves"),

@@ -164,6 +164,18 @@ pub struct Config {
     #[arg(long, env = "BURROW_REDIS_INSTANCE_TTL", default_value = "15s", value_parser = parse_duration)]
     pub redis_instance_ttl: Duration,
 
+    /// How long a peer whose connection was lost (without leaving) keeps its place in the room:
+    /// back within it, with its resume token, it keeps its id and nobody sees it leave. `0s`
+    /// removes peers as soon as their connection is lost.
+    #[arg(long, env = "BURROW_RESUME_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub resume_grace: Duration,
+
+    /// A file holding the secret that signs resume tokens (created, random, if missing), so
+    /// tokens stay valid across restarts. Without it (and without `--redis`, where instances
+    /// share one), a restarted server gives ids back only during its first grace period.
+    #[arg(long, env = "BURROW_RESUME_SECRET_FILE")]
+    pub resume_secret_file: Option<PathBuf>,
+
     /// A second STUN port, so `burrow netcheck` can tell whether the NAT's mapping depends on the
     /// destination (default: the STUN port + 1; 0 picks a free one).
     #[arg(long, env = "BURROW_STUN_ALT_PORT")]

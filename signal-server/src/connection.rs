@@ -17,6 +17,7 @@ use tokio::time::MissedTickBehavior;
 
 use crate::metrics::Metrics;
 use crate::rate::RateLimit;
+use crate::resume::Claim;
 use crate::room::{encode, Refusal};
 use crate::AppState;
 
@@ -47,6 +48,7 @@ pub async fn serve(mut socket: WebSocket, client: Client, state: Arc<AppState>) 
         client,
         state: state.clone(),
         outbox: Some(outbox),
+        conn: state.next_connection(),
         peer_id: None,
         rate: RateLimit::new(cfg.rate_per_sec, cfg.rate_burst),
         refused: Refusals::default(),
@@ -131,8 +133,14 @@ pub async fn serve(mut socket: WebSocket, client: Client, state: Arc<AppState>) 
             }
         }
     };
-    // Leave first, so the room hears of it even if the close below never completes.
-    session.leave().await;
+    // Settle the room first, so it hears of it even if the close below never completes. A lost
+    // connection keeps its place for the grace period; a stopping server keeps everyone's (its
+    // clients come back to it, or to another instance, with their resume tokens).
+    if end.is_some_and(|(code, _)| code == GOING_AWAY) {
+        session.peer_id = None;
+    } else {
+        session.detach().await;
+    }
     if let Some((code, reason)) = end {
         state
             .metrics
@@ -205,6 +213,8 @@ struct Session {
     state: Arc<AppState>,
     /// Handed to the room on join; kept here until then.
     outbox: Option<mpsc::Sender<Utf8Bytes>>,
+    /// This connection's serial number: a resumed peer's old connection must not remove it.
+    conn: u64,
     peer_id: Option<String>,
     rate: RateLimit,
     refused: Refusals,
@@ -266,7 +276,15 @@ impl Session {
             Err(e) => return Some(error(&self.state.metrics, e.code, e.message)),
         };
         let result = match msg {
-            ClientMessage::Hello { version, name } => self.hello(version, name).await.map(Some),
+            ClientMessage::Hello {
+                version,
+                name,
+                resume,
+            } => self.hello(version, name, resume).await.map(Some),
+            ClientMessage::Leave => {
+                self.leave().await;
+                Ok(None)
+            }
             ClientMessage::Signal { to, data } => match &self.peer_id {
                 None => Err((
                     ErrorCode::NotJoined,
@@ -286,7 +304,12 @@ impl Session {
         result.unwrap_or_else(|(code, message)| Some(error(&self.state.metrics, code, message)))
     }
 
-    async fn hello(&mut self, version: u32, name: Option<String>) -> Result<Utf8Bytes, Refusal> {
+    async fn hello(
+        &mut self,
+        version: u32,
+        name: Option<String>,
+        resume: Option<signal_protocol::Resume>,
+    ) -> Result<Utf8Bytes, Refusal> {
         if self.peer_id.is_some() {
             return Err((ErrorCode::AlreadyJoined, "already in the room".into()));
         }
@@ -311,16 +334,35 @@ impl Session {
             ErrorCode::AlreadyJoined,
             "this connection was already removed from its room".to_string(),
         ))?;
-        let (peer_id, peers) = self
+        let room = &self.client.room;
+        let claim =
+            resume.and_then(
+                |r| match self.state.resume.check(room, &r.peer_id, &r.token) {
+                    Claim::Refused => None,
+                    Claim::Proven => Some((r.peer_id, true)),
+                    Claim::IfFree => Some((r.peer_id, false)),
+                },
+            );
+        let claimed = claim.is_some();
+        let joined = self
             .state
             .rooms
-            .join(&self.client.room, name, outbox)
+            .join(room, name, claim, self.conn, outbox)
             .await?;
-        self.state.metrics.joins.inc();
+        let peer_id = joined.id;
+        let peers = joined.peers;
+        if joined.resumed {
+            self.state.metrics.resumes.inc();
+        } else {
+            self.state.metrics.joins.inc();
+        }
+        if claimed {
+            self.state.metrics.reconnects.inc();
+        }
         self.state.turn_access.grant(&peer_id);
         // The room now holds the only sender: if it drops this peer, the connection closes.
         self.outbox = None;
-        tracing::info!(room = %self.client.room, peer = %peer_id, "peer joined");
+        tracing::info!(room = %self.client.room, peer = %peer_id, resumed = joined.resumed, "peer joined");
         let ice_servers = self
             .state
             .ice_servers(self.client.host.as_deref(), &peer_id);
@@ -330,16 +372,37 @@ impl Session {
             room: self.client.room.clone(),
             peers,
             ice_servers,
+            resume_token: self.state.resume.mint(&self.client.room, &peer_id),
+            resumed: joined.resumed,
         };
         self.peer_id = Some(peer_id);
         Ok(encode(&welcome))
     }
 
+    /// The client said it is leaving: remove it now.
     async fn leave(&mut self) {
         if let Some(id) = self.peer_id.take() {
             tracing::info!(room = %self.client.room, peer = %id, "peer left");
             self.state.turn_access.revoke(&id);
-            self.state.rooms.leave(&self.client.room, &id).await;
+            self.state
+                .rooms
+                .leave(&self.client.room, &id, self.conn)
+                .await;
+        }
+    }
+
+    /// The connection was lost: the room keeps the peer's place for the grace period.
+    async fn detach(&mut self) {
+        if let Some(id) = self.peer_id.take() {
+            let detached = self
+                .state
+                .rooms
+                .detach(&self.client.room, &id, self.conn)
+                .await;
+            tracing::info!(room = %self.client.room, peer = %id, ?detached, "peer's connection lost");
+            if detached == crate::room::Detached::Gone {
+                self.state.turn_access.revoke(&id);
+            }
         }
     }
 }

@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod nonce;
 pub mod rate;
 pub mod relay;
+pub mod resume;
 pub mod room;
 pub mod sites;
 pub mod stun;
@@ -69,9 +70,20 @@ pub struct AppState {
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// Which peers may use the embedded relay: granted at welcome, revoked at leave.
     pub turn_access: relay::TurnAccess,
+    /// Mints and checks the tokens that let a client take back its id.
+    pub resume: resume::ResumeTokens,
+    /// The last connection serial handed out.
+    connections: std::sync::atomic::AtomicU64,
 }
 
 impl AppState {
+    /// A serial number for a new WebSocket connection.
+    pub fn next_connection(&self) -> u64 {
+        self.connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1
+    }
+
     /// The ICE servers handed to a peer in its welcome: STUN, and TURN with fresh credentials.
     pub fn ice_servers(&self, request_host: Option<&str>, peer_id: &str) -> Vec<IceServer> {
         let host = self.config.ice_host(request_host);
@@ -128,6 +140,8 @@ pub struct Running {
     acme: Option<tokio::task::JoinHandle<()>>,
     /// This instance's share of the cluster's work, with `--redis`.
     cluster: Option<tokio::task::JoinHandle<()>>,
+    /// Removes away peers whose grace period ended.
+    expiry: tokio::task::JoinHandle<()>,
     state: Arc<AppState>,
     stun: stun::StunServer,
     http: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -172,8 +186,22 @@ pub async fn start(
     let rooms = room::Rooms::new(
         config.max_rooms,
         config.max_peers_per_room,
+        config.resume_grace,
         metrics.leaves.clone(),
     );
+    let resume = match (&config.resume_secret_file, &cluster) {
+        (Some(path), _) => resume::ResumeTokens::new(
+            &resume::ResumeTokens::secret_from_file(path)?,
+            true,
+            config.resume_grace,
+        ),
+        (None, Some(c)) => {
+            resume::ResumeTokens::new(&c.resume_secret().await?, true, config.resume_grace)
+        }
+        (None, None) => {
+            resume::ResumeTokens::new(&resume::random_secret(), false, config.resume_grace)
+        }
+    };
     let (stop_tx, stopping) = tokio::sync::watch::channel(false);
     let state = Arc::new(AppState {
         stopping,
@@ -189,8 +217,23 @@ pub async fn start(
         turn: stun.minter.clone(),
         external_turn,
         turn_access: stun.access.clone(),
+        resume,
+        connections: Default::default(),
         config,
     });
+    // Peers whose connection was lost and who did not come back in time leave now.
+    let expiry = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                for (_, id) in state.rooms.expire().await {
+                    state.turn_access.revoke(&id);
+                }
+            }
+        })
+    };
 
     // The operator's addresses (metrics, redirects) are served until the process ends.
     let metrics_addr = match metrics_listener {
@@ -237,6 +280,7 @@ pub async fn start(
         tls: tls_on,
         acme,
         cluster: cluster_task,
+        expiry,
         state,
         stun,
         http,
@@ -309,6 +353,7 @@ impl Running {
         if let Some(cluster) = &self.cluster {
             cluster.abort();
         }
+        self.expiry.abort();
         // Give the WebSockets a moment to send their "going away" close before the process ends.
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
         while self.state.limits.open() > 0 && tokio::time::Instant::now() < deadline {

@@ -23,6 +23,11 @@ pub struct Metrics {
     connections: Gauge,
     /// Peers that joined a room.
     pub joins: Counter,
+    /// Peers that came back within the grace period and took their place again.
+    pub resumes: Counter,
+    /// Clients that came back presenting a valid resume token (resumed, or re-joined with their
+    /// old id after a restart).
+    pub reconnects: Counter,
     /// Peers that left a room (closed, timed out, or dropped); shared with [`crate::room::Rooms`].
     pub leaves: Counter,
     /// Signals relayed from one peer to another.
@@ -61,6 +66,8 @@ impl Metrics {
             peers: Gauge::default(),
             connections: Gauge::default(),
             joins: Counter::default(),
+            resumes: Counter::default(),
+            reconnects: Counter::default(),
             leaves: Counter::default(),
             signals: Counter::default(),
             errors: Family::default(),
@@ -82,6 +89,16 @@ impl Metrics {
             m.connections.clone(),
         );
         registry.register("joins", "Peers that joined a room", m.joins.clone());
+        registry.register(
+            "resumes",
+            "Peers that came back within the grace period and kept their place",
+            m.resumes.clone(),
+        );
+        registry.register(
+            "reconnects",
+            "Clients that came back with a valid resume token",
+            m.reconnects.clone(),
+        );
         registry.register("leaves", "Peers that left a room", m.leaves.clone());
         registry.register(
             "signals_relayed",

@@ -3,11 +3,17 @@
 //! Each member is represented by the sending half of its connection's outgoing queue. Messages are
 //! serialized once and queued as shared bytes; a member whose queue is full is not waited for.
 //!
+//! A member whose connection is lost without a `leave` stays in the room, *away*, for the grace
+//! period (`--resume-grace`): what arrives for it meanwhile is kept (a bounded backlog), and a
+//! client that comes back with its resume token takes its place again, unseen by the others.
+//! When the grace period ends the member is removed and announced as left.
+//!
 //! With `--redis` ([`crate::cluster`]) the room's members may be on other instances too: joins and
 //! limits go through Redis, and what is for a peer elsewhere is published to its instance.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
 use prometheus_client::metrics::counter::Counter;
@@ -18,11 +24,17 @@ use tokio::sync::mpsc;
 /// The queue a connection drains into its WebSocket; dropping every sender closes the connection.
 pub type Outbox = mpsc::Sender<Utf8Bytes>;
 
+/// Most messages kept for an away member; older ones are dropped first (the client reconciles
+/// with the peer list of its next welcome anyway).
+const BACKLOG: usize = 64;
+
 /// All rooms of the server.
 pub struct Rooms {
     rooms: Mutex<HashMap<String, Room>>,
     max_rooms: usize,
     max_peers_per_room: usize,
+    /// How long an away member keeps its place.
+    grace: Duration,
     /// Counts every departure, however it happened (`burrow_leaves_total`).
     leaves: Counter,
     /// The other instances, when several serve the same rooms (`--redis`).
@@ -36,19 +48,58 @@ struct Room {
 
 struct Member {
     info: PeerInfo,
-    outbox: Outbox,
+    /// The connection holding this member (a resumed member moves to a new one).
+    conn: u64,
+    /// Where messages for it go: its connection's queue, or its backlog while away.
+    link: Link,
+}
+
+enum Link {
+    Live(Outbox),
+    Away {
+        until: Instant,
+        backlog: VecDeque<Utf8Bytes>,
+    },
+}
+
+/// What became of a member whose connection was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detached {
+    /// Away, for the grace period.
+    Kept,
+    /// No longer a member (removed now, or earlier).
+    Gone,
+    /// A newer connection holds it (the client came back before this one was noticed dead).
+    TakenOver,
 }
 
 /// A refused request: the code and the message for the error reply.
 pub type Refusal = (ErrorCode, String);
 
+/// What a join gave the client.
+#[derive(Debug)]
+pub struct Joined {
+    /// Its id (the one it claimed, when given back).
+    pub id: PeerId,
+    /// The other members.
+    pub peers: Vec<PeerInfo>,
+    /// It took back its place while away: nobody saw it leave or join.
+    pub resumed: bool,
+}
+
 impl Rooms {
     /// An empty registry with the given limits, counting departures in `leaves`.
-    pub fn new(max_rooms: usize, max_peers_per_room: usize, leaves: Counter) -> Rooms {
+    pub fn new(
+        max_rooms: usize,
+        max_peers_per_room: usize,
+        grace: Duration,
+        leaves: Counter,
+    ) -> Rooms {
         Rooms {
             rooms: Mutex::new(HashMap::new()),
             max_rooms,
             max_peers_per_room,
+            grace,
             leaves,
             cluster: None,
         }
@@ -60,48 +111,139 @@ impl Rooms {
         self
     }
 
-    /// Adds a peer to `room` (creating the room), announces it to the others, and returns its new
-    /// id and the peers that were already there (on every instance).
+    /// Adds a peer to `room` (creating the room), announces it to the others, and returns its id
+    /// and the peers that were already there (on every instance).
+    ///
+    /// `claim` is an id the client had, and whether it proved it: a proven id's member (away,
+    /// or held by a connection not yet noticed dead) is resumed: nothing is announced, its
+    /// backlog is delivered. Any claimed id that is free is given back (after a server restart),
+    /// announced as a join. Otherwise the client gets a new id.
     pub async fn join(
         &self,
         room: &str,
         name: Option<String>,
+        claim: Option<(PeerId, bool)>,
+        conn: u64,
         outbox: Outbox,
-    ) -> Result<(PeerId, Vec<PeerInfo>), Refusal> {
+    ) -> Result<Joined, Refusal> {
+        if let Some((id, true)) = &claim {
+            if let Some(joined) = self.resume_local(room, id, conn, &outbox) {
+                return Ok(joined);
+            }
+        }
+        let proven = claim.as_ref().is_some_and(|(_, proven)| *proven);
+        let claim = claim.map(|(id, _)| id);
         let Some(cluster) = &self.cluster else {
-            return self.join_local(room, name, outbox);
+            return self.join_local(room, name, claim, conn, outbox);
+        };
+        // An unproven claim may not take a member held elsewhere; only a free id.
+        let claim = match claim {
+            Some(id) if proven || cluster.locate(room, &id).await.is_none() => Some(id),
+            _ => None,
         };
         let info = PeerInfo {
-            id: new_peer_id(),
+            id: claim.unwrap_or_else(new_peer_id),
             name,
         };
-        let members = cluster
+        let (members, moved) = cluster
             .join(room, &info, self.max_peers_per_room, self.max_rooms)
             .await?;
         let joined = encode(&ServerMessage::PeerJoined { peer: info.clone() });
         let dropped = {
             let mut rooms = self.lock();
             let entry = rooms.entry(room.to_string()).or_default();
-            let dropped = entry.broadcast(&joined, &self.leaves);
+            let dropped = if moved {
+                Vec::new()
+            } else {
+                entry.broadcast(&joined, &self.leaves)
+            };
             entry.members.push(Member {
                 info: info.clone(),
-                outbox,
+                conn,
+                link: Link::Live(outbox),
             });
             dropped
         };
-        cluster.publish(room, &members, joined.as_str()).await;
+        if !moved {
+            cluster.publish(room, &members, joined.as_str()).await;
+        }
         self.departed(room, dropped).await;
-        Ok((info.id, members.into_iter().map(|m| m.info).collect()))
+        Ok(Joined {
+            id: info.id,
+            peers: members.into_iter().map(|m| m.info).collect(),
+            resumed: moved,
+        })
     }
 
-    /// Removes a peer, announces its departure (on every instance), and drops the room when it
-    /// empties.
-    pub async fn leave(&self, room: &str, id: &str) {
-        let (removed, mut dropped) = self.leave_local(room, id);
+    /// Removes a peer held by connection `conn`, announces its departure (on every instance), and
+    /// drops the room when it empties. Nothing happens if another connection took it over.
+    pub async fn leave(&self, room: &str, id: &str, conn: u64) {
+        let (removed, mut dropped) = self.leave_local(room, id, Some(conn));
         if removed {
             dropped.insert(0, id.to_string());
         }
         self.departed(room, dropped).await;
+    }
+
+    /// Connection `conn` of member `id` was lost without a leave: keep its place, away, for the
+    /// grace period (with a zero grace period, it leaves now).
+    pub async fn detach(&self, room: &str, id: &str, conn: u64) -> Detached {
+        if self.grace.is_zero() {
+            self.leave(room, id, conn).await;
+            return Detached::Gone;
+        }
+        let mut rooms = self.lock();
+        let Some(member) = rooms
+            .get_mut(room)
+            .and_then(|r| r.members.iter_mut().find(|m| m.info.id == id))
+        else {
+            return Detached::Gone;
+        };
+        if member.conn != conn {
+            return Detached::TakenOver;
+        }
+        member.link = Link::Away {
+            until: Instant::now() + self.grace,
+            backlog: VecDeque::new(),
+        };
+        Detached::Kept
+    }
+
+    /// Removes the away members whose grace period is over, announcing each; returns them
+    /// (room, id), so their other grants can be revoked.
+    pub async fn expire(&self) -> Vec<(String, PeerId)> {
+        let now = Instant::now();
+        let expired: Vec<(String, PeerId, u64)> = {
+            let rooms = self.lock();
+            rooms
+                .iter()
+                .flat_map(|(room, r)| {
+                    r.members.iter().filter_map(move |m| match &m.link {
+                        Link::Away { until, .. } if *until <= now => {
+                            Some((room.clone(), m.info.id.clone(), m.conn))
+                        }
+                        _ => None,
+                    })
+                })
+                .collect()
+        };
+        let mut gone = Vec::new();
+        for (room, id, conn) in expired {
+            // Resumed on another instance meanwhile: forget it here without a word.
+            if let Some(cluster) = &self.cluster {
+                let elsewhere = cluster
+                    .locate(&room, &id)
+                    .await
+                    .is_some_and(|m| m.instance != cluster.instance());
+                if elsewhere {
+                    self.forget_local(&room, &id, conn);
+                    continue;
+                }
+            }
+            self.leave(&room, &id, conn).await;
+            gone.push((room, id));
+        }
+        gone
     }
 
     /// Tells the other instances that `ids`, peers of this instance already removed and
@@ -158,16 +300,15 @@ impl Rooms {
             return Vec::new();
         };
         let mut dropped = Vec::new();
-        entry.members.retain(|m| {
+        entry.members.retain_mut(|m| {
             if !to.contains(&m.info.id) {
                 return true;
             }
-            match m.outbox.try_send(text.clone()) {
-                Ok(()) => true,
-                Err(_) => {
-                    dropped.push(m.info.id.clone());
-                    false
-                }
+            if m.link.queue(text.clone()) {
+                true
+            } else {
+                dropped.push(m.info.id.clone());
+                false
             }
         });
         self.leaves.inc_by(dropped.len() as u64);
@@ -203,13 +344,44 @@ impl Rooms {
         self.lock().keys().cloned().collect()
     }
 
+    /// Puts an away member `id` of this instance back on connection `conn`, delivering what
+    /// arrived for it meanwhile.
+    fn resume_local(&self, room: &str, id: &str, conn: u64, outbox: &Outbox) -> Option<Joined> {
+        let mut rooms = self.lock();
+        let entry = rooms.get_mut(room)?;
+        let member = entry.members.iter_mut().find(|m| m.info.id == id)?;
+        // A live member with this id: its old connection is dead but not yet noticed (the
+        // client saw the loss first). The new connection takes over; the old one closes.
+        let backlog = match std::mem::replace(&mut member.link, Link::Live(outbox.clone())) {
+            Link::Away { backlog, .. } => backlog,
+            Link::Live(_) => VecDeque::new(),
+        };
+        member.conn = conn;
+        for text in backlog {
+            let _ = outbox.try_send(text);
+        }
+        let peers = entry
+            .members
+            .iter()
+            .filter(|m| m.info.id != id)
+            .map(|m| m.info.clone())
+            .collect();
+        Some(Joined {
+            id: id.to_string(),
+            peers,
+            resumed: true,
+        })
+    }
+
     /// [`Rooms::join`] on this instance alone.
     fn join_local(
         &self,
         room: &str,
         name: Option<String>,
+        claim: Option<PeerId>,
+        conn: u64,
         outbox: Outbox,
-    ) -> Result<(PeerId, Vec<PeerInfo>), Refusal> {
+    ) -> Result<Joined, Refusal> {
         let mut rooms = self.lock();
         let room_count = rooms.len();
         let entry = match rooms.get_mut(room) {
@@ -234,11 +406,15 @@ impl Rooms {
                 ),
             ));
         }
-        let id = loop {
-            let candidate = new_peer_id();
-            if entry.members.iter().all(|m| m.info.id != candidate) {
-                break candidate;
-            }
+        let free = |id: &str| entry.members.iter().all(|m| m.info.id != id);
+        let id = match claim.filter(|c| free(c)) {
+            Some(id) => id,
+            None => loop {
+                let candidate = new_peer_id();
+                if free(&candidate) {
+                    break candidate;
+                }
+            },
         };
         let info = PeerInfo {
             id: id.clone(),
@@ -247,19 +423,29 @@ impl Rooms {
         let existing = entry.members.iter().map(|m| m.info.clone()).collect();
         let joined = encode(&ServerMessage::PeerJoined { peer: info.clone() });
         entry.broadcast(&joined, &self.leaves);
-        entry.members.push(Member { info, outbox });
-        Ok((id, existing))
+        entry.members.push(Member {
+            info,
+            conn,
+            link: Link::Live(outbox),
+        });
+        Ok(Joined {
+            id,
+            peers: existing,
+            resumed: false,
+        })
     }
 
-    /// Removes a peer here and announces it here; returns whether it was a member, and who else
-    /// was dropped on the way (queues full).
-    fn leave_local(&self, room: &str, id: &str) -> (bool, Vec<PeerId>) {
+    /// Removes a peer here (held by `conn`, when given) and announces it here; returns whether
+    /// it was a member, and who else was dropped on the way (queues full).
+    fn leave_local(&self, room: &str, id: &str, conn: Option<u64>) -> (bool, Vec<PeerId>) {
         let mut rooms = self.lock();
         let Some(entry) = rooms.get_mut(room) else {
             return (false, Vec::new());
         };
         let before = entry.members.len();
-        entry.members.retain(|m| m.info.id != id);
+        entry
+            .members
+            .retain(|m| m.info.id != id || conn.is_some_and(|c| c != m.conn));
         let removed = entry.members.len() != before;
         let mut dropped = Vec::new();
         if removed {
@@ -275,6 +461,19 @@ impl Rooms {
         (removed, dropped)
     }
 
+    /// Removes member `id` (still held by `conn`) here without announcing anything: it lives on
+    /// another instance now.
+    fn forget_local(&self, room: &str, id: &str, conn: u64) {
+        let mut rooms = self.lock();
+        let Some(entry) = rooms.get_mut(room) else {
+            return;
+        };
+        entry.members.retain(|m| m.info.id != id || m.conn != conn);
+        if entry.members.is_empty() {
+            rooms.remove(room);
+        }
+    }
+
     /// [`Rooms::relay`] on this instance alone.
     fn relay_local(
         &self,
@@ -287,27 +486,26 @@ impl Rooms {
         if from == to {
             return Err(unknown());
         }
-        let outbox = {
-            let rooms = self.lock();
-            let member = rooms
-                .get(room)
-                .and_then(|r| r.members.iter().find(|m| m.info.id == to))
-                .ok_or_else(unknown)?;
-            member.outbox.clone()
-        };
         let text = encode(&ServerMessage::Signal {
             from: from.to_string(),
             data,
         });
-        outbox.try_send(text).map_err(|_| {
-            (
+        let mut rooms = self.lock();
+        let member = rooms
+            .get_mut(room)
+            .and_then(|r| r.members.iter_mut().find(|m| m.info.id == to))
+            .ok_or_else(unknown)?;
+        if member.link.queue(text) {
+            Ok(())
+        } else {
+            Err((
                 ErrorCode::PeerCongested,
                 format!("peer '{to}' is not reading its messages; signal dropped"),
-            )
-        })
+            ))
+        }
     }
 
-    /// How many rooms and peers there are now (for logs and `/healthz`).
+    /// How many rooms and peers there are now, away ones included (for logs and `/healthz`).
     pub fn counts(&self) -> (usize, usize) {
         let rooms = self.lock();
         let peers = rooms.values().map(|r| r.members.len()).sum();
@@ -321,6 +519,23 @@ impl Rooms {
     }
 }
 
+impl Link {
+    /// Queues `text`: on the connection, or in the backlog while away (dropping the oldest when
+    /// full). `false` when the connection's queue is full or closed.
+    fn queue(&mut self, text: Utf8Bytes) -> bool {
+        match self {
+            Link::Live(outbox) => outbox.try_send(text).is_ok(),
+            Link::Away { backlog, .. } => {
+                if backlog.len() >= BACKLOG {
+                    backlog.pop_front();
+                }
+                backlog.push_back(text);
+                true
+            }
+        }
+    }
+}
+
 impl Room {
     /// Queues `text` for every member. A member whose queue is full has fallen too far behind to
     /// keep a correct view of the room, so it is dropped (its connection then closes), and, like
@@ -330,19 +545,14 @@ impl Room {
         let mut pending = vec![text.clone()];
         while let Some(text) = pending.pop() {
             let mut dropped = Vec::new();
-            self.members
-                .retain(|m| match m.outbox.try_send(text.clone()) {
-                    Ok(()) => true,
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        tracing::warn!(peer = %m.info.id, "peer's queue is full; dropping it");
-                        dropped.push(m.info.id.clone());
-                        false
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => {
-                        dropped.push(m.info.id.clone());
-                        false
-                    }
-                });
+            self.members.retain_mut(|m| {
+                if m.link.queue(text.clone()) {
+                    return true;
+                }
+                tracing::warn!(peer = %m.info.id, "peer's queue is full or closed; dropping it");
+                dropped.push(m.info.id.clone());
+                false
+            });
             leaves.inc_by(dropped.len() as u64);
             all_dropped.extend(dropped.iter().cloned());
             pending.extend(
@@ -388,17 +598,27 @@ mod tests {
 
     #[test]
     fn join_relay_leave() {
-        let rooms = Rooms::new(10, 2, Counter::default());
+        let rooms = Rooms::new(10, 2, Duration::from_secs(30), Counter::default());
         let (a_tx, mut a_rx) = outbox();
         let (b_tx, mut b_rx) = outbox();
-        let (a, before_a) = rooms.join_local("r", Some("a".into()), a_tx).unwrap();
+        let Joined {
+            id: a,
+            peers: before_a,
+            ..
+        } = rooms
+            .join_local("r", Some("a".into()), None, 0, a_tx)
+            .unwrap();
         assert!(before_a.is_empty());
-        let (b, before_b) = rooms.join_local("r", None, b_tx).unwrap();
+        let Joined {
+            id: b,
+            peers: before_b,
+            ..
+        } = rooms.join_local("r", None, None, 0, b_tx).unwrap();
         assert_eq!(before_b[0].id, a);
         assert!(a_rx.try_recv().unwrap().as_str().contains("peer_joined"));
 
         let (c_tx, _c_rx) = outbox();
-        let (code, _) = rooms.join_local("r", None, c_tx).unwrap_err();
+        let (code, _) = rooms.join_local("r", None, None, 0, c_tx).unwrap_err();
         assert_eq!(code, ErrorCode::RoomFull);
 
         rooms
@@ -415,23 +635,27 @@ mod tests {
             .unwrap_err();
         assert_eq!(code, ErrorCode::UnknownPeer);
 
-        rooms.leave_local("r", &b);
+        rooms.leave_local("r", &b, None);
         assert!(a_rx.try_recv().unwrap().as_str().contains("peer_left"));
-        rooms.leave_local("r", &a);
+        rooms.leave_local("r", &a, None);
         assert_eq!(rooms.counts(), (0, 0));
     }
 
     #[test]
     fn a_peer_dropped_for_a_full_queue_is_announced() {
-        let rooms = Rooms::new(10, 4, Counter::default());
+        let rooms = Rooms::new(10, 4, Duration::from_secs(30), Counter::default());
         let (a_tx, mut a_rx) = mpsc::channel(8);
-        let (a, _) = rooms.join_local("r", None, a_tx).unwrap();
+        let Joined { id: a, .. } = rooms.join_local("r", None, None, 0, a_tx).unwrap();
         let (slow_tx, _slow_rx) = mpsc::channel(1);
-        let (slow, _) = rooms.join_local("r", None, slow_tx).unwrap();
+        let Joined { id: slow, .. } = rooms.join_local("r", None, None, 0, slow_tx).unwrap();
         assert!(a_rx.try_recv().unwrap().as_str().contains("peer_joined"));
         // The slow peer's queue takes one message (this join), then overflows on the next.
-        rooms.join_local("r", None, mpsc::channel(8).0).unwrap();
-        rooms.join_local("r", None, mpsc::channel(8).0).unwrap();
+        rooms
+            .join_local("r", None, None, 0, mpsc::channel(8).0)
+            .unwrap();
+        rooms
+            .join_local("r", None, None, 0, mpsc::channel(8).0)
+            .unwrap();
         let mut seen = Vec::new();
         while let Ok(m) = a_rx.try_recv() {
             seen.push(m.as_str().to_string());
@@ -441,7 +665,9 @@ mod tests {
                 .any(|m| m.contains("peer_left") && m.contains(&slow)),
             "a hears that the slow peer left: {seen:?}"
         );
-        let (_, peers) = rooms.join_local("r", None, mpsc::channel(8).0).unwrap();
+        let Joined { peers, .. } = rooms
+            .join_local("r", None, None, 0, mpsc::channel(8).0)
+            .unwrap();
         assert!(
             peers.iter().all(|p| p.id != slow),
             "newcomers are not told of it"
@@ -451,18 +677,20 @@ mod tests {
 
     #[test]
     fn max_rooms_is_enforced() {
-        let rooms = Rooms::new(1, 4, Counter::default());
-        rooms.join_local("one", None, outbox().0).unwrap();
-        let (code, _) = rooms.join_local("two", None, outbox().0).unwrap_err();
+        let rooms = Rooms::new(1, 4, Duration::from_secs(30), Counter::default());
+        rooms.join_local("one", None, None, 0, outbox().0).unwrap();
+        let (code, _) = rooms
+            .join_local("two", None, None, 0, outbox().0)
+            .unwrap_err();
         assert_eq!(code, ErrorCode::ServerFull);
     }
 
     #[test]
     fn a_full_queue_refuses_signals_without_blocking() {
-        let rooms = Rooms::new(10, 4, Counter::default());
-        let (a, _) = rooms.join_local("r", None, outbox().0).unwrap();
+        let rooms = Rooms::new(10, 4, Duration::from_secs(30), Counter::default());
+        let Joined { id: a, .. } = rooms.join_local("r", None, None, 0, outbox().0).unwrap();
         let (b_tx, _b_rx) = mpsc::channel(1);
-        let (b, _) = rooms.join_local("r", None, b_tx).unwrap();
+        let Joined { id: b, .. } = rooms.join_local("r", None, None, 0, b_tx).unwrap();
         rooms
             .relay_local("r", &a, &b, PeerSignal::EndOfCandidates)
             .unwrap();
@@ -470,5 +698,58 @@ mod tests {
             .relay_local("r", &a, &b, PeerSignal::EndOfCandidates)
             .unwrap_err();
         assert_eq!(code, ErrorCode::PeerCongested);
+    }
+
+    #[tokio::test]
+    async fn a_lost_peer_keeps_its_place_and_what_was_sent_to_it() {
+        let rooms = Rooms::new(10, 4, Duration::from_millis(200), Counter::default());
+        let (a_tx, mut a_rx) = mpsc::channel(8);
+        let Joined { id: a, .. } = rooms.join("r", None, None, 1, a_tx).await.unwrap();
+        let (b_tx, _b_rx) = mpsc::channel(8);
+        let Joined { id: b, .. } = rooms.join("r", None, None, 2, b_tx).await.unwrap();
+        while a_rx.try_recv().is_ok() {}
+
+        assert_eq!(rooms.detach("r", &b, 2).await, Detached::Kept);
+        rooms
+            .relay("r", &a, &b, PeerSignal::EndOfCandidates)
+            .await
+            .expect("a signal to an away peer is kept");
+        // b comes back on connection 3, claiming its id: resumed, nobody told.
+        let (b2_tx, mut b2_rx) = mpsc::channel(8);
+        let back = rooms
+            .join("r", None, Some((b.clone(), true)), 3, b2_tx)
+            .await
+            .unwrap();
+        assert_eq!((back.id.as_str(), back.resumed), (b.as_str(), true));
+        assert_eq!(back.peers.len(), 1);
+        assert!(b2_rx
+            .try_recv()
+            .unwrap()
+            .as_str()
+            .contains("end_of_candidates"));
+        assert!(a_rx.try_recv().is_err(), "a saw neither a leave nor a join");
+        // The old connection's end changes nothing now.
+        assert_eq!(rooms.detach("r", &b, 2).await, Detached::TakenOver);
+        rooms.leave("r", &b, 2).await;
+        assert_eq!(rooms.counts(), (1, 2));
+
+        // Away past the grace period: removed and announced.
+        assert_eq!(rooms.detach("r", &b, 3).await, Detached::Kept);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let gone = rooms.expire().await;
+        assert_eq!(gone, vec![("r".to_string(), b.clone())]);
+        assert!(a_rx.try_recv().unwrap().as_str().contains("peer_left"));
+        // Claiming a free id (the server forgot it) gives it back, announced as a join.
+        let again = rooms
+            .join("r", None, Some((b.clone(), false)), 4, mpsc::channel(8).0)
+            .await
+            .unwrap();
+        assert_eq!((again.id.as_str(), again.resumed), (b.as_str(), false));
+        assert!(a_rx.try_recv().unwrap().as_str().contains("peer_joined"));
+        // Claiming, unproven, an id someone holds gets a new one.
+        let thief = rooms
+            .join("r", None, Some((a.clone(), false)), 5, mpsc::channel(8).0)
+            .await;
+        assert!(thief.is_ok_and(|j| j.id != a && !j.resumed));
     }
 }

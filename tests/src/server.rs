@@ -30,12 +30,23 @@ impl ServerProcess {
         Self::spawn(Self::command(ip, extra))
     }
 
+    /// Starts the server on loopback at HTTP port `port` (to restart it where its clients
+    /// expect it), plus `extra` flags.
+    pub fn start_at(port: u16, extra: &[&str]) -> ServerProcess {
+        Self::spawn(Self::command_at("127.0.0.1", port, extra))
+    }
+
     /// The command that starts the server on `ip` (to wrap, e.g. in `ip netns exec`).
     pub fn command(ip: &str, extra: &[&str]) -> Command {
+        Self::command_at(ip, 0, extra)
+    }
+
+    /// The command that starts the server on `ip`, HTTP port `port` (0: any).
+    pub fn command_at(ip: &str, port: u16, extra: &[&str]) -> Command {
         let www = crate::workspace_root().join("www");
         let mut cmd = Command::new(crate::binary("signal-server"));
         cmd.arg("--listen")
-            .arg(format!("{ip}:0"))
+            .arg(format!("{ip}:{port}"))
             .arg("--stun-listen")
             .arg(format!("{ip}:0"))
             .arg("--www")
@@ -92,6 +103,12 @@ impl ServerProcess {
         // SAFETY: kill(2) with a PID this struct owns (the child is not reaped yet).
         unsafe { libc::kill(pid, libc::SIGTERM) };
         self.child.wait().expect("wait for the server")
+    }
+
+    /// Kills the server at once (a crash: no goodbye to anyone) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// The server process's id (e.g. to read its memory use from `/proc`).

@@ -31,6 +31,7 @@ impl WsClient {
         c.send(&ClientMessage::Hello {
             version: PROTOCOL_VERSION,
             name: name.map(str::to_string),
+            resume: None,
         })
         .await;
         let welcome = c.recv().await;

@@ -122,6 +122,7 @@ async fn two_instances_share_rooms_limits_and_departures() {
     d.send(&ClientMessage::Hello {
         version: PROTOCOL_VERSION,
         name: None,
+        resume: None,
     })
     .await;
     match d.recv().await {

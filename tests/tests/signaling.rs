@@ -115,6 +115,7 @@ async fn bad_requests_get_error_codes_and_the_connection_survives() {
     a.send(&ClientMessage::Hello {
         version: PROTOCOL_VERSION,
         name: None,
+        resume: None,
     })
     .await;
     expect_error(&mut a, ErrorCode::AlreadyJoined).await;
@@ -132,6 +133,7 @@ async fn bad_requests_get_error_codes_and_the_connection_survives() {
     old.send(&ClientMessage::Hello {
         version: 0,
         name: None,
+        resume: None,
     })
     .await;
     expect_error(&mut old, ErrorCode::UnsupportedVersion).await;
@@ -145,6 +147,7 @@ async fn bad_requests_get_error_codes_and_the_connection_survives() {
     old.send(&ClientMessage::Hello {
         version: PROTOCOL_VERSION,
         name: None,
+        resume: None,
     })
     .await;
     assert!(matches!(old.recv().await, ServerMessage::Welcome { .. }));
@@ -154,6 +157,7 @@ async fn bad_requests_get_error_codes_and_the_connection_survives() {
     let hello = ClientMessage::Hello {
         version: PROTOCOL_VERSION,
         name: None,
+        resume: None,
     };
     third.send(&hello).await;
     expect_error(&mut third, ErrorCode::RoomFull).await;
@@ -298,6 +302,7 @@ async fn on_sigterm_the_server_tells_clients_to_come_back() {
     let hello = serde_json::to_string(&ClientMessage::Hello {
         version: PROTOCOL_VERSION,
         name: None,
+        resume: None,
     })
     .expect("json");
     tx.send(Message::text(hello)).await.expect("hello");

@@ -158,6 +158,7 @@ impl Inner {
         self.send(&ClientMessage::Hello {
             version: PROTOCOL_VERSION,
             name: self.name.clone(),
+            resume: None,
         });
     }
 

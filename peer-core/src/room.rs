@@ -1,0 +1,743 @@
+//! The room as one peer keeps it across server reconnects and network changes, as a sans-IO
+//! state machine both peers drive (the native CLI and the page).
+//!
+//! The platform tells it what happened (a server message, the server connection lost, a peer
+//! connection's state, the clock) and does what it answers ([`Action`]): create or close a peer
+//! connection, restart ICE, report something to the user. The rules it keeps:
+//!
+//! * **The server is not needed by established links.** When the signaling connection is lost,
+//!   nothing is closed; the platform reconnects after [`Room::server_lost`]'s delay (jittered
+//!   exponential backoff, [`Backoff`]) and says `hello` with [`Room::hello`], which presents the
+//!   resume token of the last welcome.
+//! * **Coming back.** A welcome that keeps our id keeps every connection: peers it lists that we
+//!   know are matched to their connection (restarted if it is down), peers we do not know are
+//!   offered to, peers it does not list are kept while their connection works (they may still be
+//!   reconnecting after a server restart) and forgotten once it has been down for
+//!   [`FORGET_AFTER`]. A `peer_joined` for a peer we know (it re-joined a restarted server) is
+//!   the same peer: no new connection. A welcome with a new id (the server could not give ours
+//!   back) starts over.
+//! * **Repair.** A connection that goes `disconnected` is reported unreachable; once it has been
+//!   down for [`RESTART_AFTER`] (or at once when it `failed`), the impolite side of the pair
+//!   restarts ICE, and the polite side does too if nothing came of it after
+//!   [`POLITE_RESTART_AFTER`] (perfect negotiation settles a collision). A restart needs the
+//!   server to carry the new candidates, so it waits for the server while it is away, and is
+//!   retried every [`RESTART_RETRY`] until the connection is back.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use signal_protocol::{
+    ClientMessage, ErrorCode, PeerId, PeerInfo, PeerSignal, Resume, ServerMessage, PROTOCOL_VERSION,
+};
+
+/// How long a connection may be down before ICE is restarted.
+pub const RESTART_AFTER: Duration = Duration::from_secs(2);
+/// How long the polite side waits for the impolite one to restart before it restarts itself.
+pub const POLITE_RESTART_AFTER: Duration = Duration::from_secs(6);
+/// How often a restart is tried again while the connection stays down.
+pub const RESTART_RETRY: Duration = Duration::from_secs(8);
+/// How long a peer the server no longer lists is kept while its connection is down.
+pub const FORGET_AFTER: Duration = Duration::from_secs(45);
+
+/// Jittered exponential backoff: about 0.5 s, doubling up to 10 s.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    /// The first delay.
+    pub const FIRST: Duration = Duration::from_millis(500);
+    /// The longest delay.
+    pub const MAX: Duration = Duration::from_secs(10);
+
+    /// A backoff at its first delay.
+    pub fn new() -> Backoff {
+        Backoff { next: Self::FIRST }
+    }
+
+    /// The delay before the next attempt, jittered by `random` (uniform in `[0, 1)`, from the
+    /// platform) to between 75 % and 125 % of the nominal delay.
+    pub fn next_delay(&mut self, random: f64) -> Duration {
+        let nominal = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        nominal.mul_f64(0.75 + 0.5 * random.clamp(0.0, 1.0))
+    }
+
+    /// Back to the first delay (after a success).
+    pub fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::new()
+    }
+}
+
+/// A peer connection's state as the platform reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// Connecting (new, or checking after a restart).
+    Connecting,
+    /// Connected: data flows.
+    Connected,
+    /// Consent lost: no answer from the peer for a few seconds (may come back).
+    Disconnected,
+    /// ICE gave up on every pair.
+    Failed,
+    /// Closed (by us, or the peer closed it).
+    Closed,
+}
+
+/// What the user is told, in the platform's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// In the room (first time, or again after the server was lost).
+    Joined {
+        /// Our id.
+        peer_id: PeerId,
+        /// The room.
+        room: String,
+        /// How many peers the server listed.
+        peers: usize,
+    },
+    /// The server came back after `after`; `resumed` when it had kept our place.
+    ServerBack {
+        /// How long it was away.
+        after: Duration,
+        /// The server had kept our place (nobody saw us leave).
+        resumed: bool,
+    },
+    /// The server connection was lost; the next attempt is in `retry_in`.
+    ServerLost {
+        /// Delay before reconnecting.
+        retry_in: Duration,
+    },
+    /// A peer joined.
+    PeerJoined {
+        /// Its id.
+        peer: PeerId,
+        /// Its display name.
+        name: Option<String>,
+    },
+    /// A peer left (or was forgotten).
+    PeerLeft {
+        /// Its id.
+        peer: PeerId,
+    },
+    /// A peer's path went quiet.
+    PeerUnreachable {
+        /// Its id.
+        peer: PeerId,
+    },
+    /// A peer that was unreachable answers again.
+    PeerBack {
+        /// Its id.
+        peer: PeerId,
+        /// How long it was unreachable.
+        after: Duration,
+    },
+    /// We restarted ICE with a peer.
+    IceRestart {
+        /// Its id.
+        peer: PeerId,
+    },
+    /// The server refused something.
+    ServerError {
+        /// Its code.
+        code: ErrorCode,
+        /// Its explanation.
+        message: String,
+    },
+}
+
+/// What the platform must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Create a connection to `peer`; send the first offer when `offer`.
+    Connect {
+        /// Who.
+        peer: PeerInfo,
+        /// We offer (we are the newcomer).
+        offer: bool,
+    },
+    /// Close the connection to `peer` and forget it.
+    Close {
+        /// Who.
+        peer: PeerId,
+    },
+    /// Restart ICE with `peer`: new credentials, an offer through the server.
+    RestartIce {
+        /// Who.
+        peer: PeerId,
+    },
+    /// Hand a signal to `peer`'s connection.
+    Signal {
+        /// From whom.
+        peer: PeerId,
+        /// The payload.
+        data: PeerSignal,
+    },
+    /// The join was refused for now (a full room or server): send [`Room::hello`] again after
+    /// this delay.
+    HelloAgain {
+        /// The delay.
+        after: Duration,
+    },
+    /// Tell the user.
+    Notify(Notice),
+}
+
+/// A refusal that retrying cannot fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the server refused to join: {message} ({code})")]
+pub struct Fatal {
+    /// The code.
+    pub code: ErrorCode,
+    /// The server's explanation.
+    pub message: String,
+}
+
+#[derive(Debug)]
+struct Known {
+    /// The server lists it (welcome, peer_joined) and has not said it left.
+    listed: bool,
+    state: LinkState,
+    /// Since when (ms) the connection has been down, if it is.
+    down_since: Option<u64>,
+    /// When (ms) we last restarted ICE with it.
+    restarted_at: Option<u64>,
+    /// Reported unreachable, not yet back.
+    unreachable: bool,
+}
+
+/// One peer's view of its room. Times are milliseconds on any monotonic clock the platform
+/// chooses.
+#[derive(Debug)]
+pub struct Room {
+    name: Option<String>,
+    me: Option<PeerId>,
+    token: Option<String>,
+    peers: BTreeMap<PeerId, Known>,
+    /// When (ms) the server connection was lost, while it is.
+    lost_at: Option<u64>,
+    /// Between hello and welcome.
+    joining: bool,
+    backoff: Backoff,
+}
+
+impl Room {
+    /// A room we are about to join as `name`.
+    pub fn new(name: Option<String>) -> Room {
+        Room {
+            name,
+            me: None,
+            token: None,
+            peers: BTreeMap::new(),
+            lost_at: None,
+            joining: false,
+            backoff: Backoff::new(),
+        }
+    }
+
+    /// Our id, once joined.
+    pub fn me(&self) -> Option<&str> {
+        self.me.as_deref()
+    }
+
+    /// Whether the server connection is up and we are in the room.
+    pub fn online(&self) -> bool {
+        self.lost_at.is_none() && self.me.is_some() && !self.joining
+    }
+
+    /// The `hello` to send on a (re)opened server connection.
+    pub fn hello(&mut self) -> ClientMessage {
+        self.joining = true;
+        ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            name: self.name.clone(),
+            resume: match (&self.me, &self.token) {
+                (Some(peer_id), Some(token)) if !token.is_empty() => Some(Resume {
+                    peer_id: peer_id.clone(),
+                    token: token.clone(),
+                }),
+                _ => None,
+            },
+        }
+    }
+
+    /// The server connection was lost (or could not be opened) at `now`: returns how long to
+    /// wait before the next attempt, `random` in `[0, 1)` jittering it.
+    pub fn server_lost(&mut self, now: u64, random: f64) -> (Duration, Vec<Action>) {
+        if self.lost_at.is_none() {
+            self.lost_at = Some(now);
+        }
+        self.joining = false;
+        let retry_in = self.backoff.next_delay(random);
+        (
+            retry_in,
+            vec![Action::Notify(Notice::ServerLost { retry_in })],
+        )
+    }
+
+    /// A message from the server. `Err` when the server refused us for good (retrying cannot
+    /// help: another protocol version, an invalid room).
+    pub fn on_server(&mut self, msg: ServerMessage, now: u64) -> Result<Vec<Action>, Fatal> {
+        let mut out = Vec::new();
+        match msg {
+            ServerMessage::Welcome {
+                peer_id,
+                room,
+                peers,
+                resume_token,
+                resumed,
+                ..
+            } => self.on_welcome(peer_id, room, peers, resume_token, resumed, now, &mut out),
+            ServerMessage::PeerJoined { peer } => {
+                if peer.id == self.me.clone().unwrap_or_default() {
+                    return Ok(out);
+                }
+                match self.peers.get_mut(&peer.id) {
+                    // It re-joined a restarted server: the same peer, the same connection.
+                    Some(known) => known.listed = true,
+                    None => {
+                        self.peers.insert(peer.id.clone(), Known::new());
+                        out.push(Action::Notify(Notice::PeerJoined {
+                            peer: peer.id.clone(),
+                            name: peer.name.clone(),
+                        }));
+                        out.push(Action::Connect { peer, offer: false });
+                    }
+                }
+            }
+            ServerMessage::PeerLeft { peer_id } => {
+                if self.peers.remove(&peer_id).is_some() {
+                    out.push(Action::Close {
+                        peer: peer_id.clone(),
+                    });
+                    out.push(Action::Notify(Notice::PeerLeft { peer: peer_id }));
+                }
+            }
+            ServerMessage::Signal { from, data } => {
+                if self.peers.contains_key(&from) {
+                    out.push(Action::Signal { peer: from, data });
+                }
+            }
+            ServerMessage::Error { code, message } => {
+                let joining = self.joining;
+                let hopeless = matches!(
+                    code,
+                    ErrorCode::UnsupportedVersion | ErrorCode::InvalidRoomId
+                );
+                if joining && hopeless {
+                    return Err(Fatal { code, message });
+                }
+                out.push(Action::Notify(Notice::ServerError { code, message }));
+                if joining {
+                    self.joining = false;
+                    out.push(Action::HelloAgain {
+                        after: self.backoff.next_delay(0.5),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_welcome(
+        &mut self,
+        peer_id: PeerId,
+        room: String,
+        peers: Vec<PeerInfo>,
+        token: String,
+        resumed: bool,
+        now: u64,
+        out: &mut Vec<Action>,
+    ) {
+        self.joining = false;
+        self.backoff.reset();
+        let lost_at = self.lost_at.take();
+        let same_id = self.me.as_deref() == Some(peer_id.as_str());
+        if !same_id {
+            // A new identity: the others know us by another id (or not at all); start over.
+            for (id, _) in std::mem::take(&mut self.peers) {
+                out.push(Action::Close { peer: id.clone() });
+                out.push(Action::Notify(Notice::PeerLeft { peer: id }));
+            }
+        }
+        out.push(Action::Notify(Notice::Joined {
+            peer_id: peer_id.clone(),
+            room,
+            peers: peers.len(),
+        }));
+        if let Some(lost) = lost_at {
+            out.push(Action::Notify(Notice::ServerBack {
+                after: Duration::from_millis(now.saturating_sub(lost)),
+                resumed,
+            }));
+        }
+        self.me = Some(peer_id);
+        self.token = Some(token);
+        for known in self.peers.values_mut() {
+            known.listed = false;
+        }
+        for info in peers {
+            match self.peers.get_mut(&info.id) {
+                Some(known) => known.listed = true,
+                None => {
+                    let mut known = Known::new();
+                    known.listed = true;
+                    self.peers.insert(info.id.clone(), known);
+                    out.push(Action::Notify(Notice::PeerJoined {
+                        peer: info.id.clone(),
+                        name: info.name.clone(),
+                    }));
+                    out.push(Action::Connect {
+                        peer: info,
+                        offer: true,
+                    });
+                }
+            }
+        }
+        // Links that went down while the server was away are repaired now.
+        out.extend(self.tick(now));
+    }
+
+    /// A peer connection changed state at `now`.
+    pub fn on_link(&mut self, peer: &str, state: LinkState, now: u64) -> Vec<Action> {
+        let mut out = Vec::new();
+        let Some(known) = self.peers.get_mut(peer) else {
+            return out;
+        };
+        known.state = state;
+        match state {
+            LinkState::Connected => {
+                let down = known.down_since.take();
+                known.restarted_at = None;
+                if std::mem::take(&mut known.unreachable) {
+                    out.push(Action::Notify(Notice::PeerBack {
+                        peer: peer.to_string(),
+                        after: Duration::from_millis(now.saturating_sub(down.unwrap_or(now))),
+                    }));
+                }
+            }
+            LinkState::Disconnected | LinkState::Failed => {
+                known.down_since.get_or_insert(now);
+                if !std::mem::replace(&mut known.unreachable, true) {
+                    out.push(Action::Notify(Notice::PeerUnreachable {
+                        peer: peer.to_string(),
+                    }));
+                }
+                if state == LinkState::Failed {
+                    out.extend(self.tick(now));
+                }
+            }
+            LinkState::Closed => {
+                self.peers.remove(peer);
+                out.push(Action::Close {
+                    peer: peer.to_string(),
+                });
+                out.push(Action::Notify(Notice::PeerLeft {
+                    peer: peer.to_string(),
+                }));
+            }
+            LinkState::Connecting => {}
+        }
+        out
+    }
+
+    /// Call about once a second: restarts ICE on links that stay down, forgets peers nobody
+    /// lists whose link is gone.
+    pub fn tick(&mut self, now: u64) -> Vec<Action> {
+        let mut out = Vec::new();
+        let online = self.online();
+        let me = self.me.clone().unwrap_or_default();
+        let mut forget = Vec::new();
+        for (id, known) in self.peers.iter_mut() {
+            let Some(down) = known.down_since else {
+                continue;
+            };
+            let down_for = now.saturating_sub(down);
+            if !known.listed && online && down_for >= FORGET_AFTER.as_millis() as u64 {
+                forget.push(id.clone());
+                continue;
+            }
+            if !online {
+                continue;
+            }
+            // The impolite side (the smaller id) restarts first.
+            let wait = if me.as_str() < id.as_str() || known.state == LinkState::Failed {
+                RESTART_AFTER
+            } else {
+                POLITE_RESTART_AFTER
+            };
+            let due = match known.restarted_at {
+                None => down_for >= wait.as_millis() as u64,
+                Some(at) => now.saturating_sub(at) >= RESTART_RETRY.as_millis() as u64,
+            };
+            if due {
+                known.restarted_at = Some(now);
+                out.push(Action::RestartIce { peer: id.clone() });
+                out.push(Action::Notify(Notice::IceRestart { peer: id.clone() }));
+            }
+        }
+        for id in forget {
+            self.peers.remove(&id);
+            out.push(Action::Close { peer: id.clone() });
+            out.push(Action::Notify(Notice::PeerLeft { peer: id }));
+        }
+        out
+    }
+
+    /// The ids of the peers we keep a connection to.
+    pub fn peers(&self) -> impl Iterator<Item = &str> {
+        self.peers.keys().map(String::as_str)
+    }
+
+    /// Forgets a peer whose connection the platform had to give up (e.g. it could not be
+    /// created).
+    pub fn forget(&mut self, peer: &str) {
+        self.peers.remove(peer);
+    }
+}
+
+impl Known {
+    fn new() -> Known {
+        Known {
+            listed: true,
+            state: LinkState::Connecting,
+            down_since: None,
+            restarted_at: None,
+            unreachable: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(id: &str) -> PeerInfo {
+        PeerInfo {
+            id: id.into(),
+            name: None,
+        }
+    }
+
+    fn welcome(me: &str, peers: &[&str], resumed: bool) -> ServerMessage {
+        ServerMessage::Welcome {
+            version: PROTOCOL_VERSION,
+            peer_id: me.into(),
+            room: "r".into(),
+            peers: peers.iter().map(|p| info(p)).collect(),
+            ice_servers: vec![],
+            resume_token: format!("token-{me}"),
+            resumed,
+        }
+    }
+
+    fn connects(actions: &[Action]) -> Vec<(String, bool)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Connect { peer, offer } => Some((peer.id.clone(), *offer)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn closes(actions: &[Action]) -> Vec<String> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Close { peer } => Some(peer.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn restarts(actions: &[Action]) -> Vec<String> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::RestartIce { peer } => Some(peer.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn backoff_doubles_to_ten_seconds_with_jitter() {
+        let mut b = Backoff::new();
+        let delays: Vec<u128> = (0..8).map(|_| b.next_delay(0.5).as_millis()).collect();
+        assert_eq!(delays, [500, 1000, 2000, 4000, 8000, 10000, 10000, 10000]);
+        assert_eq!(b.next_delay(0.0).as_millis(), 7500);
+        b.reset();
+        assert_eq!(b.next_delay(0.999_999).as_millis(), 624);
+    }
+
+    #[test]
+    fn hello_presents_the_last_token() {
+        let mut room = Room::new(Some("me".into()));
+        assert!(matches!(
+            room.hello(),
+            ClientMessage::Hello { resume: None, .. }
+        ));
+        room.on_server(welcome("a", &[], false), 0).unwrap();
+        let ClientMessage::Hello {
+            resume: Some(resume),
+            ..
+        } = room.hello()
+        else {
+            panic!("no resume")
+        };
+        assert_eq!(
+            (resume.peer_id.as_str(), resume.token.as_str()),
+            ("a", "token-a")
+        );
+    }
+
+    #[test]
+    fn a_server_restart_keeps_every_connection() {
+        let mut room = Room::new(None);
+        room.hello();
+        let first = room.on_server(welcome("a", &["b", "c"], false), 0).unwrap();
+        assert_eq!(connects(&first), [("b".into(), true), ("c".into(), true)]);
+        room.on_link("b", LinkState::Connected, 10);
+        room.on_link("c", LinkState::Connected, 10);
+
+        let (retry, _) = room.server_lost(1_000, 0.5);
+        assert_eq!(retry, Backoff::FIRST);
+        assert!(!room.online());
+        // Back: the restarted server knows only b so far; c re-joins later.
+        room.hello();
+        let back = room.on_server(welcome("a", &["b"], false), 3_000).unwrap();
+        assert!(connects(&back).is_empty() && closes(&back).is_empty());
+        assert!(back.contains(&Action::Notify(Notice::ServerBack {
+            after: Duration::from_secs(2),
+            resumed: false
+        })));
+        let c_back = room
+            .on_server(ServerMessage::PeerJoined { peer: info("c") }, 4_000)
+            .unwrap();
+        assert!(
+            c_back.is_empty(),
+            "c is matched to its connection: {c_back:?}"
+        );
+        // A newcomer is offered by itself; we answer.
+        let d = room
+            .on_server(ServerMessage::PeerJoined { peer: info("d") }, 5_000)
+            .unwrap();
+        assert_eq!(connects(&d), [("d".into(), false)]);
+    }
+
+    #[test]
+    fn a_new_id_starts_over() {
+        let mut room = Room::new(None);
+        room.on_server(welcome("a", &["b"], false), 0).unwrap();
+        room.server_lost(10, 0.5);
+        let back = room.on_server(welcome("z", &["b"], false), 20).unwrap();
+        assert_eq!(closes(&back), ["b"]);
+        assert_eq!(connects(&back), [("b".into(), true)]);
+    }
+
+    #[test]
+    fn the_impolite_side_restarts_first_and_waits_for_the_server() {
+        // "a" < "b": a is impolite and restarts after RESTART_AFTER.
+        let mut a = Room::new(None);
+        a.on_server(welcome("a", &["b"], false), 0).unwrap();
+        a.on_link("b", LinkState::Connected, 0);
+        let down = a.on_link("b", LinkState::Disconnected, 1_000);
+        assert!(down.contains(&Action::Notify(Notice::PeerUnreachable {
+            peer: "b".into()
+        })));
+        assert!(restarts(&a.tick(2_000)).is_empty());
+        assert_eq!(restarts(&a.tick(3_000)), ["b"]);
+        assert!(restarts(&a.tick(4_000)).is_empty(), "not again at once");
+        assert_eq!(restarts(&a.tick(11_000)), ["b"], "retried");
+        let up = a.on_link("b", LinkState::Connected, 12_000);
+        assert!(up.contains(&Action::Notify(Notice::PeerBack {
+            peer: "b".into(),
+            after: Duration::from_secs(11)
+        })));
+
+        // "b" is polite: it waits longer.
+        let mut b = Room::new(None);
+        b.on_server(welcome("b", &["a"], false), 0).unwrap();
+        b.on_link("a", LinkState::Disconnected, 0);
+        assert!(restarts(&b.tick(3_000)).is_empty());
+        assert_eq!(restarts(&b.tick(6_000)), ["a"]);
+
+        // With the server away, nothing can be signaled: the restart waits for the welcome.
+        let mut c = Room::new(None);
+        c.on_server(welcome("a", &["b"], false), 0).unwrap();
+        c.on_link("b", LinkState::Failed, 0);
+        c.server_lost(0, 0.5);
+        assert!(restarts(&c.tick(5_000)).is_empty());
+        c.hello();
+        let back = c.on_server(welcome("a", &["b"], true), 6_000).unwrap();
+        assert_eq!(restarts(&back), ["b"]);
+    }
+
+    #[test]
+    fn unlisted_dead_peers_are_forgotten_listed_ones_wait_for_the_server() {
+        let mut room = Room::new(None);
+        room.on_server(welcome("a", &["b", "c"], false), 0).unwrap();
+        room.server_lost(0, 0.5);
+        room.on_server(welcome("a", &["b"], false), 1_000).unwrap();
+        room.on_link("b", LinkState::Disconnected, 1_000);
+        room.on_link("c", LinkState::Disconnected, 1_000);
+        let later = room.tick(1_000 + FORGET_AFTER.as_millis() as u64);
+        assert_eq!(closes(&later), ["c"]);
+        let left = room
+            .on_server(
+                ServerMessage::PeerLeft {
+                    peer_id: "b".into(),
+                },
+                50_000,
+            )
+            .unwrap();
+        assert_eq!(closes(&left), ["b"]);
+    }
+
+    #[test]
+    fn signals_from_strangers_and_fatal_refusals() {
+        let mut room = Room::new(None);
+        room.hello();
+        let refused = room.on_server(
+            ServerMessage::Error {
+                code: ErrorCode::UnsupportedVersion,
+                message: "old".into(),
+            },
+            0,
+        );
+        assert!(refused.is_err());
+        let mut room = Room::new(None);
+        room.hello();
+        let full = room.on_server(
+            ServerMessage::Error {
+                code: ErrorCode::RoomFull,
+                message: "full".into(),
+            },
+            0,
+        );
+        assert!(
+            full.is_ok_and(|a| a.iter().any(|a| matches!(a, Action::HelloAgain { .. }))),
+            "a full room is worth retrying"
+        );
+        room.on_server(welcome("a", &[], false), 0).unwrap();
+        let stray = room
+            .on_server(
+                ServerMessage::Signal {
+                    from: "ghost".into(),
+                    data: PeerSignal::EndOfCandidates,
+                },
+                0,
+            )
+            .unwrap();
+        assert!(stray.is_empty());
+    }
+}
