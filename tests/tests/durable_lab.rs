@@ -1,0 +1,162 @@
+//! Durable sessions across real NATs (namespaces + nftables, see `burrow_tests::lab`): the
+//! server crashes and comes back mid-transfer, and a home router gets a new public address
+//! mid-transfer. In both, the transfer completes intact and the room is whole again.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use burrow_tests::burrow::{random_file, sha256_file, Burrow};
+use burrow_tests::lab::{ip, Host, Lab, Nat, SERVER_IP};
+use burrow_tests::server::ServerProcess;
+
+/// The server's HTTP port in the lab's internet (a fresh namespace: nothing else there).
+const PORT: u16 = 8080;
+
+fn server(lab: &Lab) -> ServerProcess {
+    ServerProcess::spawn(Lab::wrap(
+        &lab.internet,
+        &ServerProcess::command_at(SERVER_IP, PORT, &[]),
+    ))
+}
+
+fn burrow(host: &Host, args: &[&str]) -> Burrow {
+    Burrow::spawn(Lab::wrap(&host.ns, &Burrow::command(args)))
+}
+
+fn tempdir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("burrow-durable-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Slows a router's uplink so a 64 MiB transfer lasts several seconds (long enough to break
+/// something in the middle of it).
+fn throttle(router: &str) {
+    ip(&format!(
+        "netns exec {router} tc qdisc add dev wan root tbf rate 80mbit burst 64kb latency 50ms"
+    ));
+}
+
+fn router_of(host: &Host) -> String {
+    let (prefix, i) = host.ns.rsplit_once("-h").expect("a host behind a NAT");
+    format!("{prefix}-nat{i}")
+}
+
+#[test]
+fn the_server_crashes_mid_transfer_and_nothing_is_lost() {
+    let Some(mut lab) = Lab::new("the_server_crashes_mid_transfer_and_nothing_is_lost") else {
+        return;
+    };
+    let h1 = lab.behind_nat(1, Nat::EndpointIndependent);
+    let h2 = lab.behind_nat(2, Nat::EndpointIndependent);
+    let newcomer_host = lab.behind_nat(3, Nat::EndpointIndependent);
+    let mut server = server(&lab);
+    let link = server.room_link("crash");
+    let dir = tempdir("crash");
+    let inbox = dir.join("inbox");
+    let mut a = burrow(&h1, &["join", "--accept", inbox.to_str().unwrap(), &link]);
+    let ida = a.peer_id();
+    let mut b = burrow(&h2, &["join", &link]);
+    let idb = b.peer_id();
+    a.expect_event("connected", &[("peer", &idb)]);
+    b.expect_event("connected", &[("peer", &ida)]);
+
+    throttle(&router_of(&h2));
+    let src = dir.join("big.bin");
+    let want = random_file(&src, 64 * 1024 * 1024);
+    let mut sender = burrow(&h2, &["send", src.to_str().unwrap(), &link]);
+    sender.expect_event("connected", &[("peer", &ida)]);
+    server.kill();
+    let down = Instant::now();
+    a.expect_event("server_lost", &[]);
+    b.expect_event("server_lost", &[]);
+    a.say("while the server is down");
+    assert_eq!(
+        b.expect_event("chat", &[("from", &ida)])["text"],
+        "while the server is down"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let _server = self::server(&lab);
+    let back = a.expect_event("server_back", &[]);
+    b.expect_event("server_back", &[]);
+    eprintln!(
+        "server down {:.1} s; a back in the room {} ms after it returned",
+        down.elapsed().as_secs_f64(),
+        back["after_ms"]
+    );
+
+    let got = a.expect_event("file_received", &[]);
+    assert_eq!(got["sha256"], want.as_str());
+    assert_eq!(
+        sha256_file(&PathBuf::from(got["path"].as_str().unwrap())),
+        want
+    );
+    assert!(sender.wait().success(), "{:?}", sender.seen);
+
+    // The room is whole: a newcomer reaches both, and nobody saw anyone leave.
+    let mut c = burrow(&newcomer_host, &["join", &link]);
+    let idc = c.peer_id();
+    c.expect_event("connected", &[("peer", &ida)]);
+    c.expect_event("connected", &[("peer", &idb)]);
+    a.expect_event("connected", &[("peer", &idc)]);
+    a.drain();
+    b.drain();
+    let left = |p: &Burrow, id: &str| {
+        p.seen
+            .iter()
+            .any(|v| v["event"] == "peer_left" && v["peer"] == id)
+    };
+    assert!(!left(&a, &idb) && !left(&b, &ida), "a and b never left");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_new_public_address_is_repaired_by_an_ice_restart() {
+    let Some(mut lab) = Lab::new("a_new_public_address_is_repaired_by_an_ice_restart") else {
+        return;
+    };
+    let h1 = lab.behind_nat(1, Nat::EndpointIndependent);
+    let h2 = lab.behind_nat(2, Nat::EndpointIndependent);
+    let _server = server(&lab);
+    let link = format!("http://{SERVER_IP}:{PORT}/r/moved");
+    let dir = tempdir("moved");
+    let inbox = dir.join("inbox");
+    let mut a = burrow(&h1, &["join", "--accept", inbox.to_str().unwrap(), &link]);
+    let ida = a.peer_id();
+    throttle(&router_of(&h2));
+    let src = dir.join("big.bin");
+    let want = random_file(&src, 64 * 1024 * 1024);
+    let mut sender = burrow(&h2, &["send", src.to_str().unwrap(), &link]);
+    let first = sender.expect_event("connected", &[("peer", &ida)]);
+    assert_eq!(first["path"], "hole_punched", "{first}");
+    std::thread::sleep(Duration::from_millis(500));
+
+    // The ISP hands router 1 a new address: every mapping through it is gone.
+    let router1 = router_of(&h1);
+    ip(&format!("-n {router1} addr del 203.0.113.1/24 dev wan"));
+    ip(&format!("-n {router1} addr add 203.0.113.101/24 dev wan"));
+    let moved = Instant::now();
+
+    let got = a.expect_event("file_received", &[]);
+    assert_eq!(got["sha256"], want.as_str());
+    assert_eq!(
+        sha256_file(&PathBuf::from(got["path"].as_str().unwrap())),
+        want
+    );
+    assert!(sender.wait().success(), "{:?}", sender.seen);
+    sender.drain();
+    let restarted = a.has_seen("ice_restart") || sender.has_seen("ice_restart");
+    assert!(restarted, "repaired by an ICE restart: {:?}", a.seen);
+    let after = sender
+        .seen
+        .iter()
+        .rev()
+        .find(|v| v["event"] == "path_changed" || v["event"] == "peer_back")
+        .cloned();
+    eprintln!(
+        "new address: transfer done {:.1} s after the change; last path report {after:?}",
+        moved.elapsed().as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
