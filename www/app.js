@@ -105,10 +105,8 @@ async function startRoom(roomId) {
           // waits for the peer, greyed out, and says so.
           const unreachable = ev.state === 'disconnected';
           p.li.querySelector('.state').textContent = unreachable ? 'unreachable' : ev.state;
-          if (unreachable && p.li.dataset.state !== 'disconnected') note(`${label(ev.peer)} is unreachable; waiting for it.`);
-          if (ev.state === 'connected' && p.li.dataset.state === 'disconnected') note(`${label(ev.peer)} is back.`);
+          if (ev.state === 'failed' && !p.label) note(`Could not reach ${label(ev.peer)}: no path found.`);
           p.li.dataset.state = ev.state;
-          if (ev.state === 'failed') note(`Could not reach ${label(ev.peer)}: no path found.`);
         }
         break;
       }
@@ -222,8 +220,20 @@ async function startRoom(roomId) {
         }
         break;
       case 'server_lost':
-        $('me').textContent = 'reconnecting…';
-        showStatus(`Lost the connection to the server — reconnecting in ${ev.retry_in} s…`, 'warn');
+        showStatus(`Lost the connection to the server — links to peers carry on; reconnecting in ${(ev.retry_in_ms / 1000).toFixed(1)} s…`, 'warn');
+        break;
+      case 'server_back':
+        showStatus('');
+        note(`Back in the room after ${(ev.after_ms / 1000).toFixed(1)} s${ev.resumed ? ' (the server kept our place)' : ''}.`);
+        break;
+      case 'peer_unreachable':
+        if (peers.has(ev.peer)) note(`${label(ev.peer)} is unreachable; waiting for it.`);
+        break;
+      case 'peer_back':
+        if (peers.has(ev.peer)) note(`${label(ev.peer)} is back.`);
+        break;
+      case 'ice_restart':
+        if (peers.has(ev.peer)) note(`The link to ${label(ev.peer)} is down: looking for a new path…`);
         break;
     }
   }
@@ -300,6 +310,9 @@ async function startRoom(roomId) {
   });
   // Earlier versions served sites through a worker on this origin: retire it.
   navigator.serviceWorker?.getRegistrations().then((rs) => rs.forEach((r) => r.unregister())).catch(() => {});
+
+  // Closing the tab leaves the room at once (otherwise the server keeps our place a while).
+  window.addEventListener('pagehide', () => { if (room) room.leave(); });
 
   function connect() {
     if (room) room.leave();

@@ -121,6 +121,8 @@ pub static TARGETS: &[Target] = &[
 const CLIENT_SEEDS: &[&str] = &[
     r#"{"type":"hello","version":1,"name":"alice"}"#,
     r#"{"type":"hello","version":1}"#,
+    r#"{"type":"hello","version":1,"resume":{"peer_id":"k3J9xQ2m","token":"q0dAvJ3kUu9c7Fq-wmSkAPi5dT2M1vHn0aZ7S2yW8xE"}}"#,
+    r#"{"type":"leave"}"#,
     r#"{"type":"signal","to":"k3J9xQ2m","data":{"kind":"offer","sdp":"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n"}}"#,
     r#"{"type":"signal","to":"k3J9xQ2m","data":{"kind":"answer","sdp":"v=0\r\n"}}"#,
     r#"{"type":"signal","to":"abc","data":{"kind":"candidate","candidate":"candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host","sdp_mid":"0","sdp_m_line_index":0}}"#,
@@ -129,7 +131,7 @@ const CLIENT_SEEDS: &[&str] = &[
 
 /// Canonical server messages.
 const SERVER_SEEDS: &[&str] = &[
-    r#"{"type":"welcome","version":1,"peer_id":"k3J9xQ2m","room":"demo","peers":[{"id":"Zp0aL7wE","name":"alice"},{"id":"x","name":null}],"ice_servers":[{"urls":["stun:203.0.113.7:3478"]},{"urls":["turn:203.0.113.7:3478?transport=udp"],"username":"1700000000:k3J9xQ2m","credential":"cGFzcw=="}]}"#,
+    r#"{"type":"welcome","version":1,"peer_id":"k3J9xQ2m","room":"demo","peers":[{"id":"Zp0aL7wE","name":"alice"},{"id":"x","name":null}],"ice_servers":[{"urls":["stun:203.0.113.7:3478"]},{"urls":["turn:203.0.113.7:3478?transport=udp"],"username":"1700000000:k3J9xQ2m","credential":"cGFzcw=="}],"resume_token":"q0dAvJ3kUu9c7Fq-wmSkAPi5dT2M1vHn0aZ7S2yW8xE","resumed":true}"#,
     r#"{"type":"peer_joined","peer":{"id":"Zp0aL7wE","name":null}}"#,
     r#"{"type":"peer_left","peer_id":"Zp0aL7wE"}"#,
     r#"{"type":"signal","from":"Zp0aL7wE","data":{"kind":"answer","sdp":"v=0\r\n"}}"#,

@@ -271,10 +271,12 @@ impl ClientMessage {
                 kind: String,
             }
             match serde_json::from_str::<Tag>(text) {
-                Ok(tag) if !matches!(tag.kind.as_str(), "hello" | "signal") => ParseError {
-                    code: ErrorCode::UnknownType,
-                    message: format!("unknown message type '{}'", tag.kind),
-                },
+                Ok(tag) if !matches!(tag.kind.as_str(), "hello" | "leave" | "signal") => {
+                    ParseError {
+                        code: ErrorCode::UnknownType,
+                        message: format!("unknown message type '{}'", tag.kind),
+                    }
+                }
                 _ => ParseError {
                     code: ErrorCode::MalformedMessage,
                     message: format!("malformed message: {e}"),

@@ -62,6 +62,9 @@ pub async fn serve(mut socket: WebSocket, client: Client, state: Arc<AppState>) 
     let write = cfg.write_timeout;
     let mut stopping = state.stopping.clone();
 
+    // The connection was lost (closed or silent) rather than ended by the server for a reason:
+    // only then does the room keep the peer's place for the grace period.
+    let mut lost = false;
     let end = loop {
         tokio::select! {
             incoming = socket.recv() => {
@@ -74,12 +77,17 @@ pub async fn serve(mut socket: WebSocket, client: Client, state: Arc<AppState>) 
                             break Some((1009, "message too large"));
                         }
                         tracing::debug!(error = %e, "websocket read failed");
+                        lost = true;
                         break None;
                     }
-                    None => break None,
+                    None => {
+                        lost = true;
+                        break None;
+                    }
                 };
                 last_heard = Instant::now();
                 if matches!(msg, Message::Close(_)) {
+                    lost = true;
                     break None;
                 }
                 let reply = match session.admit() {
@@ -113,6 +121,7 @@ pub async fn serve(mut socket: WebSocket, client: Client, state: Arc<AppState>) 
             _ = ping.tick() => {
                 if last_heard.elapsed() > cfg.ping_timeout {
                     tracing::debug!(peer = ?session.peer_id, "no pong in time; dropping");
+                    lost = true;
                     break None;
                 }
                 if timed(write, socket.send(Message::Ping(Default::default()))).await.is_err() {
@@ -138,8 +147,10 @@ pub async fn serve(mut socket: WebSocket, client: Client, state: Arc<AppState>) 
     // clients come back to it, or to another instance, with their resume tokens).
     if end.is_some_and(|(code, _)| code == GOING_AWAY) {
         session.peer_id = None;
-    } else {
+    } else if lost {
         session.detach().await;
+    } else {
+        session.leave().await;
     }
     if let Some((code, reason)) = end {
         state

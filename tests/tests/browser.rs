@@ -371,3 +371,73 @@ async fn the_page_shows_a_vanished_peer_unreachable_then_back() {
     page.wait_for("the peer back", &connected).await;
     page.close().await;
 }
+
+/// The server crashes and comes back on the same address: the page keeps its peer (same id,
+/// same connection, no "left"), says what is going on, chat flows over the link meanwhile, and
+/// both are back in the room afterwards.
+#[tokio::test]
+async fn the_page_keeps_its_peers_through_a_server_restart() {
+    if !sandbox::enter("the_page_keeps_its_peers_through_a_server_restart") {
+        return;
+    }
+    const PORT: u16 = 8090;
+    let mut server = ServerProcess::spawn(ServerProcess::command_at(HOST_IP, PORT, &[]));
+    let link = server.room_link("restart");
+    let mut native = Burrow::start(&["join", &link]);
+    let native_id = native.peer_id();
+    let page = Browser::start().await;
+    page.open(&link).await;
+    let connected = format!(
+        "const li = document.querySelector('#peers li[data-peer=\"{native_id}\"]'); \
+         return li && li.dataset.state === 'connected';"
+    );
+    page.wait_for("the native peer connected", &connected).await;
+    let page_id = page
+        .run_async("arguments[arguments.length - 1](window.burrowRoom.peerId);")
+        .await;
+    native.expect_event("connected", &[("peer", page_id.as_str().unwrap_or(""))]);
+
+    server.kill();
+    page.wait_for(
+        "the page says the server is gone and the links carry on",
+        "return document.getElementById('status').textContent.includes('links to peers carry on');",
+    )
+    .await;
+    native.say("over the link while the server is away");
+    page.wait_for(
+        "chat during the outage",
+        "return document.getElementById('chat-log').textContent.includes('over the link while the server is away');",
+    )
+    .await;
+
+    let _server = ServerProcess::spawn(ServerProcess::command_at(HOST_IP, PORT, &[]));
+    page.wait_for(
+        "back in the room",
+        "return document.getElementById('chat-log').textContent.includes('Back in the room');",
+    )
+    .await;
+    native.expect_event("server_back", &[]);
+    page.wait_for("the same peer, still connected", &connected)
+        .await;
+    let same_id = page
+        .run_async("arguments[arguments.length - 1](window.burrowRoom.peerId);")
+        .await;
+    assert_eq!(same_id, page_id, "the page kept its id");
+    page.run_async(
+        "window.burrowRoom.sendChat('after the restart'); arguments[arguments.length - 1](true);",
+    )
+    .await;
+    let got = native.expect_event("chat", &[("from", page_id.as_str().unwrap_or(""))]);
+    assert_eq!(got["text"], "after the restart");
+    native.drain();
+    assert!(
+        !native.has_seen("peer_left"),
+        "nobody left: {:?}",
+        native.seen
+    );
+    let left_notes = page
+        .run_async("arguments[arguments.length - 1](document.getElementById('chat-log').textContent.includes(' left'));")
+        .await;
+    assert_eq!(left_notes, false, "the page saw nobody leave");
+    page.close().await;
+}

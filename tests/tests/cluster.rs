@@ -136,6 +136,7 @@ async fn two_instances_share_rooms_limits_and_departures() {
     assert!(body.contains("\"redis\":\"ok\""), "{body}");
 
     // A clean departure on one instance is announced on the other.
+    b.send(&ClientMessage::Leave).await;
     drop(b);
     loop {
         match a.recv().await {

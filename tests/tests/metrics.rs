@@ -49,7 +49,7 @@ async fn metrics_parse_and_move_with_what_clients_do() {
 
     let url = server.ws_url("metrics");
     let (mut a, _) = WsClient::join(&url, None).await;
-    let (b, wb) = WsClient::join(&url, None).await;
+    let (mut b, wb) = WsClient::join(&url, None).await;
     let b_id = match wb {
         ServerMessage::Welcome { peer_id, .. } => peer_id,
         other => panic!("{other:?}"),
@@ -82,6 +82,7 @@ async fn metrics_parse_and_move_with_what_clients_do() {
     for _ in 0..10 {
         a.send_raw("{}").await;
     }
+    b.send(&ClientMessage::Leave).await;
     drop(b);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {

@@ -136,7 +136,7 @@ fn a_peer_that_quits_is_reported_left() {
 }
 
 #[test]
-fn bad_link_and_unreachable_server_fail_clearly() {
+fn a_bad_link_fails_clearly_and_an_unreachable_server_is_retried() {
     let mut bad = Burrow::start(&["join", "ftp://nowhere/x"]);
     let status = bad.wait();
     assert!(!status.success());
@@ -160,11 +160,34 @@ fn bad_link_and_unreachable_server_fail_clearly() {
         l.local_addr().unwrap().port()
     };
     let link = format!("http://127.0.0.1:{port}/r/room");
+    // `join` does not give up: it says why, once, and keeps trying with growing delays.
     let mut gone = Burrow::start(&["join", &link]);
-    assert!(!gone.wait().success());
-    let err = gone.stderr();
-    assert!(err.contains("cannot reach the server"), "{err}");
-    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    let warning = gone.expect_event("warning", &[]);
+    assert!(
+        warning["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("cannot reach the server")),
+        "{warning}"
+    );
+    gone.expect_event("server_lost", &[]);
+    let second = gone.expect("a second attempt", |v| {
+        v["event"] == "server_lost" && v["retry_in_ms"].as_u64().is_some_and(|ms| ms > 700)
+    });
+    assert!(
+        second["retry_in_ms"].as_u64().unwrap() <= 12_500,
+        "{second}"
+    );
+    assert!(gone.try_exit().is_none(), "still trying");
+    gone.drain();
+    let warnings = gone.seen.iter().filter(|v| v["event"] == "warning").count();
+    assert_eq!(warnings, 1, "said once: {:?}", gone.seen);
+    // `send` gives up at its --timeout.
+    let file = std::env::temp_dir().join(format!("burrow-timeout-{}", std::process::id()));
+    std::fs::write(&file, b"x").unwrap();
+    let mut send = Burrow::start(&["send", "--timeout", "2", file.to_str().unwrap(), &link]);
+    assert!(!send.wait().success());
+    assert!(send.stderr().contains("timed out"), "{}", send.stderr());
+    let _ = std::fs::remove_file(&file);
 
     let mut missing = Burrow::start(&["send", "/no/such/file", &link]);
     assert!(!missing.wait().success());
@@ -172,14 +195,22 @@ fn bad_link_and_unreachable_server_fail_clearly() {
 }
 
 #[test]
-fn a_full_room_is_refused_clearly() {
+fn a_full_room_is_refused_clearly_and_joined_when_a_place_frees() {
     let server = ServerProcess::start(&["--max-peers-per-room", "1"]);
     let link = server.room_link("tiny");
     let mut a = Burrow::start(&["join", &link]);
     a.peer_id();
     let mut b = Burrow::start(&["join", &link]);
-    assert!(!b.wait().success());
-    assert!(b.stderr().contains("room_full"), "{}", b.stderr());
+    let refused = b.expect_event("warning", &[]);
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("room_full")),
+        "{refused}"
+    );
+    assert!(b.try_exit().is_none(), "b waits for a place");
+    assert!(a.quit().success());
+    b.peer_id();
 }
 
 #[test]

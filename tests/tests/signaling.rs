@@ -162,6 +162,7 @@ async fn bad_requests_get_error_codes_and_the_connection_survives() {
     third.send(&hello).await;
     expect_error(&mut third, ErrorCode::RoomFull).await;
     assert_still_usable(&mut third).await;
+    old.send(&ClientMessage::Leave).await;
     drop(old);
     // a sees old leave; then third may join.
     loop {
@@ -189,9 +190,11 @@ async fn bad_requests_get_error_codes_and_the_connection_survives() {
     let (_fresh, _) = WsClient::join(&server.ws_url("r2"), None).await;
 }
 
+/// A socket closed without `leave` (a crash, a lost network) is announced once the grace period
+/// for a comeback is over.
 #[tokio::test]
 async fn closing_a_socket_announces_peer_left() {
-    let server = ServerProcess::start(&[]);
+    let server = ServerProcess::start(&["--resume-grace", "1s"]);
     let (mut a, _) = WsClient::join(&server.ws_url("leave"), None).await;
     let (b, wb) = WsClient::join(&server.ws_url("leave"), None).await;
     assert!(matches!(a.recv().await, ServerMessage::PeerJoined { .. }));
@@ -204,7 +207,15 @@ async fn closing_a_socket_announces_peer_left() {
 
 #[tokio::test]
 async fn a_silent_peer_is_announced_within_the_keepalive_window() {
-    let server = ServerProcess::start(&["--ping-interval", "200ms", "--ping-timeout", "1s"]);
+    // Plus the grace period a lost peer gets to come back (1 s here).
+    let server = ServerProcess::start(&[
+        "--ping-interval",
+        "200ms",
+        "--ping-timeout",
+        "1s",
+        "--resume-grace",
+        "1s",
+    ]);
     let (mut a, _) = WsClient::join(&server.ws_url("silent"), None).await;
     // B joins and then never reads again, so it never answers the server's pings.
     let (_b, wb) = WsClient::join(&server.ws_url("silent"), None).await;

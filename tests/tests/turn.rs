@@ -746,11 +746,13 @@ async fn audit3_private_ranges_are_denied_unless_allowed() {
 }
 
 /// Audit row 4: credentials died only with their 12 h expiry, long after the peer left. Now
-/// closing the WebSocket ends them: the allocation is closed at once (a Refresh on it fails)
-/// and a new Allocate with the same credentials is refused.
+/// they die with the peer's place in the room: a WebSocket closed without `leave` keeps them
+/// for the grace period (a relayed link survives a signaling blip; here 1 s), then the
+/// allocation is closed (a Refresh on it fails) and a new Allocate with the same credentials is
+/// refused.
 #[tokio::test]
 async fn audit4_credentials_die_with_the_websocket() {
-    let server = ServerProcess::start(&["--turn-secret", SECRET]);
+    let server = ServerProcess::start(&["--turn-secret", SECRET, "--resume-grace", "1s"]);
     let (ws, creds, _) = join(&server, "audit4").await;
     let holder = Client::challenged(server.stun).await;
     holder.allocated(&creds).await;

@@ -99,9 +99,61 @@ pub enum Event {
         /// The server's explanation.
         message: String,
     },
-    /// The connection to the server was lost; reconnecting.
+    /// The connection to the server was lost; links to peers carry on; reconnecting.
     ServerLost {
-        /// Seconds until the next attempt.
-        retry_in: u32,
+        /// Milliseconds until the next attempt.
+        retry_in_ms: u64,
     },
+    /// Back in the room after the server was lost.
+    ServerBack {
+        /// How long the server was away, in milliseconds.
+        after_ms: u64,
+        /// The server had kept our place: nobody saw us leave.
+        resumed: bool,
+    },
+    /// Nothing comes from a peer over the path (consent checks unanswered).
+    PeerUnreachable {
+        /// The peer.
+        peer: String,
+    },
+    /// An unreachable peer answers again.
+    PeerBack {
+        /// The peer.
+        peer: String,
+        /// How long it was unreachable, in milliseconds.
+        after_ms: u64,
+    },
+    /// A link stayed down: ICE is restarted with that peer.
+    IceRestart {
+        /// The peer.
+        peer: String,
+    },
+}
+
+impl From<peer_core::room::Notice> for Event {
+    fn from(notice: peer_core::room::Notice) -> Event {
+        use peer_core::room::Notice;
+        match notice {
+            Notice::Joined { peer_id, room, .. } => Event::Joined { peer_id, room },
+            Notice::ServerBack { after, resumed } => Event::ServerBack {
+                after_ms: after.as_millis() as u64,
+                resumed,
+            },
+            Notice::ServerLost { retry_in } => Event::ServerLost {
+                retry_in_ms: retry_in.as_millis() as u64,
+            },
+            Notice::PeerJoined { peer, name } => Event::PeerJoined { peer, name },
+            Notice::PeerLeft { peer } => Event::PeerLeft { peer },
+            Notice::PeerUnreachable { peer } => Event::PeerUnreachable { peer },
+            Notice::PeerBack { peer, after } => Event::PeerBack {
+                peer,
+                after_ms: after.as_millis() as u64,
+            },
+            Notice::IceRestart { peer } => Event::IceRestart { peer },
+            Notice::ServerError { code, message } => Event::Error {
+                code: code.as_str().to_string(),
+                message,
+            },
+        }
+    }
 }

@@ -7,6 +7,7 @@ use std::rc::{Rc, Weak};
 use js_sys::Reflect;
 use peer_core::channels::{ControlMessage, CONTROL_LABEL, FILE_LABEL};
 use peer_core::negotiation::{DescriptionKind, Negotiator, RemoteAction};
+use peer_core::room::LinkState;
 use serde::Serialize;
 use signal_protocol::{ClientMessage, PeerSignal};
 use wasm_bindgen::prelude::*;
@@ -105,10 +106,20 @@ impl Peer {
                 .ok()
                 .and_then(|s| s.as_string())
                 .unwrap_or_default();
+            let link = match state.as_str() {
+                "connected" => LinkState::Connected,
+                "disconnected" => LinkState::Disconnected,
+                "failed" => LinkState::Failed,
+                "closed" => LinkState::Closed,
+                _ => LinkState::Connecting,
+            };
             peer.emit(Event::PeerState {
                 peer: peer.id.clone(),
                 state,
             });
+            if let Some(room) = peer.room.upgrade() {
+                Inner::on_link(&room, &peer.id, link);
+            }
         });
         let weak = Rc::downgrade(this);
         let on_channel = Closure::<dyn FnMut(JsValue)>::new(move |ev: JsValue| {
@@ -170,6 +181,35 @@ impl Peer {
         self.negotiator.borrow_mut().offer_finished();
         if let Err(e) = result {
             web_sys::console::error_2(&"offer failed".into(), &e);
+        }
+    }
+
+    /// Restarts ICE (the link stayed down): an offer with new ICE credentials; the data
+    /// channels carry on over the new path. Skipped while a negotiation is under way.
+    pub async fn restart_ice(self: Rc<Self>) {
+        if self.pc.signaling_state() != RtcSignalingState::Stable {
+            return;
+        }
+        // `restartIce()` (not in web-sys's stable API): the next offer carries new credentials.
+        if let Ok(restart) = Reflect::get(&self.pc, &"restartIce".into()) {
+            if let Some(f) = restart.dyn_ref::<js_sys::Function>() {
+                let _ = f.call0(&self.pc);
+            }
+        }
+        self.negotiator.borrow_mut().offer_started();
+        let result: Result<(), JsValue> = async {
+            let offer = JsFuture::from(self.pc.create_offer()).await?;
+            let sdp = Reflect::get(&offer, &"sdp".into())?
+                .as_string()
+                .unwrap_or_default();
+            JsFuture::from(self.pc.set_local_description(offer.unchecked_ref())).await?;
+            self.signal(PeerSignal::Offer { sdp });
+            Ok(())
+        }
+        .await;
+        self.negotiator.borrow_mut().offer_finished();
+        if let Err(e) = result {
+            web_sys::console::warn_2(&"ICE restart failed".into(), &e);
         }
     }
 

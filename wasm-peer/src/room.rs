@@ -1,12 +1,15 @@
 //! The room as the page sees it: the signaling WebSocket (with reconnect), the mesh of peers, and
 //! the small JS API (`new Room(url, name, onEvent)`, `sendChat`, `sendFile`, `retry`, `leave`).
+//!
+//! What to do when the server comes and goes, when a peer re-joins, when a link goes down, is
+//! decided by [`peer_core::room::Room`], exactly as in the native peer; this moves the bytes.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use peer_core::negotiation::offers_first;
-use signal_protocol::{ClientMessage, ServerMessage, PROTOCOL_VERSION};
+use peer_core::room::{Action, LinkState};
+use signal_protocol::{ClientMessage, ServerMessage};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{CloseEvent, MessageEvent, WebSocket};
@@ -24,16 +27,17 @@ pub struct Room {
 /// State shared by the room's callbacks.
 pub(crate) struct Inner {
     url: String,
-    name: Option<String>,
     on_event: js_sys::Function,
     ws: RefCell<Option<WebSocket>>,
     ws_handlers: RefCell<Vec<Handler>>,
-    me: RefCell<Option<String>>,
+    /// The room across reconnects (shared rules with the native peer).
+    room: RefCell<peer_core::room::Room>,
     ice_servers: RefCell<JsValue>,
     peers: RefCell<HashMap<String, Rc<Peer>>>,
     left: Cell<bool>,
-    retry_secs: Cell<u32>,
     next_transfer: Cell<u32>,
+    /// The room's clock tick (restarts, forgetting), cleared on leave.
+    ticker: RefCell<Option<(i32, Handler)>>,
 }
 
 #[wasm_bindgen]
@@ -43,25 +47,27 @@ impl Room {
     pub fn new(ws_url: String, name: Option<String>, on_event: js_sys::Function) -> Room {
         let inner = Rc::new(Inner {
             url: ws_url,
-            name: name.filter(|n| !n.trim().is_empty()),
             on_event,
             ws: RefCell::new(None),
             ws_handlers: RefCell::new(Vec::new()),
-            me: RefCell::new(None),
+            room: RefCell::new(peer_core::room::Room::new(
+                name.filter(|n| !n.trim().is_empty()),
+            )),
             ice_servers: RefCell::new(JsValue::UNDEFINED),
             peers: RefCell::new(HashMap::new()),
             left: Cell::new(false),
-            retry_secs: Cell::new(1),
             next_transfer: Cell::new(1),
+            ticker: RefCell::new(None),
         });
         Inner::connect(&inner);
+        Inner::start_ticker(&inner);
         Room { inner }
     }
 
     /// Our peer id, once joined.
     #[wasm_bindgen(getter, js_name = peerId)]
     pub fn peer_id(&self) -> Option<String> {
-        self.inner.me.borrow().clone()
+        self.inner.room.borrow().me().map(str::to_string)
     }
 
     /// Sends a chat line to every connected peer.
@@ -114,12 +120,22 @@ impl Room {
         self.inner.hello();
     }
 
-    /// Leaves the room: closes every connection and the WebSocket.
+    /// Leaves the room: says so to the server (the others see it at once), closes every
+    /// connection and the WebSocket.
     pub fn leave(&self) {
         self.inner.left.set(true);
-        self.inner.close_peers();
+        self.inner.send(&ClientMessage::Leave);
+        let peers: Vec<(String, Rc<Peer>)> = self.inner.peers.borrow_mut().drain().collect();
+        for (_, peer) in peers {
+            peer.close();
+        }
         if let Some(ws) = self.inner.ws.borrow_mut().take() {
             let _ = ws.close();
+        }
+        if let Some((id, _handler)) = self.inner.ticker.borrow_mut().take() {
+            if let Some(w) = web_sys::window() {
+                w.clear_interval_with_handle(id);
+            }
         }
     }
 }
@@ -155,11 +171,40 @@ impl Inner {
     }
 
     fn hello(&self) {
-        self.send(&ClientMessage::Hello {
-            version: PROTOCOL_VERSION,
-            name: self.name.clone(),
-            resume: None,
+        let hello = self.room.borrow_mut().hello();
+        self.send(&hello);
+    }
+
+    /// Milliseconds on the page's clock (the room only compares them; a clock step makes one
+    /// delay shorter or longer, nothing worse).
+    fn now() -> u64 {
+        js_sys::Date::now() as u64
+    }
+
+    /// Ticks the room twice a second (ICE restarts that are due, peers to forget).
+    fn start_ticker(this: &Rc<Inner>) {
+        let weak = Rc::downgrade(this);
+        let tick = Closure::<dyn FnMut(JsValue)>::new(move |_| {
+            if let Some(inner) = weak.upgrade() {
+                let actions = inner.room.borrow_mut().tick(Inner::now());
+                Inner::perform(&inner, actions);
+            }
         });
+        let Some(window) = web_sys::window() else {
+            return;
+        };
+        if let Ok(id) = window.set_interval_with_callback_and_timeout_and_arguments_0(
+            tick.as_ref().unchecked_ref(),
+            500,
+        ) {
+            *this.ticker.borrow_mut() = Some((id, tick));
+        }
+    }
+
+    /// A peer connection's state changed (called by the peer).
+    pub(crate) fn on_link(this: &Rc<Inner>, peer: &str, state: LinkState) {
+        let actions = this.room.borrow_mut().on_link(peer, state, Inner::now());
+        Inner::perform(this, actions);
     }
 
     fn connect(this: &Rc<Inner>) {
@@ -174,7 +219,6 @@ impl Inner {
             let weak = Rc::downgrade(this);
             Closure::<dyn FnMut(JsValue)>::new(move |_| {
                 if let Some(inner) = weak.upgrade() {
-                    inner.retry_secs.set(1);
                     inner.hello();
                 }
             })
@@ -201,8 +245,7 @@ impl Inner {
                     return;
                 }
                 inner.ws.borrow_mut().take();
-                // Our id dies with the socket: the others drop us; we start over on reconnect.
-                inner.close_peers();
+                // Links to peers carry on; the server keeps our place for a while.
                 Inner::schedule_reconnect(&inner);
             })
         };
@@ -214,81 +257,90 @@ impl Inner {
     }
 
     fn schedule_reconnect(this: &Rc<Inner>) {
-        let secs = this.retry_secs.get();
-        this.retry_secs.set((secs * 2).min(10));
-        this.emit(Event::ServerLost { retry_in: secs });
+        let (retry_in, actions) = this
+            .room
+            .borrow_mut()
+            .server_lost(Inner::now(), js_sys::Math::random());
+        Inner::perform(this, actions);
         let weak = Rc::downgrade(this);
-        let retry = Closure::once_into_js(move || {
+        Inner::after(retry_in.as_millis() as i32, move || {
             if let Some(inner) = weak.upgrade() {
                 if !inner.left.get() {
                     Inner::connect(&inner);
                 }
             }
         });
+    }
+
+    /// Runs `f` once after `ms` (the closure frees itself once called).
+    fn after(ms: i32, f: impl FnOnce() + 'static) {
+        let callback = Closure::once_into_js(f);
         if let Some(window) = web_sys::window() {
             let _ = window.set_timeout_with_callback_and_timeout_and_arguments_0(
-                retry.unchecked_ref(),
-                (secs * 1000) as i32,
+                callback.unchecked_ref(),
+                ms,
             );
         }
     }
 
-    fn close_peers(&self) {
-        let peers: Vec<(String, Rc<Peer>)> = self.peers.borrow_mut().drain().collect();
-        for (id, peer) in peers {
-            peer.close();
-            self.emit(Event::PeerLeft { peer: id });
+    fn on_server(this: &Rc<Inner>, msg: ServerMessage) {
+        if let ServerMessage::Welcome { ice_servers, .. } = &msg {
+            *this.ice_servers.borrow_mut() =
+                serde_wasm_bindgen::to_value(ice_servers).unwrap_or(JsValue::UNDEFINED);
+        }
+        let result = this.room.borrow_mut().on_server(msg, Inner::now());
+        match result {
+            Ok(actions) => Inner::perform(this, actions),
+            Err(fatal) => {
+                this.left.set(true);
+                this.emit(Event::Error {
+                    code: fatal.code.as_str().to_string(),
+                    message: fatal.message,
+                });
+            }
         }
     }
 
-    fn on_server(this: &Rc<Inner>, msg: ServerMessage) {
-        match msg {
-            ServerMessage::Welcome {
-                peer_id,
-                room,
-                peers,
-                ice_servers,
-                ..
-            } => {
-                *this.me.borrow_mut() = Some(peer_id.clone());
-                *this.ice_servers.borrow_mut() =
-                    serde_wasm_bindgen::to_value(&ice_servers).unwrap_or(JsValue::UNDEFINED);
-                this.emit(Event::Joined { peer_id, room });
-                for p in peers {
-                    Inner::add_peer(this, p.id, p.name, offers_first(true));
+    /// Does what the room decided.
+    fn perform(this: &Rc<Inner>, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Connect { peer, offer } => Inner::add_peer(this, peer.id, peer.name, offer),
+                Action::Close { peer } => {
+                    let removed = this.peers.borrow_mut().remove(&peer);
+                    if let Some(p) = removed {
+                        p.close();
+                    }
                 }
-            }
-            ServerMessage::PeerJoined { peer } => {
-                Inner::add_peer(this, peer.id, peer.name, offers_first(false));
-            }
-            ServerMessage::PeerLeft { peer_id } => {
-                let removed = this.peers.borrow_mut().remove(&peer_id);
-                if let Some(peer) = removed {
-                    peer.close();
+                Action::RestartIce { peer } => {
+                    let found = this.peers.borrow().get(&peer).cloned();
+                    if let Some(p) = found {
+                        wasm_bindgen_futures::spawn_local(p.restart_ice());
+                    }
                 }
-                this.emit(Event::PeerLeft { peer: peer_id });
-            }
-            ServerMessage::Signal { from, data } => {
-                let peer = this.peers.borrow().get(&from).cloned();
-                if let Some(peer) = peer {
-                    wasm_bindgen_futures::spawn_local(peer.on_signal(data));
+                Action::Signal { peer, data } => {
+                    let found = this.peers.borrow().get(&peer).cloned();
+                    if let Some(p) = found {
+                        wasm_bindgen_futures::spawn_local(p.on_signal(data));
+                    }
                 }
+                Action::HelloAgain { after } => {
+                    let weak = Rc::downgrade(this);
+                    Inner::after(after.as_millis() as i32, move || {
+                        if let Some(inner) = weak.upgrade() {
+                            inner.hello();
+                        }
+                    });
+                }
+                Action::Notify(notice) => this.emit(Event::from(notice)),
             }
-            ServerMessage::Error { code, message } => this.emit(Event::Error {
-                code: code.as_str().to_string(),
-                message,
-            }),
         }
     }
 
     fn add_peer(this: &Rc<Inner>, id: String, name: Option<String>, offer: bool) {
-        let Some(me) = this.me.borrow().clone() else {
+        let Some(me) = this.room.borrow().me().map(str::to_string) else {
             return;
         };
-        this.emit(Event::PeerJoined {
-            peer: id.clone(),
-            name: name.clone(),
-        });
         let ice = this.ice_servers.borrow().clone();
         match Peer::new(this, &me, id.clone(), name, &ice) {
             Ok(peer) => {
@@ -297,7 +349,10 @@ impl Inner {
                     wasm_bindgen_futures::spawn_local(peer.start());
                 }
             }
-            Err(e) => web_sys::console::error_2(&"cannot create a peer connection".into(), &e),
+            Err(e) => {
+                this.room.borrow_mut().forget(&id);
+                web_sys::console::error_2(&"cannot create a peer connection".into(), &e);
+            }
         }
     }
 }
