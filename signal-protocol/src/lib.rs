@@ -5,7 +5,7 @@
 //! peer (`wasm-peer`). Every message is one JSON object in one WebSocket **text** frame, tagged by
 //! its `"type"` field. Messages are named by direction:
 //!
-//! * [`ClientMessage`]: client → server (`hello`, `signal`);
+//! * [`ClientMessage`]: client → server (`hello`, `leave`, `signal`);
 //! * [`ServerMessage`]: server → client (`welcome`, `peer_joined`, `peer_left`, `signal`, `error`);
 //! * [`PeerSignal`]: the peer → peer payload that the server relays untouched (SDP offer and
 //!   answer, trickled ICE candidates, end of candidates).
@@ -17,17 +17,27 @@
 //! use) or an `error` (wrong version, bad room id, full room: the socket stays open and `hello` may
 //! be sent again). Every other member of the room then gets `peer_joined`. From then on a client
 //! addresses a [`PeerSignal`] to one peer id; the server delivers it to that peer only, stamped with
-//! the sender's id. When a socket closes or stops answering pings, the room gets `peer_left`.
+//! the sender's id. A client that quits says `leave`, and the room gets `peer_left` at once.
+//!
+//! # Coming back
+//!
+//! A socket that closes without `leave`, or stops answering pings, is *lost*: the server keeps the
+//! peer's place for a grace period, keeping what is sent to it. The welcome carried a
+//! `resume_token`; a client that reconnects says `hello` with `resume: {peer_id, token}` and, within
+//! the grace period, gets its id back with `resumed: true` and the kept messages: the room saw
+//! nothing. After the grace period (then `peer_left` was sent) or a server restart, a proven id
+//! that is free is given back and announced with `peer_joined`; peers that still hold a
+//! connection to that id keep it.
 //!
 //! # Example exchange
 //!
 //! ```text
 //! A → S  {"type":"hello","version":1,"name":"alice"}
 //! S → A  {"type":"welcome","version":1,"peer_id":"k3J9xQ2m","room":"demo","peers":[],
-//!         "ice_servers":[{"urls":["stun:203.0.113.7:3478"]}]}
+//!         "ice_servers":[{"urls":["stun:203.0.113.7:3478"]}],"resume_token":"q0dA…","resumed":false}
 //! B → S  {"type":"hello","version":1}
 //! S → B  {"type":"welcome","version":1,"peer_id":"Zp0aL7wE","room":"demo",
-//!         "peers":[{"id":"k3J9xQ2m","name":"alice"}],"ice_servers":[…]}
+//!         "peers":[{"id":"k3J9xQ2m","name":"alice"}],"ice_servers":[…],"resume_token":"…","resumed":false}
 //! S → A  {"type":"peer_joined","peer":{"id":"Zp0aL7wE","name":null}}
 //! B → S  {"type":"signal","to":"k3J9xQ2m","data":{"kind":"offer","sdp":"v=0…"}}
 //! S → A  {"type":"signal","from":"Zp0aL7wE","data":{"kind":"offer","sdp":"v=0…"}}
@@ -36,7 +46,10 @@
 //!         "sdp_mid":"0","sdp_m_line_index":0}}
 //! B → S  {"type":"signal","to":"nobody","data":{"kind":"end_of_candidates"}}
 //! S → B  {"type":"error","code":"unknown_peer","message":"no peer 'nobody' in this room"}
-//! (B's socket closes)
+//! (B's socket drops; B reconnects within the grace period)
+//! B → S  {"type":"hello","version":1,"resume":{"peer_id":"Zp0aL7wE","token":"…"}}
+//! S → B  {"type":"welcome",…,"peer_id":"Zp0aL7wE",…,"resumed":true}   (A is told nothing)
+//! B → S  {"type":"leave"}
 //! S → A  {"type":"peer_left","peer_id":"Zp0aL7wE"}
 //! ```
 
