@@ -4,6 +4,7 @@
 //! matchbox measurements on this machine kind. Nothing here is a pass/fail test.
 
 mod connect;
+mod durable;
 mod pair;
 mod report;
 mod signaling;
@@ -24,7 +25,7 @@ use signal_server::Config;
 )]
 struct Args {
     /// Only these benches (connect, throughput, signaling-idle, signaling-relay,
-    /// signaling-cluster, stun).
+    /// signaling-cluster, stun, durable).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Connect rounds.
@@ -113,6 +114,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("stun") {
         stun::run(Duration::from_secs(args.seconds.min(5)), &mut all).await;
+    }
+    if wants("durable") {
+        durable::run(&mut all).await;
     }
     report::table(&all);
     Ok(())

@@ -286,7 +286,11 @@ impl Session {
                 let actions = self.room.on_server(msg, now)?;
                 self.perform(actions).await;
             }
-            Link::Lost(reason) => {
+            Link::Untrusted(reason) if !self.joined_once => {
+                // Most likely a private CA not given with --ca-cert: say it, do not loop.
+                anyhow::bail!(reason);
+            }
+            Link::Lost(reason) | Link::Untrusted(reason) => {
                 let now = self.now();
                 let (retry_in, actions) = self.room.server_lost(now, rand::random::<f64>());
                 if self.last_loss.as_deref() != Some(reason.as_str()) {

@@ -31,6 +31,9 @@ pub enum Link {
     Message(ServerMessage),
     /// The connection could not be opened, or was lost.
     Lost(String),
+    /// The server's certificate is not trusted: retrying will not help until the user acts
+    /// (e.g. `--ca-cert`).
+    Untrusted(String),
 }
 
 enum Command {
@@ -127,8 +130,8 @@ async fn run(
         tokio::time::sleep(delay).await;
         let mut ws = match open(&url, &tls).await {
             Ok(ws) => ws,
-            Err(reason) => {
-                if events.send(Link::Lost(reason)).await.is_err() {
+            Err(link) => {
+                if events.send(link).await.is_err() {
                     return;
                 }
                 continue;
@@ -195,7 +198,7 @@ async fn run(
 }
 
 /// Opens the WebSocket: `wss://` links use `tls` (public roots plus `--ca-cert`).
-async fn open(url: &str, tls: &Arc<rustls::ClientConfig>) -> Result<Socket, String> {
+async fn open(url: &str, tls: &Arc<rustls::ClientConfig>) -> Result<Socket, Link> {
     let connect = tokio_tungstenite::connect_async_tls_with_config(
         url,
         None,
@@ -204,9 +207,37 @@ async fn open(url: &str, tls: &Arc<rustls::ClientConfig>) -> Result<Socket, Stri
     );
     match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
         Ok(Ok((ws, _))) => Ok(ws),
-        Ok(Err(e)) => Err(format!("cannot reach the server at {url}: {e}")),
-        Err(_) => Err(format!("cannot reach the server at {url}: timed out")),
+        Ok(Err(e)) => {
+            let reason = format!("cannot reach the server at {url}: {e}");
+            Err(if is_untrusted(&e) {
+                Link::Untrusted(reason)
+            } else {
+                Link::Lost(reason)
+            })
+        }
+        Err(_) => Err(Link::Lost(format!(
+            "cannot reach the server at {url}: timed out"
+        ))),
     }
+}
+
+/// Whether the handshake failed because the server's certificate is not trusted.
+fn is_untrusted(e: &tokio_tungstenite::tungstenite::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(rustls::Error::InvalidCertificate(_)) = err.downcast_ref::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if let Some(rustls::Error::InvalidCertificate(_)) =
+                io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
+            {
+                return true;
+            }
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// What the server said on joining, for tools that drive peers by hand (the bench).
@@ -252,7 +283,7 @@ pub async fn join(
                     anyhow::bail!("the server refused to join: {message} ({code})")
                 }
                 Some(Link::Message(_)) => {}
-                Some(Link::Lost(reason)) => anyhow::bail!(reason),
+                Some(Link::Lost(reason)) | Some(Link::Untrusted(reason)) => anyhow::bail!(reason),
                 None => anyhow::bail!("the signaling client stopped"),
             }
         }

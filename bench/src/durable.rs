@@ -1,0 +1,234 @@
+//! `durable`: how fast a room is whole again after the server restarts, and how fast a link
+//! carries data again after its path went silent long enough to be restarted. Real processes on
+//! loopback: a `signal-server` and two `burrow join --json`.
+//!
+//! There is no measured Tailscale figure to stand beside these offline; its design constants
+//! are quoted instead (from `wgengine/magicsock`: a direct path is pinged every 3 s and trusted
+//! for 6.5 s without a pong before traffic also goes through DERP).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::report::{quantile, Figure};
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A `burrow join --json` and its events, each stamped when it was read.
+struct Peer {
+    proc: Proc,
+    events: mpsc::Receiver<(Instant, Value)>,
+}
+
+impl Peer {
+    fn start(link: &str) -> anyhow::Result<Peer> {
+        let bin = std::env::current_exe()?.with_file_name("burrow");
+        let mut child = Command::new(&bin)
+            .args(["--json", "join", link])
+            .env("RUST_LOG", "off")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", bin.display()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let (tx, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if tx.send((Instant::now(), v)).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(Peer {
+            proc: Proc(child),
+            events,
+        })
+    }
+
+    /// The time of the next event named `name` (others are skipped), within `wait`.
+    fn next(&self, name: &str, wait: Duration) -> Option<(Instant, Value)> {
+        self.next_counting(name, "", wait).map(|(at, v, _)| (at, v))
+    }
+
+    /// The same, also counting the skipped events named `count`.
+    fn next_counting(
+        &self,
+        name: &str,
+        count: &str,
+        wait: Duration,
+    ) -> Option<(Instant, Value, usize)> {
+        let deadline = Instant::now() + wait;
+        let mut seen = 0;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let (at, v) = self.events.recv_timeout(left).ok()?;
+            if v["event"] == name {
+                return Some((at, v, seen));
+            }
+            if v["event"] == count {
+                seen += 1;
+            }
+        }
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        if let Ok(pid) = libc::pid_t::try_from(self.proc.0.id()) {
+            // SAFETY: kill(2) on a child this bench started and still owns.
+            unsafe { libc::kill(pid, sig) };
+        }
+    }
+}
+
+/// Starts the server on `port`; returns it once it listens.
+fn server(port: u16, secret: &std::path::Path) -> anyhow::Result<Proc> {
+    let bin = std::env::current_exe()?.with_file_name("signal-server");
+    let mut child = Command::new(&bin)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--stun-listen", "127.0.0.1:0", "--www", "www"])
+        .arg("--resume-secret-file")
+        .arg(secret)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    Ok(Proc(child))
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Runs both measurements.
+pub async fn run(out: &mut Vec<Figure>) {
+    match tokio::task::spawn_blocking(measure).await {
+        Ok(Ok(figures)) => {
+            for f in figures {
+                f.emit(out);
+            }
+        }
+        Ok(Err(e)) => eprintln!("bench durable: {e:#}"),
+        Err(e) => eprintln!("bench durable: {e}"),
+    }
+}
+
+fn measure() -> anyhow::Result<Vec<Figure>> {
+    const ROUNDS: usize = 5;
+    let wait = Duration::from_secs(30);
+    let port = free_port()?;
+    let secret = std::env::temp_dir().join(format!("burrow-bench-resume-{}", std::process::id()));
+    let _ = std::fs::remove_file(&secret);
+    let mut srv = server(port, &secret)?;
+    let link = format!("http://127.0.0.1:{port}/r/durable");
+    let a = Peer::start(&link)?;
+    a.next("joined", wait)
+        .ok_or_else(|| anyhow::anyhow!("a never joined"))?;
+    let b = Peer::start(&link)?;
+    for p in [&a, &b] {
+        p.next("connected", wait)
+            .ok_or_else(|| anyhow::anyhow!("the peers never connected"))?;
+    }
+
+    // The server crashes, stays down 1 s, comes back: until both peers are back in the room.
+    let mut whole = Vec::new();
+    for _ in 0..ROUNDS {
+        drop(srv);
+        for p in [&a, &b] {
+            p.next("server_lost", wait);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        srv = server(port, &secret)?;
+        let up = Instant::now();
+        let mut last = up;
+        for p in [&a, &b] {
+            let (at, _) = p
+                .next("server_back", wait)
+                .ok_or_else(|| anyhow::anyhow!("a peer never came back"))?;
+            last = last.max(at);
+        }
+        whole.push(last.duration_since(up).as_secs_f64() * 1000.0);
+    }
+    let median = quantile(&mut whole.clone(), 0.5);
+    let max = whole
+        .iter()
+        .cloned()
+        .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+    let mut figures = vec![
+        Figure::new(
+            "durable",
+            "room whole after a server restart, median",
+            median,
+            "ms",
+        )
+        .note(format!(
+            "{ROUNDS} crashes (SIGKILL, 1 s down); from the new server listening to both \
+                 peers' server_back; the clients' backoff (0.5 s doubling, ±25 %) sets most of it"
+        )),
+        Figure::new(
+            "durable",
+            "room whole after a server restart, worst",
+            max,
+            "ms",
+        ),
+    ];
+
+    // B's path goes silent for 8 s (process frozen: no FIN, nothing): A reports it unreachable,
+    // restarts ICE, and the link carries data again once B runs.
+    let mut back = Vec::new();
+    let mut restarts = 0;
+    for _ in 0..3 {
+        b.signal(libc::SIGSTOP);
+        a.next("peer_unreachable", wait);
+        std::thread::sleep(Duration::from_secs(8));
+        b.signal(libc::SIGCONT);
+        let resumed = Instant::now();
+        let Some((at, _, n)) = a.next_counting("peer_back", "ice_restart", wait) else {
+            continue;
+        };
+        back.push(at.duration_since(resumed).as_secs_f64() * 1000.0);
+        restarts += n;
+    }
+    let rounds = back.len();
+    figures.push(
+        Figure::new(
+            "durable",
+            "link back after its path was silent 8 s, median",
+            quantile(&mut back, 0.5),
+            "ms",
+        )
+        .note(format!(
+            "{rounds}/3 rounds, {restarts} ICE restarts by the watching side; from the silent \
+             peer running again to peer_back on the other side. Tailscale (design constants, not a measurement): pings a direct path \
+             every 3 s, trusts it 6.5 s without a pong"
+        )),
+    );
+    drop(a);
+    drop(b);
+    drop(srv);
+    let _ = std::fs::remove_file(&secret);
+    Ok(figures)
+}
