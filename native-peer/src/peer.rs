@@ -153,12 +153,16 @@ impl Peer {
 
     /// Restarts ICE (the link stayed down): new local candidates, and an offer with new ICE
     /// credentials. DTLS and SCTP carry on over the new path, and so do the data channels.
-    /// Skipped while a negotiation is under way (it will carry the restart).
+    /// An offer of ours still unanswered is rolled back first (a repeat means it was lost, e.g.
+    /// with the server connection); while answering the peer's offer, nothing is done.
     pub async fn restart_ice(&mut self) -> webrtc::error::Result<()> {
-        let stable = self.pc.pending_local_description().await.is_none()
-            && self.pc.pending_remote_description().await.is_none();
-        if !stable {
+        if self.pc.pending_remote_description().await.is_some() {
             return Ok(());
+        }
+        if self.pc.pending_local_description().await.is_some() {
+            self.pc
+                .set_local_description(RTCSessionDescription::rollback(None)?)
+                .await?;
         }
         self.pc.restart_ice().await?;
         self.negotiator.offer_started();

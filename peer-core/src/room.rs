@@ -383,6 +383,10 @@ impl Room {
         self.token = Some(token);
         for known in self.peers.values_mut() {
             known.listed = false;
+            if lost_at.is_some() {
+                // Restart offers sent while the server was away may be lost: send anew.
+                known.restarted_at = None;
+            }
         }
         for info in peers {
             match self.peers.get_mut(&info.id) {

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use burrow_tests::browser::Browser;
 use burrow_tests::burrow::{random_file, sha256_file, Burrow};
 use burrow_tests::lab::{ip, Host, Lab, Nat, SERVER_IP};
 use burrow_tests::server::ServerProcess;
@@ -159,4 +160,85 @@ fn a_new_public_address_is_repaired_by_an_ice_restart() {
         moved.elapsed().as_secs_f64()
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The page behind a NAT whose public address changes: the link to `burrow` comes back by an ICE
+/// restart (whichever side the pair's rule picks), the page keeps the peer and its id, and chat
+/// flows both ways afterwards.
+#[tokio::test]
+async fn the_page_repairs_its_link_after_a_new_public_address() {
+    let Some(mut lab) = Lab::new("the_page_repairs_its_link_after_a_new_public_address") else {
+        return;
+    };
+    let h1 = lab.behind_nat(1, Nat::EndpointIndependent);
+    let h2 = lab.behind_nat(2, Nat::EndpointIndependent);
+    let server = server(&lab);
+    let link = server.room_link("page-moved");
+    let mut native = burrow(&h2, &["join", &link]);
+    let native_id = native.peer_id();
+    let rules =
+        format!("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE {SERVER_IP}");
+    let page = Browser::start_in(Some(&h1.ns), &[&rules]).await;
+    page.open(&link).await;
+    let connected = format!(
+        "const li = document.querySelector('#peers li[data-peer=\"{native_id}\"]'); \
+         return li && li.dataset.state === 'connected' && \
+           li.querySelector('.badge').textContent === 'direct (hole punched)';"
+    );
+    page.wait_for("the native peer connected, hole punched", &connected)
+        .await;
+    let page_id = native.expect_event("connected", &[])["peer"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let router1 = router_of(&h1);
+    ip(&format!("-n {router1} addr del 203.0.113.1/24 dev wan"));
+    ip(&format!("-n {router1} addr add 203.0.113.101/24 dev wan"));
+
+    native.expect_event("peer_unreachable", &[("peer", &page_id)]);
+    if std::env::var_os("DEBUG_PAGE").is_some() {
+        std::thread::sleep(Duration::from_secs(20));
+        let dump = page
+            .run_async(
+                "arguments[arguments.length - 1](document.getElementById('chat-log').textContent + ' | ' + \
+                 document.getElementById('status').textContent + ' | ' + \
+                 [...document.querySelectorAll('#peers li')].map(l => l.dataset.state).join(','));",
+            )
+            .await;
+        eprintln!("PAGE: {dump}");
+    }
+    native.expect_event("peer_back", &[("peer", &page_id)]);
+    page.wait_for("the link back", &connected).await;
+    native.drain();
+    let page_restarted = page
+        .run_async(
+            "arguments[arguments.length - 1](document.getElementById('chat-log').textContent\
+             .includes('looking for a new path'));",
+        )
+        .await;
+    assert!(
+        native.has_seen("ice_restart") || page_restarted == true,
+        "one side restarted ICE: {:?}",
+        native.seen
+    );
+    let still = page
+        .run_async("arguments[arguments.length - 1](window.burrowRoom.peerId);")
+        .await;
+    assert_eq!(still, page_id.as_str(), "the page kept its id");
+    native.say("after the move");
+    page.wait_for(
+        "the native line after the move",
+        "return [...document.querySelectorAll('#chat-log li.msg .text')]\
+         .some(e => e.textContent === 'after the move');",
+    )
+    .await;
+    page.run_async(
+        "window.burrowRoom.sendChat('page after the move'); arguments[arguments.length - 1](true);",
+    )
+    .await;
+    let got = native.expect_event("chat", &[("from", &page_id)]);
+    assert_eq!(got["text"], "page after the move");
+    assert!(!native.has_seen("peer_left"));
+    page.close().await;
 }

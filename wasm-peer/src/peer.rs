@@ -185,10 +185,23 @@ impl Peer {
     }
 
     /// Restarts ICE (the link stayed down): an offer with new ICE credentials; the data
-    /// channels carry on over the new path. Skipped while a negotiation is under way.
+    /// channels carry on over the new path. An offer of ours still unanswered is rolled back
+    /// first (a repeat means it was lost); while answering the peer's offer, nothing is done.
     pub async fn restart_ice(self: Rc<Self>) {
-        if self.pc.signaling_state() != RtcSignalingState::Stable {
-            return;
+        match self.pc.signaling_state() {
+            RtcSignalingState::Stable => {}
+            RtcSignalingState::HaveLocalOffer => {
+                let rollback = to_js(&Description {
+                    kind: "rollback",
+                    sdp: None,
+                });
+                let rolled =
+                    JsFuture::from(self.pc.set_local_description(rollback.unchecked_ref())).await;
+                if rolled.is_err() {
+                    return;
+                }
+            }
+            _ => return,
         }
         // `restartIce()` (not in web-sys's stable API): the next offer carries new credentials.
         if let Ok(restart) = Reflect::get(&self.pc, &"restartIce".into()) {
