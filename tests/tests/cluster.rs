@@ -222,3 +222,75 @@ fn peers_on_two_instances_connect_chat_and_send_a_file() {
     assert_eq!(sha256_file(&saved), want);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A load balancer in miniature: each connection goes to the first backend that accepts it.
+async fn balance(listener: tokio::net::TcpListener, backends: Vec<SocketAddr>) {
+    loop {
+        let Ok((mut client, _)) = listener.accept().await else {
+            return;
+        };
+        let backends = backends.clone();
+        tokio::spawn(async move {
+            for backend in backends {
+                let connect = tokio::net::TcpStream::connect(backend);
+                if let Ok(Ok(mut server)) =
+                    tokio::time::timeout(Duration::from_secs(1), connect).await
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Behind a load balancer, a peer's instance dies: it reconnects through the balancer to the
+/// other instance and resumes there with its token (the secret is shared through Redis). The
+/// room sees nothing: no departure (not even once the dead instance's peers are swept), and the
+/// link to the peer on the other instance carries on.
+#[test]
+fn a_peer_whose_instance_dies_resumes_on_another() {
+    let Some(redis) = redis_or_skip("a_peer_whose_instance_dies_resumes_on_another") else {
+        return;
+    };
+    let one = instance(&redis, &[]);
+    let two = instance(&redis, &[]);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let lb = listener.local_addr().expect("addr");
+    rt.spawn(balance(listener, vec![one.http, two.http]));
+
+    let mut a = Burrow::start(&["join", &format!("http://{lb}/r/moving")]);
+    let ida = a.peer_id();
+    let mut b = Burrow::start(&["join", &two.room_link("moving")]);
+    let idb = b.peer_id();
+    a.expect_event("connected", &[("peer", &idb)]);
+    b.expect_event("connected", &[("peer", &ida)]);
+
+    drop(one); // SIGKILL: a's instance is gone
+    a.expect_event("server_lost", &[]);
+    let back = a.expect_event("server_back", &[]);
+    assert_eq!(back["resumed"], true, "a took its place back: {back}");
+    a.say("from the other instance");
+    assert_eq!(
+        b.expect_event("chat", &[("from", &ida)])["text"],
+        "from the other instance"
+    );
+    // Past the dead instance's liveness (2 s) and a sweep: a is not removed.
+    std::thread::sleep(Duration::from_secs(5));
+    let mut c = Burrow::start(&["join", &two.room_link("moving")]);
+    let idc = c.peer_id();
+    c.expect_event("connected", &[("peer", &ida)]);
+    c.expect_event("connected", &[("peer", &idb)]);
+    a.expect_event("connected", &[("peer", &idc)]);
+    b.drain();
+    assert!(!b.has_seen("peer_left"), "b saw nobody leave: {:?}", b.seen);
+    b.say("still here");
+    assert_eq!(
+        a.expect_event("chat", &[("from", &idb)])["text"],
+        "still here"
+    );
+    drop(rt);
+}

@@ -87,6 +87,11 @@ async fn a_lost_connection_keeps_its_place_for_the_grace_period() {
         other => panic!("expected the kept signal, got {other:?}"),
     }
     assert!(a.try_recv(Duration::from_millis(300)).await.is_none());
+    let metrics = burrow_tests::http::get(server.http, "/metrics").await.body;
+    let metrics = String::from_utf8_lossy(&metrics);
+    for line in ["burrow_resumes_total 1", "burrow_reconnects_total 1"] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
 
     // Gone for longer than the grace period: the room hears b left.
     drop(b);
