@@ -102,6 +102,8 @@ pub struct Peer {
     own_control: Option<Arc<dyn DataChannel>>,
     negotiator: Negotiator<RTCIceCandidateInit>,
     outbox: Outbox,
+    /// The options it was made with (kept for ICE restarts).
+    options: rtc::Options,
 }
 
 impl Peer {
@@ -132,6 +134,7 @@ impl Peer {
             path_watch: None,
             own_control: None,
             outbox,
+            options,
         })
     }
 
@@ -155,9 +158,18 @@ impl Peer {
     /// credentials. DTLS and SCTP carry on over the new path, and so do the data channels.
     /// An offer of ours still unanswered is rolled back first (a repeat means it was lost, e.g.
     /// with the server connection); while answering the peer's offer, nothing is done.
-    pub async fn restart_ice(&mut self) -> webrtc::error::Result<()> {
+    pub async fn restart_ice(
+        &mut self,
+        ice_servers: &[signal_protocol::IceServer],
+    ) -> webrtc::error::Result<()> {
         if self.pc.pending_remote_description().await.is_some() {
             return Ok(());
+        }
+        if !ice_servers.is_empty() {
+            let config = rtc::configuration(ice_servers, self.options);
+            if let Err(e) = self.pc.set_configuration(config).await {
+                tracing::debug!(peer = %self.id, "ICE servers not updated: {e}");
+            }
         }
         if self.pc.pending_local_description().await.is_some() {
             self.pc

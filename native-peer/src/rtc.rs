@@ -24,8 +24,9 @@ use std::time::{Duration, Instant};
 use peer_core::path::{CandidateType, Endpoint, PathKind};
 use signal_protocol::IceServer;
 use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceServer, RTCIceTransportPolicy, RTCStatsReportEntry, SettingEngineBuilder, StatsSelector,
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfiguration,
+    RTCConfigurationBuilder, RTCIceServer, RTCIceTransportPolicy, RTCStatsReportEntry,
+    SettingEngineBuilder, StatsSelector,
 };
 
 /// Most bytes one data channel may hold unsent before `send` waits.
@@ -70,13 +71,10 @@ pub struct Options {
     pub relay_only: bool,
 }
 
-/// A new peer connection using `ice_servers`, reporting to `handler`.
-pub async fn new_connection(
-    ice_servers: &[IceServer],
-    network: Network,
-    handler: Arc<dyn PeerConnectionEventHandler>,
-    options: Options,
-) -> webrtc::error::Result<Arc<dyn PeerConnection>> {
+/// The connection's configuration: the ICE servers (as the welcome gave them) and the policy.
+/// Also applied again before an ICE restart, so a restart after the server came back uses its
+/// fresh TURN credentials (or another instance's relay).
+pub fn configuration(ice_servers: &[IceServer], options: Options) -> RTCConfiguration {
     let servers = ice_servers
         .iter()
         .map(|s| RTCIceServer {
@@ -89,7 +87,17 @@ pub async fn new_connection(
     if options.relay_only {
         config = config.with_ice_transport_policy(RTCIceTransportPolicy::Relay);
     }
-    let config = config.build();
+    config.build()
+}
+
+/// A new peer connection using `ice_servers`, reporting to `handler`.
+pub async fn new_connection(
+    ice_servers: &[IceServer],
+    network: Network,
+    handler: Arc<dyn PeerConnectionEventHandler>,
+    options: Options,
+) -> webrtc::error::Result<Arc<dyn PeerConnection>> {
+    let config = configuration(ice_servers, options);
     let settings = if options.crate_defaults {
         SettingEngineBuilder::new()
             .with_include_loopback_candidate(network.bind.is_loopback())

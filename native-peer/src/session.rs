@@ -325,7 +325,7 @@ impl Session {
                 Action::Close { peer } => self.drop_peer(&peer).await,
                 Action::RestartIce { peer } => {
                     if let Some(p) = self.peers.get_mut(&peer) {
-                        if let Err(e) = p.restart_ice().await {
+                        if let Err(e) = p.restart_ice(&self.ice_servers).await {
                             tracing::debug!(%peer, "ICE restart failed: {e}");
                         }
                     }

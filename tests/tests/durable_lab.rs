@@ -242,3 +242,50 @@ async fn the_page_repairs_its_link_after_a_new_public_address() {
     assert!(!native.has_seen("peer_left"));
     page.close().await;
 }
+
+/// Both peers behind symmetric NATs, so their link goes through the server's own TURN relay.
+/// The server crashes and comes back (its relay and its random TURN secret with it): the link is
+/// rebuilt by an ICE restart with the new welcome's credentials, relayed again, and chat flows.
+#[test]
+fn a_relayed_link_is_rebuilt_after_the_server_restarts() {
+    let Some(mut lab) = Lab::new("a_relayed_link_is_rebuilt_after_the_server_restarts") else {
+        return;
+    };
+    let h1 = lab.behind_nat(1, Nat::Symmetric);
+    let h2 = lab.behind_nat(2, Nat::Symmetric);
+    let mut server = server(&lab);
+    let link = server.room_link("relayed-restart");
+    let mut a = burrow(&h1, &["join", &link]);
+    let ida = a.peer_id();
+    let mut b = burrow(&h2, &["join", &link]);
+    let idb = b.peer_id();
+    let first = a.expect_event("connected", &[("peer", &idb)]);
+    assert_eq!(first["path"], "relayed", "{first}");
+    b.expect_event("connected", &[("peer", &ida)]);
+
+    server.kill();
+    let _server = self::server(&lab);
+    a.expect_event("server_back", &[]);
+    b.expect_event("server_back", &[]);
+    a.expect_event("peer_unreachable", &[("peer", &idb)]);
+    a.expect_event("peer_back", &[("peer", &idb)]);
+    a.say("relayed again");
+    assert_eq!(
+        b.expect_event("chat", &[("from", &ida)])["text"],
+        "relayed again"
+    );
+    a.drain();
+    b.drain();
+    assert!(
+        a.has_seen("ice_restart") || b.has_seen("ice_restart"),
+        "{:?}",
+        a.seen
+    );
+    let path = a
+        .seen
+        .iter()
+        .rev()
+        .find(|v| v["event"] == "path_changed" || v["event"] == "connected")
+        .cloned();
+    eprintln!("relayed link after the restart: {path:?}");
+}

@@ -187,7 +187,17 @@ impl Peer {
     /// Restarts ICE (the link stayed down): an offer with new ICE credentials; the data
     /// channels carry on over the new path. An offer of ours still unanswered is rolled back
     /// first (a repeat means it was lost); while answering the peer's offer, nothing is done.
-    pub async fn restart_ice(self: Rc<Self>) {
+    pub async fn restart_ice(self: Rc<Self>, ice_servers: JsValue) {
+        // The server may have restarted (new TURN credentials) or be another instance.
+        if !ice_servers.is_undefined() {
+            let config = js_sys::Object::new();
+            let set = Reflect::set(&config, &"iceServers".into(), &ice_servers).is_ok();
+            if let Ok(f) = Reflect::get(&self.pc, &"setConfiguration".into()) {
+                if let (true, Some(f)) = (set, f.dyn_ref::<js_sys::Function>()) {
+                    let _ = f.call1(&self.pc, &config);
+                }
+            }
+        }
         match self.pc.signaling_state() {
             RtcSignalingState::Stable => {}
             RtcSignalingState::HaveLocalOffer => {

@@ -315,7 +315,8 @@ impl Inner {
                 Action::RestartIce { peer } => {
                     let found = this.peers.borrow().get(&peer).cloned();
                     if let Some(p) = found {
-                        wasm_bindgen_futures::spawn_local(p.restart_ice());
+                        let ice = this.ice_servers.borrow().clone();
+                        wasm_bindgen_futures::spawn_local(p.restart_ice(ice));
                     }
                 }
                 Action::Signal { peer, data } => {
