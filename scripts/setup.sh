@@ -53,6 +53,7 @@ command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v pebble >/dev/null 2>&1 || missing+=(pebble)     # ACME test server (TLS tests)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)  # several instances
 command -v turnserver >/dev/null 2>&1 || missing+=(coturn)  # the reference relay (bench, lab)
+command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)  # voice tests: tones to play, recordings decoded
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]} with apt-get"
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi

@@ -92,7 +92,7 @@ async function startRoom(roomId) {
         const li = el('li', 'peer');
         li.dataset.peer = ev.peer;
         li.append(el('span', 'who', ev.name ? `${ev.name} (${ev.peer})` : ev.peer),
-          el('span', 'state', 'connecting'), el('span', 'badge', ''), el('span', 'rtt', ''));
+          el('span', 'voice', ''), el('span', 'state', 'connecting'), el('span', 'badge', ''), el('span', 'rtt', ''));
         peers.set(ev.peer, { li, name: ev.name });
         $('peers').append(li);
         renderEmpty();
@@ -153,6 +153,8 @@ async function startRoom(roomId) {
         if (p) {
           p.li.remove();
           peers.delete(ev.peer);
+          const a = voice.audio.get(ev.peer);
+          if (a) { a.srcObject = null; a.remove(); voice.audio.delete(ev.peer); }
           note(`${label(ev.peer) || ev.peer} left.`);
         }
         renderEmpty();
@@ -226,6 +228,22 @@ async function startRoom(roomId) {
         showStatus('');
         note(`Back in the room after ${(ev.after_ms / 1000).toFixed(1)} s${ev.resumed ? ' (the server kept our place)' : ''}.`);
         break;
+      case 'voice': {
+        const p = peers.get(ev.peer);
+        if (!p) break;
+        p.inVoice = ev.on;
+        p.li.querySelector('.voice').textContent = ev.on ? (ev.sending ? 'in voice' : 'in voice, listening') : '';
+        note(`${label(ev.peer)} ${ev.on ? 'joined' : 'left'} voice${ev.on && !ev.sending ? ' (listening only)' : ''}.`);
+        playVoice();
+        break;
+      }
+      case 'voice_track': {
+        const p = peers.get(ev.peer);
+        if (!p) break;
+        p.stream = ev.stream || new MediaStream([ev.track]);
+        playVoice();
+        break;
+      }
       case 'peer_unreachable':
         if (peers.has(ev.peer)) note(`${label(ev.peer)} is unreachable; waiting for it.`);
         break;
@@ -311,11 +329,75 @@ async function startRoom(roomId) {
   // Earlier versions served sites through a worker on this origin: retire it.
   navigator.serviceWorker?.getRegistrations().then((rs) => rs.forEach((r) => r.unregister())).catch(() => {});
 
+  // Voice: everyone who joined hears everyone else who did. A peer's audio is played only while
+  // we are in voice; the speaking indicator follows the level getStats() reports.
+  const voice = { on: false, muted: false, audio: new Map() };
+  function playVoice() {
+    for (const [id, p] of peers) {
+      let a = voice.audio.get(id);
+      const want = voice.on && p.inVoice && p.stream;
+      if (want && !a) {
+        a = document.createElement('audio');
+        a.autoplay = true;
+        a.dataset.peer = id;
+        document.body.append(a);
+        voice.audio.set(id, a);
+      }
+      if (a) {
+        if (want && a.srcObject !== p.stream) { a.srcObject = p.stream; a.play?.().catch(() => {}); }
+        if (!want) { a.srcObject = null; a.remove(); voice.audio.delete(id); }
+      }
+    }
+  }
+  setInterval(async () => {
+    if (!room || !voice.on) return;
+    const stats = await room.voiceStats().catch(() => []);
+    for (const s of stats) {
+      const tag = peers.get(s.peer)?.li.querySelector('.voice');
+      if (tag) tag.classList.toggle('speaking', s.level > 0.02);
+    }
+  }, 300);
+  $('voice-join').onclick = async () => {
+    if (!room) return;
+    if (voice.on) {
+      room.leaveVoice();
+      voice.on = false;
+      $('voice-join').textContent = 'Join voice';
+      $('voice-mute').hidden = true;
+      $('voice-note').textContent = '';
+      playVoice();
+      return;
+    }
+    let stream = null;
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+    } catch (e) {
+      $('voice-note').textContent = `No microphone (${e.name || e}): you can listen, not speak.`;
+    }
+    room.joinVoice(stream);
+    voice.on = true;
+    voice.muted = false;
+    $('voice-join').textContent = 'Leave voice';
+    $('voice-mute').hidden = !stream;
+    $('voice-mute').textContent = 'Mute';
+    playVoice();
+  };
+  $('voice-mute').onclick = () => {
+    voice.muted = !voice.muted;
+    room?.setMuted(voice.muted);
+    $('voice-mute').textContent = voice.muted ? 'Unmute' : 'Mute';
+  };
+
   // Closing the tab leaves the room at once (otherwise the server keeps our place a while).
   window.addEventListener('pagehide', () => { if (room) room.leave(); });
 
   function connect() {
     if (room) room.leave();
+    voice.on = false;
+    for (const a of voice.audio.values()) { a.srcObject = null; a.remove(); }
+    voice.audio.clear();
+    $('voice-join').textContent = 'Join voice';
+    $('voice-mute').hidden = true;
     peers.forEach((p) => p.li.remove());
     peers.clear();
     renderEmpty();

@@ -77,6 +77,7 @@ fn drive(
                             p.nudge_until_open();
                         }
                     }
+                    PeerEvent::Track(_) => {}
                 },
             }
         }

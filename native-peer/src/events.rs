@@ -80,6 +80,22 @@ pub enum Event {
         /// The server had kept our place: nobody saw us leave.
         resumed: bool,
     },
+    /// A peer joined or left voice.
+    Voice {
+        /// The peer id.
+        peer: String,
+        /// In voice now.
+        on: bool,
+        /// It sends audio (`false`: listens only).
+        sending: bool,
+    },
+    /// What a peer says is being recorded here.
+    VoiceRecording {
+        /// The peer id.
+        peer: String,
+        /// The Ogg/Opus file.
+        path: String,
+    },
     /// A link stayed down, so ICE is restarted (new candidates through the server).
     IceRestart {
         /// The peer id.
@@ -263,6 +279,12 @@ fn human(event: &Event) -> String {
                 ""
             }
         ),
+        Event::Voice { peer, on, sending } => match (on, sending) {
+            (true, true) => format!("* {peer} is in voice"),
+            (true, false) => format!("* {peer} is in voice, listening only"),
+            (false, _) => format!("* {peer} left voice"),
+        },
+        Event::VoiceRecording { peer, path } => format!("* recording {peer} to {path}"),
         Event::IceRestart { peer } => {
             format!("* the link to {peer} is down: restarting ICE (looking for a new path)")
         }

@@ -22,3 +22,4 @@ pub mod session;
 pub mod signaling;
 pub mod streams;
 pub mod tls;
+pub mod voice;

@@ -52,6 +52,12 @@ enum Command {
         /// Do not read stdin; run until Ctrl-C (for use in the background).
         #[arg(long)]
         no_stdin: bool,
+        /// Join voice, sending this Ogg/Opus file (looped) as our voice.
+        #[arg(long, value_name = "FILE.ogg")]
+        voice_play: Option<PathBuf>,
+        /// Join voice, writing what each peer says to DIR/<peer>.ogg (Ogg/Opus).
+        #[arg(long, value_name = "DIR")]
+        voice_record: Option<PathBuf>,
     },
     /// Offer a local service (say a site on 127.0.0.1:8080) to the room, peer to peer.
     Expose {
@@ -136,15 +142,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             link,
             accept,
             no_stdin,
+            voice_play,
+            voice_record,
         } => {
             let link = RoomLink::parse(&link, server)?;
-            if let Some(dir) = &accept {
+            for dir in accept.iter().chain(&voice_record) {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| anyhow::anyhow!("cannot use {}: {e}", dir.display()))?;
             }
+            // A file that is not Ogg/Opus is refused before joining.
+            let clip = voice_play
+                .as_deref()
+                .map(native_peer::voice::Clip::load)
+                .transpose()?;
             let mode = Mode::Join {
                 accept,
                 read_stdin: !no_stdin,
+                voice: session::Voice {
+                    clip,
+                    record: voice_record,
+                },
             };
             session::run(&link, mode, opts).await
         }

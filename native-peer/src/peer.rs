@@ -41,6 +41,8 @@ pub enum PeerEvent {
     IncomingChannel(Arc<dyn DataChannel>),
     /// ICE found a working pair (DTLS starts now).
     IceConnected,
+    /// The peer sends audio (voice).
+    Track(Arc<dyn webrtc::media_stream::track_remote::TrackRemote>),
 }
 
 /// Forwards `webrtc` callbacks, tagged with the peer id, to the session loop.
@@ -77,6 +79,10 @@ impl PeerConnectionEventHandler for Handler {
         let _ = self.tx.send((self.peer.clone(), PeerEvent::State(state)));
     }
 
+    async fn on_track(&self, track: Arc<dyn webrtc::media_stream::track_remote::TrackRemote>) {
+        let _ = self.tx.send((self.peer.clone(), PeerEvent::Track(track)));
+    }
+
     async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
         let _ = self
             .tx
@@ -104,6 +110,8 @@ pub struct Peer {
     outbox: Outbox,
     /// The options it was made with (kept for ICE restarts).
     options: rtc::Options,
+    /// Our audio transceiver is not in the peer's offer yet: offer it once we answered.
+    renegotiate: bool,
 }
 
 impl Peer {
@@ -135,6 +143,7 @@ impl Peer {
             own_control: None,
             outbox,
             options,
+            renegotiate: false,
         })
     }
 
@@ -246,8 +255,52 @@ impl Peer {
             let answer = self.pc.create_answer(None).await?;
             self.pc.set_local_description(answer.clone()).await?;
             self.signal(PeerSignal::Answer { sdp: answer.sdp });
+            if std::mem::take(&mut self.renegotiate) {
+                self.offer().await?;
+            }
         }
         Ok(())
+    }
+
+    /// Adds our audio: `track` to send (returns its sender), or, without one, a receive-only
+    /// transceiver. When we are not the offerer, it is offered right after our answer.
+    pub async fn add_voice(
+        &mut self,
+        track: Option<
+            Arc<webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample>,
+        >,
+        offering: bool,
+    ) -> webrtc::error::Result<Option<Arc<dyn webrtc::rtp_transceiver::RtpSender>>> {
+        let sender = match track {
+            Some(track) => Some(self.pc.add_track(track).await?),
+            None => {
+                let init = rtc::RtpTransceiverInit {
+                    direction: rtc::RtpDirection::Recvonly,
+                    streams: vec![],
+                    send_encodings: vec![],
+                };
+                self.pc
+                    .add_transceiver_from_kind(rtc::AudioKind::Audio, Some(init))
+                    .await?;
+                None
+            }
+        };
+        self.renegotiate = !offering;
+        Ok(sender)
+    }
+
+    /// Sends a new offer on the existing connection (renegotiation).
+    async fn offer(&mut self) -> webrtc::error::Result<()> {
+        self.negotiator.offer_started();
+        let result = async {
+            let offer = self.pc.create_offer(None).await?;
+            self.pc.set_local_description(offer.clone()).await?;
+            self.signal(PeerSignal::Offer { sdp: offer.sdp });
+            Ok(())
+        }
+        .await;
+        self.negotiator.offer_finished();
+        result
     }
 
     async fn add_candidate(&self, init: RTCIceCandidateInit) {

@@ -62,6 +62,10 @@ impl Network {
     }
 }
 
+pub use ::rtc::rtp_transceiver::rtp_sender::RtpCodecKind as AudioKind;
+pub use ::rtc::rtp_transceiver::RTCRtpTransceiverDirection as RtpDirection;
+pub use ::rtc::rtp_transceiver::RTCRtpTransceiverInit as RtpTransceiverInit;
+
 /// Which settings a connection uses.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
@@ -69,6 +73,8 @@ pub struct Options {
     pub crate_defaults: bool,
     /// Use relayed candidates only (benchmarks and tests of the TURN path).
     pub relay_only: bool,
+    /// The connection may carry voice (Opus audio).
+    pub voice: bool,
 }
 
 /// The connection's configuration: the ICE servers (as the welcome gave them) and the policy.
@@ -110,6 +116,9 @@ pub async fn new_connection(
     if !options.crate_defaults {
         // Keeps the driver turning while relayed packets are queued in it (see `kick`).
         builder = builder.with_runtime(Arc::new(crate::kick::KickRuntime::new()));
+    }
+    if options.voice {
+        builder = builder.with_media_engine(crate::voice::media_engine()?);
     }
     let pc = builder
         .with_configuration(config)

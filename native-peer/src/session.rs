@@ -22,6 +22,7 @@ use crate::peer::{Peer, PeerEvent};
 use crate::rtc::{self, Network};
 use crate::signaling::{self, Link, Outbox};
 use crate::streams;
+use crate::voice;
 
 /// What the session is for.
 pub enum Mode {
@@ -32,6 +33,8 @@ pub enum Mode {
         accept: Option<PathBuf>,
         /// Read chat lines from stdin; its end quits.
         read_stdin: bool,
+        /// Voice: what to send, where to record.
+        voice: Voice,
     },
     /// Send these files to the peers in the room (or the first to join), then quit.
     Send {
@@ -58,6 +61,15 @@ pub enum Mode {
     },
 }
 
+/// Voice in join mode (`--voice-play`, `--voice-record`).
+#[derive(Default)]
+pub struct Voice {
+    /// The clip to send as our voice, looped.
+    pub clip: Option<voice::Clip>,
+    /// Where to write what each peer says.
+    pub record: Option<PathBuf>,
+}
+
 /// Options common to every mode.
 pub struct Options {
     /// Our display name.
@@ -78,6 +90,7 @@ enum Internal {
     Received(String, Result<files::Done, (String, files::FileError)>),
     PathChanged(String, rtc::PathInfo),
     Services(String, Vec<ServiceInfo>),
+    Voice(String, bool, bool),
 }
 
 struct Session {
@@ -114,6 +127,15 @@ struct Session {
     last_loss: Option<String>,
     /// We were in the room at least once.
     joined_once: bool,
+    /// Voice is on (`--voice-play` or `--voice-record`).
+    voice_on: bool,
+    /// Sends our voice clip to every peer.
+    player: Option<voice::Player>,
+    /// Where recordings go.
+    record_dir: Option<PathBuf>,
+    /// The recordings in progress, stopped (and their files closed) on quit.
+    recordings: Vec<tokio::task::JoinHandle<anyhow::Result<u64>>>,
+    record_stop: tokio::sync::watch::Sender<bool>,
 }
 
 /// Joins the room behind `link` and runs until done (send mode), stdin ends, Ctrl-C, or a
@@ -128,8 +150,16 @@ pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<(
     let mut exposed = None;
     let mut forward = None;
     let mut give_up = None;
+    let mut voice = Voice::default();
     let (accept, read_stdin, to_send) = match mode {
-        Mode::Join { accept, read_stdin } => (accept, read_stdin, Vec::new()),
+        Mode::Join {
+            accept,
+            read_stdin,
+            voice: v,
+        } => {
+            voice = v;
+            (accept, read_stdin, Vec::new())
+        }
         Mode::Send { files, timeout } => {
             give_up = timeout.map(|t| tokio::time::Instant::now() + t);
             (None, false, files)
@@ -174,6 +204,11 @@ pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<(
         hello_at: None,
         last_loss: None,
         joined_once: false,
+        voice_on: voice.clip.is_some() || voice.record.is_some(),
+        player: voice.clip.map(voice::Player::start),
+        record_dir: voice.record,
+        recordings: Vec::new(),
+        record_stop: tokio::sync::watch::channel(false).0,
     };
 
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
@@ -250,18 +285,35 @@ impl Session {
         name: Option<String>,
         offer: bool,
     ) -> anyhow::Result<()> {
+        let options = rtc::Options {
+            voice: self.voice_on,
+            ..Default::default()
+        };
         let mut peer = Peer::new(
             self.room.me().unwrap_or_default(),
             id.clone(),
             name,
             &self.ice_servers,
             self.network,
-            rtc::Options::default(),
+            options,
             self.outbox.clone(),
             self.peer_tx.clone(),
         )
         .await
         .context("cannot create a peer connection")?;
+        if self.voice_on {
+            let track = match &self.player {
+                Some(_) => Some(voice::new_track().context("cannot make an audio track")?),
+                None => None,
+            };
+            let sender = peer
+                .add_voice(track.clone(), offer)
+                .await
+                .context("cannot add audio")?;
+            if let (Some(player), Some(track), Some(sender)) = (&self.player, track, sender) {
+                player.add(&id, track, sender).await;
+            }
+        }
         if offer {
             let control = peer.start().await.context("cannot make an offer")?;
             self.watch_control(id.clone(), control);
@@ -396,6 +448,9 @@ impl Session {
 
     /// Closes and forgets one peer (it left, or was forgotten).
     async fn drop_peer(&mut self, id: &str) {
+        if let Some(player) = &self.player {
+            player.remove(id);
+        }
         if let Some(peer) = self.peers.remove(id) {
             peer.close().await;
         }
@@ -421,6 +476,18 @@ impl Session {
         match event {
             PeerEvent::LocalCandidate(c) => peer.trickle(c),
             PeerEvent::IceConnected => peer.nudge().await,
+            PeerEvent::Track(track) => {
+                let Some(dir) = &self.record_dir else {
+                    return;
+                };
+                let path = voice::recording_path(dir, id);
+                self.printer.print(&Event::VoiceRecording {
+                    peer: id.to_string(),
+                    path: path.display().to_string(),
+                });
+                let handle = voice::record(track, path, self.record_stop.subscribe());
+                self.recordings.push(handle);
+            }
             PeerEvent::State(state) => {
                 tracing::debug!(peer = id, %state, "connection state");
                 let link = match state {
@@ -513,6 +580,9 @@ impl Session {
                             Ok(ControlMessage::Services { services }) => {
                                 let _ = tx.send(Internal::Services(peer.clone(), services));
                             }
+                            Ok(ControlMessage::Voice { on, sending }) => {
+                                let _ = tx.send(Internal::Voice(peer.clone(), on, sending));
+                            }
                             Err(e) => tracing::debug!(%peer, "{e}"),
                         }
                     }
@@ -545,6 +615,15 @@ impl Session {
                     peer: id.clone(),
                     report: info.into(),
                 });
+                if let (true, Some(dc)) = (self.voice_on, &peer.control) {
+                    let voice = ControlMessage::Voice {
+                        on: true,
+                        sending: self.player.is_some(),
+                    };
+                    if let Err(e) = dc.send_text(&voice.encode()).await {
+                        tracing::debug!(peer = %id, "voice not announced: {e}");
+                    }
+                }
                 if let (Some(gate), Some(dc)) = (&self.exposed, &peer.control) {
                     let list = ControlMessage::Services {
                         services: vec![gate.service().info.clone()],
@@ -563,6 +642,9 @@ impl Session {
                     services: services.clone(),
                 });
                 self.offered.insert(peer, services);
+            }
+            Internal::Voice(peer, on, sending) => {
+                self.printer.print(&Event::Voice { peer, on, sending })
             }
             Internal::PathChanged(peer, info) => self.printer.print(&Event::PathChanged {
                 peer,
@@ -712,6 +794,18 @@ impl Session {
     }
 
     async fn close_all(&mut self) {
+        if let Some(player) = self.player.take() {
+            player.stop().await;
+        }
+        // Recordings end first, so each file is closed with its last page.
+        let _ = self.record_stop.send(true);
+        for handle in self.recordings.drain(..) {
+            match tokio::time::timeout(Duration::from_secs(2), handle).await {
+                Ok(Ok(Err(e))) => tracing::warn!("recording: {e:#}"),
+                Ok(_) => {}
+                Err(_) => tracing::warn!("a recording did not close in time"),
+            }
+        }
         for (_, peer) in self.peers.drain() {
             peer.close().await;
         }

@@ -39,6 +39,15 @@ pub enum ControlMessage {
         /// What can be opened.
         services: Vec<ServiceInfo>,
     },
+    /// Whether this peer is in voice (sent on connect when it is, and on every change). Its
+    /// audio track comes by renegotiation on the same connection.
+    Voice {
+        /// In voice now.
+        on: bool,
+        /// It sends audio (`false`: it listens only, e.g. no microphone).
+        #[serde(default)]
+        sending: bool,
+    },
 }
 
 /// A service a peer exposes, as others see it (its local address is never told).

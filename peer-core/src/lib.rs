@@ -10,6 +10,7 @@
 //! * [`room`]: the room across server reconnects and network changes (resume, ICE restart);
 //! * [`link`]: turning a room link someone shared into the signaling WebSocket URL;
 //! * [`text`]: text a remote peer chose, made safe to show (no terminal escapes, no bidi tricks);
+//! * [`voice`]: Opus packets' durations and headers (voice from a file);
 //! * [`access`]: an exposed service's token check (constant time) and the limit on wrong tokens.
 
 pub mod access;
@@ -20,3 +21,4 @@ pub mod path;
 pub mod room;
 pub mod text;
 pub mod transfer;
+pub mod voice;

@@ -123,6 +123,15 @@ pub enum Event {
         /// How long it was unreachable, in milliseconds.
         after_ms: u64,
     },
+    /// A peer joined or left voice.
+    Voice {
+        /// The peer.
+        peer: String,
+        /// In voice now.
+        on: bool,
+        /// It sends audio (`false`: listens only).
+        sending: bool,
+    },
     /// A link stayed down: ICE is restarted with that peer.
     IceRestart {
         /// The peer.

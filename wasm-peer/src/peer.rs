@@ -32,6 +32,8 @@ pub struct Peer {
     control: RefCell<Option<RtcDataChannel>>,
     connected: Cell<bool>,
     handlers: RefCell<Vec<Handler>>,
+    /// Our audio's sender (or receive-only transceiver) while in voice.
+    voice: RefCell<Option<JsValue>>,
 }
 
 /// `{type, sdp}` for setLocal/RemoteDescription.
@@ -79,6 +81,7 @@ impl Peer {
             control: RefCell::new(None),
             connected: Cell::new(false),
             handlers: RefCell::new(Vec::new()),
+            voice: RefCell::new(None),
         });
         Peer::wire(&peer);
         Ok(peer)
@@ -132,6 +135,38 @@ impl Peer {
                 _ => dc.close(),
             }
         });
+        // Voice: a track added or removed later needs a new offer on this connection (not the
+        // first one, which `start` makes); a track from the peer goes to the page to play.
+        let weak = Rc::downgrade(this);
+        let on_negotiation = Closure::<dyn FnMut(JsValue)>::new(move |_| {
+            let Some(peer) = weak.upgrade() else { return };
+            if peer.pc.current_remote_description().is_some() {
+                wasm_bindgen_futures::spawn_local(peer.renegotiate());
+            }
+        });
+        let weak = Rc::downgrade(this);
+        let on_track = Closure::<dyn FnMut(JsValue)>::new(move |ev: JsValue| {
+            let Some(peer) = weak.upgrade() else { return };
+            let stream =
+                js_sys::Array::from(&Reflect::get(&ev, &"streams".into()).unwrap_or_default())
+                    .get(0);
+            if let Some(room) = peer.room.upgrade() {
+                room.emit_track(
+                    &peer.id,
+                    &stream,
+                    &Reflect::get(&ev, &"track".into()).unwrap_or_default(),
+                );
+            }
+        });
+        let _ = Reflect::set(
+            &this.pc,
+            &"onnegotiationneeded".into(),
+            on_negotiation.as_ref(),
+        );
+        let _ = Reflect::set(&this.pc, &"ontrack".into(), on_track.as_ref());
+        this.handlers
+            .borrow_mut()
+            .extend([on_negotiation, on_track]);
         this.pc
             .set_onicecandidate(Some(on_candidate.as_ref().unchecked_ref()));
         this.pc
@@ -181,6 +216,63 @@ impl Peer {
         self.negotiator.borrow_mut().offer_finished();
         if let Err(e) = result {
             web_sys::console::error_2(&"offer failed".into(), &e);
+        }
+    }
+
+    /// Joins voice on this connection: sends `track` (of `stream`), or with no track only
+    /// receives. The renegotiation follows from `negotiationneeded`.
+    pub(crate) fn add_voice(&self, track: &JsValue, stream: &JsValue) {
+        let added = if track.is_null() || track.is_undefined() {
+            let init = js_sys::Object::new();
+            let _ = Reflect::set(&init, &"direction".into(), &"recvonly".into());
+            call(&self.pc, "addTransceiver", &[&"audio".into(), &init])
+        } else {
+            call(&self.pc, "addTrack", &[track, stream])
+        };
+        *self.voice.borrow_mut() = added;
+    }
+
+    /// Leaves voice on this connection.
+    pub(crate) fn remove_voice(&self) {
+        let Some(added) = self.voice.borrow_mut().take() else {
+            return;
+        };
+        // A sender is removed; a receive-only transceiver is stopped.
+        if Reflect::has(&added, &"replaceTrack".into()).unwrap_or(false) {
+            call(&self.pc, "removeTrack", &[&added]);
+        } else {
+            call(&added, "stop", &[]);
+        }
+    }
+
+    /// Sends a control message (voice state) on the control channel.
+    pub(crate) fn send_control(&self, msg: &ControlMessage) {
+        if let Some(dc) = self.control.borrow().as_ref() {
+            if dc.ready_state() == RtcDataChannelState::Open {
+                let _ = dc.send_with_str(&msg.encode());
+            }
+        }
+    }
+
+    /// A new offer on the established connection (voice added or removed).
+    async fn renegotiate(self: Rc<Self>) {
+        if self.pc.signaling_state() != RtcSignalingState::Stable {
+            return;
+        }
+        self.negotiator.borrow_mut().offer_started();
+        let result: Result<(), JsValue> = async {
+            let offer = JsFuture::from(self.pc.create_offer()).await?;
+            let sdp = Reflect::get(&offer, &"sdp".into())?
+                .as_string()
+                .unwrap_or_default();
+            JsFuture::from(self.pc.set_local_description(offer.unchecked_ref())).await?;
+            self.signal(PeerSignal::Offer { sdp });
+            Ok(())
+        }
+        .await;
+        self.negotiator.borrow_mut().offer_finished();
+        if let Err(e) = result {
+            web_sys::console::warn_2(&"renegotiation failed".into(), &e);
         }
     }
 
@@ -344,6 +436,11 @@ impl Peer {
                     peer: peer.id.clone(),
                     services,
                 }),
+                Ok(ControlMessage::Voice { on, sending }) => peer.emit(Event::Voice {
+                    peer: peer.id.clone(),
+                    on,
+                    sending,
+                }),
                 Err(_) => {}
             }
         });
@@ -360,6 +457,11 @@ impl Peer {
     fn opened(this: &Rc<Peer>) {
         if this.connected.replace(true) {
             return;
+        }
+        if let Some(room) = this.room.upgrade() {
+            if let Some(msg) = room.voice_announcement() {
+                this.send_control(&msg);
+            }
         }
         let peer = this.clone();
         wasm_bindgen_futures::spawn_local(async move {
@@ -400,6 +502,14 @@ impl Peer {
     pub fn close(&self) {
         self.pc.close();
     }
+}
+
+/// Calls `obj.name(args…)`; `None` when it is missing or throws.
+fn call(obj: &JsValue, name: &str, args: &[&JsValue]) -> Option<JsValue> {
+    let f = Reflect::get(obj, &name.into()).ok()?;
+    let f = f.dyn_ref::<js_sys::Function>()?;
+    let args: js_sys::Array = args.iter().map(|a| (*a).clone()).collect();
+    f.apply(obj, &args).ok()
 }
 
 /// Waits `ms` milliseconds (setTimeout as a future).

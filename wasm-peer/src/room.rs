@@ -38,6 +38,8 @@ pub(crate) struct Inner {
     next_transfer: Cell<u32>,
     /// The room's clock tick (restarts, forgetting), cleared on leave.
     ticker: RefCell<Option<(i32, Handler)>>,
+    /// In voice: our microphone track (null: listening only) and its stream.
+    voice: RefCell<Option<(JsValue, JsValue)>>,
 }
 
 #[wasm_bindgen]
@@ -58,6 +60,7 @@ impl Room {
             left: Cell::new(false),
             next_transfer: Cell::new(1),
             ticker: RefCell::new(None),
+            voice: RefCell::new(None),
         });
         Inner::connect(&inner);
         Inner::start_ticker(&inner);
@@ -115,6 +118,89 @@ impl Room {
         }
     }
 
+    /// Joins voice with `stream` (from `getUserMedia`), or `null` to listen only: every peer
+    /// connection gets our audio by renegotiation, and every peer is told.
+    #[wasm_bindgen(js_name = joinVoice)]
+    pub fn join_voice(&self, stream: JsValue) {
+        let track = if stream.is_null() || stream.is_undefined() {
+            JsValue::NULL
+        } else {
+            let tracks = js_sys::Reflect::get(&stream, &"getAudioTracks".into())
+                .ok()
+                .and_then(|f| f.dyn_into::<js_sys::Function>().ok())
+                .and_then(|f| f.call0(&stream).ok())
+                .unwrap_or_default();
+            let first = js_sys::Array::from(&tracks).get(0);
+            if first.is_undefined() {
+                JsValue::NULL
+            } else {
+                first
+            }
+        };
+        *self.inner.voice.borrow_mut() = Some((track.clone(), stream.clone()));
+        let msg = self.inner.voice_announcement();
+        for peer in self.inner.peers.borrow().values() {
+            peer.add_voice(&track, &stream);
+            if let Some(msg) = &msg {
+                peer.send_control(msg);
+            }
+        }
+    }
+
+    /// Leaves voice: our audio is removed from every connection, and every peer is told.
+    #[wasm_bindgen(js_name = leaveVoice)]
+    pub fn leave_voice(&self) {
+        let Some((track, _)) = self.inner.voice.borrow_mut().take() else {
+            return;
+        };
+        if let Ok(stop) = js_sys::Reflect::get(&track, &"stop".into()) {
+            if let Ok(f) = stop.dyn_into::<js_sys::Function>() {
+                let _ = f.call0(&track);
+            }
+        }
+        let msg = peer_core::channels::ControlMessage::Voice {
+            on: false,
+            sending: false,
+        };
+        for peer in self.inner.peers.borrow().values() {
+            peer.remove_voice();
+            peer.send_control(&msg);
+        }
+    }
+
+    /// Mutes or unmutes our microphone (the track keeps flowing, as silence).
+    #[wasm_bindgen(js_name = setMuted)]
+    pub fn set_muted(&self, muted: bool) {
+        if let Some((track, _)) = self.inner.voice.borrow().as_ref() {
+            let _ = js_sys::Reflect::set(track, &"enabled".into(), &JsValue::from_bool(!muted));
+        }
+    }
+
+    /// The audio arriving from each peer: `[{peer, packets, energy, level}]` from `getStats()`
+    /// (the speaking indicator; voice tests).
+    #[wasm_bindgen(js_name = voiceStats)]
+    pub fn voice_stats(&self) -> js_sys::Promise {
+        let peers: Vec<Rc<Peer>> = self.inner.peers.borrow().values().cloned().collect();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let out = js_sys::Array::new();
+            for peer in peers {
+                let Some((packets, energy, level)) = crate::stats::audio_in(&peer.pc).await else {
+                    continue;
+                };
+                let o = js_sys::Object::new();
+                let set = |k: &str, v: JsValue| {
+                    let _ = js_sys::Reflect::set(&o, &k.into(), &v);
+                };
+                set("peer", peer.id.as_str().into());
+                set("packets", packets.into());
+                set("energy", energy.into());
+                set("level", level.into());
+                out.push(&o);
+            }
+            Ok(out.into())
+        })
+    }
+
     /// Asks to join again (after `room_full`).
     pub fn retry(&self) {
         self.inner.hello();
@@ -151,6 +237,27 @@ impl Inner {
             }
             Err(e) => web_sys::console::error_1(&e.into()),
         }
+    }
+
+    /// A peer's audio arrived: the page gets `{type: "voice_track", peer, stream, track}` to
+    /// play (not serialisable, so built by hand).
+    pub(crate) fn emit_track(&self, peer: &str, stream: &JsValue, track: &JsValue) {
+        let o = js_sys::Object::new();
+        let _ = js_sys::Reflect::set(&o, &"type".into(), &"voice_track".into());
+        let _ = js_sys::Reflect::set(&o, &"peer".into(), &peer.into());
+        let _ = js_sys::Reflect::set(&o, &"stream".into(), stream);
+        let _ = js_sys::Reflect::set(&o, &"track".into(), track);
+        let _ = self.on_event.call1(&JsValue::NULL, &o);
+    }
+
+    /// What to tell a newly connected peer about our voice, if we are in it.
+    pub(crate) fn voice_announcement(&self) -> Option<peer_core::channels::ControlMessage> {
+        let voice = self.voice.borrow();
+        let (track, _) = voice.as_ref()?;
+        Some(peer_core::channels::ControlMessage::Voice {
+            on: true,
+            sending: !track.is_null(),
+        })
     }
 
     /// A fresh transfer id.
@@ -345,6 +452,9 @@ impl Inner {
         let ice = this.ice_servers.borrow().clone();
         match Peer::new(this, &me, id.clone(), name, &ice) {
             Ok(peer) => {
+                if let Some((track, stream)) = this.voice.borrow().as_ref() {
+                    peer.add_voice(track, stream);
+                }
                 this.peers.borrow_mut().insert(id, peer.clone());
                 if offer {
                     wasm_bindgen_futures::spawn_local(peer.start());

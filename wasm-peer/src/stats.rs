@@ -67,3 +67,24 @@ pub async fn path_info(pc: &RtcPeerConnection) -> Option<PathInfo> {
         rtt_ms,
     })
 }
+
+/// What arrives on the connection's audio: packets, the energy and the level now (for the
+/// speaking indicator and the voice tests).
+pub async fn audio_in(pc: &RtcPeerConnection) -> Option<(f64, f64, f64)> {
+    let report = JsFuture::from(pc.get_stats()).await.ok()?;
+    js_sys::try_iter(&report)
+        .ok()??
+        .filter_map(Result::ok)
+        .map(|pair| js_sys::Array::from(&pair).get(1))
+        .find(|e| {
+            get_str(e, "type").as_deref() == Some("inbound-rtp")
+                && get_str(e, "kind").as_deref() == Some("audio")
+        })
+        .map(|e| {
+            (
+                get(&e, "packetsReceived").as_f64().unwrap_or(0.0),
+                get(&e, "totalAudioEnergy").as_f64().unwrap_or(0.0),
+                get(&e, "audioLevel").as_f64().unwrap_or(0.0),
+            )
+        })
+}

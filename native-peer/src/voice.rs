@@ -1,0 +1,290 @@
+//! Voice for `burrow`, without a sound card: `--voice-play FILE.ogg` sends an Ogg/Opus file as our
+//! audio track to every peer (looped, paced in real time), and `--voice-record DIR` writes what
+//! each peer says to `DIR/<peer>.ogg` (Ogg/Opus, closed when the peer's track ends or on quit).
+//!
+//! The file is read once at start (Opus packets and their durations, see
+//! [`peer_core::voice`]); one task paces it and writes each packet to the track of every peer
+//! connection. Each connection gets its own track: the negotiated payload type may differ.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rtc::media::io::ogg_writer::OggWriter;
+use rtc::media::io::Writer;
+use rtc::media::Sample;
+use rtc::rtp_transceiver::rtp_sender::RTCRtpEncodingParameters;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodecParameters, RTCRtpCodingParameters};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::media_stream::MediaStreamTrack;
+use webrtc::peer_connection::MediaEngine;
+use webrtc::rtp_transceiver::RtpSender;
+
+/// Largest file `--voice-play` reads (about 4 hours at 32 kbit/s).
+const MAX_FILE: u64 = 64 * 1024 * 1024;
+
+const MIME_TYPE_OPUS: &str = "audio/opus";
+
+/// What `--voice-play` and `--voice-record` asked for.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The Ogg/Opus file to send, looped.
+    pub play: Option<PathBuf>,
+    /// The folder for recordings.
+    pub record: Option<PathBuf>,
+}
+
+impl Options {
+    /// Whether voice is on at all.
+    pub fn on(&self) -> bool {
+        self.play.is_some() || self.record.is_some()
+    }
+}
+
+/// The Opus packets of an Ogg/Opus file, each with its duration.
+pub struct Clip(Vec<(Bytes, Duration)>);
+
+impl Clip {
+    /// Reads `path`, refusing anything that is not Ogg/Opus with a clear error.
+    pub fn load(path: &Path) -> anyhow::Result<Clip> {
+        let shown = path.display();
+        let size = std::fs::metadata(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {shown}: {e}"))?
+            .len();
+        anyhow::ensure!(
+            size <= MAX_FILE,
+            "{shown} is larger than {} MiB",
+            MAX_FILE >> 20
+        );
+        let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {shown}: {e}"))?;
+        let not_opus = || anyhow::anyhow!("{shown} is not an Ogg/Opus file");
+        let mut reader = ogg::PacketReader::new(std::io::Cursor::new(bytes));
+        let head = reader.read_packet().map_err(|_| not_opus())?;
+        if !head.is_some_and(|p| peer_core::voice::is_opus_head(&p.data)) {
+            return Err(not_opus());
+        }
+        let mut packets = Vec::new();
+        while let Some(p) = reader
+            .read_packet()
+            .map_err(|e| anyhow::anyhow!("{shown}: broken Ogg stream: {e}"))?
+        {
+            if peer_core::voice::is_opus_tags(&p.data) {
+                continue;
+            }
+            let duration = peer_core::voice::opus_packet_duration(&p.data)
+                .ok_or_else(|| anyhow::anyhow!("{shown}: an Opus packet is malformed"))?;
+            packets.push((Bytes::from(p.data), duration));
+        }
+        anyhow::ensure!(!packets.is_empty(), "{shown} holds no audio");
+        Ok(Clip(packets))
+    }
+}
+
+/// A media engine that knows Opus, for connections that carry voice.
+pub fn media_engine() -> webrtc::error::Result<MediaEngine> {
+    let mut engine = MediaEngine::default();
+    engine.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: opus(),
+            payload_type: 111,
+        },
+        RtpCodecKind::Audio,
+    )?;
+    Ok(engine)
+}
+
+fn opus() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_OPUS.to_owned(),
+        clock_rate: peer_core::voice::OPUS_CLOCK_RATE,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
+/// A fresh audio track for one peer connection.
+pub fn new_track() -> webrtc::error::Result<Arc<TrackLocalStaticSample>> {
+    let ssrc = rand::random::<u32>();
+    let track = MediaStreamTrack::new(
+        "burrow-voice".to_owned(),
+        format!("burrow-voice-{ssrc:08x}"),
+        "voice".to_owned(),
+        RtpCodecKind::Audio,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: opus(),
+            ..Default::default()
+        }],
+    );
+    Ok(Arc::new(TrackLocalStaticSample::new(
+        Instant::now(),
+        track,
+    )?))
+}
+
+#[derive(Clone)]
+struct Target {
+    track: Arc<TrackLocalStaticSample>,
+    sender: Arc<dyn RtpSender>,
+    ssrc: u32,
+    /// The negotiated payload type, once known.
+    payload_type: Option<u8>,
+}
+
+/// Sends the clip, looped, to every peer's track.
+pub struct Player {
+    targets: Arc<Mutex<HashMap<String, Target>>>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Player {
+    /// Starts pacing `clip`.
+    pub fn start(clip: Clip) -> Player {
+        let targets: Arc<Mutex<HashMap<String, Target>>> = Arc::default();
+        let (stop, mut stopped) = watch::channel(false);
+        let shared = targets.clone();
+        let task = tokio::spawn(async move {
+            let mut next = tokio::time::Instant::now();
+            for (data, duration) in clip.0.iter().cycle() {
+                let batch: Vec<Target> = {
+                    let map = shared.lock().unwrap_or_else(|p| p.into_inner());
+                    map.values().cloned().collect()
+                };
+                for Target {
+                    track,
+                    sender,
+                    ssrc,
+                    payload_type: pt,
+                } in batch
+                {
+                    let pt = match pt {
+                        Some(pt) => pt,
+                        None => match negotiated_payload_type(&sender).await {
+                            Some(pt) => {
+                                let mut map = shared.lock().unwrap_or_else(|p| p.into_inner());
+                                for t in map.values_mut().filter(|t| t.ssrc == ssrc) {
+                                    t.payload_type = Some(pt);
+                                }
+                                pt
+                            }
+                            None => continue,
+                        },
+                    };
+                    let sample = Sample {
+                        data: data.clone(),
+                        duration: *duration,
+                        ..Sample::new(Instant::now())
+                    };
+                    let _ = track.sample_writer(ssrc, pt).write_sample(&sample).await;
+                }
+                next += *duration;
+                tokio::select! {
+                    () = tokio::time::sleep_until(next) => {}
+                    _ = stopped.changed() => break,
+                }
+            }
+        });
+        Player {
+            targets,
+            stop,
+            task,
+        }
+    }
+
+    /// Sends to `peer` on `track`, which `sender` carries.
+    pub async fn add(
+        &self,
+        peer: &str,
+        track: Arc<TrackLocalStaticSample>,
+        sender: Arc<dyn RtpSender>,
+    ) {
+        use webrtc::media_stream::Track;
+        let Some(ssrc) = track.ssrcs().await.first().copied() else {
+            return;
+        };
+        let mut map = self.targets.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(
+            peer.to_string(),
+            Target {
+                track,
+                sender,
+                ssrc,
+                payload_type: None,
+            },
+        );
+    }
+
+    /// Stops sending to `peer`.
+    pub fn remove(&self, peer: &str) {
+        let mut map = self.targets.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(peer);
+    }
+
+    /// Stops the pacing task and waits for it.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+async fn negotiated_payload_type(sender: &Arc<dyn RtpSender>) -> Option<u8> {
+    let params = sender.get_parameters().await.ok()?;
+    params.rtp_parameters.codecs.first().map(|c| c.payload_type)
+}
+
+/// Writes what arrives on `track` to `path` until the track ends or `stop` turns true; returns
+/// the number of packets written.
+pub fn record(
+    track: Arc<dyn TrackRemote>,
+    path: PathBuf,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<anyhow::Result<u64>> {
+    tokio::spawn(async move {
+        let file = std::fs::File::create(&path)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
+        let mut writer = OggWriter::new(file, peer_core::voice::OPUS_CLOCK_RATE, 2)?;
+        let mut packets = 0u64;
+        loop {
+            tokio::select! {
+                event = track.poll() => match event {
+                    Some(TrackRemoteEvent::OnRtpPacket(packet)) => {
+                        if packet.payload.is_empty() {
+                            continue;
+                        }
+                        if writer.write_rtp(&packet).is_ok() {
+                            packets += 1;
+                        }
+                    }
+                    Some(TrackRemoteEvent::OnEnded) | None => break,
+                    Some(_) => {}
+                },
+                _ = stop.changed() => break,
+            }
+        }
+        writer.close()?;
+        Ok(packets)
+    })
+}
+
+/// Where the recording of `peer` goes in `dir`: `<peer>.ogg`, or `<peer>-2.ogg`… when taken.
+pub fn recording_path(dir: &Path, peer: &str) -> PathBuf {
+    let name = peer_core::transfer::safe_file_name(peer);
+    let mut path = dir.join(format!("{name}.ogg"));
+    let mut n = 2;
+    while path.exists() {
+        path = dir.join(format!("{name}-{n}.ogg"));
+        n += 1;
+    }
+    path
+}

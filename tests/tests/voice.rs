@@ -1,0 +1,233 @@
+//! Voice between the page (Chromium with its fake microphone, which beeps) and `burrow`
+//! (`--voice-play` a tone made here with ffmpeg, `--voice-record` what it hears). What is asserted
+//! is what a listener would notice: a recording that plays and is not silence, packets and
+//! energy arriving at the page, silence while muted.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use burrow_tests::browser::Browser;
+use burrow_tests::burrow::Burrow;
+use burrow_tests::sandbox::{self, HOST_IP};
+use burrow_tests::server::ServerProcess;
+
+const MEDIA_FLAGS: [&str; 3] = [
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required",
+];
+
+/// The media flags, plus the server's plain-http origin treated as secure (browsers give the
+/// microphone to secure contexts only; a deployment uses https).
+fn media_flags(server: &ServerProcess) -> Vec<String> {
+    let mut flags: Vec<String> = MEDIA_FLAGS.iter().map(|f| f.to_string()).collect();
+    flags.push(format!(
+        "--unsafely-treat-insecure-origin-as-secure=http://{}",
+        server.http
+    ));
+    flags
+}
+
+fn ffmpeg_or_skip(test: &str) -> bool {
+    let found = Command::new("ffmpeg").arg("-version").output().is_ok();
+    if !found {
+        burrow_tests::skip(
+            test,
+            "ffmpeg is not installed (scripts/setup.sh test installs it)",
+        );
+    }
+    found
+}
+
+fn tempdir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("burrow-voice-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// A 440 Hz tone, Ogg/Opus, made with ffmpeg.
+fn tone(path: &Path, secs: u32) {
+    let ok = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!("sine=frequency=440:duration={secs}"))
+        .args(["-c:a", "libopus", "-b:a", "32k"])
+        .arg(path)
+        .status()
+        .expect("ffmpeg");
+    assert!(ok.success(), "ffmpeg made the tone");
+}
+
+/// Duration (s) and loudest level (dB) of an audio file, decoded by ffmpeg.
+fn loudness(path: &Path) -> (f64, f64) {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-i"])
+        .arg(path)
+        .args(["-af", "volumedetect", "-f", "null", "-"])
+        .output()
+        .expect("ffmpeg");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "ffmpeg decodes {}: {log}",
+        path.display()
+    );
+    let after = |key: &str| -> Option<f64> {
+        let rest = &log[log.find(key)? + key.len()..];
+        let end = rest.find([' ', ',', '\n'])?;
+        Some(rest[..end].trim().to_string()).and_then(|v| {
+            // "00:00:04.02" or "-17.9"
+            if v.contains(':') {
+                let mut secs = 0.0;
+                for part in v.split(':') {
+                    secs = secs * 60.0 + part.parse::<f64>().ok()?;
+                }
+                Some(secs)
+            } else {
+                v.parse().ok()
+            }
+        })
+    };
+    (
+        after("Duration: ").expect("a duration"),
+        after("max_volume: ").expect("a level"),
+    )
+}
+
+async fn voice_stats(page: &Browser) -> serde_json::Value {
+    page.run_async(
+        "const done = arguments[arguments.length - 1]; \
+         window.burrowRoom.voiceStats().then(done, () => done([]));",
+    )
+    .await
+}
+
+/// The page's fake microphone, recorded by `burrow`: a valid Ogg/Opus file of about the time it
+/// was in voice, and not silence.
+#[tokio::test]
+async fn burrow_records_what_the_page_says() {
+    if !sandbox::enter("burrow_records_what_the_page_says")
+        || !ffmpeg_or_skip("burrow_records_what_the_page_says")
+    {
+        return;
+    }
+    let server = ServerProcess::start_on(HOST_IP, &[]);
+    let link = server.room_link("voice-rec");
+    let dir = tempdir("rec");
+    let mut native = Burrow::start(&["join", "--voice-record", dir.to_str().unwrap(), &link]);
+    let native_id = native.peer_id();
+    let flags = media_flags(&server);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let page = Browser::start_in(None, &flags).await;
+    page.open(&link).await;
+    page.wait_for(
+        "the native peer connected",
+        &format!(
+            "const li = document.querySelector('#peers li[data-peer=\"{native_id}\"]'); \
+             return li && li.dataset.state === 'connected';"
+        ),
+    )
+    .await;
+    page.click("#voice-join").await;
+    let page_id = native.expect_event("voice", &[])["peer"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let said = native.expect_event("voice", &[("peer", &page_id)]);
+    assert_eq!(said["sending"], true, "{said}");
+    let rec = native.expect_event("voice_recording", &[("peer", &page_id)]);
+    let started = Instant::now();
+    // The page shows burrow in voice (it announced itself, listening only).
+    page.wait_for(
+        "burrow shown in voice",
+        &format!(
+            "const li = document.querySelector('#peers li[data-peer=\"{native_id}\"]'); \
+             return li && li.querySelector('.voice').textContent.startsWith('in voice');"
+        ),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(native.quit().success(), "{}", native.stderr());
+    let spoken = started.elapsed().as_secs_f64();
+    let path = PathBuf::from(rec["path"].as_str().unwrap());
+    let (secs, max_db) = loudness(&path);
+    eprintln!("recording: {secs:.2} s (in voice {spoken:.2} s), loudest {max_db} dB");
+    assert!(
+        secs > spoken - 1.5 && secs < spoken + 1.5,
+        "about as long as the page spoke: {secs} s vs {spoken} s"
+    );
+    assert!(
+        max_db > -40.0,
+        "the fake microphone's beep, not silence: {max_db} dB"
+    );
+    page.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `burrow --voice-play` a tone; the page, in voice, receives packets with audio energy.
+#[tokio::test]
+async fn the_page_hears_burrow_play_a_file() {
+    if !sandbox::enter("the_page_hears_burrow_play_a_file")
+        || !ffmpeg_or_skip("the_page_hears_burrow_play_a_file")
+    {
+        return;
+    }
+    let dir = tempdir("play");
+    let clip = dir.join("tone.ogg");
+    tone(&clip, 3);
+    // A file that is not Ogg/Opus is refused before joining, clearly.
+    let bogus = dir.join("not-audio.ogg");
+    std::fs::write(&bogus, b"not an ogg file at all").unwrap();
+    let nowhere = "http://127.0.0.1:1/r/x";
+    let mut refused = Burrow::start(&["join", "--voice-play", bogus.to_str().unwrap(), nowhere]);
+    assert!(!refused.wait().success());
+    assert!(
+        refused.stderr().contains("not an Ogg/Opus file"),
+        "{}",
+        refused.stderr()
+    );
+
+    let server = ServerProcess::start_on(HOST_IP, &[]);
+    let link = server.room_link("voice-play");
+    let mut native = Burrow::start(&["join", "--voice-play", clip.to_str().unwrap(), &link]);
+    let native_id = native.peer_id();
+    let flags = media_flags(&server);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let page = Browser::start_in(None, &flags).await;
+    page.open(&link).await;
+    page.click("#voice-join").await;
+    native.expect_event("voice", &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (packets, energy) = loop {
+        let stats = voice_stats(&page).await;
+        let mine = stats
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["peer"] == native_id.as_str()))
+            .cloned();
+        if let Some(s) = mine {
+            let packets = s["packets"].as_f64().unwrap_or(0.0);
+            let energy = s["energy"].as_f64().unwrap_or(0.0);
+            if packets > 100.0 && energy > 0.0 {
+                break (packets, energy);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page never heard burrow: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    eprintln!("page heard burrow: {packets} packets, total energy {energy:.4}");
+    // The speaking indicator lights for the tone.
+    page.wait_for(
+        "burrow shown speaking",
+        &format!(
+            "const li = document.querySelector('#peers li[data-peer=\"{native_id}\"]'); \
+             return li && li.querySelector('.voice.speaking') !== null;"
+        ),
+    )
+    .await;
+    page.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
