@@ -96,6 +96,16 @@ pub enum Event {
         /// The Ogg/Opus file.
         path: String,
     },
+    /// A recording was closed: where, and what the receiving side counted.
+    VoiceRecorded {
+        /// The peer id.
+        peer: String,
+        /// The Ogg/Opus file.
+        path: String,
+        /// Packets, losses, jitter, length.
+        #[serde(flatten)]
+        received: crate::voice::Received,
+    },
     /// A link stayed down, so ICE is restarted (new candidates through the server).
     IceRestart {
         /// The peer id.
@@ -285,6 +295,14 @@ fn human(event: &Event) -> String {
             (false, _) => format!("* {peer} left voice"),
         },
         Event::VoiceRecording { peer, path } => format!("* recording {peer} to {path}"),
+        Event::VoiceRecorded {
+            peer,
+            path,
+            received,
+        } => format!(
+            "* recorded {peer} to {path}: {:.1} s, {} packets, {} lost, jitter {:.1} ms",
+            received.secs, received.packets, received.lost, received.jitter_ms
+        ),
         Event::IceRestart { peer } => {
             format!("* the link to {peer} is down: restarting ICE (looking for a new path)")
         }

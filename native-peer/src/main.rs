@@ -38,6 +38,10 @@ struct Cli {
     /// Also trust this CA certificate (PEM) for https:// room links (a private deployment).
     #[arg(long, global = true, env = "BURROW_CA_CERT", value_name = "FILE")]
     ca_cert: Option<PathBuf>,
+    /// Connect to peers only through the TURN relay: peers never learn your address (and tests
+    /// can measure the relayed path).
+    #[arg(long, global = true)]
+    relay_only: bool,
 }
 
 #[derive(Subcommand)]
@@ -135,6 +139,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         name: cli.name,
         printer: Printer { json: cli.json },
         bind: cli.bind,
+        relay_only: cli.relay_only,
     };
     let server = cli.server.as_deref();
     match cli.command {

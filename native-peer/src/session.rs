@@ -80,6 +80,8 @@ pub struct Options {
     pub bind: Option<std::net::IpAddr>,
     /// TLS trust for `wss://` servers.
     pub tls: Arc<rustls::ClientConfig>,
+    /// Relayed candidates only.
+    pub relay_only: bool,
 }
 
 /// Things the loop hears about besides the server and the peers' callbacks.
@@ -129,12 +131,18 @@ struct Session {
     joined_once: bool,
     /// Voice is on (`--voice-play` or `--voice-record`).
     voice_on: bool,
+    /// Relayed candidates only (`--relay-only`).
+    relay_only: bool,
     /// Sends our voice clip to every peer.
     player: Option<voice::Player>,
     /// Where recordings go.
     record_dir: Option<PathBuf>,
     /// The recordings in progress, stopped (and their files closed) on quit.
-    recordings: Vec<tokio::task::JoinHandle<anyhow::Result<u64>>>,
+    recordings: Vec<(
+        String,
+        String,
+        tokio::task::JoinHandle<anyhow::Result<voice::Received>>,
+    )>,
     record_stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -205,6 +213,7 @@ pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<(
         last_loss: None,
         joined_once: false,
         voice_on: voice.clip.is_some() || voice.record.is_some(),
+        relay_only: opts.relay_only,
         player: voice.clip.map(voice::Player::start),
         record_dir: voice.record,
         recordings: Vec::new(),
@@ -287,6 +296,7 @@ impl Session {
     ) -> anyhow::Result<()> {
         let options = rtc::Options {
             voice: self.voice_on,
+            relay_only: self.relay_only,
             ..Default::default()
         };
         let mut peer = Peer::new(
@@ -481,12 +491,13 @@ impl Session {
                     return;
                 };
                 let path = voice::recording_path(dir, id);
+                let shown = path.display().to_string();
                 self.printer.print(&Event::VoiceRecording {
                     peer: id.to_string(),
-                    path: path.display().to_string(),
+                    path: shown.clone(),
                 });
                 let handle = voice::record(track, path, self.record_stop.subscribe());
-                self.recordings.push(handle);
+                self.recordings.push((id.to_string(), shown, handle));
             }
             PeerEvent::State(state) => {
                 tracing::debug!(peer = id, %state, "connection state");
@@ -799,11 +810,16 @@ impl Session {
         }
         // Recordings end first, so each file is closed with its last page.
         let _ = self.record_stop.send(true);
-        for handle in self.recordings.drain(..) {
+        for (peer, path, handle) in std::mem::take(&mut self.recordings) {
             match tokio::time::timeout(Duration::from_secs(2), handle).await {
-                Ok(Ok(Err(e))) => tracing::warn!("recording: {e:#}"),
-                Ok(_) => {}
-                Err(_) => tracing::warn!("a recording did not close in time"),
+                Ok(Ok(Ok(received))) => self.printer.print(&Event::VoiceRecorded {
+                    peer,
+                    path,
+                    received,
+                }),
+                Ok(Ok(Err(e))) => self.warn(format!("recording of {peer}: {e:#}")),
+                Ok(Err(_)) => {}
+                Err(_) => self.warn(format!("the recording of {peer} did not close in time")),
             }
         }
         for (_, peer) in self.peers.drain() {

@@ -243,18 +243,91 @@ async fn negotiated_payload_type(sender: &Arc<dyn RtpSender>) -> Option<u8> {
     params.rtp_parameters.codecs.first().map(|c| c.payload_type)
 }
 
+/// What a recording received, as a receiver's RTP statistics (RFC 3550 §6.4.1).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Received {
+    /// Packets written.
+    pub packets: u64,
+    /// Packets missing from the sequence.
+    pub lost: u64,
+    /// Interarrival jitter, milliseconds.
+    pub jitter_ms: f64,
+    /// From the first packet to the last, seconds.
+    pub secs: f64,
+}
+
+/// Counts what arrives, as an RTP receiver does.
+#[derive(Default)]
+struct Counter {
+    received: Received,
+    first: Option<Instant>,
+    /// Highest sequence number seen, extended past wrap-arounds.
+    last_seq: Option<u64>,
+    /// Expected count from the first to the highest sequence number.
+    base_seq: u64,
+    /// Previous transit time, in RTP clock units.
+    transit: Option<f64>,
+    jitter: f64,
+}
+
+impl Counter {
+    fn packet(&mut self, seq: u16, timestamp: u32) {
+        let now = Instant::now();
+        let first = *self.first.get_or_insert(now);
+        let arrival =
+            now.duration_since(first).as_secs_f64() * f64::from(peer_core::voice::OPUS_CLOCK_RATE);
+        let transit = arrival - f64::from(timestamp);
+        if let Some(prev) = self.transit {
+            let d = (transit - prev).abs();
+            // Timestamps wrap too; a jump that large is a wrap or a new stream, not jitter.
+            if d < f64::from(peer_core::voice::OPUS_CLOCK_RATE) {
+                self.jitter += (d - self.jitter) / 16.0;
+            }
+        }
+        self.transit = Some(transit);
+        let extended = match self.last_seq {
+            None => {
+                self.base_seq = u64::from(seq);
+                u64::from(seq)
+            }
+            Some(last) => {
+                let cycle = last & !0xffff;
+                let candidate = cycle | u64::from(seq);
+                if candidate + 0x8000 < last {
+                    candidate + 0x1_0000
+                } else {
+                    candidate
+                }
+            }
+        };
+        self.last_seq = Some(self.last_seq.map_or(extended, |l| l.max(extended)));
+        self.received.packets += 1;
+        self.received.secs = now.duration_since(first).as_secs_f64();
+    }
+
+    fn done(mut self) -> Received {
+        if let Some(last) = self.last_seq {
+            let expected = last - self.base_seq + 1;
+            self.received.lost = expected.saturating_sub(self.received.packets);
+        }
+        self.received.jitter_ms =
+            self.jitter * 1000.0 / f64::from(peer_core::voice::OPUS_CLOCK_RATE);
+        self.received
+    }
+}
+
 /// Writes what arrives on `track` to `path` until the track ends or `stop` turns true; returns
-/// the number of packets written.
+/// what was received.
 pub fn record(
     track: Arc<dyn TrackRemote>,
     path: PathBuf,
     mut stop: watch::Receiver<bool>,
-) -> JoinHandle<anyhow::Result<u64>> {
+) -> JoinHandle<anyhow::Result<Received>> {
     tokio::spawn(async move {
         let file = std::fs::File::create(&path)
             .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
         let mut writer = OggWriter::new(file, peer_core::voice::OPUS_CLOCK_RATE, 2)?;
-        let mut packets = 0u64;
+        let mut counter = Counter::default();
         loop {
             tokio::select! {
                 event = track.poll() => match event {
@@ -262,9 +335,8 @@ pub fn record(
                         if packet.payload.is_empty() {
                             continue;
                         }
-                        if writer.write_rtp(&packet).is_ok() {
-                            packets += 1;
-                        }
+                        counter.packet(packet.header.sequence_number, packet.header.timestamp);
+                        let _ = writer.write_rtp(&packet);
                     }
                     Some(TrackRemoteEvent::OnEnded) | None => break,
                     Some(_) => {}
@@ -273,7 +345,7 @@ pub fn record(
             }
         }
         writer.close()?;
-        Ok(packets)
+        Ok(counter.done())
     })
 }
 
@@ -287,4 +359,19 @@ pub fn recording_path(dir: &Path, peer: &str) -> PathBuf {
         n += 1;
     }
     path
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn losses_are_counted_across_a_sequence_wrap() {
+        let mut c = Counter::default();
+        for seq in [65_533u16, 65_534, 65_535, 0, 2, 3] {
+            c.packet(seq, u32::from(seq) * 960);
+        }
+        let r = c.done();
+        assert_eq!((r.packets, r.lost), (6, 1));
+    }
 }

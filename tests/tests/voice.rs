@@ -231,3 +231,119 @@ async fn the_page_hears_burrow_play_a_file() {
     page.close().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Voice across the NAT lab's relayed case: both behind symmetric NATs, so the audio goes
+/// through the TURN relay; the recording is the tone, and the receiver counted its packets.
+#[test]
+fn voice_crosses_the_relay_between_symmetric_nats() {
+    use burrow_tests::lab::{Lab, Nat, SERVER_IP};
+    let test = "voice_crosses_the_relay_between_symmetric_nats";
+    if !ffmpeg_or_skip(test) {
+        return;
+    }
+    let Some(mut lab) = Lab::new(test) else {
+        return;
+    };
+    let h1 = lab.behind_nat(1, Nat::Symmetric);
+    let h2 = lab.behind_nat(2, Nat::Symmetric);
+    let server = ServerProcess::spawn(Lab::wrap(
+        &lab.internet,
+        &ServerProcess::command(SERVER_IP, &[]),
+    ));
+    let link = server.room_link("voice-relayed");
+    let dir = tempdir("relayed");
+    let clip = dir.join("tone.ogg");
+    tone(&clip, 2);
+    let rec = dir.join("rec");
+    let burrow = |host: &burrow_tests::lab::Host, args: &[&str]| {
+        Burrow::spawn(Lab::wrap(&host.ns, &Burrow::command(args)))
+    };
+    let mut speaker = burrow(
+        &h1,
+        &["join", "--voice-play", clip.to_str().unwrap(), &link],
+    );
+    let speaker_id = speaker.peer_id();
+    let mut listener = burrow(
+        &h2,
+        &["join", "--voice-record", rec.to_str().unwrap(), &link],
+    );
+    let path = listener.expect_event("connected", &[("peer", &speaker_id)]);
+    assert_eq!(path["path"], "relayed", "{path}");
+    listener.expect_event("voice_recording", &[("peer", &speaker_id)]);
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(listener.quit().success(), "{}", listener.stderr());
+    let got = listener.expect_event("voice_recorded", &[("peer", &speaker_id)]);
+    eprintln!("relayed voice: {got}");
+    let packets = got["packets"].as_u64().unwrap_or(0);
+    assert!(packets > 150, "about 50 packets a second for 4 s: {got}");
+    let (secs, max_db) = loudness(&PathBuf::from(got["path"].as_str().unwrap()));
+    assert!(secs > 3.0, "{secs} s");
+    assert!(max_db > -30.0, "the tone, not silence: {max_db} dB");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn energy_from(page: &Browser, peer: &str) -> f64 {
+    let stats = voice_stats(page).await;
+    stats
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["peer"] == peer))
+        .and_then(|s| s["energy"].as_f64())
+        .unwrap_or(0.0)
+}
+
+/// Two pages in voice; one mutes: the other receives silence from it, then sound again after
+/// unmuting (the audio energy its stats report stops growing, then grows).
+#[tokio::test]
+async fn a_muted_page_is_silent_until_it_unmutes() {
+    if !sandbox::enter("a_muted_page_is_silent_until_it_unmutes") {
+        return;
+    }
+    let server = ServerProcess::start_on(HOST_IP, &[]);
+    let link = server.room_link("voice-mute");
+    let flags = media_flags(&server);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let a = Browser::start_in(None, &flags).await;
+    a.open(&link).await;
+    let b = Browser::start_in(None, &flags).await;
+    b.open(&link).await;
+    let idb = b
+        .wait_for(
+            "b joined",
+            "return window.burrowRoom && window.burrowRoom.peerId;",
+        )
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    a.wait_for(
+        "b connected",
+        &format!(
+            "const li = document.querySelector('#peers li[data-peer=\"{idb}\"]'); \
+             return li && li.dataset.state === 'connected';"
+        ),
+    )
+    .await;
+    a.click("#voice-join").await;
+    b.click("#voice-join").await;
+    // Sound from b arrives at a.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while energy_from(&a, &idb).await <= 0.0 {
+        assert!(Instant::now() < deadline, "a never heard b");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    b.click("#voice-mute").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = energy_from(&a, &idb).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let muted = energy_from(&a, &idb).await - before;
+    b.click("#voice-mute").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = energy_from(&a, &idb).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let unmuted = energy_from(&a, &idb).await - before;
+    eprintln!("energy from b over 3 s: muted {muted:.6}, unmuted {unmuted:.6}");
+    assert!(muted < 1e-6, "silence while muted: {muted}");
+    assert!(unmuted > 1e-4, "sound after unmuting: {unmuted}");
+    a.close().await;
+    b.close().await;
+}
