@@ -7,94 +7,11 @@
 //! for 6.5 s without a pong before traffic also goes through DERP).
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
+use crate::procs::{Peer, Proc};
 use crate::report::{quantile, Figure};
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A `burrow join --json` and its events, each stamped when it was read.
-struct Peer {
-    proc: Proc,
-    events: mpsc::Receiver<(Instant, Value)>,
-}
-
-impl Peer {
-    fn start(link: &str) -> anyhow::Result<Peer> {
-        let bin = std::env::current_exe()?.with_file_name("burrow");
-        let mut child = Command::new(&bin)
-            .args(["--json", "join", link])
-            .env("RUST_LOG", "off")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", bin.display()))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-        let (tx, events) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if tx.send((Instant::now(), v)).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        Ok(Peer {
-            proc: Proc(child),
-            events,
-        })
-    }
-
-    /// The time of the next event named `name` (others are skipped), within `wait`.
-    fn next(&self, name: &str, wait: Duration) -> Option<(Instant, Value)> {
-        self.next_counting(name, "", wait).map(|(at, v, _)| (at, v))
-    }
-
-    /// The same, also counting the skipped events named `count`.
-    fn next_counting(
-        &self,
-        name: &str,
-        count: &str,
-        wait: Duration,
-    ) -> Option<(Instant, Value, usize)> {
-        let deadline = Instant::now() + wait;
-        let mut seen = 0;
-        loop {
-            let left = deadline.checked_duration_since(Instant::now())?;
-            let (at, v) = self.events.recv_timeout(left).ok()?;
-            if v["event"] == name {
-                return Some((at, v, seen));
-            }
-            if v["event"] == count {
-                seen += 1;
-            }
-        }
-    }
-
-    fn signal(&self, sig: libc::c_int) {
-        if let Ok(pid) = libc::pid_t::try_from(self.proc.0.id()) {
-            // SAFETY: kill(2) on a child this bench started and still owns.
-            unsafe { libc::kill(pid, sig) };
-        }
-    }
-}
 
 /// Starts the server on `port`; returns it once it listens.
 fn server(port: u16, secret: &std::path::Path) -> anyhow::Result<Proc> {

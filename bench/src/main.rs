@@ -6,10 +6,12 @@
 mod connect;
 mod durable;
 mod pair;
+mod procs;
 mod report;
 mod signaling;
 mod stun;
 mod throughput;
+mod voice;
 
 use std::time::Duration;
 
@@ -25,7 +27,7 @@ use signal_server::Config;
 )]
 struct Args {
     /// Only these benches (connect, throughput, signaling-idle, signaling-relay,
-    /// signaling-cluster, stun, durable).
+    /// signaling-cluster, stun, durable, voice).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Connect rounds.
@@ -117,6 +119,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("durable") {
         durable::run(&mut all).await;
+    }
+    if wants("voice") {
+        voice::run(&env, &mut all).await;
     }
     report::table(&all);
     Ok(())
