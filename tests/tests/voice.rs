@@ -344,6 +344,69 @@ async fn a_muted_page_is_silent_until_it_unmutes() {
     eprintln!("energy from b over 3 s: muted {muted:.6}, unmuted {unmuted:.6}");
     assert!(muted < 1e-6, "silence while muted: {muted}");
     assert!(unmuted > 1e-4, "sound after unmuting: {unmuted}");
+    let shots = burrow_tests::workspace_root().join("target/screenshots");
+    let _ = std::fs::create_dir_all(&shots);
+    a.screenshot(&shots.join("voice-two-pages.png")).await;
     a.close().await;
     b.close().await;
+}
+
+/// A page without a microphone joins voice listening only, says so, and still hears; leaving
+/// voice is seen by the others.
+#[tokio::test]
+async fn a_page_without_a_microphone_listens_and_can_leave() {
+    if !sandbox::enter("a_page_without_a_microphone_listens_and_can_leave")
+        || !ffmpeg_or_skip("a_page_without_a_microphone_listens_and_can_leave")
+    {
+        return;
+    }
+    let dir = tempdir("nomic");
+    let clip = dir.join("tone.ogg");
+    tone(&clip, 2);
+    let server = ServerProcess::start_on(HOST_IP, &[]);
+    let link = server.room_link("voice-nomic");
+    let mut native = Burrow::start(&["join", "--voice-play", clip.to_str().unwrap(), &link]);
+    let native_id = native.peer_id();
+    // No fake device: getUserMedia finds no microphone.
+    let insecure_ok = format!(
+        "--unsafely-treat-insecure-origin-as-secure=http://{}",
+        server.http
+    );
+    let page = Browser::start_in(
+        None,
+        &[
+            "--use-fake-ui-for-media-stream",
+            "--autoplay-policy=no-user-gesture-required",
+            &insecure_ok,
+        ],
+    )
+    .await;
+    page.open(&link).await;
+    page.click("#voice-join").await;
+    let note = page
+        .wait_for(
+            "the page says it listens only",
+            "const t = document.getElementById('voice-note').textContent; \
+             return t.includes('No microphone') && t;",
+        )
+        .await;
+    eprintln!("page: {note}");
+    let joined = native.expect_event("voice", &[]);
+    assert_eq!(joined["sending"], false, "{joined}");
+    let page_id = joined["peer"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while energy_from(&page, &native_id).await <= 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the listening page never heard burrow"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    page.click("#voice-join").await; // now "Leave voice"
+    let left = native.expect("the page leaving voice", |v| {
+        v["event"] == "voice" && v["peer"] == page_id.as_str() && v["on"] == false
+    });
+    eprintln!("burrow: {left}");
+    page.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
