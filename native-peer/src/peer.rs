@@ -151,16 +151,7 @@ impl Peer {
     pub async fn start(&mut self) -> webrtc::error::Result<Arc<dyn DataChannel>> {
         let control = self.pc.create_data_channel(CONTROL_LABEL, None).await?;
         self.own_control = Some(control.clone());
-        self.negotiator.offer_started();
-        let result = async {
-            let offer = self.pc.create_offer(None).await?;
-            self.pc.set_local_description(offer.clone()).await?;
-            self.signal(PeerSignal::Offer { sdp: offer.sdp });
-            Ok(())
-        }
-        .await;
-        self.negotiator.offer_finished();
-        result.map(|()| control)
+        self.offer().await.map(|()| control)
     }
 
     /// Restarts ICE (the link stayed down): new local candidates, and an offer with new ICE
@@ -186,16 +177,7 @@ impl Peer {
                 .await?;
         }
         self.pc.restart_ice().await?;
-        self.negotiator.offer_started();
-        let result = async {
-            let offer = self.pc.create_offer(None).await?;
-            self.pc.set_local_description(offer.clone()).await?;
-            self.signal(PeerSignal::Offer { sdp: offer.sdp });
-            Ok(())
-        }
-        .await;
-        self.negotiator.offer_finished();
-        result
+        self.offer().await
     }
 
     /// Handles a signal from this peer.
@@ -289,7 +271,7 @@ impl Peer {
         Ok(sender)
     }
 
-    /// Sends a new offer on the existing connection (renegotiation).
+    /// Creates, sets and sends an offer (the first one, a renegotiation, or an ICE restart).
     async fn offer(&mut self) -> webrtc::error::Result<()> {
         self.negotiator.offer_started();
         let result = async {

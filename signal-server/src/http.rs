@@ -202,6 +202,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         peers,
         connections: state.limits.open(),
         turn_allocations: state.turn_access.allocations(),
+        away_bytes: state.rooms.away_bytes(),
     });
     (
         [(

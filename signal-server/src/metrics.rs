@@ -43,6 +43,7 @@ pub struct Metrics {
     /// WebSocket upgrades refused for their `Origin`.
     pub origin_refused: Counter,
     turn_allocations: Gauge,
+    away_bytes: Gauge,
     /// STUN Binding requests answered.
     pub stun_requests: Counter,
     /// TURN requests refused, by error code (401 challenges, the normal first step, excluded).
@@ -76,6 +77,7 @@ impl Metrics {
             connections_refused: Family::default(),
             origin_refused: Counter::default(),
             turn_allocations: Gauge::default(),
+            away_bytes: Gauge::default(),
             stun_requests: Counter::default(),
             turn_refused: Family::default(),
             turn_bytes: Counter::default(),
@@ -132,6 +134,11 @@ impl Metrics {
             m.turn_allocations.clone(),
         );
         registry.register(
+            "away_bytes",
+            "Bytes kept for peers whose connection was lost, until they come back",
+            m.away_bytes.clone(),
+        );
+        registry.register(
             "stun_requests",
             "STUN Binding requests answered",
             m.stun_requests.clone(),
@@ -176,6 +183,7 @@ impl Metrics {
         self.peers.set(clamp(now.peers));
         self.connections.set(clamp(now.connections));
         self.turn_allocations.set(clamp(now.turn_allocations));
+        self.away_bytes.set(clamp(now.away_bytes));
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
@@ -194,6 +202,8 @@ pub struct Live {
     pub connections: usize,
     /// TURN allocations live.
     pub turn_allocations: usize,
+    /// Bytes kept for away peers.
+    pub away_bytes: usize,
 }
 
 fn clamp(n: usize) -> i64 {
@@ -214,6 +224,7 @@ mod tests {
             peers: 5,
             connections: 7,
             turn_allocations: 1,
+            away_bytes: 0,
         });
         assert!(text.contains("burrow_joins_total 1"), "{text}");
         assert!(

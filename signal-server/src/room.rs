@@ -12,6 +12,7 @@
 //! limits go through Redis, and what is for a peer elsewhere is published to its instance.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,13 @@ pub type Outbox = mpsc::Sender<Utf8Bytes>;
 /// with the peer list of its next welcome anyway).
 const BACKLOG: usize = 64;
 
+/// Most bytes kept for one away member (signals are up to `--max-message-bytes` each).
+const BACKLOG_BYTES: usize = 256 * 1024;
+
+/// Most bytes kept for all away members of this server together: beyond it, what arrives for an
+/// away peer is dropped, so peers that come and go cannot make the server hoard memory.
+const AWAY_BYTES: usize = 32 * 1024 * 1024;
+
 /// All rooms of the server.
 pub struct Rooms {
     rooms: Mutex<HashMap<String, Room>>,
@@ -39,6 +47,8 @@ pub struct Rooms {
     leaves: Counter,
     /// The other instances, when several serve the same rooms (`--redis`).
     cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Bytes kept for away members now, all rooms together.
+    away_bytes: Arc<AtomicUsize>,
 }
 
 #[derive(Default)]
@@ -59,7 +69,18 @@ enum Link {
     Away {
         until: Instant,
         backlog: VecDeque<Utf8Bytes>,
+        /// The backlog's size, counted in `budget` until this link is dropped.
+        bytes: usize,
+        budget: Arc<AtomicUsize>,
     },
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        if let Link::Away { bytes, budget, .. } = self {
+            budget.fetch_sub(*bytes, Ordering::Relaxed);
+        }
+    }
 }
 
 /// What became of a member whose connection was lost.
@@ -102,6 +123,7 @@ impl Rooms {
             grace,
             leaves,
             cluster: None,
+            away_bytes: Arc::default(),
         }
     }
 
@@ -205,6 +227,8 @@ impl Rooms {
         member.link = Link::Away {
             until: Instant::now() + self.grace,
             backlog: VecDeque::new(),
+            bytes: 0,
+            budget: self.away_bytes.clone(),
         };
         Detached::Kept
     }
@@ -352,10 +376,12 @@ impl Rooms {
         let member = entry.members.iter_mut().find(|m| m.info.id == id)?;
         // A live member with this id: its old connection is dead but not yet noticed (the
         // client saw the loss first). The new connection takes over; the old one closes.
-        let backlog = match std::mem::replace(&mut member.link, Link::Live(outbox.clone())) {
-            Link::Away { backlog, .. } => backlog,
+        let mut old = std::mem::replace(&mut member.link, Link::Live(outbox.clone()));
+        let backlog = match &mut old {
+            Link::Away { backlog, .. } => std::mem::take(backlog),
             Link::Live(_) => VecDeque::new(),
         };
+        drop(old);
         member.conn = conn;
         for text in backlog {
             let _ = outbox.try_send(text);
@@ -505,6 +531,11 @@ impl Rooms {
         }
     }
 
+    /// Bytes kept for away members now.
+    pub fn away_bytes(&self) -> usize {
+        self.away_bytes.load(Ordering::Relaxed)
+    }
+
     /// How many rooms and peers there are now, away ones included (for logs and `/healthz`).
     pub fn counts(&self) -> (usize, usize) {
         let rooms = self.lock();
@@ -521,15 +552,33 @@ impl Rooms {
 
 impl Link {
     /// Queues `text`: on the connection, or in the backlog while away (dropping the oldest when
-    /// full). `false` when the connection's queue is full or closed.
+    /// full, or the new one when the server keeps too much for away peers). `false` when the
+    /// connection's queue is full or closed.
     fn queue(&mut self, text: Utf8Bytes) -> bool {
         match self {
             Link::Live(outbox) => outbox.try_send(text).is_ok(),
-            Link::Away { backlog, .. } => {
-                if backlog.len() >= BACKLOG {
-                    backlog.pop_front();
+            Link::Away {
+                backlog,
+                bytes,
+                budget,
+                ..
+            } => {
+                let len = text.len();
+                while !backlog.is_empty()
+                    && (backlog.len() >= BACKLOG || *bytes + len > BACKLOG_BYTES)
+                {
+                    if let Some(old) = backlog.pop_front() {
+                        *bytes -= old.len();
+                        budget.fetch_sub(old.len(), Ordering::Relaxed);
+                    }
                 }
-                backlog.push_back(text);
+                let fits =
+                    len <= BACKLOG_BYTES && budget.load(Ordering::Relaxed) + len <= AWAY_BYTES;
+                if fits {
+                    budget.fetch_add(len, Ordering::Relaxed);
+                    *bytes += len;
+                    backlog.push_back(text);
+                }
                 true
             }
         }
@@ -751,5 +800,45 @@ mod tests {
             .join("r", None, Some((a.clone(), false)), 5, mpsc::channel(8).0)
             .await;
         assert!(thief.is_ok_and(|j| j.id != a && !j.resumed));
+    }
+
+    #[tokio::test]
+    async fn what_is_kept_for_away_peers_is_bounded_and_released() {
+        let rooms = Rooms::new(10, 4, Duration::from_secs(30), Counter::default());
+        let Joined { id: a, .. } = rooms
+            .join("r", None, None, 1, mpsc::channel(8).0)
+            .await
+            .unwrap();
+        let Joined { id: b, .. } = rooms
+            .join("r", None, None, 2, mpsc::channel(8).0)
+            .await
+            .unwrap();
+        rooms.detach("r", &b, 2).await;
+        let big = "x".repeat(60_000);
+        for _ in 0..100 {
+            rooms
+                .relay("r", &a, &b, PeerSignal::Offer { sdp: big.clone() })
+                .await
+                .unwrap();
+        }
+        let kept = rooms.away_bytes();
+        assert!(kept > 0 && kept <= BACKLOG_BYTES, "{kept}");
+        // b comes back: the backlog is delivered (as much as its queue takes) and released.
+        let (tx, mut rx) = mpsc::channel(64);
+        rooms
+            .join("r", None, Some((b.clone(), true)), 3, tx)
+            .await
+            .unwrap();
+        assert_eq!(rooms.away_bytes(), 0);
+        assert!(rx.try_recv().is_ok());
+        // Gone for good while away: released too.
+        rooms.detach("r", &b, 3).await;
+        rooms
+            .relay("r", &a, &b, PeerSignal::Offer { sdp: big })
+            .await
+            .unwrap();
+        assert!(rooms.away_bytes() > 0);
+        rooms.leave("r", &b, 3).await;
+        assert_eq!(rooms.away_bytes(), 0);
     }
 }

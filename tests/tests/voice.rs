@@ -196,6 +196,14 @@ async fn the_page_hears_burrow_play_a_file() {
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let page = Browser::start_in(None, &flags).await;
     page.open(&link).await;
+    page.wait_for(
+        "the native peer connected",
+        &format!(
+            "const li = document.querySelector('#peers li[data-peer=\"{native_id}\"]'); \
+             return li && li.dataset.state === 'connected';"
+        ),
+    )
+    .await;
     page.click("#voice-join").await;
     native.expect_event("voice", &[]);
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -382,6 +390,14 @@ async fn a_page_without_a_microphone_listens_and_can_leave() {
     )
     .await;
     page.open(&link).await;
+    page.wait_for(
+        "the native peer connected",
+        &format!(
+            "const li = document.querySelector('#peers li[data-peer=\"{native_id}\"]'); \
+             return li && li.dataset.state === 'connected';"
+        ),
+    )
+    .await;
     page.click("#voice-join").await;
     let note = page
         .wait_for(

@@ -34,6 +34,10 @@ pub struct Peer {
     handlers: RefCell<Vec<Handler>>,
     /// Our audio's sender (or receive-only transceiver) while in voice.
     voice: RefCell<Option<JsValue>>,
+    /// Signals not handled yet: one at a time, in order (an offer that arrives while the
+    /// answer before it is still being applied must wait for it, or it looks like a collision).
+    inbox: RefCell<std::collections::VecDeque<PeerSignal>>,
+    busy: Cell<bool>,
 }
 
 /// `{type, sdp}` for setLocal/RemoteDescription.
@@ -82,6 +86,8 @@ impl Peer {
             connected: Cell::new(false),
             handlers: RefCell::new(Vec::new()),
             voice: RefCell::new(None),
+            inbox: RefCell::new(std::collections::VecDeque::new()),
+            busy: Cell::new(false),
         });
         Peer::wire(&peer);
         Ok(peer)
@@ -202,18 +208,7 @@ impl Peer {
     pub async fn start(self: Rc<Self>) {
         let dc = self.pc.create_data_channel(CONTROL_LABEL);
         Peer::watch_control(&self, dc);
-        self.negotiator.borrow_mut().offer_started();
-        let result: Result<(), JsValue> = async {
-            let offer = JsFuture::from(self.pc.create_offer()).await?;
-            let sdp = Reflect::get(&offer, &"sdp".into())?
-                .as_string()
-                .unwrap_or_default();
-            JsFuture::from(self.pc.set_local_description(offer.unchecked_ref())).await?;
-            self.signal(PeerSignal::Offer { sdp });
-            Ok(())
-        }
-        .await;
-        self.negotiator.borrow_mut().offer_finished();
+        let result = self.offer().await;
         if let Err(e) = result {
             web_sys::console::error_2(&"offer failed".into(), &e);
         }
@@ -223,6 +218,10 @@ impl Peer {
     /// receives. The renegotiation follows from `negotiationneeded`.
     pub(crate) fn add_voice(&self, track: &JsValue, stream: &JsValue) {
         let added = if track.is_null() || track.is_undefined() {
+            // The peer already sends us audio on a transceiver of its offer: nothing to add.
+            if self.has_audio_transceiver() {
+                return;
+            }
             let init = js_sys::Object::new();
             let _ = Reflect::set(&init, &"direction".into(), &"recvonly".into());
             call(&self.pc, "addTransceiver", &[&"audio".into(), &init])
@@ -230,6 +229,20 @@ impl Peer {
             call(&self.pc, "addTrack", &[track, stream])
         };
         *self.voice.borrow_mut() = added;
+    }
+
+    /// Whether the connection already has an audio transceiver (one the peer's offer made).
+    fn has_audio_transceiver(&self) -> bool {
+        let list = call(&self.pc, "getTransceivers", &[]).unwrap_or_default();
+        js_sys::Array::from(&list).iter().any(|t| {
+            Reflect::get(&t, &"receiver".into())
+                .and_then(|r| Reflect::get(&r, &"track".into()))
+                .and_then(|tr| Reflect::get(&tr, &"kind".into()))
+                .ok()
+                .and_then(|k| k.as_string())
+                .as_deref()
+                == Some("audio")
+        })
     }
 
     /// Leaves voice on this connection.
@@ -254,11 +267,8 @@ impl Peer {
         }
     }
 
-    /// A new offer on the established connection (voice added or removed).
-    async fn renegotiate(self: Rc<Self>) {
-        if self.pc.signaling_state() != RtcSignalingState::Stable {
-            return;
-        }
+    /// Creates, sets and sends an offer (the first one, a renegotiation, or an ICE restart).
+    async fn offer(&self) -> Result<(), JsValue> {
         self.negotiator.borrow_mut().offer_started();
         let result: Result<(), JsValue> = async {
             let offer = JsFuture::from(self.pc.create_offer()).await?;
@@ -271,6 +281,15 @@ impl Peer {
         }
         .await;
         self.negotiator.borrow_mut().offer_finished();
+        result
+    }
+
+    /// A new offer on the established connection (voice added or removed).
+    async fn renegotiate(self: Rc<Self>) {
+        if self.pc.signaling_state() != RtcSignalingState::Stable {
+            return;
+        }
+        let result = self.offer().await;
         if let Err(e) = result {
             web_sys::console::warn_2(&"renegotiation failed".into(), &e);
         }
@@ -311,25 +330,31 @@ impl Peer {
                 let _ = f.call0(&self.pc);
             }
         }
-        self.negotiator.borrow_mut().offer_started();
-        let result: Result<(), JsValue> = async {
-            let offer = JsFuture::from(self.pc.create_offer()).await?;
-            let sdp = Reflect::get(&offer, &"sdp".into())?
-                .as_string()
-                .unwrap_or_default();
-            JsFuture::from(self.pc.set_local_description(offer.unchecked_ref())).await?;
-            self.signal(PeerSignal::Offer { sdp });
-            Ok(())
-        }
-        .await;
-        self.negotiator.borrow_mut().offer_finished();
+        let result = self.offer().await;
         if let Err(e) = result {
             web_sys::console::warn_2(&"ICE restart failed".into(), &e);
         }
     }
 
+    /// Takes a signal from this peer; signals are handled one at a time, in arrival order.
+    pub(crate) fn push_signal(self: &Rc<Self>, signal: PeerSignal) {
+        self.inbox.borrow_mut().push_back(signal);
+        if self.busy.replace(true) {
+            return;
+        }
+        let peer = self.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            loop {
+                let next = peer.inbox.borrow_mut().pop_front();
+                let Some(signal) = next else { break };
+                peer.clone().on_signal(signal).await;
+            }
+            peer.busy.set(false);
+        });
+    }
+
     /// Handles a signal from this peer.
-    pub async fn on_signal(self: Rc<Self>, signal: PeerSignal) {
+    async fn on_signal(self: Rc<Self>, signal: PeerSignal) {
         let result = match signal {
             PeerSignal::Offer { sdp } => self.on_description(DescriptionKind::Offer, sdp).await,
             PeerSignal::Answer { sdp } => self.on_description(DescriptionKind::Answer, sdp).await,

@@ -429,7 +429,7 @@ impl Inner {
                 Action::Signal { peer, data } => {
                     let found = this.peers.borrow().get(&peer).cloned();
                     if let Some(p) = found {
-                        wasm_bindgen_futures::spawn_local(p.on_signal(data));
+                        p.push_signal(data);
                     }
                 }
                 Action::HelloAgain { after } => {

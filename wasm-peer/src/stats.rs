@@ -68,23 +68,27 @@ pub async fn path_info(pc: &RtcPeerConnection) -> Option<PathInfo> {
     })
 }
 
-/// What arrives on the connection's audio: packets, the energy and the level now (for the
-/// speaking indicator and the voice tests).
+/// What arrives on the connection's audio (all its audio receivers together): packets, the
+/// energy, and the level now (for the speaking indicator and the voice tests).
 pub async fn audio_in(pc: &RtcPeerConnection) -> Option<(f64, f64, f64)> {
     let report = JsFuture::from(pc.get_stats()).await.ok()?;
-    js_sys::try_iter(&report)
+    let mut found = None;
+    for e in js_sys::try_iter(&report)
         .ok()??
         .filter_map(Result::ok)
         .map(|pair| js_sys::Array::from(&pair).get(1))
-        .find(|e| {
-            get_str(e, "type").as_deref() == Some("inbound-rtp")
-                && get_str(e, "kind").as_deref() == Some("audio")
-        })
-        .map(|e| {
-            (
-                get(&e, "packetsReceived").as_f64().unwrap_or(0.0),
-                get(&e, "totalAudioEnergy").as_f64().unwrap_or(0.0),
-                get(&e, "audioLevel").as_f64().unwrap_or(0.0),
-            )
-        })
+    {
+        if get_str(&e, "type").as_deref() != Some("inbound-rtp")
+            || get_str(&e, "kind").as_deref() != Some("audio")
+        {
+            continue;
+        }
+        let (p, en, l) = found.unwrap_or((0.0, 0.0, 0.0_f64));
+        found = Some((
+            p + get(&e, "packetsReceived").as_f64().unwrap_or(0.0),
+            en + get(&e, "totalAudioEnergy").as_f64().unwrap_or(0.0),
+            l.max(get(&e, "audioLevel").as_f64().unwrap_or(0.0)),
+        ));
+    }
+    found
 }
