@@ -82,8 +82,17 @@ async function startRoom(roomId) {
     if (peers.size > 0 && empty) empty.remove();
   }
 
+  // The events this page was told, newest last (the same set `burrow --json` prints; kept for
+  // scripts and tests, bounded).
+  const events = [];
+  window.burrowEvents = events;
+
   function onEvent(ev) {
-    switch (ev.type) {
+    if (ev.event !== 'voice_track') {
+      events.push(ev);
+      if (events.length > 500) events.shift();
+    }
+    switch (ev.event) {
       case 'joined':
         $('me').textContent = nameInput.value ? `${nameInput.value} (${ev.peer_id})` : ev.peer_id;
         showStatus('');
@@ -105,12 +114,16 @@ async function startRoom(roomId) {
           // waits for the peer, greyed out, and says so.
           const unreachable = ev.state === 'disconnected';
           p.li.querySelector('.state').textContent = unreachable ? 'unreachable' : ev.state;
-          if (ev.state === 'failed' && !p.label) note(`Could not reach ${label(ev.peer)}: no path found.`);
           p.li.dataset.state = ev.state;
         }
         break;
       }
-      case 'connected': {
+      case 'connection_failed':
+        if (peers.has(ev.peer)) note(`Could not reach ${label(ev.peer)}: no path found.`);
+        break;
+      case 'connected':
+      case 'path_changed':
+      case 'path_stats': {
         const p = peers.get(ev.peer);
         if (!p) break;
         // Path reports repeat; an unreachable peer stays so until its state says otherwise.

@@ -17,78 +17,15 @@ use peer_core::path::PathReport;
 use peer_core::text::{needs_escape, safe_line};
 use serde::Serialize;
 
-/// Something that happened, as printed.
+/// The events the page shows too, one set for both peers (`peer_core::events`).
+pub use peer_core::events::Event as RoomEvent;
+
+/// Something that happened, as printed: the room's events, and the CLI's own (files on disk,
+/// streams, recordings, warnings).
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    /// We joined the room.
-    Joined {
-        /// The room id.
-        room: String,
-        /// Our peer id.
-        peer_id: String,
-        /// How many peers were already there.
-        peers: usize,
-        /// The link to share.
-        link: String,
-    },
-    /// A peer joined after us.
-    PeerJoined {
-        /// Its id.
-        peer: String,
-        /// Its name, if any.
-        name: Option<String>,
-    },
-    /// A data channel to a peer is open; how the bytes travel.
-    Connected {
-        /// The peer id.
-        peer: String,
-        /// The path.
-        #[serde(flatten)]
-        report: PathReport,
-    },
-    /// The connection moved to another candidate pair.
-    PathChanged {
-        /// The peer id.
-        peer: String,
-        /// The new path.
-        #[serde(flatten)]
-        report: PathReport,
-    },
     /// Nothing has come from the peer over the path for a few seconds (ICE consent checks went
-    /// unanswered): its network may be gone. The connection waits for it.
-    PeerUnreachable {
-        /// The peer id.
-        peer: String,
-    },
-    /// An unreachable peer answers again.
-    PeerBack {
-        /// The peer id.
-        peer: String,
-        /// How long it was unreachable, in milliseconds.
-        after_ms: u64,
-    },
-    /// The connection to the server was lost; links to peers carry on. Reconnecting.
-    ServerLost {
-        /// When the next attempt is, in milliseconds.
-        retry_in_ms: u64,
-    },
-    /// Back in the room after the server was lost.
-    ServerBack {
-        /// How long the server was away, in milliseconds.
-        after_ms: u64,
-        /// The server had kept our place: nobody saw us leave.
-        resumed: bool,
-    },
-    /// A peer joined or left voice.
-    Voice {
-        /// The peer id.
-        peer: String,
-        /// In voice now.
-        on: bool,
-        /// It sends audio (`false`: listens only).
-        sending: bool,
-    },
     /// What a peer says is being recorded here.
     VoiceRecording {
         /// The peer id.
@@ -105,30 +42,6 @@ pub enum Event {
         /// Packets, losses, jitter, length.
         #[serde(flatten)]
         received: crate::voice::Received,
-    },
-    /// A link stayed down, so ICE is restarted (new candidates through the server).
-    IceRestart {
-        /// The peer id.
-        peer: String,
-    },
-    /// The peer connection failed (ICE found no path).
-    ConnectionFailed {
-        /// The peer id.
-        peer: String,
-    },
-    /// A peer left.
-    PeerLeft {
-        /// Its id.
-        peer: String,
-    },
-    /// A chat line arrived.
-    Chat {
-        /// The sender's id.
-        from: String,
-        /// The sender's name, if any.
-        name: Option<String>,
-        /// The line.
-        text: String,
     },
     /// A file was sent and the receiver confirmed its hash.
     FileSent {
@@ -163,13 +76,6 @@ pub enum Event {
         /// Why.
         reason: String,
     },
-    /// A peer offers services (`burrow expose` on its side).
-    Services {
-        /// The peer.
-        peer: String,
-        /// What it offers.
-        services: Vec<peer_core::channels::ServiceInfo>,
-    },
     /// A forwarded or exposed stream failed.
     StreamFailed {
         /// The other peer.
@@ -192,6 +98,15 @@ pub enum Event {
         /// What happened.
         message: String,
     },
+    /// An event of the room or a link (the same the page gets).
+    #[serde(untagged)]
+    Room(RoomEvent),
+}
+
+impl From<RoomEvent> for Event {
+    fn from(event: RoomEvent) -> Event {
+        Event::Room(event)
+    }
 }
 
 /// Prints events in the chosen format.
@@ -203,11 +118,12 @@ pub struct Printer {
 
 impl Printer {
     /// Prints one event on stdout.
-    pub fn print(&self, event: &Event) {
+    pub fn print(&self, event: impl Into<Event>) {
+        let event = event.into();
         let line = if self.json {
-            json_line(event)
+            json_line(&event)
         } else {
-            safe_line(&human(event))
+            safe_line(&human(&event))
         };
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{line}");
@@ -256,44 +172,6 @@ fn describe(r: &PathReport) -> String {
 
 fn human(event: &Event) -> String {
     match event {
-        Event::Joined {
-            room,
-            peer_id,
-            peers,
-            link,
-        } => format!("joined room {room} as {peer_id}; {peers} peer(s) here. Share: {link}"),
-        Event::PeerJoined { peer, name } => format!("* {} joined", who(peer, name)),
-        Event::Connected { peer, report } => {
-            format!("* connected to {peer}: {}", describe(report))
-        }
-        Event::PathChanged { peer, report } => format!("* {peer} now: {}", describe(report)),
-        Event::PeerUnreachable { peer } => {
-            format!("! {peer} is unreachable (no answer on the path); waiting for it")
-        }
-        Event::PeerBack { peer, after_ms } => {
-            format!(
-                "* {peer} is back (unreachable for {:.1} s)",
-                *after_ms as f64 / 1000.0
-            )
-        }
-        Event::ServerLost { retry_in_ms } => format!(
-            "! lost the connection to the server; links to peers carry on; reconnecting in {:.1} s",
-            *retry_in_ms as f64 / 1000.0
-        ),
-        Event::ServerBack { after_ms, resumed } => format!(
-            "* back in the room after {:.1} s{}",
-            *after_ms as f64 / 1000.0,
-            if *resumed {
-                " (the server kept our place)"
-            } else {
-                ""
-            }
-        ),
-        Event::Voice { peer, on, sending } => match (on, sending) {
-            (true, true) => format!("* {peer} is in voice"),
-            (true, false) => format!("* {peer} is in voice, listening only"),
-            (false, _) => format!("* {peer} left voice"),
-        },
         Event::VoiceRecording { peer, path } => format!("* recording {peer} to {path}"),
         Event::VoiceRecorded {
             peer,
@@ -303,14 +181,6 @@ fn human(event: &Event) -> String {
             "* recorded {peer} to {path}: {:.1} s, {} packets, {} lost, jitter {:.1} ms",
             received.secs, received.packets, received.lost, received.jitter_ms
         ),
-        Event::IceRestart { peer } => {
-            format!("* the link to {peer} is down: restarting ICE (looking for a new path)")
-        }
-        Event::ConnectionFailed { peer } => {
-            format!("* could not connect to {peer}: no path found (is a TURN relay available?)")
-        }
-        Event::PeerLeft { peer } => format!("* {peer} left"),
-        Event::Chat { from, name, text } => format!("<{}> {text}", who(from, name)),
         Event::FileSent {
             to,
             name,
@@ -327,7 +197,70 @@ fn human(event: &Event) -> String {
         Event::FileFailed { peer, name, reason } => {
             format!("* transfer of {name} with {peer} failed: {reason}")
         }
-        Event::Services { peer, services } => {
+        Event::StreamFailed { peer, reason } => format!("! stream with {peer}: {reason}"),
+        Event::StreamRefused {
+            peer,
+            reason,
+            retry_in_secs,
+        } => format!("! refused a stream from {peer}: {reason}; retry in {retry_in_secs} s"),
+        Event::Warning { message } => format!("! {message}"),
+
+        Event::Room(room) => human_room(room),
+    }
+}
+
+fn human_room(event: &RoomEvent) -> String {
+    match event {
+        RoomEvent::Joined {
+            room,
+            peer_id,
+            peers,
+            link,
+        } => format!(
+            "joined room {room} as {peer_id}; {peers} peer(s) here. Share: {}",
+            link.as_deref().unwrap_or(room)
+        ),
+        RoomEvent::PeerJoined { peer, name } => format!("* {} joined", who(peer, name)),
+        RoomEvent::Connected { peer, report } => {
+            format!("* connected to {peer}: {}", describe(report))
+        }
+        RoomEvent::PathChanged { peer, report } => format!("* {peer} now: {}", describe(report)),
+        RoomEvent::PeerUnreachable { peer } => {
+            format!("! {peer} is unreachable (no answer on the path); waiting for it")
+        }
+        RoomEvent::PeerBack { peer, after_ms } => {
+            format!(
+                "* {peer} is back (unreachable for {:.1} s)",
+                *after_ms as f64 / 1000.0
+            )
+        }
+        RoomEvent::ServerLost { retry_in_ms } => format!(
+            "! lost the connection to the server; links to peers carry on; reconnecting in {:.1} s",
+            *retry_in_ms as f64 / 1000.0
+        ),
+        RoomEvent::ServerBack { after_ms, resumed } => format!(
+            "* back in the room after {:.1} s{}",
+            *after_ms as f64 / 1000.0,
+            if *resumed {
+                " (the server kept our place)"
+            } else {
+                ""
+            }
+        ),
+        RoomEvent::Voice { peer, on, sending } => match (on, sending) {
+            (true, true) => format!("* {peer} is in voice"),
+            (true, false) => format!("* {peer} is in voice, listening only"),
+            (false, _) => format!("* {peer} left voice"),
+        },
+        RoomEvent::IceRestart { peer } => {
+            format!("* the link to {peer} is down: restarting ICE (looking for a new path)")
+        }
+        RoomEvent::ConnectionFailed { peer } => {
+            format!("* could not connect to {peer}: no path found (is a TURN relay available?)")
+        }
+        RoomEvent::PeerLeft { peer } => format!("* {peer} left"),
+        RoomEvent::Chat { from, name, text } => format!("<{}> {text}", who(from, name)),
+        RoomEvent::Services { peer, services } => {
             let list: Vec<String> = services
                 .iter()
                 .map(|s| {
@@ -338,13 +271,7 @@ fn human(event: &Event) -> String {
                 .collect();
             format!("* {peer} offers {}", list.join(", "))
         }
-        Event::StreamFailed { peer, reason } => format!("! stream with {peer}: {reason}"),
-        Event::StreamRefused {
-            peer,
-            reason,
-            retry_in_secs,
-        } => format!("! refused a stream from {peer}: {reason}; retry in {retry_in_secs} s"),
-        Event::Warning { message } => format!("! {message}"),
+        RoomEvent::Error { code, message } => format!("! server: {message} ({code})"),
     }
 }
 
@@ -353,11 +280,11 @@ mod tests {
     use super::*;
 
     fn chat(text: &str, name: &str) -> Event {
-        Event::Chat {
+        Event::Room(RoomEvent::Chat {
             from: "p1".into(),
             name: Some(name.into()),
             text: text.into(),
-        }
+        })
     }
 
     const HOSTILE: &str =

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::peer_connection::RTCPeerConnectionState;
 
-use crate::events::{Event, Printer};
+use crate::events::{Event, Printer, RoomEvent};
 use crate::files;
 use crate::peer::{Peer, PeerEvent};
 use crate::rtc::{self, Network};
@@ -408,52 +408,25 @@ impl Session {
         }
     }
 
-    /// Tells the user what the room noticed.
+    /// Tells the user what the room noticed (the page is told the same, see
+    /// `peer_core::events`); the CLI shows `joined` once, with the link to share.
     fn notify(&mut self, notice: Notice) {
-        let event = match notice {
-            Notice::Joined {
-                peer_id,
-                room,
-                peers,
-            } => {
+        let mut event = RoomEvent::from(notice);
+        match &mut event {
+            RoomEvent::Joined { link, peers, .. } => {
                 if self.joined_once {
                     return;
                 }
                 self.joined_once = true;
-                if self.to_send.is_empty() || peers > 0 {
-                } else {
+                *link = Some(self.page_url.clone());
+                if !self.to_send.is_empty() && *peers == 0 {
                     eprintln!("waiting for a peer to join {} …", self.page_url);
                 }
-                Event::Joined {
-                    room,
-                    peer_id,
-                    peers,
-                    link: self.page_url.clone(),
-                }
             }
-            Notice::ServerBack { after, resumed } => {
-                self.last_loss = None;
-                Event::ServerBack {
-                    after_ms: after.as_millis() as u64,
-                    resumed,
-                }
-            }
-            Notice::ServerLost { retry_in } => Event::ServerLost {
-                retry_in_ms: retry_in.as_millis() as u64,
-            },
-            Notice::PeerJoined { peer, name } => Event::PeerJoined { peer, name },
-            Notice::PeerLeft { peer } => Event::PeerLeft { peer },
-            Notice::PeerUnreachable { peer } => Event::PeerUnreachable { peer },
-            Notice::PeerBack { peer, after } => Event::PeerBack {
-                peer,
-                after_ms: after.as_millis() as u64,
-            },
-            Notice::IceRestart { peer } => Event::IceRestart { peer },
-            Notice::ServerError { code, message } => Event::Warning {
-                message: format!("server: {message} ({code})"),
-            },
-        };
-        self.printer.print(&event);
+            RoomEvent::ServerBack { .. } => self.last_loss = None,
+            _ => {}
+        }
+        self.printer.print(event);
     }
 
     /// Closes and forgets one peer (it left, or was forgotten).
@@ -471,7 +444,7 @@ impl Session {
         }
         if self.owed.remove(id) {
             self.failures += 1;
-            self.printer.print(&Event::FileFailed {
+            self.printer.print(Event::FileFailed {
                 peer: id.to_string(),
                 name: "(all files)".into(),
                 reason: "the peer left before receiving them".into(),
@@ -492,7 +465,7 @@ impl Session {
                 };
                 let path = voice::recording_path(dir, id);
                 let shown = path.display().to_string();
-                self.printer.print(&Event::VoiceRecording {
+                self.printer.print(Event::VoiceRecording {
                     peer: id.to_string(),
                     path: shown.clone(),
                 });
@@ -509,7 +482,7 @@ impl Session {
                     RTCPeerConnectionState::Disconnected => LinkState::Disconnected,
                     RTCPeerConnectionState::Failed => {
                         if !peer.connected {
-                            self.printer.print(&Event::ConnectionFailed {
+                            self.printer.print(RoomEvent::ConnectionFailed {
                                 peer: id.to_string(),
                             });
                         }
@@ -548,13 +521,13 @@ impl Session {
                                 match streams::accept(dc, gate, &from).await {
                                     Ok(()) => {}
                                     Err(streams::StreamError::Blocked(blocked)) => {
-                                        printer.print(&Event::StreamRefused {
+                                        printer.print(Event::StreamRefused {
                                             peer: from,
                                             reason: "too many wrong tokens".into(),
                                             retry_in_secs: blocked.retry_in_secs(),
                                         })
                                     }
-                                    Err(e) => printer.print(&Event::StreamFailed {
+                                    Err(e) => printer.print(Event::StreamFailed {
                                         peer: from,
                                         reason: e.to_string(),
                                     }),
@@ -622,7 +595,7 @@ impl Session {
                     peer.pc.clone(),
                     info,
                 ));
-                self.printer.print(&Event::Connected {
+                self.printer.print(RoomEvent::Connected {
                     peer: id.clone(),
                     report: info.into(),
                 });
@@ -648,22 +621,22 @@ impl Session {
                 }
             }
             Internal::Services(peer, services) => {
-                self.printer.print(&Event::Services {
+                self.printer.print(RoomEvent::Services {
                     peer: peer.clone(),
                     services: services.clone(),
                 });
                 self.offered.insert(peer, services);
             }
             Internal::Voice(peer, on, sending) => {
-                self.printer.print(&Event::Voice { peer, on, sending })
+                self.printer.print(RoomEvent::Voice { peer, on, sending })
             }
-            Internal::PathChanged(peer, info) => self.printer.print(&Event::PathChanged {
+            Internal::PathChanged(peer, info) => self.printer.print(RoomEvent::PathChanged {
                 peer,
                 report: Some(info).into(),
             }),
             Internal::Chat(from, text) => {
                 let name = self.peers.get(&from).and_then(|p| p.name.clone());
-                self.printer.print(&Event::Chat { from, name, text });
+                self.printer.print(RoomEvent::Chat { from, name, text });
             }
             Internal::SendDone(to, name, result) => {
                 if let Some(n) = self.pending_sends.get_mut(&to) {
@@ -675,7 +648,7 @@ impl Session {
                 match result {
                     Ok(done) => {
                         self.delivered += 1;
-                        self.printer.print(&Event::FileSent {
+                        self.printer.print(Event::FileSent {
                             to,
                             name: done.name,
                             size: done.size,
@@ -687,7 +660,7 @@ impl Session {
                         if !matches!(e, files::FileError::Refused(_)) {
                             self.failures += 1;
                         }
-                        self.printer.print(&Event::FileFailed {
+                        self.printer.print(Event::FileFailed {
                             peer: to,
                             name,
                             reason: e.to_string(),
@@ -696,7 +669,7 @@ impl Session {
                 }
             }
             Internal::Received(from, result) => match result {
-                Ok(done) => self.printer.print(&Event::FileReceived {
+                Ok(done) => self.printer.print(Event::FileReceived {
                     from,
                     name: done.name,
                     path: done
@@ -706,7 +679,7 @@ impl Session {
                     size: done.size,
                     sha256: done.sha256,
                 }),
-                Err((name, e)) => self.printer.print(&Event::FileFailed {
+                Err((name, e)) => self.printer.print(Event::FileFailed {
                     peer: from,
                     name,
                     reason: e.to_string(),
@@ -747,7 +720,7 @@ impl Session {
                 ))),
             };
             if let Err(e) = result {
-                printer.print(&Event::StreamFailed {
+                printer.print(Event::StreamFailed {
                     peer,
                     reason: e.to_string(),
                 });
@@ -801,7 +774,7 @@ impl Session {
     }
 
     fn warn(&self, message: String) {
-        self.printer.print(&Event::Warning { message });
+        self.printer.print(Event::Warning { message });
     }
 
     async fn close_all(&mut self) {
@@ -812,7 +785,7 @@ impl Session {
         let _ = self.record_stop.send(true);
         for (peer, path, handle) in std::mem::take(&mut self.recordings) {
             match tokio::time::timeout(Duration::from_secs(2), handle).await {
-                Ok(Ok(Ok(received))) => self.printer.print(&Event::VoiceRecorded {
+                Ok(Ok(Ok(received))) => self.printer.print(Event::VoiceRecorded {
                     peer,
                     path,
                     received,
@@ -848,19 +821,18 @@ fn watch_path(
     first: Option<rtc::PathInfo>,
 ) -> tokio::task::AbortHandle {
     let id = id.to_string();
-    let mut last = first.map(|i| (i.kind, i.local, i.remote));
+    let mut watch = peer_core::path::PathWatch::default();
+    watch.observe(first.as_ref());
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(std::time::Duration::from_secs(2)).await;
             let Some(info) = rtc::path_info(&pc).await else {
                 continue;
             };
-            let now = Some((info.kind, info.local, info.remote));
-            if now != last {
-                last = now;
-                if tx.send(Internal::PathChanged(id.clone(), info)).is_err() {
-                    break;
-                }
+            if watch.observe(Some(&info)) == peer_core::path::PathNews::Changed
+                && tx.send(Internal::PathChanged(id.clone(), info)).is_err()
+            {
+                break;
             }
         }
     })

@@ -7,6 +7,7 @@
 //! * [`transfer`]: file chunking and the receiving side's checks (size, SHA-256);
 //! * [`path`]: naming how a connection goes (direct LAN, hole punched, relayed) from the
 //!   selected ICE candidate pair;
+//! * [`events`]: what a peer tells its user, one set for the CLI and the page;
 //! * [`room`]: the room across server reconnects and network changes (resume, ICE restart);
 //! * [`link`]: turning a room link someone shared into the signaling WebSocket URL;
 //! * [`text`]: text a remote peer chose, made safe to show (no terminal escapes, no bidi tricks);
@@ -15,6 +16,7 @@
 
 pub mod access;
 pub mod channels;
+pub mod events;
 pub mod link;
 pub mod negotiation;
 pub mod path;

@@ -57,6 +57,43 @@ pub struct SelectedPath {
     pub rtt_ms: Option<f64>,
 }
 
+/// Follows a connection's path as its stats are read again and again, and says what is worth
+/// telling: `connected` the first time, `path_changed` when the pair's kind or candidate types
+/// change (the controlling side may move from a relay to a hole punched, or ICE was restarted),
+/// nothing otherwise (a new RTT alone is not news).
+#[derive(Debug, Default)]
+pub struct PathWatch {
+    last: Option<Option<(PathKind, CandidateType, CandidateType)>>,
+}
+
+/// What one reading of the path means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathNews {
+    /// The first report: the link is up.
+    Connected,
+    /// Another pair than before.
+    Changed,
+    /// The same pair.
+    Same,
+}
+
+impl PathWatch {
+    /// Takes one reading (`None`: the stats named no pair).
+    pub fn observe(&mut self, path: Option<&SelectedPath>) -> PathNews {
+        let now = path.map(|p| (p.kind, p.local, p.remote));
+        let Some(before) = self.last else {
+            self.last = Some(now);
+            return PathNews::Connected;
+        };
+        if now.is_some() && before != now {
+            self.last = Some(now);
+            PathNews::Changed
+        } else {
+            PathNews::Same
+        }
+    }
+}
+
 /// How a connection goes, as both peers report it to their users (`connected` events).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PathReport {
@@ -217,5 +254,31 @@ mod tests {
         assert!(is_private("100.64.0.1".parse().unwrap()));
         assert!(!is_private("203.0.113.1".parse().unwrap()));
         assert!(is_private("fd00::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_path_is_news_once_then_on_change() {
+        let relayed = SelectedPath {
+            kind: PathKind::Relayed,
+            local: CandidateType::Relay,
+            remote: CandidateType::Srflx,
+            rtt_ms: Some(1.0),
+        };
+        let punched = SelectedPath {
+            kind: PathKind::HolePunched,
+            local: CandidateType::Host,
+            remote: CandidateType::Srflx,
+            rtt_ms: Some(0.5),
+        };
+        let mut w = PathWatch::default();
+        assert_eq!(w.observe(Some(&relayed)), PathNews::Connected);
+        let slower = SelectedPath {
+            rtt_ms: Some(9.0),
+            ..relayed
+        };
+        assert_eq!(w.observe(Some(&slower)), PathNews::Same);
+        assert_eq!(w.observe(None), PathNews::Same);
+        assert_eq!(w.observe(Some(&punched)), PathNews::Changed);
+        assert_eq!(w.observe(Some(&punched)), PathNews::Same);
     }
 }

@@ -441,3 +441,87 @@ async fn the_page_keeps_its_peers_through_a_server_restart() {
     assert_eq!(left_notes, false, "the page saw nobody leave");
     page.close().await;
 }
+
+/// The page and `burrow` tell the same story in the same words (one event set, from
+/// `peer_core::events`): the `connected` each reports for the other names the same path with
+/// the same fields, and a third peer joining and leaving is `peer_joined` / `peer_left` with the
+/// same fields on both.
+#[tokio::test]
+async fn the_page_and_burrow_report_the_same_events() {
+    if !sandbox::enter("the_page_and_burrow_report_the_same_events") {
+        return;
+    }
+    let server = ServerProcess::start_on(HOST_IP, &[]);
+    let link = server.room_link("same-events");
+    let mut native = Burrow::start(&["join", &link]);
+    let native_id = native.peer_id();
+    let page = Browser::start().await;
+    page.open(&link).await;
+    page.wait_for(
+        "the native peer connected",
+        &format!(
+            "const li = document.querySelector('#peers li[data-peer=\"{native_id}\"]'); \
+             return li && li.dataset.state === 'connected';"
+        ),
+    )
+    .await;
+    let page_id = page
+        .run_async("arguments[arguments.length - 1](window.burrowRoom.peerId);")
+        .await;
+    let page_id = page_id.as_str().unwrap().to_string();
+    let events_of_page = || async {
+        page.run_async("arguments[arguments.length - 1](window.burrowEvents);")
+            .await
+    };
+    let find = |events: &serde_json::Value, kind: &str, peer: &str| {
+        events
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|e| e["event"] == kind && e["peer"] == peer)
+                    .cloned()
+            })
+            .unwrap_or_else(|| panic!("the page never said {kind} for {peer}: {events}"))
+    };
+    let keys = |v: &serde_json::Value| {
+        let mut k: Vec<String> = v
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        k.sort();
+        k
+    };
+    let native_conn = native.expect_event("connected", &[("peer", &page_id)]);
+    let page_conn = find(&events_of_page().await, "connected", &native_id);
+    assert_eq!(
+        keys(&native_conn),
+        keys(&page_conn),
+        "{native_conn} vs {page_conn}"
+    );
+    assert_eq!(native_conn["path"], page_conn["path"]);
+    assert_eq!(native_conn["label"], page_conn["label"]);
+
+    let mut third = Burrow::start(&["join", &link]);
+    let third_id = third.peer_id();
+    let native_joined = native.expect_event("peer_joined", &[("peer", &third_id)]);
+    page.wait_for(
+        "the third peer connected",
+        &format!(
+            "const li = document.querySelector('#peers li[data-peer=\"{third_id}\"]'); \
+             return li && li.dataset.state === 'connected';"
+        ),
+    )
+    .await;
+    let page_joined = find(&events_of_page().await, "peer_joined", &third_id);
+    assert_eq!(native_joined, page_joined);
+    assert!(third.quit().success());
+    let native_left = native.expect_event("peer_left", &[("peer", &third_id)]);
+    page.wait_for(
+        "the third peer gone",
+        &format!("return !document.querySelector('#peers li[data-peer=\"{third_id}\"]');"),
+    )
+    .await;
+    let page_left = find(&events_of_page().await, "peer_left", &third_id);
+    assert_eq!(native_left, page_left);
+    page.close().await;
+}

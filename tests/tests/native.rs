@@ -201,11 +201,11 @@ fn a_full_room_is_refused_clearly_and_joined_when_a_place_frees() {
     let mut a = Burrow::start(&["join", &link]);
     a.peer_id();
     let mut b = Burrow::start(&["join", &link]);
-    let refused = b.expect_event("warning", &[]);
+    let refused = b.expect_event("error", &[("code", "room_full")]);
     assert!(
         refused["message"]
             .as_str()
-            .is_some_and(|m| m.contains("room_full")),
+            .is_some_and(|m| m.contains("full")),
         "{refused}"
     );
     assert!(b.try_exit().is_none(), "b waits for a place");

@@ -7,6 +7,7 @@ use std::rc::{Rc, Weak};
 use js_sys::Reflect;
 use peer_core::channels::{ControlMessage, CONTROL_LABEL, FILE_LABEL};
 use peer_core::negotiation::{DescriptionKind, Negotiator, RemoteAction};
+use peer_core::path::PathNews;
 use peer_core::room::LinkState;
 use serde::Serialize;
 use signal_protocol::{ClientMessage, PeerSignal};
@@ -18,7 +19,7 @@ use web_sys::{
     RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcSignalingState,
 };
 
-use crate::events::Event;
+use crate::events::{Event, RoomEvent};
 use crate::room::Inner;
 use crate::Handler;
 
@@ -122,6 +123,11 @@ impl Peer {
                 "closed" => LinkState::Closed,
                 _ => LinkState::Connecting,
             };
+            if link == LinkState::Failed && !peer.connected.get() {
+                peer.emit(RoomEvent::ConnectionFailed {
+                    peer: peer.id.clone(),
+                });
+            }
             peer.emit(Event::PeerState {
                 peer: peer.id.clone(),
                 state,
@@ -184,9 +190,9 @@ impl Peer {
             .extend([on_candidate, on_state, on_channel]);
     }
 
-    pub(crate) fn emit(&self, event: Event) {
+    pub(crate) fn emit(&self, event: impl Into<Event>) {
         if let Some(room) = self.room.upgrade() {
-            room.emit(event);
+            room.emit(event.into());
         }
     }
 
@@ -452,16 +458,16 @@ impl Peer {
                 return;
             };
             match ControlMessage::decode(&text) {
-                Ok(ControlMessage::Chat { text }) => peer.emit(Event::Chat {
+                Ok(ControlMessage::Chat { text }) => peer.emit(RoomEvent::Chat {
                     from: peer.id.clone(),
                     name: peer.name.clone(),
                     text,
                 }),
-                Ok(ControlMessage::Services { services }) => peer.emit(Event::Services {
+                Ok(ControlMessage::Services { services }) => peer.emit(RoomEvent::Services {
                     peer: peer.id.clone(),
                     services,
                 }),
-                Ok(ControlMessage::Voice { on, sending }) => peer.emit(Event::Voice {
+                Ok(ControlMessage::Voice { on, sending }) => peer.emit(RoomEvent::Voice {
                     peer: peer.id.clone(),
                     on,
                     sending,
@@ -490,18 +496,23 @@ impl Peer {
         }
         let peer = this.clone();
         wasm_bindgen_futures::spawn_local(async move {
-            // Report the path once the stats name a pair, then refresh it (RTT changes, and the
-            // browser may switch pairs, e.g. from a relay to a hole punched meanwhile).
+            // Report the path once the stats name a pair (`connected`), then a change of pair
+            // (`path_changed`: the browser may move from a relay to a hole punched, or ICE was
+            // restarted) as the CLI does; the RTT shown is refreshed with `path_stats`.
             let mut waited = 0;
+            let mut watch = peer_core::path::PathWatch::default();
             while peer.room.upgrade().is_some()
                 && peer.pc.connection_state() != RtcPeerConnectionState::Closed
             {
                 let info = crate::stats::path_info(&peer.pc).await;
                 if info.is_some() || waited >= 1000 {
-                    peer.emit(Event::Connected {
-                        peer: peer.id.clone(),
-                        report: info.into(),
-                    });
+                    let id = peer.id.clone();
+                    let report = info.into();
+                    match watch.observe(info.as_ref()) {
+                        PathNews::Connected => peer.emit(RoomEvent::Connected { peer: id, report }),
+                        PathNews::Changed => peer.emit(RoomEvent::PathChanged { peer: id, report }),
+                        PathNews::Same => peer.emit(Event::PathStats { peer: id, report }),
+                    }
                     sleep_ms(2000).await;
                 } else {
                     waited += 50;

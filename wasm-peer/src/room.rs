@@ -14,7 +14,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{CloseEvent, MessageEvent, WebSocket};
 
-use crate::events::Event;
+use crate::events::{Event, RoomEvent};
 use crate::peer::Peer;
 use crate::Handler;
 
@@ -228,7 +228,8 @@ impl Room {
 
 impl Inner {
     /// Passes an event to the page.
-    pub(crate) fn emit(&self, event: Event) {
+    pub(crate) fn emit(&self, event: impl Into<Event>) {
+        let event = event.into();
         // `flatten` serializes through a map: make it a plain object, not a JS Map.
         let serializer = serde_wasm_bindgen::Serializer::new().serialize_maps_as_objects(true);
         match serde::Serialize::serialize(&event, &serializer) {
@@ -239,11 +240,11 @@ impl Inner {
         }
     }
 
-    /// A peer's audio arrived: the page gets `{type: "voice_track", peer, stream, track}` to
+    /// A peer's audio arrived: the page gets `{event: "voice_track", peer, stream, track}` to
     /// play (not serialisable, so built by hand).
     pub(crate) fn emit_track(&self, peer: &str, stream: &JsValue, track: &JsValue) {
         let o = js_sys::Object::new();
-        let _ = js_sys::Reflect::set(&o, &"type".into(), &"voice_track".into());
+        let _ = js_sys::Reflect::set(&o, &"event".into(), &"voice_track".into());
         let _ = js_sys::Reflect::set(&o, &"peer".into(), &peer.into());
         let _ = js_sys::Reflect::set(&o, &"stream".into(), stream);
         let _ = js_sys::Reflect::set(&o, &"track".into(), track);
@@ -400,7 +401,7 @@ impl Inner {
             Ok(actions) => Inner::perform(this, actions),
             Err(fatal) => {
                 this.left.set(true);
-                this.emit(Event::Error {
+                this.emit(RoomEvent::Error {
                     code: fatal.code.as_str().to_string(),
                     message: fatal.message,
                 });
@@ -440,7 +441,7 @@ impl Inner {
                         }
                     });
                 }
-                Action::Notify(notice) => this.emit(Event::from(notice)),
+                Action::Notify(notice) => this.emit(RoomEvent::from(notice)),
             }
         }
     }
