@@ -97,14 +97,26 @@ pub async fn serve(mut socket: WebSocket, client: Client, state: Arc<AppState>) 
                     Admit::Close => break Some((1008, "rate limit exceeded")),
                 };
                 if let Some(reply) = reply {
-                    if timed(write, socket.send(Message::Text(reply))).await.is_err() {
+                    if let Err(fail) = timed(write, socket.send(Message::Text(reply))).await {
+                        lost = fail == WriteFail::Io;
                         break None;
                     }
                 }
             }
             queued = inbox.recv() => {
-                // `None`: the room dropped this peer (its queue overflowed), so close.
-                let Some(text) = queued else { break Some((1008, "too far behind")) };
+                // `None`: the room let go of this connection: the client said `leave`, a newer
+                // connection took its place (a resume), or its queue overflowed.
+                let Some(text) = queued else {
+                    let room = &session.client.room;
+                    break Some(match &session.peer_id {
+                        None => (1000, "left the room"),
+                        Some(id) if state.rooms.held_elsewhere(room, id, session.conn) => {
+                            session.peer_id = None;
+                            (1000, "replaced by a newer connection")
+                        }
+                        Some(_) => (1008, "too far behind"),
+                    });
+                };
                 // Under load, write what else is queued in the same flush: one syscall, not many.
                 let mut batch = vec![text];
                 while batch.len() < 64 {
@@ -113,8 +125,9 @@ pub async fn serve(mut socket: WebSocket, client: Client, state: Arc<AppState>) 
                         Err(_) => break,
                     }
                 }
-                if timed(write, send_all(&mut socket, batch)).await.is_err() {
-                    tracing::debug!(peer = ?session.peer_id, "write timed out or failed; dropping");
+                if let Err(fail) = timed(write, send_all(&mut socket, batch)).await {
+                    tracing::debug!(peer = ?session.peer_id, ?fail, "write failed; dropping");
+                    lost = fail == WriteFail::Io;
                     break None;
                 }
             }
@@ -124,7 +137,8 @@ pub async fn serve(mut socket: WebSocket, client: Client, state: Arc<AppState>) 
                     lost = true;
                     break None;
                 }
-                if timed(write, socket.send(Message::Ping(Default::default()))).await.is_err() {
+                if let Err(fail) = timed(write, socket.send(Message::Ping(Default::default()))).await {
+                    lost = fail == WriteFail::Io;
                     break None;
                 }
             }
@@ -178,14 +192,24 @@ pub async fn serve(mut socket: WebSocket, client: Client, state: Arc<AppState>) 
     }
 }
 
-/// Runs a write with a deadline; a timeout counts as a failed write.
+/// Why a write did not complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteFail {
+    /// The client did not take the bytes in time: it does not read (it is removed).
+    Timeout,
+    /// The connection broke (it is lost: the peer keeps its place for the grace period).
+    Io,
+}
+
+/// Runs a write with a deadline.
 async fn timed<T>(
     limit: Duration,
     write: impl std::future::Future<Output = Result<T, axum::Error>>,
-) -> Result<T, ()> {
+) -> Result<T, WriteFail> {
     match tokio::time::timeout(limit, write).await {
         Ok(Ok(v)) => Ok(v),
-        _ => Err(()),
+        Ok(Err(_)) => Err(WriteFail::Io),
+        Err(_) => Err(WriteFail::Timeout),
     }
 }
 
@@ -346,15 +370,17 @@ impl Session {
             "this connection was already removed from its room".to_string(),
         ))?;
         let room = &self.client.room;
-        let claim =
-            resume.and_then(
+        // Only ids of the form this server hands out can be claimed.
+        let claim = resume
+            .filter(|r| crate::room::is_peer_id(&r.peer_id))
+            .and_then(
                 |r| match self.state.resume.check(room, &r.peer_id, &r.token) {
                     Claim::Refused => None,
                     Claim::Proven => Some((r.peer_id, true)),
                     Claim::IfFree => Some((r.peer_id, false)),
                 },
             );
-        let claimed = claim.is_some();
+        let proven = claim.as_ref().is_some_and(|(_, proven)| *proven);
         let joined = self
             .state
             .rooms
@@ -367,7 +393,7 @@ impl Session {
         } else {
             self.state.metrics.joins.inc();
         }
-        if claimed {
+        if proven {
             self.state.metrics.reconnects.inc();
         }
         self.state.turn_access.grant(&peer_id);
@@ -393,12 +419,16 @@ impl Session {
     /// The client said it is leaving: remove it now.
     async fn leave(&mut self) {
         if let Some(id) = self.peer_id.take() {
-            tracing::info!(room = %self.client.room, peer = %id, "peer left");
-            self.state.turn_access.revoke(&id);
-            self.state
+            let removed = self
+                .state
                 .rooms
                 .leave(&self.client.room, &id, self.conn)
                 .await;
+            // A peer another connection holds now keeps its relay.
+            if removed {
+                tracing::info!(room = %self.client.room, peer = %id, "peer left");
+                self.state.turn_access.revoke(&id);
+            }
         }
     }
 
@@ -408,7 +438,12 @@ impl Session {
             let detached = self
                 .state
                 .rooms
-                .detach(&self.client.room, &id, self.conn)
+                .detach(
+                    &self.client.room,
+                    &id,
+                    self.conn,
+                    crate::accept::client_key(self.client.addr.ip()),
+                )
                 .await;
             tracing::info!(room = %self.client.room, peer = %id, ?detached, "peer's connection lost");
             if detached == crate::room::Detached::Gone {

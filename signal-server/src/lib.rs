@@ -188,7 +188,9 @@ pub async fn start(
         config.max_peers_per_room,
         config.resume_grace,
         metrics.leaves.clone(),
-    );
+    )
+    // Away members are bounded like the connections they were.
+    .with_away_limits(config.max_connections_per_ip, config.max_connections);
     let resume = match (&config.resume_secret_file, &cluster) {
         (Some(path), _) => resume::ResumeTokens::new(
             &resume::ResumeTokens::secret_from_file(path)?,

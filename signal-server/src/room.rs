@@ -12,7 +12,7 @@
 //! limits go through Redis, and what is for a peer elsewhere is published to its instance.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,9 +32,82 @@ const BACKLOG: usize = 64;
 /// Most bytes kept for one away member (signals are up to `--max-message-bytes` each).
 const BACKLOG_BYTES: usize = 256 * 1024;
 
+/// Most bytes kept for the away members of one client address (IPv6: one /64), so one client's
+/// peers cannot take what others' away peers need.
+const SOURCE_BYTES: usize = 2 * 1024 * 1024;
+
 /// Most bytes kept for all away members of this server together: beyond it, what arrives for an
 /// away peer is dropped, so peers that come and go cannot make the server hoard memory.
 const AWAY_BYTES: usize = 32 * 1024 * 1024;
+
+/// What the server keeps for away members: how many and how many bytes, per client address
+/// and in all. A lost connection beyond the limits is removed at once, as before resuming
+/// existed: away members stay bounded like connections are.
+#[derive(Default)]
+struct AwayBook {
+    members: usize,
+    bytes: usize,
+    by_source: HashMap<IpAddr, (usize, usize)>,
+    /// Most away members per client address and in all (0: no limit).
+    max_per_source: usize,
+    max_members: usize,
+}
+
+impl AwayBook {
+    /// Takes a place for an away member from `source`, if the limits allow.
+    fn admit(&mut self, source: IpAddr) -> bool {
+        let (members, _) = self.by_source.get(&source).copied().unwrap_or_default();
+        let full = (self.max_per_source > 0 && members >= self.max_per_source)
+            || (self.max_members > 0 && self.members >= self.max_members);
+        if full {
+            return false;
+        }
+        self.members += 1;
+        self.by_source.entry(source).or_default().0 += 1;
+        true
+    }
+
+    /// Whether `len` more bytes fit for `source`.
+    fn fits(&self, source: IpAddr, len: usize) -> bool {
+        let (_, bytes) = self.by_source.get(&source).copied().unwrap_or_default();
+        self.bytes + len <= AWAY_BYTES && bytes + len <= SOURCE_BYTES
+    }
+
+    fn add_bytes(&mut self, source: IpAddr, len: usize) {
+        self.bytes += len;
+        self.by_source.entry(source).or_default().1 += len;
+    }
+
+    fn sub_bytes(&mut self, source: IpAddr, len: usize) {
+        self.bytes = self.bytes.saturating_sub(len);
+        if let Some(entry) = self.by_source.get_mut(&source) {
+            entry.1 = entry.1.saturating_sub(len);
+        }
+    }
+
+    /// Gives back an away member's place and bytes.
+    fn release(&mut self, source: IpAddr, bytes: usize) {
+        self.sub_bytes(source, bytes);
+        self.members = self.members.saturating_sub(1);
+        if let Some(entry) = self.by_source.get_mut(&source) {
+            entry.0 = entry.0.saturating_sub(1);
+            if *entry == (0, 0) {
+                self.by_source.remove(&source);
+            }
+        }
+    }
+}
+
+/// What became of a message for a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Queued {
+    /// On its connection's queue, or kept while it is away.
+    Yes,
+    /// It is away and what is kept for it is full: dropped.
+    Dropped,
+    /// Its connection's queue is full or closed.
+    Failed,
+}
 
 /// All rooms of the server.
 pub struct Rooms {
@@ -47,8 +120,8 @@ pub struct Rooms {
     leaves: Counter,
     /// The other instances, when several serve the same rooms (`--redis`).
     cluster: Option<Arc<crate::cluster::Cluster>>,
-    /// Bytes kept for away members now, all rooms together.
-    away_bytes: Arc<AtomicUsize>,
+    /// What is kept for away members.
+    away: Arc<Mutex<AwayBook>>,
 }
 
 #[derive(Default)]
@@ -69,18 +142,32 @@ enum Link {
     Away {
         until: Instant,
         backlog: VecDeque<Utf8Bytes>,
-        /// The backlog's size, counted in `budget` until this link is dropped.
+        /// The backlog's size, counted in `book` (with the member's place) until this link is
+        /// dropped.
         bytes: usize,
-        budget: Arc<AtomicUsize>,
+        /// The client address the member's connection came from.
+        source: IpAddr,
+        book: Arc<Mutex<AwayBook>>,
     },
 }
 
 impl Drop for Link {
     fn drop(&mut self) {
-        if let Link::Away { bytes, budget, .. } = self {
-            budget.fetch_sub(*bytes, Ordering::Relaxed);
+        if let Link::Away {
+            bytes,
+            source,
+            book,
+            ..
+        } = self
+        {
+            lock(book).release(*source, *bytes);
         }
     }
+}
+
+/// Locks a mutex, taking it over if a panic poisoned it (the book is only counters).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// What became of a member whose connection was lost.
@@ -123,8 +210,19 @@ impl Rooms {
             grace,
             leaves,
             cluster: None,
-            away_bytes: Arc::default(),
+            away: Arc::default(),
         }
+    }
+
+    /// Limits the away members: per client address and in all (0: no limit); the server uses
+    /// its connection limits.
+    pub fn with_away_limits(self, per_source: usize, total: usize) -> Rooms {
+        {
+            let mut book = lock(&self.away);
+            book.max_per_source = per_source;
+            book.max_members = total;
+        }
+        self
     }
 
     /// The same, sharing rooms with other instances through `cluster`.
@@ -154,7 +252,11 @@ impl Rooms {
             }
         }
         let proven = claim.as_ref().is_some_and(|(_, proven)| *proven);
-        let claim = claim.map(|(id, _)| id);
+        // An unproven claim (after a restart without a durable secret) gets only an id nobody
+        // holds anywhere on this server.
+        let claim = claim
+            .filter(|(id, proven)| *proven || !self.id_in_use(id))
+            .map(|(id, _)| id);
         let Some(cluster) = &self.cluster else {
             return self.join_local(room, name, claim, conn, outbox);
         };
@@ -198,39 +300,68 @@ impl Rooms {
     }
 
     /// Removes a peer held by connection `conn`, announces its departure (on every instance), and
-    /// drops the room when it empties. Nothing happens if another connection took it over.
-    pub async fn leave(&self, room: &str, id: &str, conn: u64) {
+    /// drops the room when it empties. Nothing happens if another connection took it over;
+    /// returns whether it was removed.
+    pub async fn leave(&self, room: &str, id: &str, conn: u64) -> bool {
         let (removed, mut dropped) = self.leave_local(room, id, Some(conn));
         if removed {
             dropped.insert(0, id.to_string());
         }
         self.departed(room, dropped).await;
+        removed
+    }
+
+    /// Whether member `id` of `room` is now held by another connection than `conn`.
+    pub fn held_elsewhere(&self, room: &str, id: &str, conn: u64) -> bool {
+        let rooms = self.lock();
+        rooms
+            .get(room)
+            .and_then(|r| r.members.iter().find(|m| m.info.id == id))
+            .is_some_and(|m| m.conn != conn)
+    }
+
+    /// Whether any room of this instance has a member `id`.
+    fn id_in_use(&self, id: &str) -> bool {
+        let rooms = self.lock();
+        rooms
+            .values()
+            .any(|r| r.members.iter().any(|m| m.info.id == id))
     }
 
     /// Connection `conn` of member `id` was lost without a leave: keep its place, away, for the
     /// grace period (with a zero grace period, it leaves now).
-    pub async fn detach(&self, room: &str, id: &str, conn: u64) -> Detached {
-        if self.grace.is_zero() {
+    /// The connection came from `source` (its client address key): away members per address
+    /// are limited like connections.
+    pub async fn detach(&self, room: &str, id: &str, conn: u64, source: IpAddr) -> Detached {
+        let kept = {
+            let mut rooms = self.lock();
+            let Some(member) = rooms
+                .get_mut(room)
+                .and_then(|r| r.members.iter_mut().find(|m| m.info.id == id))
+            else {
+                return Detached::Gone;
+            };
+            if member.conn != conn {
+                return Detached::TakenOver;
+            }
+            let admitted = !self.grace.is_zero() && lock(&self.away).admit(source);
+            if admitted {
+                member.link = Link::Away {
+                    until: Instant::now() + self.grace,
+                    backlog: VecDeque::new(),
+                    bytes: 0,
+                    source,
+                    book: self.away.clone(),
+                };
+            }
+            admitted
+        };
+        if kept {
+            Detached::Kept
+        } else {
             self.leave(room, id, conn).await;
-            return Detached::Gone;
+            Detached::Gone
         }
-        let mut rooms = self.lock();
-        let Some(member) = rooms
-            .get_mut(room)
-            .and_then(|r| r.members.iter_mut().find(|m| m.info.id == id))
-        else {
-            return Detached::Gone;
-        };
-        if member.conn != conn {
-            return Detached::TakenOver;
-        }
-        member.link = Link::Away {
-            until: Instant::now() + self.grace,
-            backlog: VecDeque::new(),
-            bytes: 0,
-            budget: self.away_bytes.clone(),
-        };
-        Detached::Kept
     }
 
     /// Removes the away members whose grace period is over, announcing each; returns them
@@ -328,11 +459,11 @@ impl Rooms {
             if !to.contains(&m.info.id) {
                 return true;
             }
-            if m.link.queue(text.clone()) {
-                true
-            } else {
+            if m.link.queue(text.clone()) == Queued::Failed {
                 dropped.push(m.info.id.clone());
                 false
+            } else {
+                true
             }
         });
         self.leaves.inc_by(dropped.len() as u64);
@@ -521,19 +652,22 @@ impl Rooms {
             .get_mut(room)
             .and_then(|r| r.members.iter_mut().find(|m| m.info.id == to))
             .ok_or_else(unknown)?;
-        if member.link.queue(text) {
-            Ok(())
-        } else {
-            Err((
+        match member.link.queue(text) {
+            Queued::Yes => Ok(()),
+            Queued::Dropped => Err((
+                ErrorCode::PeerCongested,
+                format!("peer '{to}' is away and what is kept for it is full; signal dropped"),
+            )),
+            Queued::Failed => Err((
                 ErrorCode::PeerCongested,
                 format!("peer '{to}' is not reading its messages; signal dropped"),
-            ))
+            )),
         }
     }
 
     /// Bytes kept for away members now.
     pub fn away_bytes(&self) -> usize {
-        self.away_bytes.load(Ordering::Relaxed)
+        lock(&self.away).bytes
     }
 
     /// How many rooms and peers there are now, away ones included (for logs and `/healthz`).
@@ -551,35 +685,38 @@ impl Rooms {
 }
 
 impl Link {
-    /// Queues `text`: on the connection, or in the backlog while away (dropping the oldest when
-    /// full, or the new one when the server keeps too much for away peers). `false` when the
-    /// connection's queue is full or closed.
-    fn queue(&mut self, text: Utf8Bytes) -> bool {
+    /// Queues `text`: on the connection, or in the backlog while away (dropping the oldest of
+    /// this member's when full, or the new one when its client's or the server's share is used).
+    fn queue(&mut self, text: Utf8Bytes) -> Queued {
         match self {
-            Link::Live(outbox) => outbox.try_send(text).is_ok(),
+            Link::Live(outbox) => match outbox.try_send(text) {
+                Ok(()) => Queued::Yes,
+                Err(_) => Queued::Failed,
+            },
             Link::Away {
                 backlog,
                 bytes,
-                budget,
+                source,
+                book,
                 ..
             } => {
                 let len = text.len();
+                let mut book = lock(book);
                 while !backlog.is_empty()
                     && (backlog.len() >= BACKLOG || *bytes + len > BACKLOG_BYTES)
                 {
                     if let Some(old) = backlog.pop_front() {
                         *bytes -= old.len();
-                        budget.fetch_sub(old.len(), Ordering::Relaxed);
+                        book.sub_bytes(*source, old.len());
                     }
                 }
-                let fits =
-                    len <= BACKLOG_BYTES && budget.load(Ordering::Relaxed) + len <= AWAY_BYTES;
-                if fits {
-                    budget.fetch_add(len, Ordering::Relaxed);
-                    *bytes += len;
-                    backlog.push_back(text);
+                if len > BACKLOG_BYTES || !book.fits(*source, len) {
+                    return Queued::Dropped;
                 }
-                true
+                book.add_bytes(*source, len);
+                *bytes += len;
+                backlog.push_back(text);
+                Queued::Yes
             }
         }
     }
@@ -595,7 +732,7 @@ impl Room {
         while let Some(text) = pending.pop() {
             let mut dropped = Vec::new();
             self.members.retain_mut(|m| {
-                if m.link.queue(text.clone()) {
+                if m.link.queue(text.clone()) != Queued::Failed {
                     return true;
                 }
                 tracing::warn!(peer = %m.info.id, "peer's queue is full or closed; dropping it");
@@ -628,6 +765,14 @@ pub fn encode(msg: &ServerMessage) -> Utf8Bytes {
     serde_json::to_string(msg).unwrap_or_default().into()
 }
 
+/// Whether `id` has the form of the ids this server hands out (so a claimed one can be no other).
+pub fn is_peer_id(id: &str) -> bool {
+    id.len() == 12
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// A fresh peer id: 12 URL-safe characters (72 random bits).
 fn new_peer_id() -> PeerId {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -640,6 +785,8 @@ fn new_peer_id() -> PeerId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
     fn outbox() -> (Outbox, mpsc::Receiver<Utf8Bytes>) {
         mpsc::channel(4)
@@ -758,7 +905,7 @@ mod tests {
         let Joined { id: b, .. } = rooms.join("r", None, None, 2, b_tx).await.unwrap();
         while a_rx.try_recv().is_ok() {}
 
-        assert_eq!(rooms.detach("r", &b, 2).await, Detached::Kept);
+        assert_eq!(rooms.detach("r", &b, 2, LOCAL).await, Detached::Kept);
         rooms
             .relay("r", &a, &b, PeerSignal::EndOfCandidates)
             .await
@@ -778,12 +925,12 @@ mod tests {
             .contains("end_of_candidates"));
         assert!(a_rx.try_recv().is_err(), "a saw neither a leave nor a join");
         // The old connection's end changes nothing now.
-        assert_eq!(rooms.detach("r", &b, 2).await, Detached::TakenOver);
+        assert_eq!(rooms.detach("r", &b, 2, LOCAL).await, Detached::TakenOver);
         rooms.leave("r", &b, 2).await;
         assert_eq!(rooms.counts(), (1, 2));
 
         // Away past the grace period: removed and announced.
-        assert_eq!(rooms.detach("r", &b, 3).await, Detached::Kept);
+        assert_eq!(rooms.detach("r", &b, 3, LOCAL).await, Detached::Kept);
         tokio::time::sleep(Duration::from_millis(250)).await;
         let gone = rooms.expire().await;
         assert_eq!(gone, vec![("r".to_string(), b.clone())]);
@@ -813,7 +960,7 @@ mod tests {
             .join("r", None, None, 2, mpsc::channel(8).0)
             .await
             .unwrap();
-        rooms.detach("r", &b, 2).await;
+        rooms.detach("r", &b, 2, LOCAL).await;
         let big = "x".repeat(60_000);
         for _ in 0..100 {
             rooms
@@ -832,7 +979,7 @@ mod tests {
         assert_eq!(rooms.away_bytes(), 0);
         assert!(rx.try_recv().is_ok());
         // Gone for good while away: released too.
-        rooms.detach("r", &b, 3).await;
+        rooms.detach("r", &b, 3, LOCAL).await;
         rooms
             .relay("r", &a, &b, PeerSignal::Offer { sdp: big })
             .await
@@ -840,5 +987,91 @@ mod tests {
         assert!(rooms.away_bytes() > 0);
         rooms.leave("r", &b, 3).await;
         assert_eq!(rooms.away_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn away_peers_are_bounded_per_client_like_connections() {
+        let other: IpAddr = "192.0.2.7".parse().unwrap();
+        let rooms =
+            Rooms::new(100, 4, Duration::from_secs(30), Counter::default()).with_away_limits(2, 0);
+        let mut ids = Vec::new();
+        for (i, room) in ["a", "b", "c"].into_iter().enumerate() {
+            let Joined { id, .. } = rooms
+                .join(room, None, None, i as u64, mpsc::channel(8).0)
+                .await
+                .unwrap();
+            ids.push((room, id, i as u64));
+        }
+        // Two away peers from one client are kept; the third is removed at once.
+        let kept: Vec<Detached> = {
+            let mut out = Vec::new();
+            for (room, id, conn) in &ids {
+                out.push(rooms.detach(room, id, *conn, LOCAL).await);
+            }
+            out
+        };
+        assert_eq!(kept, [Detached::Kept, Detached::Kept, Detached::Gone]);
+        assert_eq!(rooms.counts(), (2, 2));
+        // Another client's peer is kept even so.
+        let Joined { id, .. } = rooms
+            .join("d", None, None, 9, mpsc::channel(8).0)
+            .await
+            .unwrap();
+        assert_eq!(rooms.detach("d", &id, 9, other).await, Detached::Kept);
+    }
+
+    #[tokio::test]
+    async fn one_clients_away_peers_share_a_bounded_part_of_the_memory() {
+        let other: IpAddr = "192.0.2.7".parse().unwrap();
+        let rooms = Rooms::new(100, 16, Duration::from_secs(30), Counter::default());
+        let Joined { id: sender, .. } = rooms
+            .join("r", None, None, 0, mpsc::channel(8).0)
+            .await
+            .unwrap();
+        let big = "x".repeat(60_000);
+        let mut refused = 0;
+        for n in 1..=10u64 {
+            let Joined { id, .. } = rooms
+                .join("r", None, None, n, mpsc::channel(8).0)
+                .await
+                .unwrap();
+            assert_eq!(rooms.detach("r", &id, n, LOCAL).await, Detached::Kept);
+            for _ in 0..4 {
+                let sent = rooms
+                    .relay("r", &sender, &id, PeerSignal::Offer { sdp: big.clone() })
+                    .await;
+                if let Err((code, _)) = sent {
+                    assert_eq!(code, ErrorCode::PeerCongested);
+                    refused += 1;
+                }
+            }
+        }
+        assert!(refused > 0, "one client's away peers are capped together");
+        assert!(rooms.away_bytes() <= SOURCE_BYTES);
+        // An away peer of another client gets signals whatever the first one's did.
+        let Joined { id, .. } = rooms
+            .join("r", None, None, 99, mpsc::channel(8).0)
+            .await
+            .unwrap();
+        assert_eq!(rooms.detach("r", &id, 99, other).await, Detached::Kept);
+        rooms
+            .relay("r", &sender, &id, PeerSignal::Offer { sdp: big.clone() })
+            .await
+            .expect("another client's away peer has its own share");
+    }
+
+    #[test]
+    fn only_ids_of_the_servers_form_can_be_claimed() {
+        assert!(is_peer_id(&new_peer_id()));
+        for bad in [
+            "",
+            "short",
+            "ZZZZZZZZZZZZZ",
+            "a\0bcdefghijk",
+            " aaaaaaaaaaa",
+            "aaaaaaaaaaa\u{e9}",
+        ] {
+            assert!(!is_peer_id(bad), "{bad:?}");
+        }
     }
 }

@@ -980,3 +980,54 @@ async fn unauthenticated_answers_are_rate_limited_per_network() {
         "{answered} answers in {secs} s: over the budget of 50/s"
     );
 }
+
+/// A client that comes back with its resume token while its old connection still looks open
+/// (the client saw the loss first) takes its place over: the old connection is closed, the
+/// peer keeps its relay (its allocation still refreshes) and is not announced as gone.
+#[tokio::test]
+async fn a_takeover_by_resume_keeps_the_relay() {
+    let server = ServerProcess::start(&["--turn-secret", SECRET]);
+    let url = server.ws_url("takeover");
+    let (mut old, welcome) = WsClient::join(&url, None).await;
+    let ServerMessage::Welcome {
+        ice_servers,
+        peer_id,
+        resume_token,
+        ..
+    } = welcome
+    else {
+        panic!("welcome");
+    };
+    let turn = ice_servers
+        .iter()
+        .find(|s| s.urls[0].starts_with("turn:"))
+        .expect("a TURN entry");
+    let creds = Creds {
+        user: turn.username.clone().expect("a username"),
+        pass: turn.credential.clone().expect("a credential"),
+    };
+    let holder = Client::challenged(server.stun).await;
+    holder.allocated(&creds).await;
+
+    let mut new = WsClient::connect(&url).await;
+    new.send(&signal_protocol::ClientMessage::Hello {
+        version: signal_protocol::PROTOCOL_VERSION,
+        name: None,
+        resume: Some(signal_protocol::Resume {
+            peer_id: peer_id.clone(),
+            token: resume_token,
+        }),
+    })
+    .await;
+    assert!(
+        matches!(
+            new.recv().await,
+            ServerMessage::Welcome { resumed: true, .. }
+        ),
+        "the new connection takes the place over"
+    );
+    assert!(old.closed_within(Duration::from_secs(5)).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = holder.refresh(&creds, Duration::from_secs(600)).await;
+    assert_eq!(class(&r), CLASS_SUCCESS_RESPONSE, "{}", show(&r));
+}
