@@ -169,6 +169,8 @@ impl PathKind {
     /// * a relay candidate on either end: **relayed**;
     /// * both addresses private (same site): **direct (LAN)**, whatever the types (a browser's
     ///   mDNS-hidden host shows up as peer-reflexive on the other side);
+    /// * the peer's private host address answered (whatever ours shows as, e.g. a browser's
+    ///   local peer-reflexive candidate without an address): **direct (LAN)**;
     /// * host to host, both public: **direct (LAN)** (no NAT in between);
     /// * otherwise the path crosses a NAT mapping that ICE opened: **direct (hole punched)**.
     pub fn classify_pair(local: Endpoint, remote: Endpoint) -> PathKind {
@@ -176,8 +178,11 @@ impl PathKind {
         if local.kind == Relay || remote.kind == Relay {
             return PathKind::Relayed;
         }
+        // The peer answered on its private host address: only its own network reaches that.
+        let remote_private_host = remote.kind == Host && remote.ip.is_some_and(is_private);
         match (local.ip, remote.ip) {
             (Some(l), Some(r)) if is_private(l) && is_private(r) => PathKind::DirectLan,
+            _ if remote_private_host => PathKind::DirectLan,
             (Some(l), Some(r)) if local.kind == Host && remote.kind == Host => {
                 if is_private(l) != is_private(r) {
                     PathKind::HolePunched
@@ -250,6 +255,21 @@ mod tests {
         assert_eq!(
             PathKind::classify_pair(ep(Relay, "203.0.113.10"), ep(Prflx, "203.0.113.2")),
             PathKind::Relayed
+        );
+        // A browser's local candidate as prflx without an address, to the peer's private host:
+        // both on one LAN (seen by a Chromium test where burrow said LAN and the page did not).
+        let unknown = Endpoint {
+            kind: Prflx,
+            ip: None,
+        };
+        assert_eq!(
+            PathKind::classify_pair(unknown, ep(Host, "10.200.0.1")),
+            PathKind::DirectLan
+        );
+        // Our private host to the peer's public mapping is still through a NAT.
+        assert_eq!(
+            PathKind::classify_pair(ep(Host, "10.0.1.2"), ep(Prflx, "203.0.113.2")),
+            PathKind::HolePunched
         );
         assert!(is_private("100.64.0.1".parse().unwrap()));
         assert!(!is_private("203.0.113.1".parse().unwrap()));

@@ -498,7 +498,10 @@ async fn the_page_and_burrow_report_the_same_events() {
         keys(&page_conn),
         "{native_conn} vs {page_conn}"
     );
-    assert_eq!(native_conn["path"], page_conn["path"]);
+    assert_eq!(
+        native_conn["path"], page_conn["path"],
+        "{native_conn} vs {page_conn}"
+    );
     assert_eq!(native_conn["label"], page_conn["label"]);
 
     let mut third = Burrow::start(&["join", &link]);

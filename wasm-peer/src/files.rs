@@ -149,11 +149,6 @@ fn watch_send_channel(dc: &RtcDataChannel, chan: &Rc<SendChannel>) {
         c.notify.wake();
     });
     let c = chan.clone();
-    let on_close = Closure::<dyn FnMut(JsValue)>::new(move |_| {
-        c.closed.set(true);
-        c.notify.wake();
-    });
-    let c = chan.clone();
     let on_low = Closure::<dyn FnMut(JsValue)>::new(move |_| c.notify.wake());
     let c = chan.clone();
     let on_message = Closure::<dyn FnMut(JsValue)>::new(move |ev: JsValue| {
@@ -163,14 +158,14 @@ fn watch_send_channel(dc: &RtcDataChannel, chan: &Rc<SendChannel>) {
         }
     });
     dc.set_onopen(Some(on_open.as_ref().unchecked_ref()));
-    dc.set_onclose(Some(on_close.as_ref().unchecked_ref()));
     dc.set_onbufferedamountlow(Some(on_low.as_ref().unchecked_ref()));
     dc.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-    // The handlers live as long as the channel; the channel is closed when the transfer ends.
-    on_open.forget();
-    on_close.forget();
-    on_low.forget();
-    on_message.forget();
+    // The channel owns its handlers; it is closed when the transfer ends.
+    let c = chan.clone();
+    crate::own_until_close(dc, vec![on_open, on_low, on_message], move || {
+        c.closed.set(true);
+        c.notify.wake();
+    });
 }
 
 /// The receiving side of one file channel.
@@ -215,8 +210,10 @@ pub fn receive(peer: Rc<Peer>, dc: RtcDataChannel) {
             p.emit(Event::FileFailed { id: st.id, reason });
         }
     });
+    dc.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    // The channel owns its handlers (and through them the peer): released when it closes.
     let (p, s) = (peer, state);
-    let on_close = Closure::<dyn FnMut(JsValue)>::new(move |_| {
+    crate::own_until_close(&dc, vec![on_message], move || {
         let mut st = s.borrow_mut();
         if st.finished {
             return;
@@ -231,10 +228,6 @@ pub fn receive(peer: Rc<Peer>, dc: RtcDataChannel) {
             });
         }
     });
-    dc.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-    dc.set_onclose(Some(on_close.as_ref().unchecked_ref()));
-    on_message.forget();
-    on_close.forget();
 }
 
 fn on_receive(

@@ -28,6 +28,37 @@ pub use room::Room;
 /// A JS event handler kept alive as long as the object it is attached to.
 pub(crate) type Handler = Closure<dyn FnMut(JsValue)>;
 
+/// Gives a data channel's handlers to the channel: they live until it closes, then its handlers
+/// are unset and the closures released (once the close event is over), so nothing made per file
+/// or per stream outlives its channel. `on_close` runs first, on the close event.
+pub(crate) fn own_until_close(
+    dc: &web_sys::RtcDataChannel,
+    handlers: Vec<Handler>,
+    mut on_close: impl FnMut() + 'static,
+) {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use wasm_bindgen::JsCast;
+    type Owned = (Vec<Handler>, Option<Handler>);
+    let slot: Rc<RefCell<Option<Owned>>> = Rc::new(RefCell::new(Some((handlers, None))));
+    let (s, d) = (slot.clone(), dc.clone());
+    let close = Closure::<dyn FnMut(JsValue)>::new(move |_| {
+        on_close();
+        d.set_onopen(None);
+        d.set_onmessage(None);
+        d.set_onbufferedamountlow(None);
+        d.set_onclose(None);
+        let owned = s.borrow_mut().take();
+        // Dropped after this handler returns (a closure must not be freed while it runs).
+        wasm_bindgen_futures::spawn_local(async move { drop(owned) });
+    });
+    dc.set_onclose(Some(close.as_ref().unchecked_ref()));
+    let mut owned = slot.borrow_mut();
+    if let Some(owned) = owned.as_mut() {
+        owned.1 = Some(close);
+    }
+}
+
 /// The browser runs this module on one thread, so the simplest allocator will do.
 #[cfg(target_arch = "wasm32")]
 #[global_allocator]

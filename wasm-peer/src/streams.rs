@@ -126,9 +126,19 @@ pub fn open(
                 _ => {}
             }
         });
+        let s = state.clone();
+        let on_low = Closure::<dyn FnMut(JsValue)>::new(move |_| {
+            if let Some(f) = s.drained.borrow_mut().take() {
+                let _ = f.call0(&JsValue::NULL);
+            }
+        });
+        dc.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+        dc.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        dc.set_onbufferedamountlow(Some(on_low.as_ref().unchecked_ref()));
+        // The channel owns its handlers: released when the stream's channel closes.
         let (s, end) = (state.clone(), on_end.clone());
         let rej = reject.clone();
-        let on_close = Closure::<dyn FnMut(JsValue)>::new(move |_| {
+        crate::own_until_close(&dc, vec![on_open, on_message, on_low], move || {
             s.closed.set(true);
             if let Some(f) = s.drained.borrow_mut().take() {
                 let _ = f.call0(&JsValue::NULL);
@@ -138,20 +148,5 @@ pub fn open(
                 let _ = end.call1(&JsValue::NULL, &"the stream closed".into());
             }
         });
-        let s = state.clone();
-        let on_low = Closure::<dyn FnMut(JsValue)>::new(move |_| {
-            if let Some(f) = s.drained.borrow_mut().take() {
-                let _ = f.call0(&JsValue::NULL);
-            }
-        });
-        dc.set_onopen(Some(on_open.as_ref().unchecked_ref()));
-        dc.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-        dc.set_onclose(Some(on_close.as_ref().unchecked_ref()));
-        dc.set_onbufferedamountlow(Some(on_low.as_ref().unchecked_ref()));
-        // The handlers live as long as the channel.
-        on_open.forget();
-        on_message.forget();
-        on_close.forget();
-        on_low.forget();
     })
 }
