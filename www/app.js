@@ -1,6 +1,6 @@
 // The page's glue: shows what the wasm peer (www/pkg, built from wasm-peer/) reports, and
 // passes the user's chat lines and files to it. All peer logic lives in Rust.
-import init, { Room, qrSvg } from '/pkg/wasm_peer.js';
+import init, { Room, qrSvg, netcheckVerdict, roomIdOf } from '/pkg/wasm_peer.js';
 
 const $ = (id) => document.getElementById(id);
 const el = (tag, cls, text) => {
@@ -26,12 +26,12 @@ function showStatus(text, kind = 'info', action) {
 
 if (!roomMatch) {
   $('landing').hidden = false;
-  $('join-form').onsubmit = (e) => {
+  $('join-form').onsubmit = async (e) => {
     e.preventDefault();
-    const v = $('join-id').value.trim();
-    const m = v.match(/\/r\/([A-Za-z0-9_-]+)/);
-    const id = m ? m[1] : v;
-    if (/^[A-Za-z0-9_-]{1,64}$/.test(id)) location.href = `/r/${id}`;
+    await init();
+    // The same parser `burrow` uses (peer_core::link).
+    const id = roomIdOf($('join-id').value, location.origin);
+    if (id) location.href = `/r/${id}`;
     else showStatus('That is not a room id or link.', 'error');
   };
 } else {
@@ -481,13 +481,11 @@ async function netcheck() {
     await done;
     pc.close();
     const mapped = [...seen];
-    let verdict;
-    if (mapped.length === 0) verdict = 'no answer from STUN (UDP blocked?): relayed connections likely';
-    else if (mapped.length === 1) verdict = 'endpoint-independent mapping: direct connections likely';
-    else verdict = 'symmetric NAT: relayed connections likely';
-    out.dataset.mapping = mapped.length === 1 ? 'endpoint_independent' : mapped.length > 1 ? 'endpoint_dependent' : 'unknown';
+    // The same verdict `burrow netcheck` gives (peer_core::netcheck).
+    const { mapping, advice } = netcheckVerdict(mapped);
+    out.dataset.mapping = mapping;
     out.innerHTML = '';
-    out.append(el('div', null, `public address: ${mapped.join(', ') || 'unknown'}`), el('strong', null, verdict));
+    out.append(el('div', null, `public address: ${mapped.join(', ') || 'unknown'}`), el('strong', null, advice));
   } catch (err) {
     out.textContent = `netcheck failed: ${err}`;
   }

@@ -17,30 +17,7 @@ use stun::xoraddr::XorMappedAddress;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
-/// The verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mapping {
-    /// The public address is our own: no NAT.
-    NoNat,
-    /// Same public `ip:port` for both destinations.
-    EndpointIndependent,
-    /// A different public port (or IP) per destination.
-    EndpointDependent,
-}
-
-impl Mapping {
-    /// What it means for a user.
-    pub fn advice(self) -> &'static str {
-        match self {
-            Mapping::NoNat => "no NAT: peers can reach you directly",
-            Mapping::EndpointIndependent => {
-                "endpoint-independent mapping: direct connections likely"
-            }
-            Mapping::EndpointDependent => "symmetric NAT: relayed connections likely",
-        }
-    }
-}
+pub use peer_core::netcheck::Mapping;
 
 /// What netcheck found.
 #[derive(Debug, Clone, Serialize)]
@@ -76,13 +53,7 @@ pub async fn run(base: &str) -> anyhow::Result<Report> {
         probe.connect(resolve(&servers[0]).await?).await?;
         SocketAddr::new(probe.local_addr()?.ip(), socket.local_addr()?.port())
     };
-    let mapping = if mapped.iter().all(|m| *m == local) {
-        Mapping::NoNat
-    } else if mapped.windows(2).all(|w| w[0] == w[1]) {
-        Mapping::EndpointIndependent
-    } else {
-        Mapping::EndpointDependent
-    };
+    let mapping = Mapping::classify(Some(&local), &mapped);
     Ok(Report {
         local,
         servers,

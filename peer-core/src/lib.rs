@@ -9,6 +9,7 @@
 //!   selected ICE candidate pair;
 //! * [`events`]: what a peer tells its user, one set for the CLI and the page;
 //! * [`room`]: the room across server reconnects and network changes (resume, ICE restart);
+//! * [`netcheck`]: what a NAT does, from what two STUN servers saw (CLI and page alike);
 //! * [`link`]: turning a room link someone shared into the signaling WebSocket URL;
 //! * [`text`]: text a remote peer chose, made safe to show (no terminal escapes, no bidi tricks);
 //! * [`voice`]: Opus packets' durations and headers (voice from a file);
@@ -19,6 +20,7 @@ pub mod channels;
 pub mod events;
 pub mod link;
 pub mod negotiation;
+pub mod netcheck;
 pub mod path;
 pub mod room;
 pub mod text;

@@ -528,3 +528,40 @@ async fn the_page_and_burrow_report_the_same_events() {
     assert_eq!(native_left, page_left);
     page.close().await;
 }
+
+/// The landing page's *Join* takes a pasted room link (or a bare id) through the same parser
+/// `burrow` uses, and refuses what is not one.
+#[tokio::test]
+async fn the_landing_page_joins_a_pasted_link() {
+    if !sandbox::enter("the_landing_page_joins_a_pasted_link") {
+        return;
+    }
+    let server = ServerProcess::start_on(HOST_IP, &[]);
+    let page = Browser::start().await;
+    page.open(&format!("http://{}/", server.http)).await;
+    page.type_into("#join-id", "not a room!").await;
+    page.click("#join-form button").await;
+    page.wait_for(
+        "the page refuses it",
+        "return document.getElementById('status').textContent.includes('not a room id or link');",
+    )
+    .await;
+    page.client
+        .find(fantoccini::Locator::Css("#join-id"))
+        .await
+        .unwrap()
+        .clear()
+        .await
+        .unwrap();
+    page.type_into("#join-id", "https://elsewhere.example/r/pasted-room?x=1")
+        .await;
+    page.click("#join-form button").await;
+    let path = page
+        .wait_for(
+            "the room page",
+            "return location.pathname.startsWith('/r/') && location.pathname;",
+        )
+        .await;
+    assert_eq!(path, "/r/pasted-room");
+    page.close().await;
+}

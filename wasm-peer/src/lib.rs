@@ -67,6 +67,30 @@ static ALLOCATOR: lol_alloc::AssumeSingleThreaded<lol_alloc::FreeListAllocator> 
     // shared memory), which is what AssumeSingleThreaded requires.
     unsafe { lol_alloc::AssumeSingleThreaded::new(lol_alloc::FreeListAllocator::new()) };
 
+/// The NAT verdict for the public addresses (`"ip:port"`) STUN servers saw from one socket:
+/// `{mapping, advice}`, the same `burrow netcheck` gives.
+#[wasm_bindgen(js_name = netcheckVerdict)]
+pub fn netcheck_verdict(mapped: Vec<String>) -> JsValue {
+    let mapping = peer_core::netcheck::Mapping::classify(None, &mapped);
+    let out = js_sys::Object::new();
+    let name = serde_json::to_value(mapping)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let _ = js_sys::Reflect::set(&out, &"mapping".into(), &name.into());
+    let _ = js_sys::Reflect::set(&out, &"advice".into(), &mapping.advice().into());
+    out.into()
+}
+
+/// The room id in what someone typed or pasted (a room link, or a bare id), or `undefined`:
+/// the same parser `burrow` uses.
+#[wasm_bindgen(js_name = roomIdOf)]
+pub fn room_id_of(input: &str, origin: &str) -> Option<String> {
+    peer_core::link::RoomLink::parse(input, Some(origin))
+        .ok()
+        .map(|l| l.room)
+}
+
 /// An SVG QR code of `text` (the room link), for the page to show.
 #[wasm_bindgen(js_name = qrSvg)]
 pub fn qr_svg(text: &str) -> String {
