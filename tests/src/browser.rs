@@ -120,6 +120,30 @@ impl Browser {
         }
     }
 
+    /// Waits until the page lists `peer` as connected.
+    pub async fn wait_connected(&self, peer: &str) {
+        self.wait_for(
+            &format!("peer {peer} connected"),
+            &format!(
+                "const li = document.querySelector('#peers li[data-peer=\"{peer}\"]'); \
+                 return li && li.dataset.state === 'connected';"
+            ),
+        )
+        .await;
+    }
+
+    /// The page's peer id, once it joined.
+    pub async fn peer_id(&self) -> String {
+        self.wait_for(
+            "a peer id",
+            "return window.burrowRoom && window.burrowRoom.peerId;",
+        )
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+    }
+
     /// Runs an async script (the last argument is the callback) and returns its result.
     pub async fn run_async(&self, script: &str) -> Value {
         self.client

@@ -457,14 +457,7 @@ async fn the_page_and_burrow_report_the_same_events() {
     let native_id = native.peer_id();
     let page = Browser::start().await;
     page.open(&link).await;
-    page.wait_for(
-        "the native peer connected",
-        &format!(
-            "const li = document.querySelector('#peers li[data-peer=\"{native_id}\"]'); \
-             return li && li.dataset.state === 'connected';"
-        ),
-    )
-    .await;
+    page.wait_connected(&native_id).await;
     let page_id = page
         .run_async("arguments[arguments.length - 1](window.burrowRoom.peerId);")
         .await;
@@ -507,14 +500,7 @@ async fn the_page_and_burrow_report_the_same_events() {
     let mut third = Burrow::start(&["join", &link]);
     let third_id = third.peer_id();
     let native_joined = native.expect_event("peer_joined", &[("peer", &third_id)]);
-    page.wait_for(
-        "the third peer connected",
-        &format!(
-            "const li = document.querySelector('#peers li[data-peer=\"{third_id}\"]'); \
-             return li && li.dataset.state === 'connected';"
-        ),
-    )
-    .await;
+    page.wait_connected(&third_id).await;
     let page_joined = find(&events_of_page().await, "peer_joined", &third_id);
     assert_eq!(native_joined, page_joined);
     assert!(third.quit().success());

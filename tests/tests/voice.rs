@@ -121,14 +121,7 @@ async fn burrow_records_what_the_page_says() {
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let page = Browser::start_in(None, &flags).await;
     page.open(&link).await;
-    page.wait_for(
-        "the native peer connected",
-        &format!(
-            "const li = document.querySelector('#peers li[data-peer=\"{native_id}\"]'); \
-             return li && li.dataset.state === 'connected';"
-        ),
-    )
-    .await;
+    page.wait_connected(&native_id).await;
     page.click("#voice-join").await;
     let page_id = native.expect_event("voice", &[])["peer"]
         .as_str()
@@ -196,14 +189,7 @@ async fn the_page_hears_burrow_play_a_file() {
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let page = Browser::start_in(None, &flags).await;
     page.open(&link).await;
-    page.wait_for(
-        "the native peer connected",
-        &format!(
-            "const li = document.querySelector('#peers li[data-peer=\"{native_id}\"]'); \
-             return li && li.dataset.state === 'connected';"
-        ),
-    )
-    .await;
+    page.wait_connected(&native_id).await;
     page.click("#voice-join").await;
     native.expect_event("voice", &[]);
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -323,14 +309,7 @@ async fn a_muted_page_is_silent_until_it_unmutes() {
         .as_str()
         .unwrap_or_default()
         .to_string();
-    a.wait_for(
-        "b connected",
-        &format!(
-            "const li = document.querySelector('#peers li[data-peer=\"{idb}\"]'); \
-             return li && li.dataset.state === 'connected';"
-        ),
-    )
-    .await;
+    a.wait_connected(&idb).await;
     a.click("#voice-join").await;
     b.click("#voice-join").await;
     // Sound from b arrives at a.
@@ -390,14 +369,7 @@ async fn a_page_without_a_microphone_listens_and_can_leave() {
     )
     .await;
     page.open(&link).await;
-    page.wait_for(
-        "the native peer connected",
-        &format!(
-            "const li = document.querySelector('#peers li[data-peer=\"{native_id}\"]'); \
-             return li && li.dataset.state === 'connected';"
-        ),
-    )
-    .await;
+    page.wait_connected(&native_id).await;
     page.click("#voice-join").await;
     let note = page
         .wait_for(
