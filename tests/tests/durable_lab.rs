@@ -24,11 +24,9 @@ fn burrow(host: &Host, args: &[&str]) -> Burrow {
     Burrow::spawn(Lab::wrap(&host.ns, &Burrow::command(args)))
 }
 
-fn tempdir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("burrow-durable-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+/// A folder for one test, removed when the test ends, however it ends.
+fn tempdir(tag: &str) -> burrow_tests::TempDir {
+    burrow_tests::TempDir::new(&format!("durable-{tag}"))
 }
 
 /// Slows a router's uplink so a 64 MiB transfer lasts several seconds (long enough to break
@@ -109,7 +107,6 @@ fn the_server_crashes_mid_transfer_and_nothing_is_lost() {
             .any(|v| v["event"] == "peer_left" && v["peer"] == id)
     };
     assert!(!left(&a, &idb) && !left(&b, &ida), "a and b never left");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -159,7 +156,6 @@ fn a_new_public_address_is_repaired_by_an_ice_restart() {
         "new address: transfer done {:.1} s after the change; last path report {after:?}",
         moved.elapsed().as_secs_f64()
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The page behind a NAT whose public address changes: the link to `burrow` comes back by an ICE

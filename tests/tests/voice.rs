@@ -40,11 +40,9 @@ fn ffmpeg_or_skip(test: &str) -> bool {
     found
 }
 
-fn tempdir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("burrow-voice-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+/// A folder for one test, removed when the test ends, however it ends.
+fn tempdir(tag: &str) -> burrow_tests::TempDir {
+    burrow_tests::TempDir::new(&format!("voice-{tag}"))
 }
 
 /// A 440 Hz tone, Ogg/Opus, made with ffmpeg.
@@ -155,7 +153,6 @@ async fn burrow_records_what_the_page_says() {
         "the fake microphone's beep, not silence: {max_db} dB"
     );
     page.close().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `burrow --voice-play` a tone; the page, in voice, receives packets with audio energy.
@@ -223,7 +220,6 @@ async fn the_page_hears_burrow_play_a_file() {
     )
     .await;
     page.close().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Voice across the NAT lab's relayed case: both behind symmetric NATs, so the audio goes
@@ -273,7 +269,6 @@ fn voice_crosses_the_relay_between_symmetric_nats() {
     let (secs, max_db) = loudness(&PathBuf::from(got["path"].as_str().unwrap()));
     assert!(secs > 3.0, "{secs} s");
     assert!(max_db > -30.0, "the tone, not silence: {max_db} dB");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 async fn energy_from(page: &Browser, peer: &str) -> f64 {
@@ -396,5 +391,4 @@ async fn a_page_without_a_microphone_listens_and_can_leave() {
     });
     eprintln!("burrow: {left}");
     page.close().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
