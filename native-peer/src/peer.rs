@@ -190,10 +190,12 @@ impl Peer {
                 sdp_mid,
                 sdp_m_line_index,
             } => {
+                let (sdp_mid, sdp_mline_index) =
+                    peer_core::negotiation::candidate_placement(sdp_mid, sdp_m_line_index);
                 let init = RTCIceCandidateInit {
                     candidate,
                     sdp_mid,
-                    sdp_mline_index: sdp_m_line_index,
+                    sdp_mline_index,
                     ..Default::default()
                 };
                 if let Some(init) = self.negotiator.on_remote_candidate(init) {
@@ -314,10 +316,12 @@ impl Peer {
             return;
         };
         let relay = is_relay(&c.candidate);
+        let (sdp_mid, sdp_m_line_index) =
+            peer_core::negotiation::candidate_placement(c.sdp_mid, c.sdp_mline_index);
         let signal = PeerSignal::Candidate {
             candidate: c.candidate,
-            sdp_mid: c.sdp_mid.filter(|m| !m.is_empty()),
-            sdp_m_line_index: c.sdp_mline_index.or(Some(0)),
+            sdp_mid,
+            sdp_m_line_index,
         };
         if relay {
             let outbox = self.outbox.clone();

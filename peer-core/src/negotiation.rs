@@ -16,6 +16,19 @@ pub fn offers_first(learned_from_welcome: bool) -> bool {
     learned_from_welcome
 }
 
+/// The one rule both peers apply to a candidate's placement, sent or received: an empty mid is
+/// no mid, and a candidate without an m-line index belongs to the first m-line (every medium is
+/// bundled on one transport, so the first one always exists).
+pub fn candidate_placement(
+    sdp_mid: Option<String>,
+    sdp_m_line_index: Option<u16>,
+) -> (Option<String>, Option<u16>) {
+    (
+        sdp_mid.filter(|m| !m.is_empty()),
+        sdp_m_line_index.or(Some(0)),
+    )
+}
+
 /// Which kind of session description arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DescriptionKind {
@@ -188,5 +201,17 @@ mod tests {
     fn newcomers_offer() {
         assert!(offers_first(true));
         assert!(!offers_first(false));
+    }
+
+    #[test]
+    fn candidates_are_placed_by_one_rule() {
+        assert_eq!(
+            candidate_placement(Some(String::new()), None),
+            (None, Some(0))
+        );
+        assert_eq!(
+            candidate_placement(Some("1".into()), Some(1)),
+            (Some("1".into()), Some(1))
+        );
     }
 }

@@ -100,11 +100,17 @@ impl Peer {
             let Some(peer) = weak.upgrade() else { return };
             let ev: RtcPeerConnectionIceEvent = ev.unchecked_into();
             let signal = match ev.candidate() {
-                Some(c) if !c.candidate().is_empty() => PeerSignal::Candidate {
-                    candidate: c.candidate(),
-                    sdp_mid: c.sdp_mid(),
-                    sdp_m_line_index: c.sdp_m_line_index(),
-                },
+                Some(c) if !c.candidate().is_empty() => {
+                    let (sdp_mid, sdp_m_line_index) = peer_core::negotiation::candidate_placement(
+                        c.sdp_mid(),
+                        c.sdp_m_line_index(),
+                    );
+                    PeerSignal::Candidate {
+                        candidate: c.candidate(),
+                        sdp_mid,
+                        sdp_m_line_index,
+                    }
+                }
                 _ => PeerSignal::EndOfCandidates,
             };
             peer.signal(signal);
@@ -369,14 +375,12 @@ impl Peer {
                 sdp_mid,
                 sdp_m_line_index,
             } => {
+                let (sdp_mid, sdp_m_line_index) =
+                    peer_core::negotiation::candidate_placement(sdp_mid, sdp_m_line_index);
                 let init = to_js(&CandidateInit {
                     candidate: &candidate,
                     sdp_mid: sdp_mid.as_deref(),
-                    sdp_m_line_index: if sdp_mid.is_none() {
-                        sdp_m_line_index.or(Some(0))
-                    } else {
-                        sdp_m_line_index
-                    },
+                    sdp_m_line_index,
                 });
                 let ready = self.negotiator.borrow_mut().on_remote_candidate(init);
                 match ready {
