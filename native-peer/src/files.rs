@@ -175,7 +175,7 @@ pub async fn receive(
     dir: Option<PathBuf>,
     hidden_progress: bool,
 ) -> Result<Done, (String, FileError)> {
-    let mut incoming: Option<(Incoming, tokio::io::BufWriter<tokio::fs::File>, PathBuf)> = None;
+    let mut incoming: Option<(Incoming, tokio::io::BufWriter<tokio::fs::File>, PartFile)> = None;
     let mut bar = ProgressBar::hidden();
     let mut name = String::from("(unnamed file)");
     let result = async {
@@ -211,10 +211,14 @@ pub async fn receive(
                     static NEXT: std::sync::atomic::AtomicU64 =
                         std::sync::atomic::AtomicU64::new(0);
                     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let part = dir.join(format!(".{}.{}-{n}.part", file.name, std::process::id()));
+                    let part = PartFile(dir.join(format!(
+                        ".{}.{}-{n}.part",
+                        file.name,
+                        std::process::id()
+                    )));
                     let out = tokio::io::BufWriter::with_capacity(
                         1 << 20,
-                        tokio::fs::File::create(&part).await?,
+                        tokio::fs::File::create(&part.0).await?,
                     );
                     bar = progress(
                         file.size,
@@ -231,14 +235,15 @@ pub async fn receive(
                     let sha256 = match checked {
                         Ok(sha) => sha,
                         Err(e) => {
-                            let _ = tokio::fs::remove_file(&part).await;
+                            drop(part);
                             refuse(&dc, e.to_string()).await;
                             return Err(e.into());
                         }
                     };
-                    let dir = part.parent().map(Path::to_path_buf).unwrap_or_default();
+                    let dir = part.0.parent().map(Path::to_path_buf).unwrap_or_default();
                     let target = free_name(&dir, &name).await;
-                    tokio::fs::rename(&part, &target).await?;
+                    tokio::fs::rename(&part.0, &target).await?;
+                    part.keep();
                     bar.finish_and_clear();
                     let _ = dc
                         .send_text(
@@ -264,13 +269,30 @@ pub async fn receive(
     }
     .await;
     bar.finish_and_clear();
+    // On failure the part file goes with `incoming` (see `PartFile`).
     result.map_err(|e| {
-        if let Some((_, out, part)) = incoming.take() {
-            drop(out);
-            let _ = std::fs::remove_file(&part);
-        }
+        drop(incoming.take());
         (name, e)
     })
+}
+
+/// A file being received under its hidden `.part` name: removed when dropped unless kept (the
+/// transfer failed, or its task was cancelled on quit: no `.part` file is ever left behind).
+struct PartFile(PathBuf);
+
+impl PartFile {
+    /// The file was renamed into place: nothing to remove.
+    fn keep(mut self) {
+        self.0 = PathBuf::new();
+    }
+}
+
+impl Drop for PartFile {
+    fn drop(&mut self) {
+        if !self.0.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
 }
 
 /// Tells the sender the file was refused (best effort: the channel may already be gone).

@@ -115,8 +115,7 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             // The WebRTC crates warn about routine things (e.g. checks before candidates arrive).
@@ -126,7 +125,18 @@ async fn main() {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    if let Err(e) = run(cli).await {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("burrow: cannot start: {e}");
+            std::process::exit(1);
+        }
+    };
+    let outcome = runtime.block_on(run(cli));
+    // The session has closed everything it owns. What may remain is the blocking read of stdin
+    // (chat), which cannot be cancelled: do not wait for it, or Ctrl-C would hang until Enter.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    if let Err(e) = outcome {
         // The error may quote the server or a peer (a refusal's message): shown defused.
         eprintln!("burrow: {}", peer_core::text::safe_line(&format!("{e:#}")));
         std::process::exit(1);

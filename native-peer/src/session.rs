@@ -144,6 +144,9 @@ struct Session {
         tokio::task::JoinHandle<anyhow::Result<voice::Received>>,
     )>,
     record_stop: tokio::sync::watch::Sender<bool>,
+    /// Every task the session starts (transfers, streams, control readers): reaped as they end,
+    /// awaited (then cancelled) on quit, so nothing outlives the session.
+    tasks: tokio::task::JoinSet<()>,
 }
 
 /// Joins the room behind `link` and runs until done (send mode), stdin ends, Ctrl-C, or a
@@ -218,6 +221,7 @@ pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<(
         record_dir: voice.record,
         recordings: Vec::new(),
         record_stop: tokio::sync::watch::channel(false).0,
+        tasks: tokio::task::JoinSet::new(),
     };
 
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
@@ -239,6 +243,7 @@ pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<(
             _ = tick.tick() => {
                 let actions = session.room.tick(session.now());
                 session.perform(actions).await;
+                while session.tasks.try_join_next().is_some() {}
             }
             () = sleep_until(session.hello_at) => {
                 session.hello_at = None;
@@ -507,7 +512,7 @@ impl Session {
                     let dir = self.accept.clone();
                     let hidden = self.printer.json;
                     let from = id.to_string();
-                    tokio::spawn(async move {
+                    self.tasks.spawn(async move {
                         let result = files::receive(dc, dir, hidden).await;
                         let _ = tx.send(Internal::Received(from, result));
                     });
@@ -517,7 +522,7 @@ impl Session {
                             let gate = gate.clone();
                             let printer = self.printer;
                             let from = id.to_string();
-                            tokio::spawn(async move {
+                            self.tasks.spawn(async move {
                                 match streams::accept(dc, gate, &from).await {
                                     Ok(()) => {}
                                     Err(streams::StreamError::Blocked(blocked)) => {
@@ -547,9 +552,9 @@ impl Session {
     }
 
     /// Reads the control channel in the background.
-    fn watch_control(&self, peer: String, dc: Arc<dyn DataChannel>) {
+    fn watch_control(&mut self, peer: String, dc: Arc<dyn DataChannel>) {
         let tx = self.internal_tx.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             while let Some(event) = dc.poll().await {
                 match event {
                     DataChannelEvent::OnOpen => {
@@ -690,7 +695,7 @@ impl Session {
 
     /// Carries one accepted TCP connection to the peer offering the service.
     fn forward(
-        &self,
+        &mut self,
         tcp: tokio::net::TcpStream,
         from: std::net::SocketAddr,
         wanted: Option<&str>,
@@ -711,7 +716,7 @@ impl Session {
             return;
         };
         let printer = self.printer;
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let result = match token.read().await {
                 Ok(token) => streams::open(pc, &name, token, tcp).await,
                 Err(e) => Err(streams::StreamError::Io(std::io::Error::new(
@@ -740,7 +745,7 @@ impl Session {
         let tx = self.internal_tx.clone();
         let to = id.to_string();
         let hidden = self.printer.json;
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             for path in files {
                 let size = tokio::fs::metadata(&path)
                     .await
@@ -795,9 +800,18 @@ impl Session {
                 Err(_) => self.warn(format!("the recording of {peer} did not close in time")),
             }
         }
+        // Then the connections: their channels close, so transfers and streams end on their own
+        // (a `.part` file is removed, a forwarded TCP connection is reset); what is left after a
+        // moment is cancelled, and cancelling removes a `.part` file too.
         for (_, peer) in self.peers.drain() {
             peer.close().await;
         }
+        let tasks = &mut self.tasks;
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        self.tasks.shutdown().await;
     }
 }
 

@@ -348,3 +348,46 @@ fn terminal_escapes_from_a_peer_never_reach_the_terminal() {
         "a forged status line: {text:?}"
     );
 }
+
+/// Ctrl-C in the middle of receiving a file: `burrow` quits promptly and leaves no `.part` file
+/// (the sender is frozen, so the transfer is surely unfinished).
+#[test]
+fn quitting_mid_transfer_leaves_no_part_file() {
+    let server = ServerProcess::start(&[]);
+    let link = server.room_link("quit-mid");
+    let dir = tempdir("quit-mid");
+    let inbox = dir.join("inbox");
+    let source = dir.join("big.bin");
+    random_file(&source, 64 * 1024 * 1024);
+    let mut receiver = Burrow::start(&["join", "--accept", inbox.to_str().unwrap(), &link]);
+    receiver.peer_id();
+    let mut sender = Burrow::start(&["send", source.to_str().unwrap(), &link]);
+    let parts = || {
+        std::fs::read_dir(&inbox)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while parts() == 0 {
+        assert!(std::time::Instant::now() < deadline, "no transfer started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let stop = |p: &Burrow, sig| {
+        let pid = libc::pid_t::try_from(p.pid()).expect("pid");
+        // SAFETY: signals to children this test started and still owns.
+        unsafe { libc::kill(pid, sig) };
+    };
+    stop(&sender, libc::SIGSTOP);
+    stop(&receiver, libc::SIGINT);
+    let quit = std::time::Instant::now();
+    receiver.wait();
+    assert!(quit.elapsed() < Duration::from_secs(8), "quit promptly");
+    assert_eq!(parts(), 0, "no .part file left in {}", inbox.display());
+    stop(&sender, libc::SIGCONT);
+    sender.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+}
