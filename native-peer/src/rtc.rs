@@ -21,7 +21,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use peer_core::path::{CandidateType, Endpoint, PathKind};
+use peer_core::path::{CandidateType, Endpoint};
 use signal_protocol::IceServer;
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfiguration,
@@ -247,10 +247,9 @@ async fn read_path(pc: &Arc<dyn PeerConnection>) -> Option<PathInfo> {
         },
     };
     let rtt = pair.current_round_trip_time;
-    Some(PathInfo {
-        kind: PathKind::classify_pair(local, remote),
-        local: local.kind,
-        remote: remote.kind,
-        rtt_ms: (rtt > 0.0).then_some(rtt * 1000.0),
-    })
+    Some(PathInfo::between(
+        local,
+        remote,
+        (rtt > 0.0).then_some(rtt * 1000.0),
+    ))
 }

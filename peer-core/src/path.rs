@@ -57,6 +57,19 @@ pub struct SelectedPath {
     pub rtt_ms: Option<f64>,
 }
 
+impl SelectedPath {
+    /// The path between two endpoints of the selected pair (classified here, the same way on
+    /// both peers), with its round-trip time when measured.
+    pub fn between(local: Endpoint, remote: Endpoint, rtt_ms: Option<f64>) -> SelectedPath {
+        SelectedPath {
+            kind: PathKind::classify_pair(local, remote),
+            local: local.kind,
+            remote: remote.kind,
+            rtt_ms,
+        }
+    }
+}
+
 /// Follows a connection's path as its stats are read again and again, and says what is worth
 /// telling: `connected` the first time, `path_changed` when the pair's kind or candidate types
 /// change (the controlling side may move from a relay to a hole punched, or ICE was restarted),

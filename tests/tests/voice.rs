@@ -271,6 +271,15 @@ fn voice_crosses_the_relay_between_symmetric_nats() {
     assert!(max_db > -30.0, "the tone, not silence: {max_db} dB");
 }
 
+/// Waits (up to 20 s) until `page` receives audio energy from `peer`.
+async fn wait_heard(page: &Browser, peer: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while energy_from(page, peer).await <= 0.0 {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 async fn energy_from(page: &Browser, peer: &str) -> f64 {
     let stats = voice_stats(page).await;
     stats
@@ -308,11 +317,7 @@ async fn a_muted_page_is_silent_until_it_unmutes() {
     a.click("#voice-join").await;
     b.click("#voice-join").await;
     // Sound from b arrives at a.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while energy_from(&a, &idb).await <= 0.0 {
-        assert!(Instant::now() < deadline, "a never heard b");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    wait_heard(&a, &idb, "a never heard b").await;
     b.click("#voice-mute").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = energy_from(&a, &idb).await;
@@ -377,14 +382,7 @@ async fn a_page_without_a_microphone_listens_and_can_leave() {
     let joined = native.expect_event("voice", &[]);
     assert_eq!(joined["sending"], false, "{joined}");
     let page_id = joined["peer"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while energy_from(&page, &native_id).await <= 0.0 {
-        assert!(
-            Instant::now() < deadline,
-            "the listening page never heard burrow"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    wait_heard(&page, &native_id, "the listening page never heard burrow").await;
     page.click("#voice-join").await; // now "Leave voice"
     let left = native.expect("the page leaving voice", |v| {
         v["event"] == "voice" && v["peer"] == page_id.as_str() && v["on"] == false

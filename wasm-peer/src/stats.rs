@@ -1,7 +1,7 @@
 //! How a browser connection goes: the selected candidate pair from `getStats()`.
 
 use js_sys::Reflect;
-use peer_core::path::{CandidateType, Endpoint, PathKind};
+use peer_core::path::{CandidateType, Endpoint};
 use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::RtcPeerConnection;
@@ -60,12 +60,7 @@ pub async fn path_info(pc: &RtcPeerConnection) -> Option<PathInfo> {
     let rtt_ms = get(&selected, "currentRoundTripTime")
         .as_f64()
         .map(|s| s * 1000.0);
-    Some(PathInfo {
-        kind: PathKind::classify_pair(local, remote),
-        local: local.kind,
-        remote: remote.kind,
-        rtt_ms,
-    })
+    Some(PathInfo::between(local, remote, rtt_ms))
 }
 
 /// What arrives on the connection's audio (all its audio receivers together): packets, the
