@@ -110,6 +110,14 @@ impl Lab {
         ip(&format!("-n {inet} link add br0 type bridge"));
         ip(&format!("-n {inet} addr add {SERVER_IP}/24 dev br0"));
         ip(&format!("-n {inet} link set br0 up"));
+        // Like the real internet, packets toward addresses nobody here holds (a peer's private
+        // host candidate) vanish rather than fail to send: a relay that gets "network
+        // unreachable" from `sendto` may drop the whole allocation (coturn does).
+        // (A veth pair whose far end drops what it gets: no `dummy` module here.)
+        ip(&format!("-n {inet} link add void type veth peer name void-end"));
+        ip(&format!("-n {inet} link set void arp off up"));
+        ip(&format!("-n {inet} link set void-end up"));
+        ip(&format!("-n {inet} route add default dev void"));
         Some(lab)
     }
 
