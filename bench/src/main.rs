@@ -3,6 +3,7 @@
 //! where one can be (the `webrtc` crate's defaults, plain TCP, coturn) or quoted from the issue's
 //! matchbox measurements on this machine kind. Nothing here is a pass/fail test.
 
+mod browser;
 mod connect;
 mod durable;
 mod pair;
@@ -122,6 +123,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("voice") {
         voice::run(&env, &mut all).await;
+    }
+    if wants("browser") {
+        browser::run(&mut all).await;
     }
     report::table(&all);
     Ok(())

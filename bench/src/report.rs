@@ -1,9 +1,9 @@
 //! One figure per line of JSON, and a table for people at the end.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-/// One measured figure.
-#[derive(Debug, Clone, Serialize)]
+/// One measured figure (read back from a child run by [`crate::browser`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Figure {
     /// Which bench.
     pub bench: String,
@@ -20,7 +20,7 @@ pub struct Figure {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reference_name: Option<String>,
     /// Anything else worth knowing.
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub note: String,
 }
 

@@ -112,6 +112,7 @@ async fn join(url: &str) -> anyhow::Result<(Ws, String)> {
         version: PROTOCOL_VERSION,
         name: None,
         resume: None,
+        kind: Default::default(),
     })?;
     ws.send(Message::text(hello)).await?;
     while let Some(msg) = ws.next().await {

@@ -16,21 +16,6 @@ use webrtc::peer_connection::{
 use crate::rtc::{self, Network};
 use crate::signaling::Outbox;
 
-/// How long relay candidates (ours, and the peer's) wait before ICE may use them.
-///
-/// Whichever side controls ICE nominates the first pair that works. A browser that controls
-/// (it offered) would often settle on the relay, whose checks need no hole, and only later move
-/// to the direct pair; and `webrtc` 0.21 as the controlled side never follows such a move (it
-/// keeps its first selected pair). Holding relay candidates back lets the direct checks finish
-/// first when a hole can be punched, and costs a symmetric-NAT connection this much extra.
-pub const RELAY_HOLD_BACK: std::time::Duration = std::time::Duration::from_millis(1500);
-
-/// Whether an ICE candidate line is a relay (TURN) candidate.
-fn is_relay(candidate: &str) -> bool {
-    let words: Vec<&str> = candidate.split_whitespace().collect();
-    words.windows(2).any(|w| w == ["typ", "relay"])
-}
-
 /// What a peer connection reports to the session loop.
 pub enum PeerEvent {
     /// A local candidate to trickle (`None`: gathering finished).
@@ -288,51 +273,26 @@ impl Peer {
     }
 
     async fn add_candidate(&self, init: RTCIceCandidateInit) {
-        let pc = self.pc.clone();
-        let id = self.id.clone();
-        let relay = is_relay(&init.candidate);
-        let add = async move {
-            let text = init.candidate.clone();
-            if let Err(e) = pc.add_ice_candidate(init).await {
-                // e.g. an mDNS name that cannot be resolved here: the others still connect.
-                tracing::debug!(peer = %id, candidate = %text, "candidate not usable: {e}");
-            }
-        };
-        if relay {
-            tokio::spawn(async move {
-                tokio::time::sleep(RELAY_HOLD_BACK).await;
-                add.await;
-            });
-        } else {
-            add.await;
+        let text = init.candidate.clone();
+        if let Err(e) = self.pc.add_ice_candidate(init).await {
+            // e.g. an mDNS name that cannot be resolved here: the others still connect.
+            tracing::debug!(peer = %self.id, candidate = %text, "candidate not usable: {e}");
         }
     }
 
-    /// Trickles one of our candidates (or the end of them) to this peer; relay candidates are
-    /// held back a moment (see [`RELAY_HOLD_BACK`]).
+    /// Trickles one of our candidates (or the end of them) to this peer.
     pub fn trickle(&self, candidate: Option<RTCIceCandidateInit>) {
         let Some(c) = candidate else {
             self.signal(PeerSignal::EndOfCandidates);
             return;
         };
-        let relay = is_relay(&c.candidate);
         let (sdp_mid, sdp_m_line_index) =
             peer_core::negotiation::candidate_placement(c.sdp_mid, c.sdp_mline_index);
-        let signal = PeerSignal::Candidate {
+        self.signal(PeerSignal::Candidate {
             candidate: c.candidate,
             sdp_mid,
             sdp_m_line_index,
-        };
-        if relay {
-            let outbox = self.outbox.clone();
-            let to = self.id.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(RELAY_HOLD_BACK).await;
-                outbox.send(ClientMessage::Signal { to, data: signal });
-            });
-        } else {
-            self.signal(signal);
-        }
+        });
     }
 
     /// Wakes the connection's driver. `webrtc` 0.21 queues the packets it makes while handling

@@ -131,6 +131,15 @@ pub async fn new_connection(
     Ok(Arc::new(pc))
 }
 
+/// How long a controlling `burrow` lets direct pairs try before it may nominate a relayed one.
+///
+/// It nominates once and never moves (the `webrtc` crate has no renomination), so the wait is the
+/// price of a relayed connection and the chance a hole gets to be punched: candidates gathered
+/// (a STUN round trip), trickled through the server, and checked from both sides take a few
+/// round trips, well under this on most paths. `burrow` controls whenever a browser is involved
+/// (it offers: see `signal_protocol::PeerKind`).
+pub const RELAY_WAIT: Duration = Duration::from_millis(800);
+
 /// Burrow's ICE and SCTP settings (see the module docs).
 fn burrow_settings(network: Network) -> webrtc::peer_connection::SettingEngine {
     SettingEngineBuilder::new()
@@ -139,7 +148,7 @@ fn burrow_settings(network: Network) -> webrtc::peer_connection::SettingEngine {
         .with_host_acceptance_min_wait(Some(Duration::ZERO))
         .with_srflx_acceptance_min_wait(Some(Duration::ZERO))
         .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
-        .with_relay_acceptance_min_wait(Some(Duration::from_secs(1)))
+        .with_relay_acceptance_min_wait(Some(RELAY_WAIT))
         // Consent freshness: a keepalive every second, and a path silent for 3 s is reported
         // (the peer unreachable) well within 5 s of a cable being pulled; failed after 25 s.
         .with_ice_timeouts(

@@ -193,7 +193,7 @@ pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<(
     };
     let mut server = signaling::Server::start(link, opts.tls.clone());
     let mut session = Session {
-        room: Room::new(opts.name.clone()),
+        room: Room::new(opts.name.clone(), signal_protocol::PeerKind::Native),
         epoch: Instant::now(),
         page_url: link.page_url(),
         ice_servers: Vec::new(),

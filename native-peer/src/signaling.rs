@@ -266,6 +266,7 @@ pub async fn join(
                     version: signal_protocol::PROTOCOL_VERSION,
                     name: name.clone(),
                     resume: None,
+                    kind: signal_protocol::PeerKind::Native,
                 }),
                 Some(Link::Message(ServerMessage::Welcome {
                     peer_id,

@@ -5,6 +5,9 @@
 //! connection's state, the clock) and does what it answers ([`Action`]): create or close a peer
 //! connection, restart ICE, report something to the user. The rules it keeps:
 //!
+//! * **Who offers.** The newcomer offers to the peers the welcome lists and waits for offers
+//!   from those who join after it; between a browser and `burrow`, `burrow` always offers, so it
+//!   controls ICE (see [`PeerKind`] for why).
 //! * **The server is not needed by established links.** When the signaling connection is lost,
 //!   nothing is closed; the platform reconnects after [`Room::server_lost`]'s delay (jittered
 //!   exponential backoff, [`Backoff`]) and says `hello` with [`Room::hello`], which presents the
@@ -27,7 +30,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use signal_protocol::{
-    ClientMessage, ErrorCode, PeerId, PeerInfo, PeerSignal, Resume, ServerMessage, PROTOCOL_VERSION,
+    ClientMessage, ErrorCode, PeerId, PeerInfo, PeerKind, PeerSignal, Resume, ServerMessage,
+    PROTOCOL_VERSION,
 };
 
 /// How long a connection may be down before ICE is restarted.
@@ -218,6 +222,7 @@ struct Known {
 #[derive(Debug)]
 pub struct Room {
     name: Option<String>,
+    kind: PeerKind,
     me: Option<PeerId>,
     token: Option<String>,
     peers: BTreeMap<PeerId, Known>,
@@ -229,10 +234,11 @@ pub struct Room {
 }
 
 impl Room {
-    /// A room we are about to join as `name`.
-    pub fn new(name: Option<String>) -> Room {
+    /// A room we are about to join as `name`, running on `kind`.
+    pub fn new(name: Option<String>, kind: PeerKind) -> Room {
         Room {
             name,
+            kind,
             me: None,
             token: None,
             peers: BTreeMap::new(),
@@ -265,6 +271,17 @@ impl Room {
                 }),
                 _ => None,
             },
+            kind: self.kind,
+        }
+    }
+
+    /// Whether we offer to `peer`: `burrow` offers to a browser (see [`PeerKind`]); otherwise
+    /// the newcomer offers to those already in the room.
+    fn we_offer(&self, peer: &PeerInfo, we_are_new: bool) -> bool {
+        if self.kind != peer.kind {
+            self.kind == PeerKind::Native
+        } else {
+            we_are_new
         }
     }
 
@@ -308,7 +325,8 @@ impl Room {
                             peer: peer.id.clone(),
                             name: peer.name.clone(),
                         }));
-                        out.push(Action::Connect { peer, offer: false });
+                        let offer = self.we_offer(&peer, false);
+                        out.push(Action::Connect { peer, offer });
                     }
                 }
             }
@@ -399,10 +417,8 @@ impl Room {
                         peer: info.id.clone(),
                         name: info.name.clone(),
                     }));
-                    out.push(Action::Connect {
-                        peer: info,
-                        offer: true,
-                    });
+                    let offer = self.we_offer(&info, true);
+                    out.push(Action::Connect { peer: info, offer });
                 }
             }
         }
@@ -528,7 +544,56 @@ mod tests {
         PeerInfo {
             id: id.into(),
             name: None,
+            kind: PeerKind::Browser,
         }
+    }
+
+    fn offers(actions: &[Action]) -> Vec<(String, bool)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Connect { peer, offer } => Some((peer.id.clone(), *offer)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn burrow_offers_to_a_browser_whoever_came_first() {
+        let native = |id: &str| PeerInfo {
+            kind: PeerKind::Native,
+            ..info(id)
+        };
+        // A browser joins a room where `burrow` is: it does not offer to it…
+        let mut page = Room::new(None, PeerKind::Browser);
+        page.hello();
+        let mut w = welcome("p", &[], false);
+        if let ServerMessage::Welcome { peers, .. } = &mut w {
+            peers.push(native("n"));
+            peers.push(info("q"));
+        }
+        let out = page.on_server(w, 0).unwrap();
+        assert_eq!(offers(&out), [("n".into(), false), ("q".into(), true)]);
+        // …`burrow` offers to the browser that joined after it…
+        let mut cli = Room::new(None, PeerKind::Native);
+        cli.hello();
+        cli.on_server(welcome("n", &[], false), 0).unwrap();
+        let joined = |peer| ServerMessage::PeerJoined { peer };
+        let out = cli.on_server(joined(info("p")), 1).unwrap();
+        assert_eq!(offers(&out), [("p".into(), true)]);
+        // …and between two of a kind the newcomer offers.
+        let out = cli.on_server(joined(native("m")), 2).unwrap();
+        assert_eq!(offers(&out), [("m".into(), false)]);
+        let mut other = Room::new(None, PeerKind::Native);
+        other.hello();
+        let mut w = welcome("m", &[], false);
+        if let ServerMessage::Welcome { peers, .. } = &mut w {
+            peers.push(native("n"));
+        }
+        assert_eq!(
+            offers(&other.on_server(w, 0).unwrap()),
+            [("n".into(), true)]
+        );
     }
 
     fn welcome(me: &str, peers: &[&str], resumed: bool) -> ServerMessage {
@@ -585,7 +650,7 @@ mod tests {
 
     #[test]
     fn hello_presents_the_last_token() {
-        let mut room = Room::new(Some("me".into()));
+        let mut room = Room::new(Some("me".into()), PeerKind::Browser);
         assert!(matches!(
             room.hello(),
             ClientMessage::Hello { resume: None, .. }
@@ -606,7 +671,7 @@ mod tests {
 
     #[test]
     fn a_server_restart_keeps_every_connection() {
-        let mut room = Room::new(None);
+        let mut room = Room::new(None, PeerKind::Browser);
         room.hello();
         let first = room.on_server(welcome("a", &["b", "c"], false), 0).unwrap();
         assert_eq!(connects(&first), [("b".into(), true), ("c".into(), true)]);
@@ -640,7 +705,7 @@ mod tests {
 
     #[test]
     fn a_new_id_starts_over() {
-        let mut room = Room::new(None);
+        let mut room = Room::new(None, PeerKind::Browser);
         room.on_server(welcome("a", &["b"], false), 0).unwrap();
         room.server_lost(10, 0.5);
         let back = room.on_server(welcome("z", &["b"], false), 20).unwrap();
@@ -651,7 +716,7 @@ mod tests {
     #[test]
     fn the_impolite_side_restarts_first_and_waits_for_the_server() {
         // "a" < "b": a is impolite and restarts after RESTART_AFTER.
-        let mut a = Room::new(None);
+        let mut a = Room::new(None, PeerKind::Browser);
         a.on_server(welcome("a", &["b"], false), 0).unwrap();
         a.on_link("b", LinkState::Connected, 0);
         let down = a.on_link("b", LinkState::Disconnected, 1_000);
@@ -669,14 +734,14 @@ mod tests {
         })));
 
         // "b" is polite: it waits longer.
-        let mut b = Room::new(None);
+        let mut b = Room::new(None, PeerKind::Browser);
         b.on_server(welcome("b", &["a"], false), 0).unwrap();
         b.on_link("a", LinkState::Disconnected, 0);
         assert!(restarts(&b.tick(3_000)).is_empty());
         assert_eq!(restarts(&b.tick(6_000)), ["a"]);
 
         // With the server away, nothing can be signaled: the restart waits for the welcome.
-        let mut c = Room::new(None);
+        let mut c = Room::new(None, PeerKind::Browser);
         c.on_server(welcome("a", &["b"], false), 0).unwrap();
         c.on_link("b", LinkState::Failed, 0);
         c.server_lost(0, 0.5);
@@ -688,7 +753,7 @@ mod tests {
 
     #[test]
     fn unlisted_dead_peers_are_forgotten_listed_ones_wait_for_the_server() {
-        let mut room = Room::new(None);
+        let mut room = Room::new(None, PeerKind::Browser);
         room.on_server(welcome("a", &["b", "c"], false), 0).unwrap();
         room.server_lost(0, 0.5);
         room.on_server(welcome("a", &["b"], false), 1_000).unwrap();
@@ -709,7 +774,7 @@ mod tests {
 
     #[test]
     fn signals_from_strangers_and_fatal_refusals() {
-        let mut room = Room::new(None);
+        let mut room = Room::new(None, PeerKind::Browser);
         room.hello();
         let refused = room.on_server(
             ServerMessage::Error {
@@ -719,7 +784,7 @@ mod tests {
             0,
         );
         assert!(refused.is_err());
-        let mut room = Room::new(None);
+        let mut room = Room::new(None, PeerKind::Browser);
         room.hello();
         let full = room.on_server(
             ServerMessage::Error {

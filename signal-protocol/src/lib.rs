@@ -81,6 +81,9 @@ pub enum ClientMessage {
         /// The identity this client had before its connection was lost, to take it back.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         resume: Option<Resume>,
+        /// What the client runs on; told to the others so they know who offers to whom.
+        #[serde(default, skip_serializing_if = "PeerKind::is_browser")]
+        kind: PeerKind,
     },
     /// Leave the room now (the client is quitting). A connection that is lost without it keeps
     /// the peer's place in the room for the server's grace period, so it can come back.
@@ -164,6 +167,31 @@ pub struct PeerInfo {
     pub id: PeerId,
     /// The display name the peer gave in `hello`, if any.
     pub name: Option<String>,
+    /// What the peer said it runs on in `hello`.
+    #[serde(default, skip_serializing_if = "PeerKind::is_browser")]
+    pub kind: PeerKind,
+}
+
+/// What a peer runs on. It matters for one decision: between a browser and `burrow`, `burrow`
+/// offers, so it controls ICE. The `webrtc` crate, when controlled, keeps the first pair it is
+/// told to use, while a controlling browser may nominate the relay first and move to a direct
+/// pair later; as the controlling side `burrow` nominates once, after direct pairs had their
+/// chance (see `peer_core::room`). Unknown or absent means a browser, the cautious choice.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerKind {
+    /// A web page (wasm over the browser's WebRTC).
+    #[default]
+    Browser,
+    /// `burrow`, the native peer (the `webrtc` crate).
+    Native,
+}
+
+impl PeerKind {
+    /// Whether this is the default kind (left out on the wire).
+    pub fn is_browser(&self) -> bool {
+        *self == PeerKind::Browser
+    }
 }
 
 /// One ICE server entry, shaped like the browser's `RTCIceServer`.
@@ -340,6 +368,7 @@ mod tests {
             version: 1,
             name: None,
             resume: None,
+            kind: PeerKind::Browser,
         };
         let s = serde_json::to_string(&m).unwrap();
         assert_eq!(s, r#"{"type":"hello","version":1}"#);

@@ -24,7 +24,7 @@ use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
-use signal_protocol::{ErrorCode, PeerInfo};
+use signal_protocol::{ErrorCode, PeerInfo, PeerKind};
 
 use crate::room::Refusal;
 use crate::AppState;
@@ -50,6 +50,8 @@ pub struct Envelope {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Entry {
     name: Option<String>,
+    #[serde(default)]
+    kind: PeerKind,
     inst: String,
 }
 
@@ -139,6 +141,7 @@ fn members_of(flat: &[String]) -> Vec<Member> {
                 info: PeerInfo {
                     id: pair[0].clone(),
                     name: entry.name,
+                    kind: entry.kind,
                 },
                 instance: entry.inst,
             })
@@ -229,6 +232,7 @@ impl Cluster {
     ) -> Result<(Vec<Member>, bool), Refusal> {
         let entry = Entry {
             name: info.name.clone(),
+            kind: info.kind,
             inst: self.instance.clone(),
         };
         let entry = serde_json::to_string(&entry).map_err(|_| unreachable())?;
@@ -315,6 +319,7 @@ impl Cluster {
             info: PeerInfo {
                 id: peer.to_string(),
                 name: entry.name,
+                kind: entry.kind,
             },
             instance: entry.inst,
         })

@@ -315,7 +315,8 @@ impl Session {
                 version,
                 name,
                 resume,
-            } => self.hello(version, name, resume).await.map(Some),
+                kind,
+            } => self.hello(version, name, kind, resume).await.map(Some),
             ClientMessage::Leave => {
                 self.leave().await;
                 Ok(None)
@@ -343,6 +344,7 @@ impl Session {
         &mut self,
         version: u32,
         name: Option<String>,
+        kind: signal_protocol::PeerKind,
         resume: Option<signal_protocol::Resume>,
     ) -> Result<Utf8Bytes, Refusal> {
         if self.peer_id.is_some() {
@@ -384,7 +386,7 @@ impl Session {
         let joined = self
             .state
             .rooms
-            .join(room, name, claim, self.conn, outbox)
+            .join(room, name, kind, claim, self.conn, outbox)
             .await?;
         let peer_id = joined.id;
         let peers = joined.peers;

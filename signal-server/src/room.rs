@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::Utf8Bytes;
 use prometheus_client::metrics::counter::Counter;
 use rand::Rng;
-use signal_protocol::{ErrorCode, PeerId, PeerInfo, PeerSignal, ServerMessage};
+use signal_protocol::{ErrorCode, PeerId, PeerInfo, PeerKind, PeerSignal, ServerMessage};
 use tokio::sync::mpsc;
 
 /// The queue a connection drains into its WebSocket; dropping every sender closes the connection.
@@ -242,6 +242,7 @@ impl Rooms {
         &self,
         room: &str,
         name: Option<String>,
+        kind: PeerKind,
         claim: Option<(PeerId, bool)>,
         conn: u64,
         outbox: Outbox,
@@ -258,7 +259,7 @@ impl Rooms {
             .filter(|(id, proven)| *proven || !self.id_in_use(id))
             .map(|(id, _)| id);
         let Some(cluster) = &self.cluster else {
-            return self.join_local(room, name, claim, conn, outbox);
+            return self.join_local(room, name, kind, claim, conn, outbox);
         };
         // An unproven claim may not take a member held elsewhere; only a free id.
         let claim = match claim {
@@ -268,6 +269,7 @@ impl Rooms {
         let info = PeerInfo {
             id: claim.unwrap_or_else(new_peer_id),
             name,
+            kind,
         };
         let (members, moved) = cluster
             .join(room, &info, self.max_peers_per_room, self.max_rooms)
@@ -535,6 +537,7 @@ impl Rooms {
         &self,
         room: &str,
         name: Option<String>,
+        kind: PeerKind,
         claim: Option<PeerId>,
         conn: u64,
         outbox: Outbox,
@@ -576,6 +579,7 @@ impl Rooms {
         let info = PeerInfo {
             id: id.clone(),
             name,
+            kind,
         };
         let existing = entry.members.iter().map(|m| m.info.clone()).collect();
         let joined = encode(&ServerMessage::PeerJoined { peer: info.clone() });
@@ -802,19 +806,23 @@ mod tests {
             peers: before_a,
             ..
         } = rooms
-            .join_local("r", Some("a".into()), None, 0, a_tx)
+            .join_local("r", Some("a".into()), PeerKind::Browser, None, 0, a_tx)
             .unwrap();
         assert!(before_a.is_empty());
         let Joined {
             id: b,
             peers: before_b,
             ..
-        } = rooms.join_local("r", None, None, 0, b_tx).unwrap();
+        } = rooms
+            .join_local("r", None, PeerKind::Browser, None, 0, b_tx)
+            .unwrap();
         assert_eq!(before_b[0].id, a);
         assert!(a_rx.try_recv().unwrap().as_str().contains("peer_joined"));
 
         let (c_tx, _c_rx) = outbox();
-        let (code, _) = rooms.join_local("r", None, None, 0, c_tx).unwrap_err();
+        let (code, _) = rooms
+            .join_local("r", None, PeerKind::Browser, None, 0, c_tx)
+            .unwrap_err();
         assert_eq!(code, ErrorCode::RoomFull);
 
         rooms
@@ -841,16 +849,20 @@ mod tests {
     fn a_peer_dropped_for_a_full_queue_is_announced() {
         let rooms = Rooms::new(10, 4, Duration::from_secs(30), Counter::default());
         let (a_tx, mut a_rx) = mpsc::channel(8);
-        let Joined { id: a, .. } = rooms.join_local("r", None, None, 0, a_tx).unwrap();
+        let Joined { id: a, .. } = rooms
+            .join_local("r", None, PeerKind::Browser, None, 0, a_tx)
+            .unwrap();
         let (slow_tx, _slow_rx) = mpsc::channel(1);
-        let Joined { id: slow, .. } = rooms.join_local("r", None, None, 0, slow_tx).unwrap();
+        let Joined { id: slow, .. } = rooms
+            .join_local("r", None, PeerKind::Browser, None, 0, slow_tx)
+            .unwrap();
         assert!(a_rx.try_recv().unwrap().as_str().contains("peer_joined"));
         // The slow peer's queue takes one message (this join), then overflows on the next.
         rooms
-            .join_local("r", None, None, 0, mpsc::channel(8).0)
+            .join_local("r", None, PeerKind::Browser, None, 0, mpsc::channel(8).0)
             .unwrap();
         rooms
-            .join_local("r", None, None, 0, mpsc::channel(8).0)
+            .join_local("r", None, PeerKind::Browser, None, 0, mpsc::channel(8).0)
             .unwrap();
         let mut seen = Vec::new();
         while let Ok(m) = a_rx.try_recv() {
@@ -862,7 +874,7 @@ mod tests {
             "a hears that the slow peer left: {seen:?}"
         );
         let Joined { peers, .. } = rooms
-            .join_local("r", None, None, 0, mpsc::channel(8).0)
+            .join_local("r", None, PeerKind::Browser, None, 0, mpsc::channel(8).0)
             .unwrap();
         assert!(
             peers.iter().all(|p| p.id != slow),
@@ -874,9 +886,11 @@ mod tests {
     #[test]
     fn max_rooms_is_enforced() {
         let rooms = Rooms::new(1, 4, Duration::from_secs(30), Counter::default());
-        rooms.join_local("one", None, None, 0, outbox().0).unwrap();
+        rooms
+            .join_local("one", None, PeerKind::Browser, None, 0, outbox().0)
+            .unwrap();
         let (code, _) = rooms
-            .join_local("two", None, None, 0, outbox().0)
+            .join_local("two", None, PeerKind::Browser, None, 0, outbox().0)
             .unwrap_err();
         assert_eq!(code, ErrorCode::ServerFull);
     }
@@ -884,9 +898,13 @@ mod tests {
     #[test]
     fn a_full_queue_refuses_signals_without_blocking() {
         let rooms = Rooms::new(10, 4, Duration::from_secs(30), Counter::default());
-        let Joined { id: a, .. } = rooms.join_local("r", None, None, 0, outbox().0).unwrap();
+        let Joined { id: a, .. } = rooms
+            .join_local("r", None, PeerKind::Browser, None, 0, outbox().0)
+            .unwrap();
         let (b_tx, _b_rx) = mpsc::channel(1);
-        let Joined { id: b, .. } = rooms.join_local("r", None, None, 0, b_tx).unwrap();
+        let Joined { id: b, .. } = rooms
+            .join_local("r", None, PeerKind::Browser, None, 0, b_tx)
+            .unwrap();
         rooms
             .relay_local("r", &a, &b, PeerSignal::EndOfCandidates)
             .unwrap();
@@ -900,9 +918,15 @@ mod tests {
     async fn a_lost_peer_keeps_its_place_and_what_was_sent_to_it() {
         let rooms = Rooms::new(10, 4, Duration::from_millis(200), Counter::default());
         let (a_tx, mut a_rx) = mpsc::channel(8);
-        let Joined { id: a, .. } = rooms.join("r", None, None, 1, a_tx).await.unwrap();
+        let Joined { id: a, .. } = rooms
+            .join("r", None, PeerKind::Browser, None, 1, a_tx)
+            .await
+            .unwrap();
         let (b_tx, _b_rx) = mpsc::channel(8);
-        let Joined { id: b, .. } = rooms.join("r", None, None, 2, b_tx).await.unwrap();
+        let Joined { id: b, .. } = rooms
+            .join("r", None, PeerKind::Browser, None, 2, b_tx)
+            .await
+            .unwrap();
         while a_rx.try_recv().is_ok() {}
 
         assert_eq!(rooms.detach("r", &b, 2, LOCAL).await, Detached::Kept);
@@ -913,7 +937,14 @@ mod tests {
         // b comes back on connection 3, claiming its id: resumed, nobody told.
         let (b2_tx, mut b2_rx) = mpsc::channel(8);
         let back = rooms
-            .join("r", None, Some((b.clone(), true)), 3, b2_tx)
+            .join(
+                "r",
+                None,
+                PeerKind::Browser,
+                Some((b.clone(), true)),
+                3,
+                b2_tx,
+            )
             .await
             .unwrap();
         assert_eq!((back.id.as_str(), back.resumed), (b.as_str(), true));
@@ -937,14 +968,28 @@ mod tests {
         assert!(a_rx.try_recv().unwrap().as_str().contains("peer_left"));
         // Claiming a free id (the server forgot it) gives it back, announced as a join.
         let again = rooms
-            .join("r", None, Some((b.clone(), false)), 4, mpsc::channel(8).0)
+            .join(
+                "r",
+                None,
+                PeerKind::Browser,
+                Some((b.clone(), false)),
+                4,
+                mpsc::channel(8).0,
+            )
             .await
             .unwrap();
         assert_eq!((again.id.as_str(), again.resumed), (b.as_str(), false));
         assert!(a_rx.try_recv().unwrap().as_str().contains("peer_joined"));
         // Claiming, unproven, an id someone holds gets a new one.
         let thief = rooms
-            .join("r", None, Some((a.clone(), false)), 5, mpsc::channel(8).0)
+            .join(
+                "r",
+                None,
+                PeerKind::Browser,
+                Some((a.clone(), false)),
+                5,
+                mpsc::channel(8).0,
+            )
             .await;
         assert!(thief.is_ok_and(|j| j.id != a && !j.resumed));
     }
@@ -953,11 +998,11 @@ mod tests {
     async fn what_is_kept_for_away_peers_is_bounded_and_released() {
         let rooms = Rooms::new(10, 4, Duration::from_secs(30), Counter::default());
         let Joined { id: a, .. } = rooms
-            .join("r", None, None, 1, mpsc::channel(8).0)
+            .join("r", None, PeerKind::Browser, None, 1, mpsc::channel(8).0)
             .await
             .unwrap();
         let Joined { id: b, .. } = rooms
-            .join("r", None, None, 2, mpsc::channel(8).0)
+            .join("r", None, PeerKind::Browser, None, 2, mpsc::channel(8).0)
             .await
             .unwrap();
         rooms.detach("r", &b, 2, LOCAL).await;
@@ -973,7 +1018,7 @@ mod tests {
         // b comes back: the backlog is delivered (as much as its queue takes) and released.
         let (tx, mut rx) = mpsc::channel(64);
         rooms
-            .join("r", None, Some((b.clone(), true)), 3, tx)
+            .join("r", None, PeerKind::Browser, Some((b.clone(), true)), 3, tx)
             .await
             .unwrap();
         assert_eq!(rooms.away_bytes(), 0);
@@ -997,7 +1042,14 @@ mod tests {
         let mut ids = Vec::new();
         for (i, room) in ["a", "b", "c"].into_iter().enumerate() {
             let Joined { id, .. } = rooms
-                .join(room, None, None, i as u64, mpsc::channel(8).0)
+                .join(
+                    room,
+                    None,
+                    PeerKind::Browser,
+                    None,
+                    i as u64,
+                    mpsc::channel(8).0,
+                )
                 .await
                 .unwrap();
             ids.push((room, id, i as u64));
@@ -1014,7 +1066,7 @@ mod tests {
         assert_eq!(rooms.counts(), (2, 2));
         // Another client's peer is kept even so.
         let Joined { id, .. } = rooms
-            .join("d", None, None, 9, mpsc::channel(8).0)
+            .join("d", None, PeerKind::Browser, None, 9, mpsc::channel(8).0)
             .await
             .unwrap();
         assert_eq!(rooms.detach("d", &id, 9, other).await, Detached::Kept);
@@ -1025,14 +1077,14 @@ mod tests {
         let other: IpAddr = "192.0.2.7".parse().unwrap();
         let rooms = Rooms::new(100, 16, Duration::from_secs(30), Counter::default());
         let Joined { id: sender, .. } = rooms
-            .join("r", None, None, 0, mpsc::channel(8).0)
+            .join("r", None, PeerKind::Browser, None, 0, mpsc::channel(8).0)
             .await
             .unwrap();
         let big = "x".repeat(60_000);
         let mut refused = 0;
         for n in 1..=10u64 {
             let Joined { id, .. } = rooms
-                .join("r", None, None, n, mpsc::channel(8).0)
+                .join("r", None, PeerKind::Browser, None, n, mpsc::channel(8).0)
                 .await
                 .unwrap();
             assert_eq!(rooms.detach("r", &id, n, LOCAL).await, Detached::Kept);
@@ -1050,7 +1102,7 @@ mod tests {
         assert!(rooms.away_bytes() <= SOURCE_BYTES);
         // An away peer of another client gets signals whatever the first one's did.
         let Joined { id, .. } = rooms
-            .join("r", None, None, 99, mpsc::channel(8).0)
+            .join("r", None, PeerKind::Browser, None, 99, mpsc::channel(8).0)
             .await
             .unwrap();
         assert_eq!(rooms.detach("r", &id, 99, other).await, Detached::Kept);

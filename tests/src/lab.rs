@@ -114,7 +114,9 @@ impl Lab {
         // host candidate) vanish rather than fail to send: a relay that gets "network
         // unreachable" from `sendto` may drop the whole allocation (coturn does).
         // (A veth pair whose far end drops what it gets: no `dummy` module here.)
-        ip(&format!("-n {inet} link add void type veth peer name void-end"));
+        ip(&format!(
+            "-n {inet} link add void type veth peer name void-end"
+        ));
         ip(&format!("-n {inet} link set void arp off up"));
         ip(&format!("-n {inet} link set void-end up"));
         ip(&format!("-n {inet} route add default dev void"));

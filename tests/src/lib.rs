@@ -15,14 +15,20 @@ pub mod ws;
 
 use std::path::PathBuf;
 
-/// Path of a workspace binary built next to the running test executable.
+/// Path of a workspace binary built next to the running test executable (or in
+/// `$BURROW_BIN_DIR`: the bench points it at `target/release`).
 pub fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test>-<hash> → target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test executable lives in target/<profile>/deps");
+    let dir = match std::env::var_os("BURROW_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let exe = std::env::current_exe().expect("test executable path");
+            // target/<profile>/deps/<test>-<hash> → target/<profile>/<name>
+            exe.parent()
+                .and_then(|deps| deps.parent())
+                .expect("test executable lives in target/<profile>/deps")
+                .to_path_buf()
+        }
+    };
     let path = dir.join(name);
     assert!(
         path.exists(),

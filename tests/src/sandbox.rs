@@ -48,7 +48,9 @@ pub fn cannot_isolate() -> Option<String> {
     }
 }
 
-fn build_network() {
+/// Builds the namespace's tiny network (also for the bench, which re-runs itself under
+/// `unshare --net`).
+pub fn build_network() {
     for cmd in [
         "link set lo up",
         "link add burrow0 type veth peer name burrow1",

@@ -32,6 +32,7 @@ impl WsClient {
             version: PROTOCOL_VERSION,
             name: name.map(str::to_string),
             resume: None,
+            kind: Default::default(),
         })
         .await;
         let welcome = c.recv().await;

@@ -123,6 +123,7 @@ async fn two_instances_share_rooms_limits_and_departures() {
         version: PROTOCOL_VERSION,
         name: None,
         resume: None,
+        kind: Default::default(),
     })
     .await;
     match d.recv().await {

@@ -35,6 +35,7 @@ async fn rejoin(url: &str, id: &str, token: &str) -> (WsClient, ServerMessage) {
             peer_id: id.to_string(),
             token: token.to_string(),
         }),
+        kind: Default::default(),
     })
     .await;
     let welcome = c.recv().await;

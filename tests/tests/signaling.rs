@@ -116,6 +116,7 @@ async fn bad_requests_get_error_codes_and_the_connection_survives() {
         version: PROTOCOL_VERSION,
         name: None,
         resume: None,
+        kind: Default::default(),
     })
     .await;
     expect_error(&mut a, ErrorCode::AlreadyJoined).await;
@@ -134,6 +135,7 @@ async fn bad_requests_get_error_codes_and_the_connection_survives() {
         version: 0,
         name: None,
         resume: None,
+        kind: Default::default(),
     })
     .await;
     expect_error(&mut old, ErrorCode::UnsupportedVersion).await;
@@ -148,6 +150,7 @@ async fn bad_requests_get_error_codes_and_the_connection_survives() {
         version: PROTOCOL_VERSION,
         name: None,
         resume: None,
+        kind: Default::default(),
     })
     .await;
     assert!(matches!(old.recv().await, ServerMessage::Welcome { .. }));
@@ -158,6 +161,7 @@ async fn bad_requests_get_error_codes_and_the_connection_survives() {
         version: PROTOCOL_VERSION,
         name: None,
         resume: None,
+        kind: Default::default(),
     };
     third.send(&hello).await;
     expect_error(&mut third, ErrorCode::RoomFull).await;
@@ -314,6 +318,7 @@ async fn on_sigterm_the_server_tells_clients_to_come_back() {
         version: PROTOCOL_VERSION,
         name: None,
         resume: None,
+        kind: Default::default(),
     })
     .expect("json");
     tx.send(Message::text(hello)).await.expect("hello");

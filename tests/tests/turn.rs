@@ -1017,6 +1017,7 @@ async fn a_takeover_by_resume_keeps_the_relay() {
             peer_id: peer_id.clone(),
             token: resume_token,
         }),
+        kind: Default::default(),
     })
     .await;
     assert!(

@@ -54,6 +54,7 @@ impl Room {
             ws_handlers: RefCell::new(Vec::new()),
             room: RefCell::new(peer_core::room::Room::new(
                 name.filter(|n| !n.trim().is_empty()),
+                signal_protocol::PeerKind::Browser,
             )),
             ice_servers: RefCell::new(JsValue::UNDEFINED),
             peers: RefCell::new(HashMap::new()),

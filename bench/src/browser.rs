@@ -1,0 +1,145 @@
+//! `browser`: file throughput between headless Chromium (the page) and `burrow`, both ways,
+//! beside `burrow` → `burrow` with the same file in the same run.
+//!
+//! Chromium gathers no candidates without a default route, so the bench re-runs itself under
+//! `unshare --net` (the tests' private network, `burrow_tests::sandbox`) and collects the
+//! child's figures. It drives the release binaries (`burrow`, `signal-server`) next to itself and
+//! the page in `www/pkg`; what is missing is reported, not measured.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use burrow_tests::browser::Browser;
+use burrow_tests::burrow::{random_file, Burrow};
+use burrow_tests::sandbox::HOST_IP;
+use burrow_tests::server::ServerProcess;
+
+use crate::report::Figure;
+
+const CHILD: &str = "BURROW_BENCH_IN_NETNS";
+const BYTES: usize = 64 << 20;
+
+/// Runs the bench: in the parent, starts the child in its namespace and takes its figures.
+pub async fn run(out: &mut Vec<Figure>) {
+    if std::env::var_os(CHILD).is_some() {
+        burrow_tests::sandbox::build_network();
+        measure(out).await;
+        return;
+    }
+    let missing = |what: &str, why: String| {
+        Figure::new("browser", what, None, "MB/s")
+            .note(why)
+            .emit(&mut Vec::new())
+    };
+    let Some(dir) = bin_dir() else {
+        return missing("page → burrow", "no executable path".into());
+    };
+    for bin in ["burrow", "signal-server"] {
+        if !dir.join(bin).exists() {
+            return missing(
+                "page → burrow",
+                format!("{bin} is not built: cargo build --release --workspace --bins"),
+            );
+        }
+    }
+    if let Some(why) = burrow_tests::sandbox::cannot_isolate() {
+        return missing("page → burrow", why);
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let child = Command::new("unshare")
+        .args(["--net", "--"])
+        .arg(exe)
+        .args(["--only", "browser"])
+        .env(CHILD, "1")
+        .env("BURROW_BIN_DIR", &dir)
+        .output();
+    let Ok(child) = child else {
+        return missing("page → burrow", "could not run unshare".into());
+    };
+    for line in String::from_utf8_lossy(&child.stdout).lines() {
+        if let Ok(figure) = serde_json::from_str::<Figure>(line) {
+            figure.emit(out);
+        }
+    }
+}
+
+fn bin_dir() -> Option<PathBuf> {
+    Some(std::env::current_exe().ok()?.parent()?.to_path_buf())
+}
+
+fn mb_per_s(bytes: usize, secs: f64) -> Option<f64> {
+    (secs > 0.0).then(|| bytes as f64 / 1e6 / secs)
+}
+
+/// Inside the namespace: a server, `burrow join`, a page; 64 MiB each way, then burrow→burrow.
+async fn measure(out: &mut Vec<Figure>) {
+    let server = ServerProcess::start_on(HOST_IP, &[]);
+    let link = server.room_link("bench-browser");
+    let dir = std::env::temp_dir().join(format!("burrow-bench-browser-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let inbox = dir.join("inbox");
+    let file = dir.join("bench.bin");
+    random_file(&file, BYTES);
+
+    let mut native = Burrow::start(&["join", "--accept", &inbox.display().to_string(), &link]);
+    let native_id = native.peer_id();
+    let page = Browser::start().await;
+    page.open(&link).await;
+    let page_id = page.peer_id().await;
+    page.wait_connected(&native_id).await;
+    native.expect_event("connected", &[("peer", &page_id)]);
+
+    // Page → burrow: from picking the file until burrow has it all.
+    let started = Instant::now();
+    page.pick_file("#file-input", &file).await;
+    native.expect_event("file_received", &[("from", &page_id)]);
+    let up = started.elapsed().as_secs_f64();
+
+    // burrow → page: from the sender's connection until it is done (the page acknowledged).
+    let down = send_and_time(&file, &link, &page_id);
+    page.close().await;
+    drop(native);
+
+    // The reference: burrow → burrow, the same file, the same namespace (another room: the
+    // first `burrow` keeps its place a while after being killed).
+    let link = server.room_link("bench-browser-reference");
+    let reference_inbox = dir.join("inbox2");
+    let mut receiver = Burrow::start(&[
+        "join",
+        "--accept",
+        &reference_inbox.display().to_string(),
+        &link,
+    ]);
+    let receiver_id = receiver.peer_id();
+    let native_pair = send_and_time(&file, &link, &receiver_id);
+    drop(receiver);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let reference = "burrow → burrow, same file, same run";
+    let note = format!("{} MiB, Chromium headless, loopback veth", BYTES >> 20);
+    Figure::new("browser", "page → burrow", mb_per_s(BYTES, up), "MB/s")
+        .against(reference, native_pair.and_then(|s| mb_per_s(BYTES, s)))
+        .note(note.clone())
+        .emit(out);
+    Figure::new(
+        "browser",
+        "burrow → page",
+        down.and_then(|s| mb_per_s(BYTES, s)),
+        "MB/s",
+    )
+    .against(reference, native_pair.and_then(|s| mb_per_s(BYTES, s)))
+    .note(note)
+    .emit(out);
+}
+
+/// `burrow send FILE LINK` to `peer`: seconds from its `connected` to its exit.
+fn send_and_time(file: &Path, link: &str, peer: &str) -> Option<f64> {
+    let mut sender = Burrow::start(&["send", &file.display().to_string(), link]);
+    sender.expect_event("connected", &[("peer", peer)]);
+    let started = Instant::now();
+    let ok = sender.wait().success();
+    ok.then(|| started.elapsed().as_secs_f64())
+}
