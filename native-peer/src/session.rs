@@ -87,6 +87,8 @@ pub struct Options {
 /// Things the loop hears about besides the server and the peers' callbacks.
 enum Internal {
     ControlOpen(String, Arc<dyn DataChannel>),
+    /// The control channel is open and the path was read (off the session loop).
+    Connected(String, Option<rtc::PathInfo>),
     Chat(String, String),
     SendDone(String, String, Result<files::Done, files::FileError>),
     Received(String, Result<files::Done, (String, files::FileError)>),
@@ -593,13 +595,15 @@ impl Session {
                 }
                 peer.connected = true;
                 peer.control = Some(dc);
-                let info = rtc::path_info(&peer.pc).await;
-                peer.path_watch = Some(watch_path(
-                    self.internal_tx.clone(),
-                    &id,
-                    peer.pc.clone(),
-                    info,
-                ));
+                // Reading the selected pair can take a while (a stats call): the watcher reads
+                // it and reports back, so the loop never waits on one peer.
+                let watch = watch_path(self.internal_tx.clone(), id, peer.pc.clone());
+                peer.path_watch = Some(self.tasks.spawn(watch));
+            }
+            Internal::Connected(id, info) => {
+                let Some(peer) = self.peers.get(&id) else {
+                    return;
+                };
                 self.printer.print(RoomEvent::Connected {
                     peer: id.clone(),
                     report: info.into(),
@@ -826,31 +830,31 @@ pub fn check_files(files: &[PathBuf]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Re-reads the path every few seconds and reports when it changes (the controlling side may
-/// move the connection, e.g. from the relay to a hole punched once its checks succeed).
-fn watch_path(
+/// Reads the path of a connection that just opened and reports it connected, then re-reads it
+/// every few seconds and reports when it changes (the controlling side may move the connection,
+/// e.g. from the relay to a hole punched once its checks succeed).
+async fn watch_path(
     tx: mpsc::UnboundedSender<Internal>,
-    id: &str,
+    id: String,
     pc: Arc<dyn webrtc::peer_connection::PeerConnection>,
-    first: Option<rtc::PathInfo>,
-) -> tokio::task::AbortHandle {
-    let id = id.to_string();
+) {
+    let first = rtc::path_info(&pc).await;
     let mut watch = peer_core::path::PathWatch::default();
     watch.observe(first.as_ref());
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-            let Some(info) = rtc::path_info(&pc).await else {
-                continue;
-            };
-            if watch.observe(Some(&info)) == peer_core::path::PathNews::Changed
-                && tx.send(Internal::PathChanged(id.clone(), info)).is_err()
-            {
-                break;
-            }
+    if tx.send(Internal::Connected(id.clone(), first)).is_err() {
+        return;
+    }
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let Some(info) = rtc::path_info(&pc).await else {
+            continue;
+        };
+        if watch.observe(Some(&info)) == peer_core::path::PathNews::Changed
+            && tx.send(Internal::PathChanged(id.clone(), info)).is_err()
+        {
+            break;
         }
-    })
-    .abort_handle()
+    }
 }
 
 /// The next connection on the forward listener; never resolves in other modes.
