@@ -15,6 +15,7 @@
 //! local address it was told to expose, so no peer can make it connect anywhere else.
 
 use serde::{Deserialize, Serialize};
+use signal_protocol::decode::need;
 
 /// Label of the per-pair control channel.
 pub const CONTROL_LABEL: &str = "burrow-control";
@@ -27,7 +28,7 @@ pub const STREAM_LABEL: &str = "burrow-stream";
 
 /// Messages on the control channel (JSON text).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "t", rename_all = "snake_case")]
+#[serde(tag = "t", rename_all = "snake_case", try_from = "ChannelWire")]
 pub enum ControlMessage {
     /// A chat line.
     Chat {
@@ -74,7 +75,7 @@ pub enum ServiceKind {
 
 /// Text messages on a stream channel (the bytes in between are binary).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "t", rename_all = "snake_case")]
+#[serde(tag = "t", rename_all = "snake_case", try_from = "ChannelWire")]
 pub enum StreamMessage {
     /// First message, from the connecting side.
     Open {
@@ -114,7 +115,7 @@ impl StreamMessage {
 
 /// Text messages on a file channel (the data in between is binary).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "t", rename_all = "snake_case")]
+#[serde(tag = "t", rename_all = "snake_case", try_from = "ChannelWire")]
 pub enum FileMessage {
     /// First message: what is coming.
     Header {
@@ -141,6 +142,95 @@ pub enum FileMessage {
         /// Why, for the sender's user.
         reason: String,
     },
+}
+
+/// Every field of every channel message, read flat and then sorted by its tag `t` (see
+/// `signal_protocol::decode` for why: the derived reader of a tagged enum is large in the
+/// browser bundle).
+#[derive(Deserialize)]
+struct ChannelWire {
+    t: String,
+    text: Option<String>,
+    services: Option<Vec<ServiceInfo>>,
+    on: Option<bool>,
+    #[serde(default)]
+    sending: bool,
+    service: Option<String>,
+    token: Option<String>,
+    reason: Option<String>,
+    name: Option<String>,
+    size: Option<u64>,
+    mime: Option<String>,
+    sha256: Option<String>,
+}
+
+impl TryFrom<ChannelWire> for ControlMessage {
+    type Error = String;
+
+    fn try_from(w: ChannelWire) -> Result<ControlMessage, String> {
+        let t = w.t.as_str();
+        Ok(match t {
+            "chat" => ControlMessage::Chat {
+                text: need(w.text, "text", t)?,
+            },
+            "services" => ControlMessage::Services {
+                services: need(w.services, "services", t)?,
+            },
+            "voice" => ControlMessage::Voice {
+                on: need(w.on, "on", t)?,
+                sending: w.sending,
+            },
+            other => return Err(format!("unknown variant `{other}`")),
+        })
+    }
+}
+
+impl TryFrom<ChannelWire> for StreamMessage {
+    type Error = String;
+
+    fn try_from(w: ChannelWire) -> Result<StreamMessage, String> {
+        let t = w.t.as_str();
+        Ok(match t {
+            "open" => StreamMessage::Open {
+                service: need(w.service, "service", t)?,
+                token: w.token,
+            },
+            "accepted" => StreamMessage::Accepted,
+            "refused" => StreamMessage::Refused {
+                reason: need(w.reason, "reason", t)?,
+            },
+            "end" => StreamMessage::End,
+            "reset" => StreamMessage::Reset {
+                reason: need(w.reason, "reason", t)?,
+            },
+            other => return Err(format!("unknown variant `{other}`")),
+        })
+    }
+}
+
+impl TryFrom<ChannelWire> for FileMessage {
+    type Error = String;
+
+    fn try_from(w: ChannelWire) -> Result<FileMessage, String> {
+        let t = w.t.as_str();
+        Ok(match t {
+            "header" => FileMessage::Header {
+                name: need(w.name, "name", t)?,
+                size: need(w.size, "size", t)?,
+                mime: w.mime,
+            },
+            "end" => FileMessage::End {
+                sha256: need(w.sha256, "sha256", t)?,
+            },
+            "received" => FileMessage::Received {
+                sha256: need(w.sha256, "sha256", t)?,
+            },
+            "refused" => FileMessage::Refused {
+                reason: need(w.reason, "reason", t)?,
+            },
+            other => return Err(format!("unknown variant `{other}`")),
+        })
+    }
 }
 
 /// Why a data-channel text message could not be understood.
@@ -208,5 +298,57 @@ mod tests {
             services.encode(),
             r#"{"t":"services","services":[{"name":"web","kind":"http","protected":false}]}"#
         );
+    }
+
+    #[test]
+    fn every_channel_message_reads_back_and_a_hostile_one_is_refused() {
+        let control = [
+            ControlMessage::Chat { text: "hi".into() },
+            ControlMessage::Voice {
+                on: true,
+                sending: false,
+            },
+            ControlMessage::Services { services: vec![] },
+        ];
+        for m in control {
+            assert_eq!(ControlMessage::decode(&m.encode()).unwrap(), m);
+        }
+        let file = [
+            FileMessage::Header {
+                name: "a".into(),
+                size: 1,
+                mime: Some("text/plain".into()),
+            },
+            FileMessage::End {
+                sha256: "00".into(),
+            },
+            FileMessage::Received {
+                sha256: "00".into(),
+            },
+            FileMessage::Refused {
+                reason: "no".into(),
+            },
+        ];
+        for m in file {
+            assert_eq!(FileMessage::decode(&m.encode()).unwrap(), m);
+        }
+        let stream = [
+            StreamMessage::Open {
+                service: "web".into(),
+                token: Some("k".into()),
+            },
+            StreamMessage::Accepted,
+            StreamMessage::Refused { reason: "r".into() },
+            StreamMessage::End,
+            StreamMessage::Reset { reason: "r".into() },
+        ];
+        for m in stream {
+            assert_eq!(StreamMessage::decode(&m.encode()).unwrap(), m);
+        }
+        // A tag of another channel, a missing field, a wrong type, a negative size.
+        assert!(ControlMessage::decode(r#"{"t":"header","name":"a","size":1}"#).is_err());
+        assert!(FileMessage::decode(r#"{"t":"header","name":"a"}"#).is_err());
+        assert!(ControlMessage::decode(r#"{"t":"chat","text":5}"#).is_err());
+        assert!(FileMessage::decode(r#"{"t":"header","name":"a","size":-1}"#).is_err());
     }
 }

@@ -55,6 +55,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod decode;
+
 /// The protocol version this crate speaks; a `hello` with another version is refused.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -99,7 +101,7 @@ pub enum ClientMessage {
 
 /// Messages the server sends to a client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", try_from = "decode::ServerWire")]
 pub enum ServerMessage {
     /// The answer to a successful `hello`.
     Welcome {
@@ -209,7 +211,7 @@ pub struct IceServer {
 
 /// The peer → peer payload carried inside `signal` messages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", try_from = "decode::SignalWire")]
 pub enum PeerSignal {
     /// An SDP offer.
     Offer {
