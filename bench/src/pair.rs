@@ -15,8 +15,8 @@ use webrtc::data_channel::{DataChannel, DataChannelEvent};
 
 /// The channel pair a side's peer connections report on.
 type PeerEvents = (
-    mpsc::UnboundedSender<(String, PeerEvent)>,
-    mpsc::UnboundedReceiver<(String, PeerEvent)>,
+    mpsc::Sender<(String, PeerEvent)>,
+    mpsc::Receiver<(String, PeerEvent)>,
 );
 
 /// Runs one side: creates peers as the server announces them, relays their signals and
@@ -128,7 +128,7 @@ pub async fn connect(
         server_a,
         None,
         a_open_tx,
-        mpsc::unbounded_channel(),
+        mpsc::channel(1024),
     );
 
     let start = Instant::now();
@@ -145,7 +145,7 @@ pub async fn connect(
         Vec::new()
     };
     let network = Network::for_server_host("127.0.0.1", None);
-    let (peer_tx, peer_rx) = mpsc::unbounded_channel();
+    let (peer_tx, peer_rx) = mpsc::channel(1024);
     let mut b = Peer::new(
         &wb.peer_id,
         a_info.id,

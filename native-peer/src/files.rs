@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use indicatif::{ProgressBar, ProgressStyle};
 use peer_core::channels::{FileMessage, FILE_LABEL};
-use peer_core::transfer::{Hasher, Incoming, TransferError, CHUNK_SIZE};
+use peer_core::transfer::{Incoming, Outgoing, TransferError, CHUNK_SIZE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
@@ -67,16 +67,19 @@ pub fn progress(total: u64, what: &str, hidden: bool) -> ProgressBar {
 }
 
 /// Reads the text messages of a channel in the background (a channel must always be polled).
-fn text_messages(dc: Arc<dyn DataChannel>) -> mpsc::UnboundedReceiver<Option<String>> {
-    let (tx, rx) = mpsc::unbounded_channel();
+fn text_messages(dc: Arc<dyn DataChannel>) -> mpsc::Receiver<Option<String>> {
+    // Bounded: a peer sending text after text waits on its channel instead of filling memory.
+    let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
         while let Some(event) = dc.poll().await {
             match event {
                 DataChannelEvent::OnOpen => {
-                    let _ = tx.send(None);
+                    let _ = tx.send(None).await;
                 }
                 DataChannelEvent::OnMessage(m) if m.is_string => {
-                    let _ = tx.send(Some(String::from_utf8_lossy(&m.data).into_owned()));
+                    let _ = tx
+                        .send(Some(String::from_utf8_lossy(&m.data).into_owned()))
+                        .await;
                 }
                 DataChannelEvent::OnClose => break,
                 _ => {}
@@ -94,7 +97,7 @@ pub async fn send(
 ) -> Result<Done, FileError> {
     let mut file = tokio::fs::File::open(path).await?;
     let size = file.metadata().await?.len();
-    let name = peer_core::transfer::safe_file_name(&path.to_string_lossy());
+    let (mut out, header) = Outgoing::start(&path.to_string_lossy(), size, None);
     let dc = pc.create_data_channel(FILE_LABEL, None).await?;
     let mut inbox = text_messages(dc.clone());
     // Wait for the channel to open (a `None` from the reader).
@@ -105,35 +108,19 @@ pub async fn send(
             None => return Err(FileError::Channel),
         }
     }
-    dc.send_text(
-        &FileMessage::Header {
-            name: name.clone(),
-            size,
-            mime: None,
-        }
-        .encode(),
-    )
-    .await?;
-    let mut hasher = Hasher::default();
+    dc.send_text(&header.encode()).await?;
     let mut buf = vec![0u8; CHUNK_SIZE];
     loop {
         let n = read_full(&mut file, &mut buf).await?;
         if n == 0 {
             break;
         }
-        hasher.update(&buf[..n]);
+        out.on_chunk(&buf[..n])?;
         // Waits while the channel's send buffer is full: memory stays bounded.
         dc.send(BytesMut::from(&buf[..n])).await?;
         bar.inc(n as u64);
     }
-    let sha256 = hasher.finish();
-    dc.send_text(
-        &FileMessage::End {
-            sha256: sha256.clone(),
-        }
-        .encode(),
-    )
-    .await?;
+    dc.send_text(&out.end()?.encode()).await?;
     bar.finish_and_clear();
     let verdict = loop {
         match inbox.recv().await {
@@ -143,16 +130,16 @@ pub async fn send(
         }
     };
     let _ = dc.close().await;
-    match FileMessage::decode(&verdict) {
-        Ok(FileMessage::Received { sha256: theirs }) if theirs == sha256 => Ok(Done {
-            name,
-            size,
-            sha256,
-            path: None,
-        }),
-        Ok(FileMessage::Refused { reason }) => Err(FileError::Refused(reason)),
-        _ => Err(FileError::Refused(format!("unexpected reply {verdict:?}"))),
-    }
+    Ok(Done {
+        name: out.name().to_string(),
+        size,
+        // A refusal is the receiver's choice, not a broken transfer (see `FileError::Refused`).
+        sha256: out.on_reply(&verdict).map_err(|e| match e {
+            TransferError::Refused(reason) => FileError::Refused(reason),
+            other => FileError::Check(other),
+        })?,
+        path: None,
+    })
 }
 
 /// Fills `buf` as far as the file allows; returns the bytes read (0 at the end).

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use peer_core::channels::CONTROL_LABEL;
-use peer_core::negotiation::{DescriptionKind, Negotiator, RemoteAction};
+use peer_core::driver::{Connection, Driver, Handled, Signaling};
+use peer_core::negotiation::DescriptionKind;
 use signal_protocol::{ClientMessage, PeerSignal};
 use tokio::sync::mpsc;
 use webrtc::data_channel::DataChannel;
@@ -33,7 +34,7 @@ pub enum PeerEvent {
 /// Forwards `webrtc` callbacks, tagged with the peer id, to the session loop.
 struct Handler {
     peer: String,
-    tx: mpsc::UnboundedSender<(String, PeerEvent)>,
+    tx: mpsc::Sender<(String, PeerEvent)>,
 }
 
 #[async_trait::async_trait]
@@ -42,7 +43,8 @@ impl PeerConnectionEventHandler for Handler {
         if let Ok(init) = event.candidate.to_json() {
             let _ = self
                 .tx
-                .send((self.peer.clone(), PeerEvent::LocalCandidate(Some(init))));
+                .send((self.peer.clone(), PeerEvent::LocalCandidate(Some(init))))
+                .await;
         }
     }
 
@@ -50,28 +52,39 @@ impl PeerConnectionEventHandler for Handler {
         if state == RTCIceGatheringState::Complete {
             let _ = self
                 .tx
-                .send((self.peer.clone(), PeerEvent::LocalCandidate(None)));
+                .send((self.peer.clone(), PeerEvent::LocalCandidate(None)))
+                .await;
         }
     }
 
     async fn on_ice_connection_state_change(&self, state: RTCIceConnectionState) {
         if state == RTCIceConnectionState::Connected {
-            let _ = self.tx.send((self.peer.clone(), PeerEvent::IceConnected));
+            let _ = self
+                .tx
+                .send((self.peer.clone(), PeerEvent::IceConnected))
+                .await;
         }
     }
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        let _ = self.tx.send((self.peer.clone(), PeerEvent::State(state)));
+        let _ = self
+            .tx
+            .send((self.peer.clone(), PeerEvent::State(state)))
+            .await;
     }
 
     async fn on_track(&self, track: Arc<dyn webrtc::media_stream::track_remote::TrackRemote>) {
-        let _ = self.tx.send((self.peer.clone(), PeerEvent::Track(track)));
+        let _ = self
+            .tx
+            .send((self.peer.clone(), PeerEvent::Track(track)))
+            .await;
     }
 
     async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
         let _ = self
             .tx
-            .send((self.peer.clone(), PeerEvent::IncomingChannel(dc)));
+            .send((self.peer.clone(), PeerEvent::IncomingChannel(dc)))
+            .await;
     }
 }
 
@@ -91,8 +104,8 @@ pub struct Peer {
     pub path_watch: Option<tokio::task::AbortHandle>,
     /// The control channel we created (offering side), for [`Peer::nudge`].
     own_control: Option<Arc<dyn DataChannel>>,
-    negotiator: Negotiator<RTCIceCandidateInit>,
-    outbox: Outbox,
+    /// Perfect negotiation, performed by the shared engine over [`Rtc`].
+    driver: Driver<Rtc>,
     /// The options it was made with (kept for ICE restarts).
     options: rtc::Options,
     /// Our audio transceiver is not in the peer's offer yet: offer it once we answered.
@@ -110,15 +123,20 @@ impl Peer {
         network: Network,
         options: rtc::Options,
         outbox: Outbox,
-        events: mpsc::UnboundedSender<(String, PeerEvent)>,
+        events: mpsc::Sender<(String, PeerEvent)>,
     ) -> webrtc::error::Result<Peer> {
         let handler = Arc::new(Handler {
             peer: id.clone(),
             tx: events,
         });
         let pc = rtc::new_connection(ice_servers, network, handler, options).await?;
+        let rtc = Rtc {
+            pc: pc.clone(),
+            outbox,
+            to: id.clone(),
+        };
         Ok(Peer {
-            negotiator: Negotiator::new(me, &id),
+            driver: Driver::new(rtc, me, &id),
             id,
             name,
             pc,
@@ -126,7 +144,6 @@ impl Peer {
             connected: false,
             path_watch: None,
             own_control: None,
-            outbox,
             options,
             renegotiate: false,
         })
@@ -147,86 +164,21 @@ impl Peer {
         &mut self,
         ice_servers: &[signal_protocol::IceServer],
     ) -> webrtc::error::Result<()> {
-        if self.pc.pending_remote_description().await.is_some() {
-            return Ok(());
-        }
         if !ice_servers.is_empty() {
             let config = rtc::configuration(ice_servers, self.options);
             if let Err(e) = self.pc.set_configuration(config).await {
                 tracing::debug!(peer = %self.id, "ICE servers not updated: {e}");
             }
         }
-        if self.pc.pending_local_description().await.is_some() {
-            self.pc
-                .set_local_description(RTCSessionDescription::rollback(None)?)
-                .await?;
-        }
-        self.pc.restart_ice().await?;
-        self.offer().await
+        self.driver.restart_ice().await
     }
 
-    /// Handles a signal from this peer.
+    /// Handles a signal from this peer (perfect negotiation is the engine's: [`Driver`]).
     pub async fn on_signal(&mut self, signal: PeerSignal) -> webrtc::error::Result<()> {
-        match signal {
-            PeerSignal::Offer { sdp } => self.on_description(DescriptionKind::Offer, sdp).await,
-            PeerSignal::Answer { sdp } => self.on_description(DescriptionKind::Answer, sdp).await,
-            PeerSignal::Candidate {
-                candidate,
-                sdp_mid,
-                sdp_m_line_index,
-            } => {
-                let (sdp_mid, sdp_mline_index) =
-                    peer_core::negotiation::candidate_placement(sdp_mid, sdp_m_line_index);
-                let init = RTCIceCandidateInit {
-                    candidate,
-                    sdp_mid,
-                    sdp_mline_index,
-                    ..Default::default()
-                };
-                if let Some(init) = self.negotiator.on_remote_candidate(init) {
-                    self.add_candidate(init).await;
-                }
-                Ok(())
-            }
-            PeerSignal::EndOfCandidates => Ok(()),
-        }
-    }
-
-    async fn on_description(
-        &mut self,
-        kind: DescriptionKind,
-        sdp: String,
-    ) -> webrtc::error::Result<()> {
-        let stable = self.pc.pending_local_description().await.is_none()
-            && self.pc.pending_remote_description().await.is_none();
-        let RemoteAction::Apply {
-            rollback_first,
-            then_answer,
-        } = self.negotiator.on_remote_description(kind, stable)
-        else {
-            tracing::debug!(peer = %self.id, "ignoring colliding offer (we are impolite)");
-            return Ok(());
-        };
-        if rollback_first {
-            self.pc
-                .set_local_description(RTCSessionDescription::rollback(None)?)
-                .await?;
-        }
-        let desc = match kind {
-            DescriptionKind::Offer => RTCSessionDescription::offer(sdp)?,
-            DescriptionKind::Answer => RTCSessionDescription::answer(sdp)?,
-        };
-        self.pc.set_remote_description(desc).await?;
-        for candidate in self.negotiator.remote_applied() {
-            self.add_candidate(candidate).await;
-        }
-        if then_answer {
-            let answer = self.pc.create_answer(None).await?;
-            self.pc.set_local_description(answer.clone()).await?;
-            self.signal(PeerSignal::Answer { sdp: answer.sdp });
-            if std::mem::take(&mut self.renegotiate) {
-                self.offer().await?;
-            }
+        if self.driver.on_signal(signal).await? == Handled::Answered
+            && std::mem::take(&mut self.renegotiate)
+        {
+            self.offer().await?;
         }
         Ok(())
     }
@@ -259,25 +211,8 @@ impl Peer {
     }
 
     /// Creates, sets and sends an offer (the first one, a renegotiation, or an ICE restart).
-    async fn offer(&mut self) -> webrtc::error::Result<()> {
-        self.negotiator.offer_started();
-        let result = async {
-            let offer = self.pc.create_offer(None).await?;
-            self.pc.set_local_description(offer.clone()).await?;
-            self.signal(PeerSignal::Offer { sdp: offer.sdp });
-            Ok(())
-        }
-        .await;
-        self.negotiator.offer_finished();
-        result
-    }
-
-    async fn add_candidate(&self, init: RTCIceCandidateInit) {
-        let text = init.candidate.clone();
-        if let Err(e) = self.pc.add_ice_candidate(init).await {
-            // e.g. an mDNS name that cannot be resolved here: the others still connect.
-            tracing::debug!(peer = %self.id, candidate = %text, "candidate not usable: {e}");
-        }
+    async fn offer(&self) -> webrtc::error::Result<()> {
+        self.driver.offer().await
     }
 
     /// Trickles one of our candidates (or the end of them) to this peer.
@@ -336,8 +271,87 @@ impl Peer {
     }
 
     fn signal(&self, data: PeerSignal) {
+        self.driver.connection().send(data);
+    }
+}
+
+/// The `webrtc` crate's peer connection as the engine's [`Connection`]: the steps of perfect
+/// negotiation, and the way to the peer through the server.
+pub struct Rtc {
+    pc: Arc<dyn PeerConnection>,
+    outbox: Outbox,
+    to: String,
+}
+
+impl Connection for Rtc {
+    type Error = webrtc::error::Error;
+    type Candidate = RTCIceCandidateInit;
+
+    async fn signaling(&self) -> Signaling {
+        let local = self.pc.pending_local_description().await.is_some();
+        let remote = self.pc.pending_remote_description().await.is_some();
+        match (local, remote) {
+            (false, false) => Signaling::Stable,
+            (true, false) => Signaling::LocalOffer,
+            _ => Signaling::Other,
+        }
+    }
+
+    async fn rollback(&self) -> webrtc::error::Result<()> {
+        self.pc
+            .set_local_description(RTCSessionDescription::rollback(None)?)
+            .await
+    }
+
+    async fn set_remote(&self, kind: DescriptionKind, sdp: String) -> webrtc::error::Result<()> {
+        let desc = match kind {
+            DescriptionKind::Offer => RTCSessionDescription::offer(sdp)?,
+            DescriptionKind::Answer => RTCSessionDescription::answer(sdp)?,
+        };
+        self.pc.set_remote_description(desc).await
+    }
+
+    async fn create_offer(&self) -> webrtc::error::Result<String> {
+        let offer = self.pc.create_offer(None).await?;
+        self.pc.set_local_description(offer.clone()).await?;
+        Ok(offer.sdp)
+    }
+
+    async fn create_answer(&self) -> webrtc::error::Result<String> {
+        let answer = self.pc.create_answer(None).await?;
+        self.pc.set_local_description(answer.clone()).await?;
+        Ok(answer.sdp)
+    }
+
+    async fn restart_ice(&self) -> webrtc::error::Result<()> {
+        self.pc.restart_ice().await
+    }
+
+    async fn add_candidate(&self, init: RTCIceCandidateInit) {
+        let text = init.candidate.clone();
+        if let Err(e) = self.pc.add_ice_candidate(init).await {
+            // e.g. an mDNS name that cannot be resolved here: the others still connect.
+            tracing::debug!(peer = %self.to, candidate = %text, "candidate not usable: {e}");
+        }
+    }
+
+    fn candidate(
+        &self,
+        candidate: String,
+        sdp_mid: Option<String>,
+        sdp_mline_index: Option<u16>,
+    ) -> RTCIceCandidateInit {
+        RTCIceCandidateInit {
+            candidate,
+            sdp_mid,
+            sdp_mline_index,
+            ..Default::default()
+        }
+    }
+
+    fn send(&self, data: PeerSignal) {
         self.outbox.send(ClientMessage::Signal {
-            to: self.id.clone(),
+            to: self.to.clone(),
             data,
         });
     }

@@ -109,8 +109,8 @@ struct Session {
     outbox: Outbox,
     printer: Printer,
     peers: HashMap<String, Peer>,
-    peer_tx: mpsc::UnboundedSender<(String, PeerEvent)>,
-    internal_tx: mpsc::UnboundedSender<Internal>,
+    peer_tx: mpsc::Sender<(String, PeerEvent)>,
+    internal_tx: mpsc::Sender<Internal>,
     accept: Option<PathBuf>,
     /// Send mode: files to send, peers still owed them, and whether any transfer failed.
     to_send: Vec<PathBuf>,
@@ -158,8 +158,10 @@ pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<(
     let network = Network::for_server_host(link.host(), opts.bind);
     let printer = opts.printer;
 
-    let (peer_tx, mut peer_rx) = mpsc::unbounded_channel();
-    let (internal_tx, mut internal_rx) = mpsc::unbounded_channel();
+    // Bounded: a peer that floods (chat, channels) waits on its own data channel, which SCTP
+    // then slows down; the session loop never sends into these itself.
+    let (peer_tx, mut peer_rx) = mpsc::channel(1024);
+    let (internal_tx, mut internal_rx) = mpsc::channel(256);
     let mut exposed = None;
     let mut forward = None;
     let mut give_up = None;
@@ -505,10 +507,8 @@ impl Session {
             PeerEvent::IncomingChannel(dc) => {
                 let label = dc.label().await.unwrap_or_default();
                 if label == CONTROL_LABEL {
-                    let _ = self
-                        .internal_tx
-                        .send(Internal::ControlOpen(id.to_string(), dc.clone()));
-                    self.watch_control(id.to_string(), dc);
+                    self.watch_control(id.to_string(), dc.clone());
+                    Box::pin(self.on_internal(Internal::ControlOpen(id.to_string(), dc))).await;
                 } else if label == FILE_LABEL {
                     let tx = self.internal_tx.clone();
                     let dir = self.accept.clone();
@@ -516,7 +516,7 @@ impl Session {
                     let from = id.to_string();
                     self.tasks.spawn(async move {
                         let result = files::receive(dc, dir, hidden).await;
-                        let _ = tx.send(Internal::Received(from, result));
+                        let _ = tx.send(Internal::Received(from, result)).await;
                     });
                 } else if label == STREAM_LABEL {
                     match &self.exposed {
@@ -560,19 +560,21 @@ impl Session {
             while let Some(event) = dc.poll().await {
                 match event {
                     DataChannelEvent::OnOpen => {
-                        let _ = tx.send(Internal::ControlOpen(peer.clone(), dc.clone()));
+                        let _ = tx
+                            .send(Internal::ControlOpen(peer.clone(), dc.clone()))
+                            .await;
                     }
                     DataChannelEvent::OnMessage(m) if m.is_string => {
                         let text = String::from_utf8_lossy(&m.data);
                         match ControlMessage::decode(&text) {
                             Ok(ControlMessage::Chat { text }) => {
-                                let _ = tx.send(Internal::Chat(peer.clone(), text));
+                                let _ = tx.send(Internal::Chat(peer.clone(), text)).await;
                             }
                             Ok(ControlMessage::Services { services }) => {
-                                let _ = tx.send(Internal::Services(peer.clone(), services));
+                                let _ = tx.send(Internal::Services(peer.clone(), services)).await;
                             }
                             Ok(ControlMessage::Voice { on, sending }) => {
-                                let _ = tx.send(Internal::Voice(peer.clone(), on, sending));
+                                let _ = tx.send(Internal::Voice(peer.clone(), on, sending)).await;
                             }
                             Err(e) => tracing::debug!(%peer, "{e}"),
                         }
@@ -759,7 +761,7 @@ impl Session {
                 let bar = files::progress(size, &label, hidden);
                 let result = files::send(pc.clone(), &path, bar).await;
                 let name = peer_core::transfer::safe_file_name(&path.to_string_lossy());
-                let _ = tx.send(Internal::SendDone(to.clone(), name, result));
+                let _ = tx.send(Internal::SendDone(to.clone(), name, result)).await;
             }
         });
     }
@@ -834,14 +836,18 @@ pub fn check_files(files: &[PathBuf]) -> anyhow::Result<()> {
 /// every few seconds and reports when it changes (the controlling side may move the connection,
 /// e.g. from the relay to a hole punched once its checks succeed).
 async fn watch_path(
-    tx: mpsc::UnboundedSender<Internal>,
+    tx: mpsc::Sender<Internal>,
     id: String,
     pc: Arc<dyn webrtc::peer_connection::PeerConnection>,
 ) {
     let first = rtc::path_info(&pc).await;
     let mut watch = peer_core::path::PathWatch::default();
     watch.observe(first.as_ref());
-    if tx.send(Internal::Connected(id.clone(), first)).is_err() {
+    if tx
+        .send(Internal::Connected(id.clone(), first))
+        .await
+        .is_err()
+    {
         return;
     }
     loop {
@@ -850,7 +856,10 @@ async fn watch_path(
             continue;
         };
         if watch.observe(Some(&info)) == peer_core::path::PathNews::Changed
-            && tx.send(Internal::PathChanged(id.clone(), info)).is_err()
+            && tx
+                .send(Internal::PathChanged(id.clone(), info))
+                .await
+                .is_err()
         {
             break;
         }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use peer_core::access::{token_matches, AttemptLimiter, Blocked, LimitPolicy};
 use peer_core::channels::{ServiceInfo, StreamMessage, STREAM_LABEL};
+use peer_core::stream::{Heard, Stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -95,16 +96,11 @@ impl Gate {
     /// Whether `peer`'s first message may open the service, `now` after the gate's creation:
     /// the right name; and, if the service has a token, a peer not cooling down and the right
     /// token (compared in constant time; wrong ones are counted).
-    fn admit(
-        &self,
-        open: Option<&StreamMessage>,
-        peer: &str,
-        now: Duration,
-    ) -> Result<(), StreamError> {
-        let Some(StreamMessage::Open {
+    fn admit(&self, open: &Heard, peer: &str, now: Duration) -> Result<(), StreamError> {
+        let Heard::Open {
             service: name,
             token,
-        }) = open
+        } = open
         else {
             return Err(StreamError::Refused(
                 "the first message must be open".into(),
@@ -191,20 +187,20 @@ pub async fn accept(
     peer: &str,
 ) -> Result<(), StreamError> {
     let mut rx = reader(dc.clone());
+    let mut stream = Stream::answer();
     let open = loop {
         match rx.recv().await {
-            Some(Incoming::Text(t)) => break StreamMessage::decode(&t).ok(),
+            Some(Incoming::Text(t)) => break stream.on_text(&t),
             Some(Incoming::Open) => continue,
             _ => return Err(StreamError::Closed),
         }
     };
-    let refuse = |reason: String| StreamMessage::Refused { reason };
-    if let Err(e) = gate.admit(open.as_ref(), peer, gate.epoch.elapsed()) {
+    if let Err(e) = gate.admit(&open, peer, gate.epoch.elapsed()) {
         let reason = match &e {
             StreamError::Refused(reason) => reason.clone(),
             other => other.to_string(),
         };
-        let _ = dc.send_text(&refuse(reason).encode()).await;
+        let _ = dc.send_text(&stream.decide(Err(reason)).encode()).await;
         drain(&dc).await;
         let _ = dc.close().await;
         return Err(e);
@@ -214,15 +210,15 @@ pub async fn accept(
     let tcp = match TcpStream::connect(service.addr).await {
         Ok(tcp) => tcp,
         Err(e) => {
-            let msg = refuse(format!("the service is not answering: {e}"));
+            let msg = stream.decide(Err(format!("the service is not answering: {e}")));
             let _ = dc.send_text(&msg.encode()).await;
             drain(&dc).await;
             let _ = dc.close().await;
             return Err(e.into());
         }
     };
-    dc.send_text(&StreamMessage::Accepted.encode()).await?;
-    pipe(tcp, dc, rx).await
+    dc.send_text(&stream.decide(Ok(())).encode()).await?;
+    pipe(tcp, dc, rx, stream).await
 }
 
 /// The forwarding side: opens a stream to `service` on `pc` and pipes `tcp` through it.
@@ -241,23 +237,20 @@ pub async fn open(
             Some(_) => continue,
         }
     }
-    let open = StreamMessage::Open {
-        service: service.to_string(),
-        token,
-    };
+    let (mut stream, open) = Stream::dial(service, token);
     dc.send_text(&open.encode()).await?;
     loop {
         match rx.recv().await {
-            Some(Incoming::Text(t)) => match StreamMessage::decode(&t) {
-                Ok(StreamMessage::Accepted) => break,
-                Ok(StreamMessage::Refused { reason }) => return Err(StreamError::Refused(reason)),
+            Some(Incoming::Text(t)) => match stream.on_text(&t) {
+                Heard::Accepted => break,
+                Heard::Refused(reason) => return Err(StreamError::Refused(reason)),
                 _ => return Err(StreamError::Closed),
             },
             Some(Incoming::Open) => continue,
             _ => return Err(StreamError::Closed),
         }
     }
-    pipe(tcp, dc, rx).await
+    pipe(tcp, dc, rx, stream).await
 }
 
 /// Moves bytes both ways until both directions have ended (or one side resets).
@@ -265,6 +258,7 @@ async fn pipe(
     tcp: TcpStream,
     dc: Arc<dyn DataChannel>,
     mut rx: mpsc::Receiver<Incoming>,
+    mut stream: Stream,
 ) -> Result<(), StreamError> {
     let (mut tcp_read, mut tcp_write) = tcp.into_split();
     let dc_up = dc.clone();
@@ -293,12 +287,12 @@ async fn pipe(
         while let Some(item) = rx.recv().await {
             match item {
                 Incoming::Data(data) => tcp_write.write_all(&data).await?,
-                Incoming::Text(t) => match StreamMessage::decode(&t) {
-                    Ok(StreamMessage::End) => {
+                Incoming::Text(t) => match stream.on_text(&t) {
+                    Heard::Ended => {
                         tcp_write.shutdown().await?;
                         return Ok::<bool, StreamError>(true);
                     }
-                    Ok(StreamMessage::Reset { .. }) => return Ok(false),
+                    Heard::Reset(_) => return Ok(false),
                     _ => continue,
                 },
                 Incoming::Open => continue,
@@ -362,8 +356,8 @@ mod tests {
         }
     }
 
-    fn open(name: &str, token: Option<&str>) -> StreamMessage {
-        StreamMessage::Open {
+    fn open(name: &str, token: Option<&str>) -> Heard {
+        Heard::Open {
             service: name.into(),
             token: token.map(str::to_string),
         }
@@ -378,31 +372,31 @@ mod tests {
     #[test]
     fn only_the_exposed_service_is_admitted() {
         let g = gate(None);
-        assert!(g.admit(Some(&open("web", None)), "p", T0).is_ok());
-        assert!(g.admit(Some(&open("127.0.0.1:22", None)), "p", T0).is_err());
-        assert!(g.admit(Some(&open("ssh", None)), "p", T0).is_err());
-        assert!(g.admit(Some(&StreamMessage::End), "p", T0).is_err());
-        assert!(g.admit(None, "p", T0).is_err());
+        assert!(g.admit(&open("web", None), "p", T0).is_ok());
+        assert!(g.admit(&open("127.0.0.1:22", None), "p", T0).is_err());
+        assert!(g.admit(&open("ssh", None), "p", T0).is_err());
+        assert!(g.admit(&Heard::Ended, "p", T0).is_err());
+        assert!(g.admit(&Heard::Ignored, "p", T0).is_err());
     }
 
     #[test]
     fn a_token_is_checked() {
         let g = gate(Some("k"));
-        assert!(g.admit(Some(&open("web", Some("k"))), "p", T0).is_ok());
-        assert!(g.admit(Some(&open("web", None)), "p", T0).is_err());
-        assert!(g.admit(Some(&open("web", Some("x"))), "p", T0).is_err());
+        assert!(g.admit(&open("web", Some("k")), "p", T0).is_ok());
+        assert!(g.admit(&open("web", None), "p", T0).is_err());
+        assert!(g.admit(&open("web", Some("x")), "p", T0).is_err());
     }
 
     #[test]
     fn wrong_tokens_lock_the_peer_out_even_with_the_right_one() {
         let g = gate(Some("k"));
         for _ in 0..4 {
-            let e = g.admit(Some(&open("web", Some("x"))), "mallory", T0);
+            let e = g.admit(&open("web", Some("x")), "mallory", T0);
             assert!(matches!(e, Err(StreamError::Refused(_))), "{e:?}");
         }
-        let fifth = g.admit(Some(&open("web", Some("x"))), "mallory", T0);
+        let fifth = g.admit(&open("web", Some("x")), "mallory", T0);
         assert!(matches!(fifth, Err(StreamError::Blocked(_))), "{fifth:?}");
-        let right = g.admit(Some(&open("web", Some("k"))), "mallory", T0 + T0);
+        let right = g.admit(&open("web", Some("k")), "mallory", T0 + T0);
         let Err(StreamError::Blocked(b)) = right else {
             panic!("the right token during the cool-down: {right:?}");
         };
@@ -412,18 +406,16 @@ mod tests {
             "too many wrong tokens; retry in 59 s"
         );
         // Another peer is not affected; the same one is let in after the cool-down.
-        assert!(g.admit(Some(&open("web", Some("k"))), "alice", T0).is_ok());
+        assert!(g.admit(&open("web", Some("k")), "alice", T0).is_ok());
         let after = T0 + Duration::from_secs(61);
-        assert!(g
-            .admit(Some(&open("web", Some("k"))), "mallory", after)
-            .is_ok());
+        assert!(g.admit(&open("web", Some("k")), "mallory", after).is_ok());
     }
 
     #[test]
     fn an_open_service_counts_nothing() {
         let g = gate(None);
         for _ in 0..20 {
-            assert!(g.admit(Some(&open("web", Some("x"))), "p", T0).is_ok());
+            assert!(g.admit(&open("web", Some("x")), "p", T0).is_ok());
         }
     }
 }

@@ -17,12 +17,14 @@
 
 pub mod access;
 pub mod channels;
+pub mod driver;
 pub mod events;
 pub mod link;
 pub mod negotiation;
 pub mod netcheck;
 pub mod path;
 pub mod room;
+pub mod stream;
 pub mod text;
 pub mod transfer;
 pub mod voice;

@@ -548,16 +548,6 @@ mod tests {
         }
     }
 
-    fn offers(actions: &[Action]) -> Vec<(String, bool)> {
-        actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Connect { peer, offer } => Some((peer.id.clone(), *offer)),
-                _ => None,
-            })
-            .collect()
-    }
-
     #[test]
     fn burrow_offers_to_a_browser_whoever_came_first() {
         let native = |id: &str| PeerInfo {
@@ -573,17 +563,17 @@ mod tests {
             peers.push(info("q"));
         }
         let out = page.on_server(w, 0).unwrap();
-        assert_eq!(offers(&out), [("n".into(), false), ("q".into(), true)]);
+        assert_eq!(connects(&out), [("n".into(), false), ("q".into(), true)]);
         // …`burrow` offers to the browser that joined after it…
         let mut cli = Room::new(None, PeerKind::Native);
         cli.hello();
         cli.on_server(welcome("n", &[], false), 0).unwrap();
         let joined = |peer| ServerMessage::PeerJoined { peer };
         let out = cli.on_server(joined(info("p")), 1).unwrap();
-        assert_eq!(offers(&out), [("p".into(), true)]);
+        assert_eq!(connects(&out), [("p".into(), true)]);
         // …and between two of a kind the newcomer offers.
         let out = cli.on_server(joined(native("m")), 2).unwrap();
-        assert_eq!(offers(&out), [("m".into(), false)]);
+        assert_eq!(connects(&out), [("m".into(), false)]);
         let mut other = Room::new(None, PeerKind::Native);
         other.hello();
         let mut w = welcome("m", &[], false);
@@ -591,7 +581,7 @@ mod tests {
             peers.push(native("n"));
         }
         assert_eq!(
-            offers(&other.on_server(w, 0).unwrap()),
+            connects(&other.on_server(w, 0).unwrap()),
             [("n".into(), true)]
         );
     }

@@ -19,7 +19,7 @@ pub const HIGH_WATER: usize = 1024 * 1024;
 /// Resume sending when the send buffer drains below this.
 pub const LOW_WATER: usize = 256 * 1024;
 
-/// Why a received file was refused.
+/// Why a file transfer failed (on either side).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransferError {
     /// The first message was not a header.
@@ -55,6 +55,20 @@ pub enum TransferError {
         /// The announced size.
         expected: u64,
     },
+    /// The file being sent changed size while it was read.
+    #[error("the file changed while it was sent ({got} bytes read, {expected} announced)")]
+    Changed {
+        /// Bytes read.
+        got: u64,
+        /// The size announced in the header.
+        expected: u64,
+    },
+    /// The receiver said no (or found the bytes wrong).
+    #[error("the receiver refused it: {0}")]
+    Refused(String),
+    /// The receiver's reply was not a verdict on this file.
+    #[error("unexpected reply from the receiver: {0}")]
+    BadReply(String),
 }
 
 /// A running SHA-256 over the bytes sent or received.
@@ -71,6 +85,90 @@ impl Hasher {
     pub fn finish(self) -> String {
         hex::encode(self.0.finalize())
     }
+}
+
+/// The sending side of one file: the header to announce, the bytes as they go, the end
+/// message, and what the receiver's reply means. The platform reads the file and moves the
+/// bytes (waiting while the channel's buffer is above [`HIGH_WATER`]).
+pub struct Outgoing {
+    name: String,
+    size: u64,
+    sent: u64,
+    hasher: Hasher,
+    sha256: Option<String>,
+}
+
+impl Outgoing {
+    /// Starts a file `name` of `size` bytes; returns the header to send first.
+    pub fn start(name: &str, size: u64, mime: Option<String>) -> (Outgoing, FileMessage) {
+        let name = safe_file_name(name);
+        let header = FileMessage::Header {
+            name: name.clone(),
+            size,
+            mime: mime.filter(|m| !m.is_empty()),
+        };
+        let me = Outgoing {
+            name,
+            size,
+            sent: 0,
+            hasher: Hasher::default(),
+            sha256: None,
+        };
+        (me, header)
+    }
+
+    /// Accounts for one chunk about to be sent (a file that grew is stopped here).
+    pub fn on_chunk(&mut self, data: &[u8]) -> Result<(), TransferError> {
+        self.sent += data.len() as u64;
+        if self.sent > self.size {
+            return Err(TransferError::Changed {
+                got: self.sent,
+                expected: self.size,
+            });
+        }
+        self.hasher.update(data);
+        Ok(())
+    }
+
+    /// The name the receiver sees.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Bytes sent so far.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// The end message, once every announced byte went (a file that shrank is stopped here).
+    pub fn end(&mut self) -> Result<FileMessage, TransferError> {
+        if self.sent != self.size {
+            return Err(TransferError::Changed {
+                got: self.sent,
+                expected: self.size,
+            });
+        }
+        let sha256 = std::mem::take(&mut self.hasher).finish();
+        self.sha256 = Some(sha256.clone());
+        Ok(FileMessage::End { sha256 })
+    }
+
+    /// Reads the receiver's reply to the end message: `Ok` carries the hash both sides agree on.
+    pub fn on_reply(&self, reply: &str) -> Result<String, TransferError> {
+        let ours = self.sha256.as_deref().unwrap_or_default();
+        match FileMessage::decode(reply) {
+            Ok(FileMessage::Received { sha256 }) if !ours.is_empty() && sha256 == ours => {
+                Ok(sha256)
+            }
+            Ok(FileMessage::Refused { reason }) => Err(TransferError::Refused(shown(&reason))),
+            _ => Err(TransferError::BadReply(shown(reply))),
+        }
+    }
+}
+
+/// A peer's text as it may be shown in an error: one safe line, at most 200 characters.
+fn shown(text: &str) -> String {
+    safe_line(text).chars().take(200).collect()
 }
 
 /// The receiving side of one file.
@@ -167,6 +265,64 @@ pub fn safe_file_name(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The sender's messages go through a receiver, as two peers would exchange them.
+    #[test]
+    fn a_file_goes_from_outgoing_to_incoming_and_the_reply_checks_out() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let (mut out, header) = Outgoing::start("dir/report.pdf", data.len() as u64, None);
+        let mut incoming =
+            Incoming::start(&FileMessage::decode(&header.encode()).unwrap()).unwrap();
+        assert_eq!(incoming.name, "report.pdf");
+        for chunk in data.chunks(CHUNK_SIZE) {
+            out.on_chunk(chunk).unwrap();
+            incoming.on_chunk(chunk).unwrap();
+        }
+        let end = out.end().unwrap();
+        let sha = incoming.finish(&end).unwrap();
+        let reply = FileMessage::Received {
+            sha256: sha.clone(),
+        };
+        assert_eq!(out.on_reply(&reply.encode()).unwrap(), sha);
+    }
+
+    #[test]
+    fn a_refused_file_a_wrong_hash_and_a_changed_file_fail_clearly() {
+        let (mut out, _) = Outgoing::start("a", 3, None);
+        out.on_chunk(b"abc").unwrap();
+        out.end().unwrap();
+        let refused = FileMessage::Refused {
+            reason: "no\x1b[31m thanks".into(),
+        };
+        let err = out.on_reply(&refused.encode()).unwrap_err();
+        assert!(
+            matches!(&err, TransferError::Refused(r) if !r.contains('\x1b')),
+            "{err}"
+        );
+        let wrong = FileMessage::Received {
+            sha256: "00".into(),
+        };
+        assert!(matches!(
+            out.on_reply(&wrong.encode()),
+            Err(TransferError::BadReply(_))
+        ));
+        assert!(matches!(
+            out.on_reply(&"x".repeat(100_000)),
+            Err(TransferError::BadReply(r)) if r.len() <= 200
+        ));
+        // Grew while sent: stopped at the first byte too many; shrank: no end message.
+        let (mut grew, _) = Outgoing::start("b", 2, None);
+        assert!(matches!(
+            grew.on_chunk(b"abc"),
+            Err(TransferError::Changed {
+                got: 3,
+                expected: 2
+            })
+        ));
+        let (mut shrank, _) = Outgoing::start("c", 5, None);
+        shrank.on_chunk(b"ab").unwrap();
+        assert!(shrank.end().is_err());
+    }
 
     fn header(size: u64) -> FileMessage {
         FileMessage::Header {

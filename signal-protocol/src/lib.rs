@@ -101,7 +101,11 @@ pub enum ClientMessage {
 
 /// Messages the server sends to a client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", try_from = "decode::ServerWire")]
+#[serde(
+    tag = "type",
+    rename_all = "snake_case",
+    try_from = "decode::ServerWire"
+)]
 pub enum ServerMessage {
     /// The answer to a successful `hello`.
     Welcome {
@@ -211,7 +215,11 @@ pub struct IceServer {
 
 /// The peer → peer payload carried inside `signal` messages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", try_from = "decode::SignalWire")]
+#[serde(
+    tag = "kind",
+    rename_all = "snake_case",
+    try_from = "decode::SignalWire"
+)]
 pub enum PeerSignal {
     /// An SDP offer.
     Offer {

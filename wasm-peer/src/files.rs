@@ -9,7 +9,7 @@ use std::rc::Rc;
 
 use js_sys::{Array, ArrayBuffer, Uint8Array};
 use peer_core::channels::{FileMessage, FILE_LABEL};
-use peer_core::transfer::{Hasher, Incoming, CHUNK_SIZE, HIGH_WATER, LOW_WATER};
+use peer_core::transfer::{Incoming, Outgoing, CHUNK_SIZE, HIGH_WATER, LOW_WATER};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
@@ -88,13 +88,8 @@ async fn send_file(peer: &Rc<Peer>, file: &File, id: u32) -> Result<String, Stri
         }
         chan.notify.wait().await;
     }
-    let header = FileMessage::Header {
-        name: file.name(),
-        size: size as u64,
-        mime: Some(file.type_()).filter(|m| !m.is_empty()),
-    };
+    let (mut out, header) = Outgoing::start(&file.name(), size as u64, Some(file.type_()));
     dc.send_with_str(&header.encode()).map_err(|_| closed())?;
-    let mut hasher = Hasher::default();
     let mut offset = 0f64;
     let mut last_report = 0f64;
     while offset < size {
@@ -106,7 +101,8 @@ async fn send_file(peer: &Rc<Peer>, file: &File, id: u32) -> Result<String, Stri
             .await
             .map_err(|_| "cannot read the file".to_string())?
             .unchecked_into();
-        hasher.update(&Uint8Array::new(&buf).to_vec());
+        out.on_chunk(&Uint8Array::new(&buf).to_vec())
+            .map_err(|e| e.to_string())?;
         dc.send_with_array_buffer(&buf).map_err(|_| closed())?;
         offset = end;
         while dc.buffered_amount() as usize > HIGH_WATER {
@@ -120,10 +116,7 @@ async fn send_file(peer: &Rc<Peer>, file: &File, id: u32) -> Result<String, Stri
             peer.emit(Event::FileProgress { id, done: offset });
         }
     }
-    let sha256 = hasher.finish();
-    let end = FileMessage::End {
-        sha256: sha256.clone(),
-    };
+    let end = out.end().map_err(|e| e.to_string())?;
     dc.send_with_str(&end.encode()).map_err(|_| closed())?;
     let reply = loop {
         if let Some(reply) = chan.replies.borrow_mut().pop_front() {
@@ -135,11 +128,7 @@ async fn send_file(peer: &Rc<Peer>, file: &File, id: u32) -> Result<String, Stri
         chan.notify.wait().await;
     };
     dc.close();
-    match FileMessage::decode(&reply) {
-        Ok(FileMessage::Received { sha256: theirs }) if theirs == sha256 => Ok(sha256),
-        Ok(FileMessage::Refused { reason }) => Err(format!("refused: {reason}")),
-        _ => Err(format!("unexpected reply {reply:?}")),
-    }
+    out.on_reply(&reply).map_err(|e| e.to_string())
 }
 
 fn watch_send_channel(dc: &RtcDataChannel, chan: &Rc<SendChannel>) {

@@ -6,7 +6,8 @@ use std::rc::{Rc, Weak};
 
 use js_sys::Reflect;
 use peer_core::channels::{ControlMessage, CONTROL_LABEL, FILE_LABEL};
-use peer_core::negotiation::{DescriptionKind, Negotiator, RemoteAction};
+use peer_core::driver::{Connection, Driver, Signaling};
+use peer_core::negotiation::DescriptionKind;
 use peer_core::path::PathNews;
 use peer_core::room::LinkState;
 use serde::Serialize;
@@ -29,7 +30,8 @@ pub struct Peer {
     name: Option<String>,
     pub(crate) pc: RtcPeerConnection,
     pub(crate) room: Weak<Inner>,
-    negotiator: RefCell<Negotiator<JsValue>>,
+    /// Perfect negotiation, performed by the shared engine over [`Web`].
+    driver: Driver<Web>,
     control: RefCell<Option<RtcDataChannel>>,
     connected: Cell<bool>,
     handlers: RefCell<Vec<Handler>>,
@@ -77,8 +79,13 @@ impl Peer {
         let config = js_sys::Object::new();
         Reflect::set(&config, &"iceServers".into(), ice_servers)?;
         let pc = RtcPeerConnection::new_with_configuration(config.unchecked_ref())?;
+        let web = Web {
+            pc: pc.clone(),
+            room: Rc::downgrade(room),
+            to: id.clone(),
+        };
         let peer = Rc::new(Peer {
-            negotiator: RefCell::new(Negotiator::new(me, &id)),
+            driver: Driver::new(web, me, &id),
             id,
             name,
             pc,
@@ -203,12 +210,7 @@ impl Peer {
     }
 
     fn signal(&self, data: PeerSignal) {
-        if let Some(room) = self.room.upgrade() {
-            room.send(&ClientMessage::Signal {
-                to: self.id.clone(),
-                data,
-            });
-        }
+        self.driver.connection().send(data);
     }
 
     /// Whether the control channel is open.
@@ -281,19 +283,7 @@ impl Peer {
 
     /// Creates, sets and sends an offer (the first one, a renegotiation, or an ICE restart).
     async fn offer(&self) -> Result<(), JsValue> {
-        self.negotiator.borrow_mut().offer_started();
-        let result: Result<(), JsValue> = async {
-            let offer = JsFuture::from(self.pc.create_offer()).await?;
-            let sdp = Reflect::get(&offer, &"sdp".into())?
-                .as_string()
-                .unwrap_or_default();
-            JsFuture::from(self.pc.set_local_description(offer.unchecked_ref())).await?;
-            self.signal(PeerSignal::Offer { sdp });
-            Ok(())
-        }
-        .await;
-        self.negotiator.borrow_mut().offer_finished();
-        result
+        self.driver.offer().await
     }
 
     /// A new offer on the established connection (voice added or removed).
@@ -321,28 +311,7 @@ impl Peer {
                 }
             }
         }
-        match self.pc.signaling_state() {
-            RtcSignalingState::Stable => {}
-            RtcSignalingState::HaveLocalOffer => {
-                let rollback = to_js(&Description {
-                    kind: "rollback",
-                    sdp: None,
-                });
-                let rolled =
-                    JsFuture::from(self.pc.set_local_description(rollback.unchecked_ref())).await;
-                if rolled.is_err() {
-                    return;
-                }
-            }
-            _ => return,
-        }
-        // `restartIce()` (not in web-sys's stable API): the next offer carries new credentials.
-        if let Ok(restart) = Reflect::get(&self.pc, &"restartIce".into()) {
-            if let Some(f) = restart.dyn_ref::<js_sys::Function>() {
-                let _ = f.call0(&self.pc);
-            }
-        }
-        let result = self.offer().await;
+        let result = self.driver.restart_ice().await;
         if let Err(e) = result {
             web_sys::console::warn_2(&"ICE restart failed".into(), &e);
         }
@@ -365,86 +334,11 @@ impl Peer {
         });
     }
 
-    /// Handles a signal from this peer.
+    /// Handles a signal from this peer (perfect negotiation is the engine's: [`Driver`]).
     async fn on_signal(self: Rc<Self>, signal: PeerSignal) {
-        let result = match signal {
-            PeerSignal::Offer { sdp } => self.on_description(DescriptionKind::Offer, sdp).await,
-            PeerSignal::Answer { sdp } => self.on_description(DescriptionKind::Answer, sdp).await,
-            PeerSignal::Candidate {
-                candidate,
-                sdp_mid,
-                sdp_m_line_index,
-            } => {
-                let (sdp_mid, sdp_m_line_index) =
-                    peer_core::negotiation::candidate_placement(sdp_mid, sdp_m_line_index);
-                let init = to_js(&CandidateInit {
-                    candidate: &candidate,
-                    sdp_mid: sdp_mid.as_deref(),
-                    sdp_m_line_index,
-                });
-                let ready = self.negotiator.borrow_mut().on_remote_candidate(init);
-                match ready {
-                    Some(init) => self.add_candidate(init).await,
-                    None => Ok(()),
-                }
-            }
-            PeerSignal::EndOfCandidates => Ok(()),
-        };
-        if let Err(e) = result {
+        if let Err(e) = self.driver.on_signal(signal).await {
             web_sys::console::warn_2(&format!("negotiation with {}:", self.id).into(), &e);
         }
-    }
-
-    async fn on_description(&self, kind: DescriptionKind, sdp: String) -> Result<(), JsValue> {
-        let stable = self.pc.signaling_state() == RtcSignalingState::Stable;
-        let action = self
-            .negotiator
-            .borrow_mut()
-            .on_remote_description(kind, stable);
-        let RemoteAction::Apply {
-            rollback_first,
-            then_answer,
-        } = action
-        else {
-            return Ok(());
-        };
-        if rollback_first {
-            let rollback = to_js(&Description {
-                kind: "rollback",
-                sdp: None,
-            });
-            JsFuture::from(self.pc.set_local_description(rollback.unchecked_ref())).await?;
-        }
-        let desc = to_js(&Description {
-            kind: match kind {
-                DescriptionKind::Offer => "offer",
-                DescriptionKind::Answer => "answer",
-            },
-            sdp: Some(&sdp),
-        });
-        JsFuture::from(self.pc.set_remote_description(desc.unchecked_ref())).await?;
-        let waiting = self.negotiator.borrow_mut().remote_applied();
-        for init in waiting {
-            self.add_candidate(init).await?;
-        }
-        if then_answer {
-            let answer = JsFuture::from(self.pc.create_answer()).await?;
-            let sdp = Reflect::get(&answer, &"sdp".into())?
-                .as_string()
-                .unwrap_or_default();
-            JsFuture::from(self.pc.set_local_description(answer.unchecked_ref())).await?;
-            self.signal(PeerSignal::Answer { sdp });
-        }
-        Ok(())
-    }
-
-    async fn add_candidate(&self, init: JsValue) -> Result<(), JsValue> {
-        let promise = self
-            .pc
-            .add_ice_candidate_with_opt_rtc_ice_candidate_init(Some(init.unchecked_ref()));
-        // One unusable candidate is not fatal: the others may connect.
-        let _ = JsFuture::from(promise).await;
-        Ok(())
     }
 
     /// Reads the control channel: open → report the path; messages → chat.
@@ -560,4 +454,108 @@ pub(crate) async fn sleep_ms(ms: i32) {
         }
     });
     let _ = JsFuture::from(promise).await;
+}
+
+/// The browser's `RTCPeerConnection` as the engine's [`Connection`]: the steps of perfect
+/// negotiation, and the way to the peer through the room's WebSocket.
+pub(crate) struct Web {
+    pc: RtcPeerConnection,
+    room: Weak<Inner>,
+    to: String,
+}
+
+impl Web {
+    async fn set_local(&self, kind: &str, sdp: Option<&str>) -> Result<(), JsValue> {
+        let desc = to_js(&Description { kind, sdp });
+        JsFuture::from(self.pc.set_local_description(desc.unchecked_ref())).await?;
+        Ok(())
+    }
+
+    /// The SDP of a description the browser created, once set locally.
+    async fn set_created(&self, created: JsValue) -> Result<String, JsValue> {
+        let sdp = Reflect::get(&created, &"sdp".into())?
+            .as_string()
+            .unwrap_or_default();
+        JsFuture::from(self.pc.set_local_description(created.unchecked_ref())).await?;
+        Ok(sdp)
+    }
+}
+
+impl Connection for Web {
+    type Error = JsValue;
+    type Candidate = JsValue;
+
+    async fn signaling(&self) -> Signaling {
+        match self.pc.signaling_state() {
+            RtcSignalingState::Stable => Signaling::Stable,
+            RtcSignalingState::HaveLocalOffer => Signaling::LocalOffer,
+            _ => Signaling::Other,
+        }
+    }
+
+    async fn rollback(&self) -> Result<(), JsValue> {
+        self.set_local("rollback", None).await
+    }
+
+    async fn set_remote(&self, kind: DescriptionKind, sdp: String) -> Result<(), JsValue> {
+        let desc = to_js(&Description {
+            kind: match kind {
+                DescriptionKind::Offer => "offer",
+                DescriptionKind::Answer => "answer",
+            },
+            sdp: Some(&sdp),
+        });
+        JsFuture::from(self.pc.set_remote_description(desc.unchecked_ref())).await?;
+        Ok(())
+    }
+
+    async fn create_offer(&self) -> Result<String, JsValue> {
+        let offer = JsFuture::from(self.pc.create_offer()).await?;
+        self.set_created(offer).await
+    }
+
+    async fn create_answer(&self) -> Result<String, JsValue> {
+        let answer = JsFuture::from(self.pc.create_answer()).await?;
+        self.set_created(answer).await
+    }
+
+    async fn restart_ice(&self) -> Result<(), JsValue> {
+        // `restartIce()` (not in web-sys's stable API): the next offer carries new credentials.
+        if let Ok(restart) = Reflect::get(&self.pc, &"restartIce".into()) {
+            if let Some(f) = restart.dyn_ref::<js_sys::Function>() {
+                f.call0(&self.pc)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn add_candidate(&self, init: JsValue) {
+        let promise = self
+            .pc
+            .add_ice_candidate_with_opt_rtc_ice_candidate_init(Some(init.unchecked_ref()));
+        // One unusable candidate is not fatal: the others may connect.
+        let _ = JsFuture::from(promise).await;
+    }
+
+    fn candidate(
+        &self,
+        candidate: String,
+        sdp_mid: Option<String>,
+        sdp_m_line_index: Option<u16>,
+    ) -> JsValue {
+        to_js(&CandidateInit {
+            candidate: &candidate,
+            sdp_mid: sdp_mid.as_deref(),
+            sdp_m_line_index,
+        })
+    }
+
+    fn send(&self, data: PeerSignal) {
+        if let Some(room) = self.room.upgrade() {
+            room.send(&ClientMessage::Signal {
+                to: self.to.clone(),
+                data,
+            });
+        }
+    }
 }

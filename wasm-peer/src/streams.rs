@@ -7,6 +7,7 @@ use std::rc::Rc;
 
 use js_sys::{Function, Promise, Uint8Array};
 use peer_core::channels::{StreamMessage, STREAM_LABEL};
+use peer_core::stream::Heard;
 use peer_core::transfer::{HIGH_WATER, LOW_WATER};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -22,9 +23,9 @@ pub struct Stream {
     state: Rc<State>,
 }
 
-#[derive(Default)]
 struct State {
-    ended: Cell<bool>,
+    /// What the peer's messages mean, and whether the stream is over (shared rules).
+    proto: RefCell<peer_core::stream::Stream>,
     closed: Cell<bool>,
     /// Wakes a writer waiting for the buffer to drain.
     drained: RefCell<Option<Function>>,
@@ -58,10 +59,7 @@ impl Stream {
 
     /// Aborts the stream.
     pub fn close(&self) {
-        if !self.state.ended.get() {
-            let reset = StreamMessage::Reset {
-                reason: "closed by the page".into(),
-            };
+        if let Some(reset) = self.state.proto.borrow_mut().reset("closed by the page") {
             let _ = self.dc.send_with_str(&reset.encode());
         }
         self.dc.close();
@@ -80,17 +78,19 @@ pub fn open(
     let dc = peer.pc.create_data_channel(STREAM_LABEL);
     dc.set_binary_type(RtcDataChannelType::Arraybuffer);
     dc.set_buffered_amount_low_threshold(LOW_WATER as u32);
-    let state = Rc::new(State::default());
+    let (proto, open) = peer_core::stream::Stream::dial(&service, token);
+    let open = open.encode();
+    let state = Rc::new(State {
+        proto: RefCell::new(proto),
+        closed: Cell::new(false),
+        drained: RefCell::new(None),
+    });
     Promise::new(&mut |resolve, reject| {
         let stream = Rc::new(RefCell::new(Some(Stream {
             dc: dc.clone(),
             state: state.clone(),
         })));
-        let open = StreamMessage::Open {
-            service: service.clone(),
-            token: token.clone(),
-        }
-        .encode();
+        let open = open.clone();
         let d = dc.clone();
         let on_open = Closure::<dyn FnMut(JsValue)>::new(move |_| {
             let _ = d.send_with_str(&open);
@@ -107,23 +107,23 @@ pub fn open(
                 let _ = on_data.call1(&JsValue::NULL, &Uint8Array::new(&data));
                 return;
             };
-            match StreamMessage::decode(&text) {
-                Ok(StreamMessage::Accepted) => {
+            let heard = s.proto.borrow_mut().on_text(&text);
+            match heard {
+                Heard::Accepted => {
                     if let Some(st) = stream.borrow_mut().take() {
                         let _ = resolve.call1(&JsValue::NULL, &st.into());
                     }
                 }
-                Ok(StreamMessage::Refused { reason }) => {
-                    s.ended.set(true);
+                Heard::Refused(reason) => {
                     let _ = rej.call1(&JsValue::NULL, &reason.into());
                 }
-                Ok(StreamMessage::End) if !s.ended.replace(true) => {
+                Heard::Ended => {
                     let _ = end.call1(&JsValue::NULL, &JsValue::NULL);
                 }
-                Ok(StreamMessage::Reset { reason }) if !s.ended.replace(true) => {
+                Heard::Reset(reason) => {
                     let _ = end.call1(&JsValue::NULL, &reason.into());
                 }
-                _ => {}
+                Heard::Open { .. } | Heard::Ignored => {}
             }
         });
         let s = state.clone();
@@ -143,7 +143,8 @@ pub fn open(
             if let Some(f) = s.drained.borrow_mut().take() {
                 let _ = f.call0(&JsValue::NULL);
             }
-            if !s.ended.replace(true) {
+            let cut = s.proto.borrow_mut().on_closed();
+            if cut {
                 let _ = rej.call1(&JsValue::NULL, &"the stream closed".into());
                 let _ = end.call1(&JsValue::NULL, &"the stream closed".into());
             }
