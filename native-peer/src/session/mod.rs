@@ -1,11 +1,16 @@
 //! A room session: the full mesh of peer connections, driven by one event loop that reads the
 //! server, the peers' callbacks, stdin (chat) and finished transfers.
+//!
+//! The room's rules (who offers, when to restart, what to tell the user) are `peer_core`'s;
+//! this module carries them out. What each mode adds lives beside it: `send` (files out, and
+//! when the session is done), `join` (files in), `expose` (streams let in through the gate),
+//! `forward` (local TCP connections out as streams), `in_voice` (recordings, the player).
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, Context};
 use peer_core::channels::{ControlMessage, ServiceInfo, CONTROL_LABEL, FILE_LABEL, STREAM_LABEL};
 use peer_core::link::RoomLink;
 use peer_core::room::{Action, LinkState, Notice, Room};
@@ -23,6 +28,15 @@ use crate::rtc::{self, Network};
 use crate::signaling::{self, Link, Outbox};
 use crate::streams;
 use crate::voice;
+
+mod expose;
+mod forward;
+mod in_voice;
+mod join;
+mod send;
+
+use forward::accept_tcp;
+pub use send::check_files;
 
 /// What the session is for.
 pub enum Mode {
@@ -268,14 +282,8 @@ pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<(
             },
             _ = tokio::signal::ctrl_c() => break Ok(()),
         }
-        if session.targeted && session.owed.is_empty() && session.pending_sends.is_empty() {
-            break if session.failures > 0 {
-                Err(anyhow!("{} transfer(s) failed", session.failures))
-            } else if session.delivered == 0 {
-                Err(anyhow!("no peer accepted the files"))
-            } else {
-                Ok(())
-            };
+        if let Some(outcome) = session.send_outcome() {
+            break outcome;
         }
     };
     session.close_all().await;
@@ -468,19 +476,7 @@ impl Session {
         match event {
             PeerEvent::LocalCandidate(c) => peer.trickle(c),
             PeerEvent::IceConnected => peer.nudge().await,
-            PeerEvent::Track(track) => {
-                let Some(dir) = &self.record_dir else {
-                    return;
-                };
-                let path = voice::recording_path(dir, id);
-                let shown = path.display().to_string();
-                self.printer.print(Event::VoiceRecording {
-                    peer: id.to_string(),
-                    path: shown.clone(),
-                });
-                let handle = voice::record(track, path, self.record_stop.subscribe());
-                self.recordings.push((id.to_string(), shown, handle));
-            }
+            PeerEvent::Track(track) => self.on_track(id, track),
             PeerEvent::State(state) => {
                 tracing::debug!(peer = id, %state, "connection state");
                 let link = match state {
@@ -510,41 +506,9 @@ impl Session {
                     self.watch_control(id.to_string(), dc.clone());
                     Box::pin(self.on_internal(Internal::ControlOpen(id.to_string(), dc))).await;
                 } else if label == FILE_LABEL {
-                    let tx = self.internal_tx.clone();
-                    let dir = self.accept.clone();
-                    let hidden = self.printer.json;
-                    let from = id.to_string();
-                    self.tasks.spawn(async move {
-                        let result = files::receive(dc, dir, hidden).await;
-                        let _ = tx.send(Internal::Received(from, result)).await;
-                    });
+                    self.receive_file(id, dc);
                 } else if label == STREAM_LABEL {
-                    match &self.exposed {
-                        Some(gate) => {
-                            let gate = gate.clone();
-                            let printer = self.printer;
-                            let from = id.to_string();
-                            self.tasks.spawn(async move {
-                                match streams::accept(dc, gate, &from).await {
-                                    Ok(()) => {}
-                                    Err(streams::StreamError::Blocked(blocked)) => {
-                                        printer.print(Event::StreamRefused {
-                                            peer: from,
-                                            reason: "too many wrong tokens".into(),
-                                            retry_in_secs: blocked.retry_in_secs(),
-                                        })
-                                    }
-                                    Err(e) => printer.print(Event::StreamFailed {
-                                        peer: from,
-                                        reason: e.to_string(),
-                                    }),
-                                }
-                            });
-                        }
-                        None => {
-                            let _ = dc.close().await;
-                        }
-                    }
+                    self.accept_stream(id, dc).await;
                 } else {
                     tracing::debug!(peer = id, %label, "ignoring unknown channel");
                     let _ = dc.close().await;
@@ -649,121 +613,9 @@ impl Session {
                 let name = self.peers.get(&from).and_then(|p| p.name.clone());
                 self.printer.print(RoomEvent::Chat { from, name, text });
             }
-            Internal::SendDone(to, name, result) => {
-                if let Some(n) = self.pending_sends.get_mut(&to) {
-                    *n -= 1;
-                    if *n == 0 {
-                        self.pending_sends.remove(&to);
-                    }
-                }
-                match result {
-                    Ok(done) => {
-                        self.delivered += 1;
-                        self.printer.print(Event::FileSent {
-                            to,
-                            name: done.name,
-                            size: done.size,
-                            sha256: done.sha256,
-                        })
-                    }
-                    Err(e) => {
-                        // A refusal is the receiver's choice, not a broken transfer.
-                        if !matches!(e, files::FileError::Refused(_)) {
-                            self.failures += 1;
-                        }
-                        self.printer.print(Event::FileFailed {
-                            peer: to,
-                            name,
-                            reason: e.to_string(),
-                        });
-                    }
-                }
-            }
-            Internal::Received(from, result) => match result {
-                Ok(done) => self.printer.print(Event::FileReceived {
-                    from,
-                    name: done.name,
-                    path: done
-                        .path
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default(),
-                    size: done.size,
-                    sha256: done.sha256,
-                }),
-                Err((name, e)) => self.printer.print(Event::FileFailed {
-                    peer: from,
-                    name,
-                    reason: e.to_string(),
-                }),
-            },
+            Internal::SendDone(to, name, result) => self.on_send_done(to, name, result),
+            Internal::Received(from, result) => self.on_received(from, result),
         }
-    }
-
-    /// Carries one accepted TCP connection to the peer offering the service.
-    fn forward(
-        &mut self,
-        tcp: tokio::net::TcpStream,
-        from: std::net::SocketAddr,
-        wanted: Option<&str>,
-        token: streams::TokenSource,
-    ) {
-        let provider = self.offered.iter().find_map(|(peer, services)| {
-            let service = services
-                .iter()
-                .find(|s| wanted.is_none_or(|w| s.name == w))?;
-            let p = self.peers.get(peer).filter(|p| p.connected)?;
-            Some((p.pc.clone(), peer.clone(), service.name.clone()))
-        });
-        let Some((pc, peer, name)) = provider else {
-            self.warn(format!(
-                "connection from {from} dropped: no connected peer offers {}",
-                wanted.unwrap_or("a service")
-            ));
-            return;
-        };
-        let printer = self.printer;
-        self.tasks.spawn(async move {
-            let result = match token.read().await {
-                Ok(token) => streams::open(pc, &name, token, tcp).await,
-                Err(e) => Err(streams::StreamError::Io(std::io::Error::new(
-                    e.kind(),
-                    format!("cannot read the token file: {e}"),
-                ))),
-            };
-            if let Err(e) = result {
-                printer.print(Event::StreamFailed {
-                    peer,
-                    reason: e.to_string(),
-                });
-            }
-        });
-    }
-
-    /// Sends every file to one peer, one after another, in the background.
-    fn start_sends(&mut self, id: &str) {
-        let Some(peer) = self.peers.get(id) else {
-            return;
-        };
-        self.pending_sends
-            .insert(id.to_string(), self.to_send.len());
-        let pc = peer.pc.clone();
-        let files = self.to_send.clone();
-        let tx = self.internal_tx.clone();
-        let to = id.to_string();
-        let hidden = self.printer.json;
-        self.tasks.spawn(async move {
-            for path in files {
-                let size = tokio::fs::metadata(&path)
-                    .await
-                    .map(|m| m.len())
-                    .unwrap_or(0);
-                let label = format!("{} → {to}", path.display());
-                let bar = files::progress(size, &label, hidden);
-                let result = files::send(pc.clone(), &path, bar).await;
-                let name = peer_core::transfer::safe_file_name(&path.to_string_lossy());
-                let _ = tx.send(Internal::SendDone(to.clone(), name, result)).await;
-            }
-        });
     }
 
     /// Sends a chat line to every connected peer.
@@ -789,23 +641,8 @@ impl Session {
     }
 
     async fn close_all(&mut self) {
-        if let Some(player) = self.player.take() {
-            player.stop().await;
-        }
         // Recordings end first, so each file is closed with its last page.
-        let _ = self.record_stop.send(true);
-        for (peer, path, handle) in std::mem::take(&mut self.recordings) {
-            match tokio::time::timeout(Duration::from_secs(2), handle).await {
-                Ok(Ok(Ok(received))) => self.printer.print(Event::VoiceRecorded {
-                    peer,
-                    path,
-                    received,
-                }),
-                Ok(Ok(Err(e))) => self.warn(format!("recording of {peer}: {e:#}")),
-                Ok(Err(_)) => {}
-                Err(_) => self.warn(format!("the recording of {peer} did not close in time")),
-            }
-        }
+        self.stop_voice().await;
         // Then the connections: their channels close, so transfers and streams end on their own
         // (a `.part` file is removed, a forwarded TCP connection is reset); what is left after a
         // moment is cancelled, and cancelling removes a `.part` file too.
@@ -819,17 +656,6 @@ impl Session {
         .await;
         self.tasks.shutdown().await;
     }
-}
-
-/// Checks that every file to send exists and is a regular file, before joining.
-pub fn check_files(files: &[PathBuf]) -> anyhow::Result<()> {
-    for f in files {
-        let meta = std::fs::metadata(f).with_context(|| format!("cannot read {}", f.display()))?;
-        if !meta.is_file() {
-            bail!("{} is not a regular file", f.display());
-        }
-    }
-    Ok(())
 }
 
 /// Reads the path of a connection that just opened and reports it connected, then re-reads it
@@ -863,19 +689,5 @@ async fn watch_path(
         {
             break;
         }
-    }
-}
-
-/// The next connection on the forward listener; never resolves in other modes.
-async fn accept_tcp(
-    forward: &Option<(
-        tokio::net::TcpListener,
-        Option<String>,
-        streams::TokenSource,
-    )>,
-) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
-    match forward {
-        Some((listener, _, _)) => listener.accept().await,
-        None => std::future::pending().await,
     }
 }
