@@ -375,6 +375,26 @@ mod tests {
     }
 
     #[test]
+    fn a_sender_leaving_mid_transfer_is_told_with_how_far_it_got() {
+        let (mut out, header) = Outgoing::start("big.bin", 10, None);
+        let mut incoming = Incoming::start(&header).unwrap();
+        out.on_chunk(b"abcd").unwrap();
+        incoming.on_chunk(b"abcd").unwrap();
+        // The channel closes here: no end message.
+        assert_eq!(
+            incoming.abandoned(),
+            TransferError::Abandoned {
+                got: 4,
+                expected: 10
+            }
+        );
+        assert_eq!(
+            incoming.abandoned().to_string(),
+            "the sender went away after 4 of 10 bytes"
+        );
+    }
+
+    #[test]
     fn names_are_sanitized() {
         assert_eq!(safe_file_name("a/b/c.txt"), "c.txt");
         assert_eq!(safe_file_name("..\\x"), "x");

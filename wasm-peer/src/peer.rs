@@ -21,15 +21,33 @@ use web_sys::{
 };
 
 use crate::events::{Event, RoomEvent};
-use crate::room::Inner;
 use crate::Handler;
+
+/// What a peer needs from the room that holds it. The room implements it; the peer never names
+/// the room's type, so the two modules do not import each other.
+pub(crate) trait Host {
+    /// Tells the page.
+    fn emit(&self, event: Event);
+    /// Gives the page a peer's audio track to play.
+    fn emit_track(&self, peer: &str, stream: &JsValue, track: &JsValue);
+    /// What to tell a newly connected peer about our voice, if we are in it.
+    fn voice_announcement(&self) -> Option<ControlMessage>;
+    /// Sends a message to the server.
+    fn send(&self, msg: &ClientMessage);
+    /// A new id for a file transfer shown in the page.
+    fn transfer_id(&self) -> u32;
+    /// A peer connection changed state.
+    fn on_link(self: Rc<Self>, peer: &str, state: LinkState);
+    /// The peer opened a file channel.
+    fn file_channel(&self, peer: Rc<Peer>, dc: RtcDataChannel);
+}
 
 /// A remote peer and the connection to it.
 pub struct Peer {
     pub(crate) id: String,
     name: Option<String>,
     pub(crate) pc: RtcPeerConnection,
-    pub(crate) room: Weak<Inner>,
+    pub(crate) room: Weak<dyn Host>,
     /// Perfect negotiation, performed by the shared engine over [`Web`].
     driver: Driver<Web>,
     control: RefCell<Option<RtcDataChannel>>,
@@ -70,7 +88,7 @@ fn to_js<T: Serialize>(value: &T) -> JsValue {
 impl Peer {
     /// Creates the connection with the room's ICE servers.
     pub(crate) fn new(
-        room: &Rc<Inner>,
+        room: Weak<dyn Host>,
         me: &str,
         id: String,
         name: Option<String>,
@@ -81,7 +99,7 @@ impl Peer {
         let pc = RtcPeerConnection::new_with_configuration(config.unchecked_ref())?;
         let web = Web {
             pc: pc.clone(),
-            room: Rc::downgrade(room),
+            room: room.clone(),
             to: id.clone(),
         };
         let peer = Rc::new(Peer {
@@ -89,7 +107,7 @@ impl Peer {
             id,
             name,
             pc,
-            room: Rc::downgrade(room),
+            room: room.clone(),
             control: RefCell::new(None),
             connected: Cell::new(false),
             handlers: RefCell::new(Vec::new()),
@@ -146,7 +164,7 @@ impl Peer {
                 state,
             });
             if let Some(room) = peer.room.upgrade() {
-                Inner::on_link(&room, &peer.id, link);
+                room.on_link(&peer.id, link);
             }
         });
         let weak = Rc::downgrade(this);
@@ -155,7 +173,10 @@ impl Peer {
             let dc = ev.unchecked_into::<RtcDataChannelEvent>().channel();
             match dc.label().as_str() {
                 CONTROL_LABEL => Peer::watch_control(&peer, dc),
-                FILE_LABEL => crate::files::receive(peer, dc),
+                FILE_LABEL => match peer.room.upgrade() {
+                    Some(room) => room.file_channel(peer, dc),
+                    None => dc.close(),
+                },
                 // This page exposes nothing: refuse streams.
                 _ => dc.close(),
             }
@@ -460,7 +481,7 @@ pub(crate) async fn sleep_ms(ms: i32) {
 /// negotiation, and the way to the peer through the room's WebSocket.
 pub(crate) struct Web {
     pc: RtcPeerConnection,
-    room: Weak<Inner>,
+    room: Weak<dyn Host>,
     to: String,
 }
 

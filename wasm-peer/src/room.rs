@@ -8,6 +8,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use peer_core::channels::ControlMessage;
 use peer_core::room::{Action, LinkState};
 use signal_protocol::{ClientMessage, ServerMessage};
 use wasm_bindgen::prelude::*;
@@ -15,7 +16,7 @@ use wasm_bindgen::JsCast;
 use web_sys::{CloseEvent, MessageEvent, WebSocket};
 
 use crate::events::{Event, RoomEvent};
-use crate::peer::Peer;
+use crate::peer::{Host, Peer};
 use crate::Handler;
 
 /// A joined room. Create it with `new Room(wsUrl, name, onEvent)`.
@@ -452,7 +453,8 @@ impl Inner {
             return;
         };
         let ice = this.ice_servers.borrow().clone();
-        match Peer::new(this, &me, id.clone(), name, &ice) {
+        let host: Rc<dyn Host> = this.clone();
+        match Peer::new(Rc::downgrade(&host), &me, id.clone(), name, &ice) {
             Ok(peer) => {
                 if let Some((track, stream)) = this.voice.borrow().as_ref() {
                     peer.add_voice(track, stream);
@@ -467,5 +469,35 @@ impl Inner {
                 web_sys::console::error_2(&"cannot create a peer connection".into(), &e);
             }
         }
+    }
+}
+
+impl Host for Inner {
+    fn emit(&self, event: Event) {
+        Inner::emit(self, event);
+    }
+
+    fn emit_track(&self, peer: &str, stream: &JsValue, track: &JsValue) {
+        Inner::emit_track(self, peer, stream, track);
+    }
+
+    fn voice_announcement(&self) -> Option<ControlMessage> {
+        Inner::voice_announcement(self)
+    }
+
+    fn send(&self, msg: &ClientMessage) {
+        Inner::send(self, msg);
+    }
+
+    fn transfer_id(&self) -> u32 {
+        Inner::transfer_id(self)
+    }
+
+    fn on_link(self: Rc<Self>, peer: &str, state: LinkState) {
+        Inner::on_link(&self, peer, state);
+    }
+
+    fn file_channel(&self, peer: Rc<Peer>, dc: web_sys::RtcDataChannel) {
+        crate::files::receive(peer, dc);
     }
 }
