@@ -214,6 +214,15 @@ pub async fn path_info(pc: &Arc<dyn PeerConnection>) -> Option<PathInfo> {
     None
 }
 
+/// How many answers to our consent checks the selected pair has had (see
+/// `peer_core::path::Consent`); `None` while no pair is selected.
+pub async fn consent_answers(pc: &Arc<dyn PeerConnection>) -> Option<u64> {
+    let report = pc.get_stats(Instant::now(), StatsSelector::None).await;
+    let pair_id = report.transport()?.selected_candidate_pair_id.clone();
+    let pair = report.candidate_pairs().find(|p| p.stats.id == pair_id)?;
+    Some(pair.responses_received)
+}
+
 async fn read_path(pc: &Arc<dyn PeerConnection>) -> Option<PathInfo> {
     let report = pc.get_stats(Instant::now(), StatsSelector::None).await;
     let pair_id = report.transport()?.selected_candidate_pair_id.clone();

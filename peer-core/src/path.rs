@@ -219,6 +219,57 @@ impl PathKind {
     }
 }
 
+/// How long the selected pair may go without one answer to our consent checks before the link
+/// is taken as down (the checks go out every second).
+pub const CONSENT_LOST_AFTER: u64 = 5_000;
+
+/// Consent freshness (RFC 7675) judged from the selected pair's answers, for an ICE agent that
+/// judges it from anything the peer's address sends: the `webrtc` crate keeps a pair "alive"
+/// when the peer's packets reach us another way (through our relay) while everything we send on
+/// the pair is lost, and the link then only works one way. Feed it the selected pair's count of
+/// answers to our checks, about every second or two.
+#[derive(Debug, Default)]
+pub struct Consent {
+    answers: Option<u64>,
+    since: u64,
+    lost: bool,
+}
+
+/// What one reading of the answers means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsentNews {
+    /// Nothing to tell.
+    Same,
+    /// No answer for [`CONSENT_LOST_AFTER`]: the link is down, whatever the agent says.
+    Lost,
+    /// Answers again after [`ConsentNews::Lost`].
+    Back,
+}
+
+impl Consent {
+    /// One reading at `now` (ms): the selected pair's answers so far (`None`: no pair named).
+    pub fn observe(&mut self, answers: Option<u64>, now: u64) -> ConsentNews {
+        let Some(answers) = answers else {
+            return ConsentNews::Same;
+        };
+        if self.answers != Some(answers) {
+            // A new answer, or another pair (after an ICE restart): consent is fresh.
+            self.answers = Some(answers);
+            self.since = now;
+            return if std::mem::take(&mut self.lost) {
+                ConsentNews::Back
+            } else {
+                ConsentNews::Same
+            };
+        }
+        if !self.lost && now.saturating_sub(self.since) >= CONSENT_LOST_AFTER {
+            self.lost = true;
+            return ConsentNews::Lost;
+        }
+        ConsentNews::Same
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,5 +364,20 @@ mod tests {
         assert_eq!(w.observe(None), PathNews::Same);
         assert_eq!(w.observe(Some(&punched)), PathNews::Changed);
         assert_eq!(w.observe(Some(&punched)), PathNews::Same);
+    }
+
+    #[test]
+    fn a_pair_that_stops_answering_is_lost_then_back() {
+        let mut c = Consent::default();
+        assert_eq!(c.observe(Some(3), 0), ConsentNews::Same);
+        assert_eq!(c.observe(Some(5), 2_000), ConsentNews::Same);
+        // Our checks go unanswered (the peer's packets may still reach us another way).
+        assert_eq!(c.observe(Some(5), 4_000), ConsentNews::Same);
+        assert_eq!(c.observe(Some(5), 7_000), ConsentNews::Lost);
+        assert_eq!(c.observe(Some(5), 9_000), ConsentNews::Same, "told once");
+        // No pair named (mid-restart) is not news; a new pair answering is.
+        assert_eq!(c.observe(None, 10_000), ConsentNews::Same);
+        assert_eq!(c.observe(Some(1), 11_000), ConsentNews::Back);
+        assert_eq!(c.observe(Some(2), 12_000), ConsentNews::Same);
     }
 }

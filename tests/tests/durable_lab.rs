@@ -239,6 +239,76 @@ async fn the_page_repairs_its_link_after_a_new_public_address() {
     page.close().await;
 }
 
+/// The page and `burrow` tell the same path change in the same words: they are linked through
+/// a hole punched, then the page's router starts dropping every packet between the two NATs
+/// (only the relay is left); the link comes back relayed, and the `path_changed` each reports for
+/// the other has the same fields, path and label.
+#[tokio::test]
+async fn the_page_and_burrow_report_the_same_path_change() {
+    let Some(mut lab) = Lab::new("the_page_and_burrow_report_the_same_path_change") else {
+        return;
+    };
+    let h1 = lab.behind_nat(1, Nat::EndpointIndependent);
+    let h2 = lab.behind_nat(2, Nat::EndpointIndependent);
+    let server = server(&lab);
+    let link = server.room_link("path-change");
+    let mut native = burrow(&h2, &["join", &link]);
+    let native_id = native.peer_id();
+    let rules =
+        format!("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE {SERVER_IP}");
+    let page = Browser::start_in(Some(&h1.ns), &[&rules]).await;
+    page.open(&link).await;
+    page.wait_connected(&native_id).await;
+    let first = native.expect_event("connected", &[]);
+    assert_eq!(first["path"], "hole_punched", "{first}");
+    let page_id = first["peer"].as_str().unwrap().to_string();
+
+    // Only the relay is left between them: the page's router drops what goes to or comes from
+    // the other NAT (inserted before the rule that lets established traffic through).
+    let router1 = router_of(&h1);
+    for rule in ["ip daddr 203.0.113.2 drop", "ip saddr 203.0.113.2 drop"] {
+        ip(&format!(
+            "netns exec {router1} nft insert rule inet filter forward {rule}"
+        ));
+    }
+    // `burrow` sees its checks on the old pair go unanswered (the page's packets still reach
+    // it through its relay, so the ICE agent alone would not notice) and restarts ICE.
+    native.expect_event("peer_unreachable", &[("peer", &page_id)]);
+    let native_change = native.expect("path_changed for the page", |v| {
+        v["event"] == "path_changed" && v["peer"] == page_id.as_str()
+    });
+    assert_eq!(native_change["path"], "relayed", "{native_change}");
+    let script = format!(
+        "return (window.burrowEvents || []).find(e => e.event === 'path_changed' && \
+         e.peer === '{native_id}' && e.path === 'relayed') || null;"
+    );
+    let page_change = page.wait_for("the page's path_changed", &script).await;
+    let keys = |v: &serde_json::Value| {
+        let mut k: Vec<String> = v
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        k.sort();
+        k
+    };
+    assert_eq!(
+        keys(&native_change),
+        keys(&page_change),
+        "{native_change} vs {page_change}"
+    );
+    assert_eq!(native_change["label"], page_change["label"]);
+    assert_eq!(native_change["path"], page_change["path"]);
+    // And the relayed link carries chat.
+    native.say("through the relay");
+    page.wait_for(
+        "the line through the relay",
+        "return [...document.querySelectorAll('#chat-log li.msg .text')]\
+         .some(e => e.textContent === 'through the relay');",
+    )
+    .await;
+    page.close().await;
+}
+
 /// Both peers behind symmetric NATs, so their link goes through the server's own TURN relay.
 /// The server crashes and comes back (its relay and its random TURN secret with it): the link is
 /// rebuilt by an ICE restart with the new welcome's credentials, relayed again, and chat flows.

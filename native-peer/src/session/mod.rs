@@ -107,6 +107,9 @@ enum Internal {
     SendDone(String, String, Result<files::Done, files::FileError>),
     Received(String, Result<files::Done, (String, files::FileError)>),
     PathChanged(String, rtc::PathInfo),
+    /// The selected pair stopped answering (or answers again): the link is down (or back)
+    /// whatever the ICE agent says.
+    Consent(String, bool),
     Services(String, Vec<ServiceInfo>),
     Voice(String, bool, bool),
 }
@@ -605,6 +608,17 @@ impl Session {
             Internal::Voice(peer, on, sending) => {
                 self.printer.print(RoomEvent::Voice { peer, on, sending })
             }
+            Internal::Consent(peer, up) => {
+                tracing::debug!(%peer, up, "consent of the selected pair");
+                let link = if up {
+                    LinkState::Connected
+                } else {
+                    LinkState::Disconnected
+                };
+                let now = self.now();
+                let actions = self.room.on_link(&peer, link, now);
+                self.perform(actions).await;
+            }
             Internal::PathChanged(peer, info) => self.printer.print(RoomEvent::PathChanged {
                 peer,
                 report: Some(info).into(),
@@ -666,6 +680,7 @@ async fn watch_path(
     id: String,
     pc: Arc<dyn webrtc::peer_connection::PeerConnection>,
 ) {
+    use peer_core::path::{Consent, ConsentNews};
     let first = rtc::path_info(&pc).await;
     let mut watch = peer_core::path::PathWatch::default();
     watch.observe(first.as_ref());
@@ -676,8 +691,21 @@ async fn watch_path(
     {
         return;
     }
+    let epoch = Instant::now();
+    let mut consent = Consent::default();
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let answers = rtc::consent_answers(&pc).await;
+        let up = match consent.observe(answers, epoch.elapsed().as_millis() as u64) {
+            ConsentNews::Lost => Some(false),
+            ConsentNews::Back => Some(true),
+            ConsentNews::Same => None,
+        };
+        if let Some(up) = up {
+            if tx.send(Internal::Consent(id.clone(), up)).await.is_err() {
+                break;
+            }
+        }
         let Some(info) = rtc::path_info(&pc).await else {
             continue;
         };
