@@ -200,7 +200,8 @@ async function startRoom(roomId) {
         if (t) t.bar.value = ev.done;
         break;
       }
-      case 'file_done': {
+      case 'file_sent':
+      case 'file_received': {
         const t = transfers.get(ev.id);
         if (!t) break;
         t.bar.value = t.size;

@@ -43,39 +43,6 @@ pub enum Event {
         #[serde(flatten)]
         received: crate::voice::Received,
     },
-    /// A file was sent and the receiver confirmed its hash.
-    FileSent {
-        /// The receiver.
-        to: String,
-        /// The file name.
-        name: String,
-        /// Its size.
-        size: u64,
-        /// Its SHA-256.
-        sha256: String,
-    },
-    /// A file arrived intact and was saved.
-    FileReceived {
-        /// The sender.
-        from: String,
-        /// The file name.
-        name: String,
-        /// Where it was saved.
-        path: String,
-        /// Its size.
-        size: u64,
-        /// Its verified SHA-256.
-        sha256: String,
-    },
-    /// A transfer failed; nothing was left under the final name.
-    FileFailed {
-        /// The other peer.
-        peer: String,
-        /// The file name.
-        name: String,
-        /// Why.
-        reason: String,
-    },
     /// A forwarded or exposed stream failed.
     StreamFailed {
         /// The other peer.
@@ -181,22 +148,6 @@ fn human(event: &Event) -> String {
             "* recorded {peer} to {path}: {:.1} s, {} packets, {} lost, jitter {:.1} ms",
             received.secs, received.packets, received.lost, received.jitter_ms
         ),
-        Event::FileSent {
-            to,
-            name,
-            size,
-            sha256,
-        } => format!("* sent {name} ({size} bytes) to {to}; sha256 {sha256} confirmed"),
-        Event::FileReceived {
-            from,
-            name,
-            path,
-            size,
-            sha256,
-        } => format!("* received {name} ({size} bytes) from {from} → {path}; sha256 {sha256} ok"),
-        Event::FileFailed { peer, name, reason } => {
-            format!("* transfer of {name} with {peer} failed: {reason}")
-        }
         Event::StreamFailed { peer, reason } => format!("! stream with {peer}: {reason}"),
         Event::StreamRefused {
             peer,
@@ -225,6 +176,27 @@ fn human_room(event: &RoomEvent) -> String {
             format!("* connected to {peer}: {}", describe(report))
         }
         RoomEvent::PathChanged { peer, report } => format!("* {peer} now: {}", describe(report)),
+        RoomEvent::FileSent {
+            to,
+            name,
+            size,
+            sha256,
+            ..
+        } => format!("* sent {name} ({size} bytes) to {to}; sha256 {sha256} confirmed"),
+        RoomEvent::FileReceived {
+            from,
+            name,
+            path,
+            size,
+            sha256,
+            ..
+        } => format!(
+            "* received {name} ({size} bytes) from {from} → {}; sha256 {sha256} ok",
+            path.as_deref().unwrap_or("?")
+        ),
+        RoomEvent::FileFailed {
+            peer, name, reason, ..
+        } => format!("* transfer of {name} with {peer} failed: {reason}"),
         RoomEvent::PeerUnreachable { peer } => {
             format!("! {peer} is unreachable (no answer on the path); waiting for it")
         }

@@ -1,7 +1,7 @@
 //! What a peer tells its user, one set for both peers: the CLI prints these (as lines, or as
 //! JSON with `--json`) and the page renders them, so the same situation reads the same way on
-//! both. Each platform adds a few of its own (files on disk for the CLI, transfer progress for
-//! the page) beside these.
+//! both, files included. Each platform adds a few of its own (streams and voice files for the
+//! CLI, transfer progress for the page) beside these.
 
 use serde::Serialize;
 use std::time::Duration;
@@ -103,6 +103,52 @@ pub enum Event {
         name: Option<String>,
         /// The line.
         text: String,
+    },
+    /// A file we sent arrived intact: the receiver confirmed its SHA-256.
+    FileSent {
+        /// The receiver.
+        to: String,
+        /// The file name.
+        name: String,
+        /// Its size in bytes.
+        size: u64,
+        /// Its SHA-256, as both sides computed it.
+        sha256: String,
+        /// The page's transfer id (the page only: it updates the transfer's row).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u32>,
+    },
+    /// A file arrived intact.
+    FileReceived {
+        /// The sender.
+        from: String,
+        /// The file name (made safe).
+        name: String,
+        /// Its size in bytes.
+        size: u64,
+        /// Its verified SHA-256.
+        sha256: String,
+        /// Where `burrow` saved it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
+        /// Where the page offers it for download (an object URL).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        url: Option<String>,
+        /// The page's transfer id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u32>,
+    },
+    /// A transfer failed (either way); nothing was kept under the file's name.
+    FileFailed {
+        /// The other peer.
+        peer: String,
+        /// The file name (empty when it failed before the header).
+        name: String,
+        /// Why.
+        reason: String,
+        /// The page's transfer id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u32>,
     },
     /// A peer offers services (`burrow expose` on its side).
     Services {

@@ -213,6 +213,50 @@ async fn browser_and_native_chat_and_swap_files() {
     assert_eq!(hex::encode(sha2::Sha256::digest(&bytes)), down_sha);
     assert!(sender.wait().success(), "{:?}", sender.seen);
 
+    // Both tell each transfer with the same events (one set, `peer_core::events`): the page's
+    // `file_sent` matches what `burrow` received, the page's `file_received` what `burrow` sent,
+    // field for field but for where each keeps the file (`path` on disk, `url` in the page) and
+    // the page's transfer id.
+    let page_events = page
+        .run_async("arguments[arguments.length - 1](window.burrowEvents);")
+        .await;
+    let page_event = |kind: &str| {
+        page_events
+            .as_array()
+            .and_then(|a| a.iter().find(|e| e["event"] == kind).cloned())
+            .unwrap_or_else(|| panic!("the page never said {kind}: {page_events}"))
+    };
+    let sent_by_page = page_event("file_sent");
+    let received_by_page = page_event("file_received");
+    let sent_by_burrow = sender
+        .seen
+        .iter()
+        .find(|e| e["event"] == "file_sent")
+        .cloned()
+        .expect("burrow send said file_sent");
+    let shared = |v: &serde_json::Value| {
+        let mut v = v.clone();
+        if let Some(o) = v.as_object_mut() {
+            for k in ["path", "url", "id", "event", "from", "to"] {
+                o.remove(k);
+            }
+        }
+        v
+    };
+    assert_eq!(
+        shared(&sent_by_page),
+        shared(&got),
+        "{sent_by_page} vs {got}"
+    );
+    assert_eq!(sent_by_page["to"], native_id.as_str());
+    assert_eq!(got["from"], page_id.as_str());
+    assert_eq!(
+        shared(&received_by_page),
+        shared(&sent_by_burrow),
+        "{received_by_page} vs {sent_by_burrow}"
+    );
+    assert!(received_by_page["url"].is_string() && got["path"].is_string());
+
     page.screenshot(&screenshot_path("browser-and-native.png"))
         .await;
     page.close().await;

@@ -1,6 +1,6 @@
 //! The events the page receives, as plain JS objects with an `event` field: the room's events,
-//! the same set the CLI prints (`peer_core::events`), and the page's own (connection state,
-//! transfer progress).
+//! the same set the CLI prints (`peer_core::events`: joins, paths, chat, files sent, received
+//! or failed), and the page's own (connection state, a transfer's start and progress).
 
 use serde::Serialize;
 
@@ -45,22 +45,6 @@ pub enum Event {
         id: u32,
         /// Bytes done.
         done: f64,
-    },
-    /// The transfer finished and the hash matched.
-    FileDone {
-        /// Transfer id.
-        id: u32,
-        /// The verified SHA-256.
-        sha256: String,
-        /// For received files: an object URL to download it from.
-        url: Option<String>,
-    },
-    /// The transfer failed.
-    FileFailed {
-        /// Transfer id.
-        id: u32,
-        /// Why.
-        reason: String,
     },
     /// An event of the room or a link (the same the CLI prints).
     #[serde(untagged)]

@@ -15,7 +15,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{Blob, BlobPropertyBag, File, MessageEvent, RtcDataChannel, RtcDataChannelType, Url};
 
-use crate::events::Event;
+use crate::events::{Event, RoomEvent};
 use crate::peer::Peer;
 
 /// Received chunks are folded into one `Blob` whenever this many bytes are pending.
@@ -54,13 +54,21 @@ struct SendChannel {
 /// Sends `file` to `peer` in the background, reporting progress to the page.
 pub fn send(peer: Rc<Peer>, file: File, id: u32) {
     wasm_bindgen_futures::spawn_local(async move {
+        let (name, size) = (file.name(), file.size() as u64);
         let event = match send_file(&peer, &file, id).await {
-            Ok(sha256) => Event::FileDone {
-                id,
+            Ok(sha256) => RoomEvent::FileSent {
+                to: peer.id.clone(),
+                name: peer_core::transfer::safe_file_name(&name),
+                size,
                 sha256,
-                url: None,
+                id: Some(id),
             },
-            Err(reason) => Event::FileFailed { id, reason },
+            Err(reason) => RoomEvent::FileFailed {
+                peer: peer.id.clone(),
+                name,
+                reason,
+                id: Some(id),
+            },
         };
         peer.emit(event);
     });
@@ -196,7 +204,13 @@ pub fn receive(peer: Rc<Peer>, dc: RtcDataChannel) {
                 }
                 .encode(),
             );
-            p.emit(Event::FileFailed { id: st.id, reason });
+            let name = st.file.as_ref().map(|f| f.name.clone()).unwrap_or_default();
+            p.emit(RoomEvent::FileFailed {
+                peer: p.id.clone(),
+                name,
+                reason,
+                id: Some(st.id),
+            });
         }
     });
     dc.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
@@ -211,9 +225,11 @@ pub fn receive(peer: Rc<Peer>, dc: RtcDataChannel) {
         st.parts = Array::new();
         st.blobs = Array::new();
         if let Some(file) = &st.file {
-            p.emit(Event::FileFailed {
-                id: st.id,
+            p.emit(RoomEvent::FileFailed {
+                peer: p.id.clone(),
+                name: file.name.clone(),
                 reason: file.abandoned().to_string(),
+                id: Some(st.id),
             });
         }
     });
@@ -242,7 +258,7 @@ fn on_receive(
             st.file = Some(file);
             return Ok(());
         };
-        let mime = file.mime.clone();
+        let (mime, name, size) = (file.mime.clone(), file.name.clone(), file.size);
         let sha256 = file.finish(&msg).map_err(|e| e.to_string())?;
         st.blobs.push(&fold(&st.parts, None)?.into());
         let blob = fold(&st.blobs, mime.as_deref())?;
@@ -256,10 +272,14 @@ fn on_receive(
             }
             .encode(),
         );
-        peer.emit(Event::FileDone {
-            id: st.id,
+        peer.emit(RoomEvent::FileReceived {
+            from: peer.id.clone(),
+            name,
+            size,
             sha256,
+            path: None,
             url: Some(url),
+            id: Some(st.id),
         });
         return Ok(());
     }

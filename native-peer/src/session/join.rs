@@ -5,7 +5,7 @@ use std::sync::Arc;
 use webrtc::data_channel::DataChannel;
 
 use super::{Internal, Session};
-use crate::events::Event;
+use crate::events::RoomEvent;
 use crate::files;
 
 impl Session {
@@ -28,20 +28,24 @@ impl Session {
         result: Result<files::Done, (String, files::FileError)>,
     ) {
         match result {
-            Ok(done) => self.printer.print(Event::FileReceived {
+            Ok(done) => self.printer.print(RoomEvent::FileReceived {
                 from,
                 name: done.name,
-                path: done
-                    .path
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
+                path: Some(
+                    done.path
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                ),
                 size: done.size,
                 sha256: done.sha256,
+                url: None,
+                id: None,
             }),
-            Err((name, e)) => self.printer.print(Event::FileFailed {
+            Err((name, e)) => self.printer.print(RoomEvent::FileFailed {
                 peer: from,
                 name,
                 reason: e.to_string(),
+                id: None,
             }),
         }
     }

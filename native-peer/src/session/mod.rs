@@ -464,10 +464,11 @@ impl Session {
         }
         if self.owed.remove(id) {
             self.failures += 1;
-            self.printer.print(Event::FileFailed {
+            self.printer.print(RoomEvent::FileFailed {
                 peer: id.to_string(),
                 name: "(all files)".into(),
                 reason: "the peer left before receiving them".into(),
+                id: None,
             });
         }
     }

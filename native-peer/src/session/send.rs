@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 
 use super::{Internal, Session};
-use crate::events::Event;
+use crate::events::RoomEvent;
 use crate::files;
 
 impl Session {
@@ -53,11 +53,12 @@ impl Session {
         match result {
             Ok(done) => {
                 self.delivered += 1;
-                self.printer.print(Event::FileSent {
+                self.printer.print(RoomEvent::FileSent {
                     to,
                     name: done.name,
                     size: done.size,
                     sha256: done.sha256,
+                    id: None,
                 })
             }
             Err(e) => {
@@ -65,10 +66,11 @@ impl Session {
                 if !matches!(e, files::FileError::Refused(_)) {
                     self.failures += 1;
                 }
-                self.printer.print(Event::FileFailed {
+                self.printer.print(RoomEvent::FileFailed {
                     peer: to,
                     name,
                     reason: e.to_string(),
+                    id: None,
                 });
             }
         }
