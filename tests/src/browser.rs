@@ -24,6 +24,16 @@ impl Browser {
         Browser::start_in(None, &[]).await
     }
 
+    /// A browser on a NAT lab host (namespace `ns`): it resolves no name (nothing there to
+    /// ask) but loopback and the lab's server.
+    pub async fn start_in_lab(ns: &str) -> Browser {
+        let rules = format!(
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE {}",
+            crate::lab::SERVER_IP
+        );
+        Browser::start_in(Some(ns), &[&rules]).await
+    }
+
     /// The same, inside network namespace `ns` (reached through a forwarding socket), with
     /// extra Chromium flags.
     pub async fn start_in(ns: Option<&str>, extra_args: &[&str]) -> Browser {
@@ -130,6 +140,16 @@ impl Browser {
             ),
         )
         .await;
+    }
+
+    /// Waits until the page shows a chat line `text` from another peer.
+    pub async fn wait_chat(&self, text: &str) {
+        let script = format!(
+            "return [...document.querySelectorAll('#chat-log li.msg:not(.mine) .text')]\
+             .some(e => e.textContent === {});",
+            Value::String(text.to_string())
+        );
+        self.wait_for(&format!("chat line {text:?}"), &script).await;
     }
 
     /// The page's peer id, once it joined.

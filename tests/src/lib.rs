@@ -38,6 +38,16 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// The field names of a JSON object, sorted (to compare two peers' events field by field).
+pub fn json_keys(v: &serde_json::Value) -> Vec<String> {
+    let mut keys: Vec<String> = v
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    keys.sort();
+    keys
+}
+
 /// The workspace root (for `www/`).
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

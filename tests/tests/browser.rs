@@ -7,7 +7,6 @@ use burrow_tests::browser::Browser;
 use burrow_tests::burrow::{random_file, Burrow};
 use burrow_tests::sandbox::{self, HOST_IP};
 use burrow_tests::server::ServerProcess;
-use serde_json::Value;
 
 const LABELS: [&str; 3] = ["direct (LAN)", "direct (hole punched)", "relayed"];
 
@@ -66,15 +65,6 @@ async fn badge_for(b: &Browser, peer: &str) -> String {
         .to_string()
 }
 
-async fn wait_chat(b: &Browser, text: &str) {
-    let script = format!(
-        "return [...document.querySelectorAll('#chat-log li.msg:not(.mine) .text')]\
-         .some(e => e.textContent === {});",
-        Value::String(text.to_string())
-    );
-    b.wait_for(&format!("chat line {text:?}"), &script).await;
-}
-
 async fn say(b: &Browser, text: &str) {
     b.type_into("#chat-input", text).await;
     b.click("#chat-send").await;
@@ -100,9 +90,9 @@ async fn two_browsers_see_each_other_and_chat() {
     assert!(LABELS.contains(&badge_b.as_str()), "badge {badge_b:?}");
 
     say(&a, "hello from browser A").await;
-    wait_chat(&b, "hello from browser A").await;
+    b.wait_chat("hello from browser A").await;
     say(&b, "and back from B ✓").await;
-    wait_chat(&a, "and back from B ✓").await;
+    a.wait_chat("and back from B ✓").await;
 
     a.screenshot(&screenshot_path("two-browsers-a.png")).await;
     a.close().await;
@@ -157,7 +147,7 @@ async fn browser_and_native_chat_and_swap_files() {
     let got = native.expect_event("chat", &[("from", &page_id)]);
     assert_eq!(got["text"], "hi terminal");
     native.say("hi browser");
-    wait_chat(&page, "hi browser").await;
+    page.wait_chat("hi browser").await;
 
     // Browser → native: a file picked in the page arrives with the right SHA-256.
     let up = dir.join("from-browser.bin");
@@ -520,14 +510,7 @@ async fn the_page_and_burrow_report_the_same_events() {
             })
             .unwrap_or_else(|| panic!("the page never said {kind} for {peer}: {events}"))
     };
-    let keys = |v: &serde_json::Value| {
-        let mut k: Vec<String> = v
-            .as_object()
-            .map(|o| o.keys().cloned().collect())
-            .unwrap_or_default();
-        k.sort();
-        k
-    };
+    let keys = burrow_tests::json_keys;
     let native_conn = native.expect_event("connected", &[("peer", &page_id)]);
     let page_conn = find(&events_of_page().await, "connected", &native_id);
     assert_eq!(

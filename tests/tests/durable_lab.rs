@@ -37,6 +37,23 @@ fn throttle(router: &str) {
     ));
 }
 
+/// The page behind NAT 1 and `burrow join` behind NAT 2 (both endpoint-independent) in `room`:
+/// the page's host, the server, `burrow` and its id, the page (opened on the room).
+async fn page_and_burrow(
+    lab: &mut Lab,
+    room: &str,
+) -> (Host, ServerProcess, Burrow, String, Browser) {
+    let h1 = lab.behind_nat(1, Nat::EndpointIndependent);
+    let h2 = lab.behind_nat(2, Nat::EndpointIndependent);
+    let server = server(lab);
+    let link = server.room_link(room);
+    let mut native = burrow(&h2, &["join", &link]);
+    let native_id = native.peer_id();
+    let page = Browser::start_in_lab(&h1.ns).await;
+    page.open(&link).await;
+    (h1, server, native, native_id, page)
+}
+
 fn router_of(host: &Host) -> String {
     let (prefix, i) = host.ns.rsplit_once("-h").expect("a host behind a NAT");
     format!("{prefix}-nat{i}")
@@ -166,16 +183,7 @@ async fn the_page_repairs_its_link_after_a_new_public_address() {
     let Some(mut lab) = Lab::new("the_page_repairs_its_link_after_a_new_public_address") else {
         return;
     };
-    let h1 = lab.behind_nat(1, Nat::EndpointIndependent);
-    let h2 = lab.behind_nat(2, Nat::EndpointIndependent);
-    let server = server(&lab);
-    let link = server.room_link("page-moved");
-    let mut native = burrow(&h2, &["join", &link]);
-    let native_id = native.peer_id();
-    let rules =
-        format!("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE {SERVER_IP}");
-    let page = Browser::start_in(Some(&h1.ns), &[&rules]).await;
-    page.open(&link).await;
+    let (h1, _server, mut native, native_id, page) = page_and_burrow(&mut lab, "page-moved").await;
     let connected = format!(
         "const li = document.querySelector('#peers li[data-peer=\"{native_id}\"]'); \
          return li && li.dataset.state === 'connected' && \
@@ -223,12 +231,7 @@ async fn the_page_repairs_its_link_after_a_new_public_address() {
         .await;
     assert_eq!(still, page_id.as_str(), "the page kept its id");
     native.say("after the move");
-    page.wait_for(
-        "the native line after the move",
-        "return [...document.querySelectorAll('#chat-log li.msg .text')]\
-         .some(e => e.textContent === 'after the move');",
-    )
-    .await;
+    page.wait_chat("after the move").await;
     page.run_async(
         "window.burrowRoom.sendChat('page after the move'); arguments[arguments.length - 1](true);",
     )
@@ -248,16 +251,7 @@ async fn the_page_and_burrow_report_the_same_path_change() {
     let Some(mut lab) = Lab::new("the_page_and_burrow_report_the_same_path_change") else {
         return;
     };
-    let h1 = lab.behind_nat(1, Nat::EndpointIndependent);
-    let h2 = lab.behind_nat(2, Nat::EndpointIndependent);
-    let server = server(&lab);
-    let link = server.room_link("path-change");
-    let mut native = burrow(&h2, &["join", &link]);
-    let native_id = native.peer_id();
-    let rules =
-        format!("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE {SERVER_IP}");
-    let page = Browser::start_in(Some(&h1.ns), &[&rules]).await;
-    page.open(&link).await;
+    let (h1, _server, mut native, native_id, page) = page_and_burrow(&mut lab, "path-change").await;
     page.wait_connected(&native_id).await;
     let first = native.expect_event("connected", &[]);
     assert_eq!(first["path"], "hole_punched", "{first}");
@@ -283,14 +277,7 @@ async fn the_page_and_burrow_report_the_same_path_change() {
          e.peer === '{native_id}' && e.path === 'relayed') || null;"
     );
     let page_change = page.wait_for("the page's path_changed", &script).await;
-    let keys = |v: &serde_json::Value| {
-        let mut k: Vec<String> = v
-            .as_object()
-            .map(|o| o.keys().cloned().collect())
-            .unwrap_or_default();
-        k.sort();
-        k
-    };
+    let keys = burrow_tests::json_keys;
     assert_eq!(
         keys(&native_change),
         keys(&page_change),
@@ -300,12 +287,7 @@ async fn the_page_and_burrow_report_the_same_path_change() {
     assert_eq!(native_change["path"], page_change["path"]);
     // And the relayed link carries chat.
     native.say("through the relay");
-    page.wait_for(
-        "the line through the relay",
-        "return [...document.querySelectorAll('#chat-log li.msg .text')]\
-         .some(e => e.textContent === 'through the relay');",
-    )
-    .await;
+    page.wait_chat("through the relay").await;
     page.close().await;
 }
 

@@ -300,9 +300,7 @@ async fn case5_browser_and_native_across_nats() {
     let link = server.room_link("case5");
     let mut native = burrow(&h2, &["join", &link]);
     let native_id = native.peer_id();
-    let rules =
-        format!("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE {SERVER_IP}");
-    let page = Browser::start_in(Some(&h1.ns), &[&rules]).await;
+    let page = Browser::start_in_lab(&h1.ns).await;
     page.open(&link).await;
     // The page refreshes the badge from the stats: wait until it names the hole punched path
     // (a browser may first use the relay while its direct checks are still running).
@@ -332,12 +330,7 @@ async fn case5_browser_and_native_across_nats() {
         "hello from behind NAT 1"
     );
     native.say("hello from behind NAT 2");
-    page.wait_for(
-        "the native line",
-        "return [...document.querySelectorAll('#chat-log li.msg .text')]\
-         .some(e => e.textContent === 'hello from behind NAT 2');",
-    )
-    .await;
+    page.wait_chat("hello from behind NAT 2").await;
     page.close().await;
 }
 
@@ -382,13 +375,11 @@ async fn case6_the_page_netcheck_panel_agrees() {
     let sym = lab.behind_nat(2, Nat::Symmetric);
     let server = server(&lab);
     let link = server.room_link("netcheck");
-    let rules =
-        format!("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE {SERVER_IP}");
     for (host, want) in [
         (&cone, "endpoint_independent"),
         (&sym, "endpoint_dependent"),
     ] {
-        let page = Browser::start_in(Some(&host.ns), &[&rules]).await;
+        let page = Browser::start_in_lab(&host.ns).await;
         page.open(&link).await;
         page.click("#netcheck-run").await;
         let got = page

@@ -122,12 +122,7 @@ async fn the_page_over_https_chats_with_burrow() {
     let native_id = native.peer_id();
     let page = secure_page_with(&link, &native_id).await;
     native.say("hello page, over wss");
-    page.wait_for(
-        "the native peer's line",
-        "return [...document.querySelectorAll('#chat-log li.msg .text')]\
-           .some((e) => e.textContent === 'hello page, over wss');",
-    )
-    .await;
+    page.wait_chat("hello page, over wss").await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     page.close().await;
     let _ = std::fs::remove_dir_all(dir);
