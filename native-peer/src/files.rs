@@ -99,6 +99,30 @@ pub async fn send(
     let size = file.metadata().await?.len();
     let (mut out, header) = Outgoing::start(&path.to_string_lossy(), size, None);
     let dc = pc.create_data_channel(FILE_LABEL, None).await?;
+    let result = send_on(&dc, &mut file, &mut out, header, bar).await;
+    // On every outcome: a receiver must not wait for bytes that will never come.
+    let _ = dc.close().await;
+    let verdict = result?;
+    Ok(Done {
+        name: out.name().to_string(),
+        size,
+        // A refusal is the receiver's choice, not a broken transfer (see `FileError::Refused`).
+        sha256: out.on_reply(&verdict).map_err(|e| match e {
+            TransferError::Refused(reason) => FileError::Refused(reason),
+            other => FileError::Check(other),
+        })?,
+        path: None,
+    })
+}
+
+/// Sends the header, the bytes and the end on `dc`; returns the receiver's reply.
+async fn send_on(
+    dc: &Arc<dyn DataChannel>,
+    file: &mut tokio::fs::File,
+    out: &mut Outgoing,
+    header: FileMessage,
+    bar: ProgressBar,
+) -> Result<String, FileError> {
     let mut inbox = text_messages(dc.clone());
     // Wait for the channel to open (a `None` from the reader).
     loop {
@@ -111,7 +135,7 @@ pub async fn send(
     dc.send_text(&header.encode()).await?;
     let mut buf = vec![0u8; CHUNK_SIZE];
     loop {
-        let n = read_full(&mut file, &mut buf).await?;
+        let n = read_full(file, &mut buf).await?;
         if n == 0 {
             break;
         }
@@ -122,24 +146,13 @@ pub async fn send(
     }
     dc.send_text(&out.end()?.encode()).await?;
     bar.finish_and_clear();
-    let verdict = loop {
+    loop {
         match inbox.recv().await {
-            Some(Some(text)) => break text,
+            Some(Some(text)) => return Ok(text),
             Some(None) => continue,
             None => return Err(FileError::Channel),
         }
-    };
-    let _ = dc.close().await;
-    Ok(Done {
-        name: out.name().to_string(),
-        size,
-        // A refusal is the receiver's choice, not a broken transfer (see `FileError::Refused`).
-        sha256: out.on_reply(&verdict).map_err(|e| match e {
-            TransferError::Refused(reason) => FileError::Refused(reason),
-            other => FileError::Check(other),
-        })?,
-        path: None,
-    })
+    }
 }
 
 /// Fills `buf` as far as the file allows; returns the bytes read (0 at the end).

@@ -100,6 +100,10 @@ pub struct Peer {
     pub control: Option<Arc<dyn DataChannel>>,
     /// Whether "connected" was reported.
     pub connected: bool,
+    /// The ICE agent says the link is up (connection state `connected`).
+    pub ice_up: bool,
+    /// Our checks on the selected pair get answers (see `peer_core::path::Consent`).
+    pub consent_up: bool,
     /// The task that watches the path for changes, stopped when the peer goes.
     pub path_watch: Option<tokio::task::AbortHandle>,
     /// The control channel we created (offering side), for [`Peer::nudge`].
@@ -142,6 +146,8 @@ impl Peer {
             pc,
             control: None,
             connected: false,
+            ice_up: false,
+            consent_up: true,
             path_watch: None,
             own_control: None,
             options,

@@ -214,13 +214,23 @@ pub async fn path_info(pc: &Arc<dyn PeerConnection>) -> Option<PathInfo> {
     None
 }
 
-/// How many answers to our consent checks the selected pair has had (see
-/// `peer_core::path::Consent`); `None` while no pair is selected.
-pub async fn consent_answers(pc: &Arc<dyn PeerConnection>) -> Option<u64> {
+/// The selected pair (named with the ICE credentials, which an ICE restart changes) and how
+/// many answers to our consent checks it has had (see `peer_core::path::Consent`); `None` while
+/// the agent is not connected (checking, restarting) or no pair is selected.
+pub async fn consent_answers(pc: &Arc<dyn PeerConnection>) -> Option<(String, u64)> {
+    use rtc::peer_connection::transport::RTCIceTransportState;
     let report = pc.get_stats(Instant::now(), StatsSelector::None).await;
-    let pair_id = report.transport()?.selected_candidate_pair_id.clone();
+    let transport = report.transport()?;
+    if !matches!(
+        transport.ice_state,
+        RTCIceTransportState::Connected | RTCIceTransportState::Completed
+    ) {
+        return None;
+    }
+    let pair_id = transport.selected_candidate_pair_id.clone();
     let pair = report.candidate_pairs().find(|p| p.stats.id == pair_id)?;
-    Some(pair.responses_received)
+    let name = format!("{}/{pair_id}", transport.ice_local_username_fragment);
+    Some((name, pair.responses_received))
 }
 
 async fn read_path(pc: &Arc<dyn PeerConnection>) -> Option<PathInfo> {

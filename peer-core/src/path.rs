@@ -230,7 +230,8 @@ pub const CONSENT_LOST_AFTER: u64 = 5_000;
 /// answers to our checks, about every second or two.
 #[derive(Debug, Default)]
 pub struct Consent {
-    answers: Option<u64>,
+    /// The pair (any name that changes with it, and with an ICE restart) and its answers.
+    last: Option<(String, u64)>,
     since: u64,
     lost: bool,
 }
@@ -242,31 +243,44 @@ pub enum ConsentNews {
     Same,
     /// No answer for [`CONSENT_LOST_AFTER`]: the link is down, whatever the agent says.
     Lost,
-    /// Answers again after [`ConsentNews::Lost`].
+    /// A pair answers again after [`ConsentNews::Lost`].
     Back,
 }
 
 impl Consent {
-    /// One reading at `now` (ms): the selected pair's answers so far (`None`: no pair named).
-    pub fn observe(&mut self, answers: Option<u64>, now: u64) -> ConsentNews {
-        let Some(answers) = answers else {
+    /// One reading at `now` (ms): the selected pair and its answers so far, or `None` while the
+    /// agent is not connected (checking, restarting): nothing is judged then, and the wait
+    /// starts over when it is connected again.
+    pub fn observe(&mut self, reading: Option<(&str, u64)>, now: u64) -> ConsentNews {
+        let Some((pair, answers)) = reading else {
+            self.last = None;
             return ConsentNews::Same;
         };
-        if self.answers != Some(answers) {
-            // A new answer, or another pair (after an ICE restart): consent is fresh.
-            self.answers = Some(answers);
-            self.since = now;
-            return if std::mem::take(&mut self.lost) {
-                ConsentNews::Back
-            } else {
+        match &self.last {
+            Some((p, a)) if p == pair && *a == answers => {
+                if !self.lost && now.saturating_sub(self.since) >= CONSENT_LOST_AFTER {
+                    self.lost = true;
+                    return ConsentNews::Lost;
+                }
                 ConsentNews::Same
-            };
+            }
+            Some((p, _)) if p == pair => {
+                // A new answer on the same pair: consent is fresh.
+                self.last = Some((pair.to_string(), answers));
+                self.since = now;
+                if std::mem::take(&mut self.lost) {
+                    ConsentNews::Back
+                } else {
+                    ConsentNews::Same
+                }
+            }
+            _ => {
+                // The first reading, or another pair: wait for its answers.
+                self.last = Some((pair.to_string(), answers));
+                self.since = now;
+                ConsentNews::Same
+            }
         }
-        if !self.lost && now.saturating_sub(self.since) >= CONSENT_LOST_AFTER {
-            self.lost = true;
-            return ConsentNews::Lost;
-        }
-        ConsentNews::Same
     }
 }
 
@@ -369,15 +383,33 @@ mod tests {
     #[test]
     fn a_pair_that_stops_answering_is_lost_then_back() {
         let mut c = Consent::default();
-        assert_eq!(c.observe(Some(3), 0), ConsentNews::Same);
-        assert_eq!(c.observe(Some(5), 2_000), ConsentNews::Same);
+        assert_eq!(c.observe(Some(("p", 3)), 0), ConsentNews::Same);
+        assert_eq!(c.observe(Some(("p", 5)), 2_000), ConsentNews::Same);
         // Our checks go unanswered (the peer's packets may still reach us another way).
-        assert_eq!(c.observe(Some(5), 4_000), ConsentNews::Same);
-        assert_eq!(c.observe(Some(5), 7_000), ConsentNews::Lost);
-        assert_eq!(c.observe(Some(5), 9_000), ConsentNews::Same, "told once");
-        // No pair named (mid-restart) is not news; a new pair answering is.
+        assert_eq!(c.observe(Some(("p", 5)), 4_000), ConsentNews::Same);
+        assert_eq!(c.observe(Some(("p", 5)), 7_000), ConsentNews::Lost);
+        assert_eq!(
+            c.observe(Some(("p", 5)), 9_000),
+            ConsentNews::Same,
+            "told once"
+        );
+        // While the agent checks (a restart), nothing is judged, however long it takes…
         assert_eq!(c.observe(None, 10_000), ConsentNews::Same);
-        assert_eq!(c.observe(Some(1), 11_000), ConsentNews::Back);
-        assert_eq!(c.observe(Some(2), 12_000), ConsentNews::Same);
+        assert_eq!(c.observe(None, 30_000), ConsentNews::Same);
+        // …and a new pair is back once it answers.
+        assert_eq!(c.observe(Some(("q", 1)), 31_000), ConsentNews::Same);
+        assert_eq!(c.observe(Some(("q", 2)), 33_000), ConsentNews::Back);
+        assert_eq!(c.observe(Some(("q", 3)), 35_000), ConsentNews::Same);
+    }
+
+    #[test]
+    fn a_restart_the_peer_makes_is_not_a_lost_link() {
+        let mut c = Consent::default();
+        assert_eq!(c.observe(Some(("p", 1)), 0), ConsentNews::Same);
+        // The peer restarts ICE: the agent checks for 8 s, then a pair is connected again.
+        assert_eq!(c.observe(None, 2_000), ConsentNews::Same);
+        assert_eq!(c.observe(None, 8_000), ConsentNews::Same);
+        assert_eq!(c.observe(Some(("p", 1)), 10_000), ConsentNews::Same);
+        assert_eq!(c.observe(Some(("p", 2)), 12_000), ConsentNews::Same);
     }
 }

@@ -21,7 +21,7 @@
 //!   back) starts over.
 //! * **Repair.** A connection that goes `disconnected` is reported unreachable; once it has been
 //!   down for [`RESTART_AFTER`] (or at once when it `failed`), the impolite side of the pair
-//!   restarts ICE, and the polite side does too if nothing came of it after
+//!   (between a browser and `burrow`: always `burrow`) restarts ICE, and the polite side does too if nothing came of it after
 //!   [`POLITE_RESTART_AFTER`] (perfect negotiation settles a collision). A restart needs the
 //!   server to carry the new candidates, so it waits for the server while it is away, and is
 //!   retried every [`RESTART_RETRY`] until the connection is back.
@@ -164,8 +164,11 @@ pub enum Action {
     Connect {
         /// Who.
         peer: PeerInfo,
-        /// We offer (we are the newcomer).
+        /// We send the first offer (see `Room::we_offer`).
         offer: bool,
+        /// The peer was in the room when we joined (the welcome listed it), rather than joining
+        /// after us: `burrow send` sends to those, or else to the first who joins.
+        listed: bool,
     },
     /// Close the connection to `peer` and forget it.
     Close {
@@ -215,6 +218,8 @@ struct Known {
     restarted_at: Option<u64>,
     /// Reported unreachable, not yet back.
     unreachable: bool,
+    /// What it runs on.
+    kind: PeerKind,
 }
 
 /// One peer's view of its room. Times are milliseconds on any monotonic clock the platform
@@ -320,13 +325,17 @@ impl Room {
                     // It re-joined a restarted server: the same peer, the same connection.
                     Some(known) => known.listed = true,
                     None => {
-                        self.peers.insert(peer.id.clone(), Known::new());
+                        self.peers.insert(peer.id.clone(), Known::new(peer.kind));
                         out.push(Action::Notify(Notice::PeerJoined {
                             peer: peer.id.clone(),
                             name: peer.name.clone(),
                         }));
                         let offer = self.we_offer(&peer, false);
-                        out.push(Action::Connect { peer, offer });
+                        out.push(Action::Connect {
+                            peer,
+                            offer,
+                            listed: false,
+                        });
                     }
                 }
             }
@@ -410,7 +419,7 @@ impl Room {
             match self.peers.get_mut(&info.id) {
                 Some(known) => known.listed = true,
                 None => {
-                    let mut known = Known::new();
+                    let mut known = Known::new(info.kind);
                     known.listed = true;
                     self.peers.insert(info.id.clone(), known);
                     out.push(Action::Notify(Notice::PeerJoined {
@@ -418,7 +427,11 @@ impl Room {
                         name: info.name.clone(),
                     }));
                     let offer = self.we_offer(&info, true);
-                    out.push(Action::Connect { peer: info, offer });
+                    out.push(Action::Connect {
+                        peer: info,
+                        offer,
+                        listed: true,
+                    });
                 }
             }
         }
@@ -485,7 +498,9 @@ impl Room {
                 forget.push(id.clone());
                 continue;
             }
-            if !online {
+            // Between a browser and `burrow`, `burrow` restarts: a browser that offers a restart
+            // may take ICE control back, which `burrow` must keep (see `PeerKind`).
+            if !online || (self.kind == PeerKind::Browser && known.kind == PeerKind::Native) {
                 continue;
             }
             // The impolite side (the smaller id) restarts first.
@@ -525,8 +540,9 @@ impl Room {
 }
 
 impl Known {
-    fn new() -> Known {
+    fn new(kind: PeerKind) -> Known {
         Known {
+            kind,
             listed: true,
             state: LinkState::Connecting,
             down_since: None,
@@ -571,6 +587,11 @@ mod tests {
         let joined = |peer| ServerMessage::PeerJoined { peer };
         let out = cli.on_server(joined(info("p")), 1).unwrap();
         assert_eq!(connects(&out), [("p".into(), true)]);
+        assert!(
+            out.iter()
+                .all(|a| !matches!(a, Action::Connect { listed: true, .. })),
+            "it joined after us: offered to, but not one `send` targets"
+        );
         // …and between two of a kind the newcomer offers.
         let out = cli.on_server(joined(native("m")), 2).unwrap();
         assert_eq!(connects(&out), [("m".into(), false)]);
@@ -602,7 +623,7 @@ mod tests {
         actions
             .iter()
             .filter_map(|a| match a {
-                Action::Connect { peer, offer } => Some((peer.id.clone(), *offer)),
+                Action::Connect { peer, offer, .. } => Some((peer.id.clone(), *offer)),
                 _ => None,
             })
             .collect()
@@ -739,6 +760,24 @@ mod tests {
         c.hello();
         let back = c.on_server(welcome("a", &["b"], true), 6_000).unwrap();
         assert_eq!(restarts(&back), ["b"]);
+    }
+
+    #[test]
+    fn a_page_leaves_restarts_to_burrow() {
+        let mut page = Room::new(None, PeerKind::Browser);
+        page.hello();
+        let mut w = welcome("a", &[], false);
+        if let ServerMessage::Welcome { peers, .. } = &mut w {
+            peers.push(PeerInfo {
+                kind: PeerKind::Native,
+                ..info("b")
+            });
+        }
+        page.on_server(w, 0).unwrap();
+        page.on_link("b", LinkState::Connected, 0);
+        page.on_link("b", LinkState::Disconnected, 1_000);
+        // The page is the impolite side ("a" < "b"), yet it waits for `burrow`'s restart.
+        assert!(restarts(&page.tick(20_000)).is_empty());
     }
 
     #[test]

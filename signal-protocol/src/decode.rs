@@ -168,4 +168,18 @@ mod tests {
         assert!(err(r#"{"peer_id":"x"}"#).contains("missing field `type`"));
         assert!(err(r#"{"type":"peer_left","peer_id":7}"#).contains("invalid type"));
     }
+
+    #[test]
+    fn a_kind_this_version_does_not_know_is_a_browser() {
+        let joined = r#"{"type":"peer_joined","peer":{"id":"p","name":null,"kind":"mobile"}}"#;
+        let Ok(ServerMessage::PeerJoined { peer }) = serde_json::from_str(joined) else {
+            panic!("refused a peer of an unknown kind");
+        };
+        assert_eq!(peer.kind, PeerKind::Browser);
+        let native = r#"{"type":"peer_joined","peer":{"id":"p","name":null,"kind":"native"}}"#;
+        let Ok(ServerMessage::PeerJoined { peer }) = serde_json::from_str(native) else {
+            panic!("refused a native peer");
+        };
+        assert_eq!(peer.kind, PeerKind::Native);
+    }
 }

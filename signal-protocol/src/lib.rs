@@ -184,13 +184,24 @@ pub struct PeerInfo {
 /// pair later; as the controlling side `burrow` nominates once, after direct pairs had their
 /// chance (see `peer_core::room`). Unknown or absent means a browser, the cautious choice.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", from = "String")]
 pub enum PeerKind {
     /// A web page (wasm over the browser's WebRTC).
     #[default]
     Browser,
     /// `burrow`, the native peer (the `webrtc` crate).
     Native,
+}
+
+impl From<String> for PeerKind {
+    /// `native`, or else a browser (a kind a newer client may send is not refused).
+    fn from(kind: String) -> PeerKind {
+        if kind == "native" {
+            PeerKind::Native
+        } else {
+            PeerKind::Browser
+        }
+    }
 }
 
 impl PeerKind {

@@ -168,6 +168,8 @@ fn watch_send_channel(dc: &RtcDataChannel, chan: &Rc<SendChannel>) {
 /// The receiving side of one file channel.
 struct Receiving {
     id: u32,
+    /// The file's name once its header came (kept for a failure after the check).
+    name: String,
     file: Option<Incoming>,
     parts: Array,
     part_bytes: usize,
@@ -188,6 +190,7 @@ pub fn receive(peer: Rc<Peer>, dc: RtcDataChannel) {
         blobs: Array::new(),
         last_report: 0,
         finished: false,
+        name: String::new(),
     }));
     let (p, s, d) = (peer.clone(), state.clone(), dc.clone());
     let on_message = Closure::<dyn FnMut(JsValue)>::new(move |ev: JsValue| {
@@ -204,10 +207,9 @@ pub fn receive(peer: Rc<Peer>, dc: RtcDataChannel) {
                 }
                 .encode(),
             );
-            let name = st.file.as_ref().map(|f| f.name.clone()).unwrap_or_default();
             p.emit(RoomEvent::FileFailed {
                 peer: p.id.clone(),
-                name,
+                name: st.name.clone(),
                 reason,
                 id: Some(st.id),
             });
@@ -255,6 +257,7 @@ fn on_receive(
                 name: file.name.clone(),
                 size: file.size as f64,
             });
+            st.name = file.name.clone();
             st.file = Some(file);
             return Ok(());
         };

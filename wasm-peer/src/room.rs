@@ -415,7 +415,9 @@ impl Inner {
     fn perform(this: &Rc<Inner>, actions: Vec<Action>) {
         for action in actions {
             match action {
-                Action::Connect { peer, offer } => Inner::add_peer(this, peer.id, peer.name, offer),
+                Action::Connect { peer, offer, .. } => {
+                    Inner::add_peer(this, peer.id, peer.name, offer)
+                }
                 Action::Close { peer } => {
                     let removed = this.peers.borrow_mut().remove(&peer);
                     if let Some(p) = removed {

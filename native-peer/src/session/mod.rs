@@ -394,8 +394,14 @@ impl Session {
     async fn perform(&mut self, actions: Vec<Action>) {
         for action in actions {
             match action {
-                Action::Connect { peer, offer } => {
-                    if !self.to_send.is_empty() && (offer || !self.targeted) {
+                Action::Connect {
+                    peer,
+                    offer,
+                    listed,
+                } => {
+                    // `send` delivers to the peers already in the room, or else to the first
+                    // one to join; not to whoever joins later.
+                    if !self.to_send.is_empty() && (listed || !self.targeted) {
                         self.owed.insert(peer.id.clone());
                         self.targeted = true;
                     }
@@ -499,6 +505,18 @@ impl Session {
                     }
                     RTCPeerConnectionState::Closed => LinkState::Closed,
                     _ => LinkState::Connecting,
+                };
+                // Up only when the agent says so *and* our checks get answers.
+                let link = match self.peers.get_mut(id) {
+                    Some(p) => {
+                        p.ice_up = link == LinkState::Connected;
+                        if p.ice_up && !p.consent_up {
+                            LinkState::Disconnected
+                        } else {
+                            link
+                        }
+                    }
+                    None => link,
                 };
                 let now = self.now();
                 let actions = self.room.on_link(id, link, now);
@@ -611,10 +629,15 @@ impl Session {
             }
             Internal::Consent(peer, up) => {
                 tracing::debug!(%peer, up, "consent of the selected pair");
-                let link = if up {
-                    LinkState::Connected
-                } else {
-                    LinkState::Disconnected
+                let Some(p) = self.peers.get_mut(&peer) else {
+                    return;
+                };
+                p.consent_up = up;
+                let link = match (up, p.ice_up) {
+                    (false, _) => LinkState::Disconnected,
+                    (true, true) => LinkState::Connected,
+                    // The agent itself still says down: its own report will bring the link back.
+                    (true, false) => return,
                 };
                 let now = self.now();
                 let actions = self.room.on_link(&peer, link, now);
@@ -696,8 +719,9 @@ async fn watch_path(
     let mut consent = Consent::default();
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-        let answers = rtc::consent_answers(&pc).await;
-        let up = match consent.observe(answers, epoch.elapsed().as_millis() as u64) {
+        let reading = rtc::consent_answers(&pc).await;
+        let reading = reading.as_ref().map(|(pair, n)| (pair.as_str(), *n));
+        let up = match consent.observe(reading, epoch.elapsed().as_millis() as u64) {
             ConsentNews::Lost => Some(false),
             ConsentNews::Back => Some(true),
             ConsentNews::Same => None,
