@@ -27,24 +27,24 @@ pub async fn run(out: &mut Vec<Figure>) {
         measure(out).await;
         return;
     }
-    let missing = |what: &str, why: String| {
-        Figure::new("browser", what, None, "MB/s")
+    let missing = |out: &mut Vec<Figure>, why: String| {
+        Figure::new("browser", "page → burrow", None, "MB/s")
             .note(why)
-            .emit(&mut Vec::new())
+            .emit(out)
     };
     let Some(dir) = bin_dir() else {
-        return missing("page → burrow", "no executable path".into());
+        return missing(out, "no executable path".into());
     };
     for bin in ["burrow", "signal-server"] {
         if !dir.join(bin).exists() {
             return missing(
-                "page → burrow",
+                out,
                 format!("{bin} is not built: cargo build --release --workspace --bins"),
             );
         }
     }
     if let Some(why) = burrow_tests::sandbox::cannot_isolate() {
-        return missing("page → burrow", why);
+        return missing(out, why);
     }
     let Ok(exe) = std::env::current_exe() else {
         return;
@@ -57,7 +57,7 @@ pub async fn run(out: &mut Vec<Figure>) {
         .env("BURROW_BIN_DIR", &dir)
         .output();
     let Ok(child) = child else {
-        return missing("page → burrow", "could not run unshare".into());
+        return missing(out, "could not run unshare".into());
     };
     for line in String::from_utf8_lossy(&child.stdout).lines() {
         if let Ok(figure) = serde_json::from_str::<Figure>(line) {

@@ -25,8 +25,8 @@ use peer_core::path::{CandidateType, Endpoint};
 use signal_protocol::IceServer;
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfiguration,
-    RTCConfigurationBuilder, RTCIceServer, RTCIceTransportPolicy, RTCStatsReportEntry,
-    SettingEngineBuilder, StatsSelector,
+    RTCConfigurationBuilder, RTCIceServer, RTCIceTransportPolicy, RTCStatsReport,
+    RTCStatsReportEntry, SettingEngineBuilder, StatsSelector,
 };
 
 /// Most bytes one data channel may hold unsent before `send` waits.
@@ -200,7 +200,8 @@ pub type PathInfo = peer_core::path::SelectedPath;
 /// channel opens they sometimes do not yet).
 pub async fn path_info(pc: &Arc<dyn PeerConnection>) -> Option<PathInfo> {
     for _ in 0..20 {
-        if let Some(info) = read_path(pc).await {
+        let report = pc.get_stats(Instant::now(), StatsSelector::None).await;
+        if let Some(info) = read_path(&report) {
             return Some(info);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -214,12 +215,20 @@ pub async fn path_info(pc: &Arc<dyn PeerConnection>) -> Option<PathInfo> {
     None
 }
 
+/// One stats read for a connection's watcher: the selected path (as [`path_info`], without
+/// waiting) and its consent reading (see [`consent_answers`]).
+pub async fn path_and_consent(
+    pc: &Arc<dyn PeerConnection>,
+) -> (Option<PathInfo>, Option<(String, u64)>) {
+    let report = pc.get_stats(Instant::now(), StatsSelector::None).await;
+    (read_path(&report), consent_answers(&report))
+}
+
 /// The selected pair (named with the ICE credentials, which an ICE restart changes) and how
 /// many answers to our consent checks it has had (see `peer_core::path::Consent`); `None` while
 /// the agent is not connected (checking, restarting) or no pair is selected.
-pub async fn consent_answers(pc: &Arc<dyn PeerConnection>) -> Option<(String, u64)> {
+fn consent_answers(report: &RTCStatsReport) -> Option<(String, u64)> {
     use rtc::peer_connection::transport::RTCIceTransportState;
-    let report = pc.get_stats(Instant::now(), StatsSelector::None).await;
     let transport = report.transport()?;
     if !matches!(
         transport.ice_state,
@@ -233,8 +242,7 @@ pub async fn consent_answers(pc: &Arc<dyn PeerConnection>) -> Option<(String, u6
     Some((name, pair.responses_received))
 }
 
-async fn read_path(pc: &Arc<dyn PeerConnection>) -> Option<PathInfo> {
-    let report = pc.get_stats(Instant::now(), StatsSelector::None).await;
+fn read_path(report: &RTCStatsReport) -> Option<PathInfo> {
     let pair_id = report.transport()?.selected_candidate_pair_id.clone();
     let pair = report.candidate_pairs().find(|p| p.stats.id == pair_id)?;
     // webrtc 0.21 names candidate entries "RTCLocalIceCandidate_<id>" while the pair refers to

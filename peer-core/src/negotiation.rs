@@ -1,20 +1,13 @@
-//! Who offers to whom, and "perfect negotiation" (W3C WebRTC §10.7) as a sans-IO state machine.
+//! "Perfect negotiation" (W3C WebRTC §10.7) as a sans-IO state machine.
 //!
-//! Rule for a new pair: the peer that joins a room sends an offer to every peer listed in its
-//! `welcome`; the peers already there wait for it. Should both sides offer at once anyway (a
-//! renegotiation, a reconnect), each pair has a *polite* and an *impolite* side, chosen without
-//! talking: the side with the greater peer id is polite. On a collision the impolite side ignores
-//! the incoming offer and the polite side rolls its own back and answers, so the pair never
-//! deadlocks.
+//! Who sends the first offer is the room's rule (`crate::room`). Should both sides offer at once
+//! anyway (a renegotiation, a reconnect), each pair has a *polite* and an *impolite* side, chosen
+//! without talking: the side with the greater peer id is polite. On a collision the impolite side
+//! ignores the incoming offer and the polite side rolls its own back and answers, so the pair
+//! never deadlocks.
 //!
-//! The platform (browser or native) drives one [`Negotiator`] per remote peer and does what it
-//! says; nothing here touches a socket.
-
-/// Whether a side creates the first offer to a peer it learned of.
-pub fn offers_first(learned_from_welcome: bool) -> bool {
-    // Newcomers offer; peers already in the room wait for the newcomer's offer.
-    learned_from_welcome
-}
+//! [`crate::driver::Driver`] drives one [`Negotiator`] per remote peer over the platform's
+//! connection; nothing here touches a socket.
 
 /// The one rule both peers apply to a candidate's placement, sent or received: an empty mid is
 /// no mid, and a candidate without an m-line index belongs to the first m-line (every medium is
@@ -195,12 +188,6 @@ mod tests {
         );
         assert_eq!(n.on_remote_candidate(7), None);
         assert!(n.pending.is_empty());
-    }
-
-    #[test]
-    fn newcomers_offer() {
-        assert!(offers_first(true));
-        assert!(!offers_first(false));
     }
 
     #[test]

@@ -242,17 +242,6 @@ impl Inner {
         }
     }
 
-    /// A peer's audio arrived: the page gets `{event: "voice_track", peer, stream, track}` to
-    /// play (not serialisable, so built by hand).
-    pub(crate) fn emit_track(&self, peer: &str, stream: &JsValue, track: &JsValue) {
-        let o = js_sys::Object::new();
-        let _ = js_sys::Reflect::set(&o, &"event".into(), &"voice_track".into());
-        let _ = js_sys::Reflect::set(&o, &"peer".into(), &peer.into());
-        let _ = js_sys::Reflect::set(&o, &"stream".into(), stream);
-        let _ = js_sys::Reflect::set(&o, &"track".into(), track);
-        let _ = self.on_event.call1(&JsValue::NULL, &o);
-    }
-
     /// What to tell a newly connected peer about our voice, if we are in it.
     pub(crate) fn voice_announcement(&self) -> Option<peer_core::channels::ControlMessage> {
         let voice = self.voice.borrow();
@@ -480,7 +469,12 @@ impl Host for Inner {
     }
 
     fn emit_track(&self, peer: &str, stream: &JsValue, track: &JsValue) {
-        Inner::emit_track(self, peer, stream, track);
+        let o = js_sys::Object::new();
+        let _ = js_sys::Reflect::set(&o, &"event".into(), &"voice_track".into());
+        let _ = js_sys::Reflect::set(&o, &"peer".into(), &peer.into());
+        let _ = js_sys::Reflect::set(&o, &"stream".into(), stream);
+        let _ = js_sys::Reflect::set(&o, &"track".into(), track);
+        let _ = self.on_event.call1(&JsValue::NULL, &o);
     }
 
     fn voice_announcement(&self) -> Option<ControlMessage> {

@@ -719,7 +719,7 @@ async fn watch_path(
     let mut consent = Consent::default();
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-        let reading = rtc::consent_answers(&pc).await;
+        let (info, reading) = rtc::path_and_consent(&pc).await;
         let reading = reading.as_ref().map(|(pair, n)| (pair.as_str(), *n));
         let up = match consent.observe(reading, epoch.elapsed().as_millis() as u64) {
             ConsentNews::Lost => Some(false),
@@ -731,7 +731,7 @@ async fn watch_path(
                 break;
             }
         }
-        let Some(info) = rtc::path_info(&pc).await else {
+        let Some(info) = info else {
             continue;
         };
         if watch.observe(Some(&info)) == peer_core::path::PathNews::Changed
