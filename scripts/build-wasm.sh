@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # wasm-pack's own wasm-opt step is off (Cargo metadata): it would try to download binaryen.
 # The npm binaryen that setup.sh put in .tools/ shrinks the module instead, when present.
+# Source paths in panic locations, shortened (they are only ever read by a developer).
+export RUSTFLAGS="${RUSTFLAGS:-} --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}/registry/src/= --remap-path-prefix=$PWD/="
 wasm-pack --log-level warn build wasm-peer --target web --profile wasm --out-dir ../www/pkg \
   --no-typescript --no-pack
 wasm=www/pkg/wasm_peer_bg.wasm

@@ -1,6 +1,6 @@
 // The page's glue: shows what the wasm peer (www/pkg, built from wasm-peer/) reports, and
 // passes the user's chat lines and files to it. All peer logic lives in Rust.
-import init, { Room, qrSvg, netcheckVerdict, roomIdOf } from '/pkg/wasm_peer.js';
+import init, { Room, netcheckVerdict, roomIdOf } from '/pkg/wasm_peer.js';
 
 const $ = (id) => document.getElementById(id);
 const el = (tag, cls, text) => {
@@ -54,8 +54,12 @@ async function startRoom(roomId) {
     setTimeout(() => ($('copy').textContent = 'Copy'), 1500);
   };
   $('netcheck-run').onclick = netcheck;
+  // The server draws the QR code (the page's wasm stays small).
+  const qr = document.createElement('img');
+  qr.alt = 'QR code of the room link';
+  qr.src = `/qr.svg?text=${encodeURIComponent(link)}`;
+  $('qr').replaceChildren(qr);
   await init();
-  $('qr').innerHTML = qrSvg(link);
 
   const peers = new Map(); // id -> {li, name}
   const transfers = new Map(); // id -> {li, size}

@@ -1,9 +1,10 @@
-//! Burrow's benchmarks. `cargo run --release -p bench` runs all five and prints one JSON object
+//! Burrow's benchmarks. `cargo run --release -p bench` runs them all and prints one JSON object
 //! per figure, then a table; each figure stands beside its reference, measured in the same run
 //! where one can be (the `webrtc` crate's defaults, plain TCP, coturn) or quoted from the issue's
 //! matchbox measurements on this machine kind. Nothing here is a pass/fail test.
 
 mod browser;
+mod bundle;
 mod connect;
 mod durable;
 mod pair;
@@ -24,11 +25,11 @@ use signal_server::Config;
 #[derive(Parser)]
 #[command(
     name = "bench",
-    about = "Burrow benchmarks: connect, throughput, signaling, STUN"
+    about = "Burrow benchmarks: connect, throughput, signaling, STUN, durable links, voice, the browser, the page bundle"
 )]
 struct Args {
     /// Only these benches (connect, throughput, signaling-idle, signaling-relay,
-    /// signaling-cluster, stun, durable, voice).
+    /// signaling-cluster, stun, durable, voice, browser, bundle).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Connect rounds.
@@ -126,6 +127,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("browser") {
         browser::run(&mut all).await;
+    }
+    if wants("bundle") {
+        bundle::run(&mut all);
     }
     report::table(&all);
     Ok(())

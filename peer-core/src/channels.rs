@@ -16,6 +16,7 @@
 
 use serde::{Deserialize, Serialize};
 use signal_protocol::decode::need;
+use signal_protocol::json;
 
 /// Label of the per-pair control channel.
 pub const CONTROL_LABEL: &str = "burrow-control";
@@ -104,12 +105,12 @@ pub enum StreamMessage {
 impl StreamMessage {
     /// Encodes as the JSON text sent on the channel.
     pub fn encode(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        json::to_string(self)
     }
 
     /// Decodes one text message from the channel.
     pub fn decode(text: &str) -> Result<StreamMessage, FramingError> {
-        Ok(serde_json::from_str(text)?)
+        Ok(json::from_str(text)?)
     }
 }
 
@@ -236,29 +237,29 @@ impl TryFrom<ChannelWire> for FileMessage {
 /// Why a data-channel text message could not be understood.
 #[derive(Debug, thiserror::Error)]
 #[error("unreadable message on a data channel: {0}")]
-pub struct FramingError(#[from] serde_json::Error);
+pub struct FramingError(#[from] json::JsonError);
 
 impl ControlMessage {
     /// Encodes as the JSON text sent on the channel.
     pub fn encode(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        json::to_string(self)
     }
 
     /// Decodes one text message from the channel.
     pub fn decode(text: &str) -> Result<ControlMessage, FramingError> {
-        Ok(serde_json::from_str(text)?)
+        Ok(json::from_str(text)?)
     }
 }
 
 impl FileMessage {
     /// Encodes as the JSON text sent on the channel.
     pub fn encode(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        json::to_string(self)
     }
 
     /// Decodes one text message from the channel.
     pub fn decode(text: &str) -> Result<FileMessage, FramingError> {
-        Ok(serde_json::from_str(text)?)
+        Ok(json::from_str(text)?)
     }
 }
 

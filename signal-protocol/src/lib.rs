@@ -56,6 +56,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod decode;
+pub mod json;
 
 /// The protocol version this crate speaks; a `hello` with another version is refused.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -326,13 +327,13 @@ pub struct ParseError {
 impl ClientMessage {
     /// Parses one text frame, telling an unknown `type` apart from a malformed message.
     pub fn parse(text: &str) -> Result<ClientMessage, ParseError> {
-        serde_json::from_str(text).map_err(|e| {
+        json::from_str(text).map_err(|e| {
             #[derive(Deserialize)]
             struct Tag {
                 #[serde(rename = "type")]
                 kind: String,
             }
-            match serde_json::from_str::<Tag>(text) {
+            match json::from_str::<Tag>(text) {
                 Ok(tag) if !matches!(tag.kind.as_str(), "hello" | "leave" | "signal") => {
                     ParseError {
                         code: ErrorCode::UnknownType,

@@ -26,7 +26,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/new", get(new_room))
         .route("/ws/{room}", get(websocket))
         .route("/healthz", get(healthz))
-        .route("/api/netcheck", get(netcheck));
+        .route("/api/netcheck", get(netcheck))
+        .route("/qr.svg", get(crate::qr::svg));
     let router = if state.config.metrics_listen.is_none() {
         router.route("/metrics", get(metrics))
     } else {

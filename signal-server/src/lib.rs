@@ -28,6 +28,7 @@ pub mod credentials;
 pub mod http;
 pub mod metrics;
 pub mod nonce;
+pub mod qr;
 pub mod rate;
 pub mod relay;
 pub mod resume;

@@ -576,5 +576,24 @@ async fn the_landing_page_joins_a_pasted_link() {
         )
         .await;
     assert_eq!(path, "/r/pasted-room");
+    // The room link's QR code, drawn by the server, is shown (a broken image has no size).
+    let qr = page
+        .wait_for(
+            "the QR code",
+            "const i = document.querySelector('#qr img'); \
+             return i && i.complete && i.naturalWidth > 0 && i.getAttribute('src');",
+        )
+        .await;
+    let link = format!("http://{}/r/pasted-room", server.http);
+    assert_eq!(
+        qr.as_str(),
+        Some(
+            format!(
+                "/qr.svg?text={}",
+                link.replace(':', "%3A").replace('/', "%2F")
+            )
+            .as_str()
+        )
+    );
     page.close().await;
 }

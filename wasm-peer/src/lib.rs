@@ -3,7 +3,7 @@
 //!
 //! The page uses a small JS API: `new Room(wsUrl, name, onEvent)`, `room.sendChat(text)`,
 //! `room.sendFile(file)`, `room.openStream(peer, service, token, onData, onEnd)`, `room.retry()`,
-//! `room.leave()`, `room.peerId`, and `qrSvg(text)`.
+//! `room.leave()`, `room.peerId`.
 //! Negotiation, the data-channel layout and the chat and file framing come from `peer-core`, so
 //! the browser speaks exactly what the native `burrow` speaks.
 //!
@@ -73,11 +73,8 @@ static ALLOCATOR: lol_alloc::AssumeSingleThreaded<lol_alloc::FreeListAllocator> 
 pub fn netcheck_verdict(mapped: Vec<String>) -> JsValue {
     let mapping = peer_core::netcheck::Mapping::classify(None, &mapped);
     let out = js_sys::Object::new();
-    let name = serde_json::to_value(mapping)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
-    let _ = js_sys::Reflect::set(&out, &"mapping".into(), &name.into());
+    let name = serde_wasm_bindgen::to_value(&mapping).unwrap_or(JsValue::UNDEFINED);
+    let _ = js_sys::Reflect::set(&out, &"mapping".into(), &name);
     let _ = js_sys::Reflect::set(&out, &"advice".into(), &mapping.advice().into());
     out.into()
 }
@@ -89,26 +86,4 @@ pub fn room_id_of(input: &str, origin: &str) -> Option<String> {
     peer_core::link::RoomLink::parse(input, Some(origin))
         .ok()
         .map(|l| l.room)
-}
-
-/// An SVG QR code of `text` (the room link), for the page to show.
-#[wasm_bindgen(js_name = qrSvg)]
-pub fn qr_svg(text: &str) -> String {
-    use qrcodegen::{QrCode, QrCodeEcc};
-    let Ok(qr) = QrCode::encode_text(text, QrCodeEcc::Medium) else {
-        return String::new();
-    };
-    let border = 2;
-    let size = qr.size() + 2 * border;
-    let mut path = String::new();
-    for y in 0..qr.size() {
-        for x in 0..qr.size() {
-            if qr.get_module(x, y) {
-                path.push_str(&format!("M{},{}h1v1h-1z", x + border, y + border));
-            }
-        }
-    }
-    format!(
-        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {size} {size}" shape-rendering="crispEdges"><rect width="100%" height="100%" fill="#fff"/><path d="{path}" fill="#000"/></svg>"##
-    )
 }

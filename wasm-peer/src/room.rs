@@ -264,9 +264,7 @@ impl Inner {
         let Some(ws) = self.ws.borrow().clone() else {
             return;
         };
-        if let Ok(text) = serde_json::to_string(msg) {
-            let _ = ws.send_with_str(&text);
-        }
+        let _ = ws.send_with_str(&signal_protocol::json::to_string(msg));
     }
 
     fn hello(&self) {
@@ -329,7 +327,7 @@ impl Inner {
                 let Some(text) = ev.unchecked_into::<MessageEvent>().data().as_string() else {
                     return;
                 };
-                match serde_json::from_str::<ServerMessage>(&text) {
+                match signal_protocol::json::from_str::<ServerMessage>(&text) {
                     Ok(msg) => Inner::on_server(&inner, msg),
                     Err(e) => web_sys::console::warn_1(&format!("bad server message: {e}").into()),
                 }
