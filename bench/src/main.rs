@@ -7,6 +7,7 @@ mod browser;
 mod bundle;
 mod connect;
 mod durable;
+mod lab;
 mod pair;
 mod procs;
 mod report;
@@ -25,11 +26,11 @@ use signal_server::Config;
 #[derive(Parser)]
 #[command(
     name = "bench",
-    about = "Burrow benchmarks: connect, throughput, signaling, STUN, durable links, voice, the browser, the page bundle"
+    about = "Burrow benchmarks: connect, throughput, signaling, STUN, durable links, voice, the browser, the NAT lab, the page bundle"
 )]
 struct Args {
     /// Only these benches (connect, throughput, signaling-idle, signaling-relay,
-    /// signaling-cluster, stun, durable, voice, browser, bundle).
+    /// signaling-cluster, stun, durable, voice, browser, lab, bundle).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Connect rounds.
@@ -127,6 +128,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("browser") {
         browser::run(&mut all).await;
+    }
+    if wants("lab") {
+        lab::run(&mut all);
     }
     if wants("bundle") {
         bundle::run(&mut all);

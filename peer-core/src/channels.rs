@@ -105,7 +105,7 @@ pub enum StreamMessage {
 impl StreamMessage {
     /// Encodes as the JSON text sent on the channel.
     pub fn encode(&self) -> String {
-        json::to_string(self)
+        json::to_string(self).unwrap_or_default()
     }
 
     /// Decodes one text message from the channel.
@@ -242,7 +242,7 @@ pub struct FramingError(#[from] json::JsonError);
 impl ControlMessage {
     /// Encodes as the JSON text sent on the channel.
     pub fn encode(&self) -> String {
-        json::to_string(self)
+        json::to_string(self).unwrap_or_default()
     }
 
     /// Decodes one text message from the channel.
@@ -254,7 +254,7 @@ impl ControlMessage {
 impl FileMessage {
     /// Encodes as the JSON text sent on the channel.
     pub fn encode(&self) -> String {
-        json::to_string(self)
+        json::to_string(self).unwrap_or_default()
     }
 
     /// Decodes one text message from the channel.

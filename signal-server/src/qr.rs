@@ -1,9 +1,10 @@
 //! `/qr.svg?text=…`: the room link as a QR code, for the page to show beside the link.
 //!
 //! Drawn here rather than in the page so the page's wasm carries no QR encoder (about 4 KB of
-//! its gzipped size). The text is a room link the page already holds; the server sees the same
-//! room id on the WebSocket, so nothing new is disclosed. The picture holds no text, only
-//! squares, and the answer is private to the browser's cache.
+//! its gzipped size). Only a room link is drawn (`http(s)://HOST/r/ROOM`, a valid room id): the
+//! route is not a QR generator for any text under this server's name. The page already holds
+//! the link and the server sees the same room id on the WebSocket, so nothing new is disclosed;
+//! the picture holds no text, only squares, and no cache keeps it.
 
 use axum::extract::Query;
 use axum::http::{header, StatusCode};
@@ -12,7 +13,7 @@ use qrcodegen::{QrCode, QrCodeEcc};
 use serde::Deserialize;
 
 /// Longest text drawn: a room link is under 100 bytes; this leaves room for long host names.
-pub const MAX_TEXT: usize = 512;
+pub const MAX_TEXT: usize = 300;
 
 /// The query: what to encode.
 #[derive(Deserialize)]
@@ -20,43 +21,74 @@ pub struct QrQuery {
     text: String,
 }
 
-/// The route: an SVG picture, or 400 for a text that is empty or too long.
+/// The route: an SVG picture, or 400 for a text that is not a room link.
 pub async fn svg(Query(q): Query<QrQuery>) -> Response {
     match render(&q.text) {
         Some(svg) => (
             [
                 (header::CONTENT_TYPE, "image/svg+xml"),
-                (header::CACHE_CONTROL, "private, max-age=86400"),
+                (header::CACHE_CONTROL, "no-store"),
             ],
             svg,
         )
             .into_response(),
         None => (
             StatusCode::BAD_REQUEST,
-            format!("text must be 1 to {MAX_TEXT} bytes\n"),
+            format!("text must be a room link of at most {MAX_TEXT} bytes\n"),
         )
             .into_response(),
     }
 }
 
-/// The SVG for `text`: one square per dark module on a white ground, two modules of quiet zone.
+/// Whether `text` is a room link: `http(s)://HOST/r/ROOM`, nothing after the room id.
+fn is_room_link(text: &str) -> bool {
+    let Some(rest) = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    let Some((host, room)) = rest.split_once("/r/") else {
+        return false;
+    };
+    !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+        && signal_protocol::validate_room_id(room).is_ok()
+}
+
+/// The SVG for a room link: a square per run of dark modules on a white ground, two modules of
+/// quiet zone, 4 px per module unless the page scales it.
 pub fn render(text: &str) -> Option<String> {
-    if text.is_empty() || text.len() > MAX_TEXT {
+    if text.len() > MAX_TEXT || !is_room_link(text) {
         return None;
     }
     let qr = QrCode::encode_text(text, QrCodeEcc::Medium).ok()?;
     let border = 2;
     let size = qr.size() + 2 * border;
+    let px = size * 4;
     let mut path = String::new();
     for y in 0..qr.size() {
-        for x in 0..qr.size() {
-            if qr.get_module(x, y) {
-                path.push_str(&format!("M{},{}h1v1h-1z", x + border, y + border));
+        let mut x = 0;
+        while x < qr.size() {
+            let start = x;
+            while x < qr.size() && qr.get_module(x, y) {
+                x += 1;
             }
+            if x > start {
+                let run = x - start;
+                path.push_str(&format!(
+                    "M{},{}h{run}v1h-{run}z",
+                    start + border,
+                    y + border
+                ));
+            }
+            x += 1;
         }
     }
     Some(format!(
-        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {size} {size}" shape-rendering="crispEdges"><rect width="100%" height="100%" fill="#fff"/><path d="{path}" fill="#000"/></svg>"##
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{px}" height="{px}" viewBox="0 0 {size} {size}" shape-rendering="crispEdges"><rect width="100%" height="100%" fill="#fff"/><path d="{path}" fill="#000"/></svg>"##
     ))
 }
 
@@ -80,12 +112,18 @@ mod tests {
             .nth(1)
             .and_then(|p| p.split('"').next())
             .expect("path");
-        for square in path.split('M').filter(|s| !s.is_empty()) {
-            let corner = square.split('h').next().expect("corner");
+        // Each run is `M{x},{y}h{run}v1h-{run}z`.
+        for run in path.split('M').filter(|s| !s.is_empty()) {
+            let (corner, rest) = run.split_once('h').expect("corner");
+            let width: usize = rest
+                .split('v')
+                .next()
+                .and_then(|w| w.parse().ok())
+                .expect("run");
             let (x, y) = corner.split_once(',').expect("x,y");
             let (x, y): (usize, usize) = (x.parse().expect("x"), y.parse().expect("y"));
             for dy in 0..scale {
-                for dx in 0..scale {
+                for dx in 0..width * scale {
                     pixels[(y * scale + dy) * side + x * scale + dx] = 0;
                 }
             }
@@ -107,9 +145,22 @@ mod tests {
     }
 
     #[test]
-    fn empty_or_huge_text_is_refused() {
-        assert!(render("").is_none());
-        assert!(render(&"x".repeat(MAX_TEXT + 1)).is_none());
-        assert!(render(&"x".repeat(MAX_TEXT)).is_some());
+    fn only_a_room_link_is_drawn() {
+        assert!(render("http://127.0.0.1:8080/r/abcdefghijkl").is_some());
+        assert!(render("https://[::1]:8443/r/Zq3xv0W1bJ8mUo2RkT9yAw").is_some());
+        for text in [
+            "",
+            "hello",
+            "https://evil.example/login",
+            "https:///r/abcdefghijkl",
+            "javascript:alert(1)//r/abcdefghijkl",
+            "https://a.example/r/abcdefghijkl?x=1",
+            "https://a.example/r/abcdefghijkl/more",
+            "https://user@a.example/r/abcdefghijkl",
+        ] {
+            assert!(render(text).is_none(), "{text}");
+        }
+        let long = format!("https://{}.example/r/abcdefghijkl", "a".repeat(MAX_TEXT));
+        assert!(render(&long).is_none());
     }
 }

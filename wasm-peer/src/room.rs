@@ -264,7 +264,9 @@ impl Inner {
         let Some(ws) = self.ws.borrow().clone() else {
             return;
         };
-        let _ = ws.send_with_str(&signal_protocol::json::to_string(msg));
+        if let Some(text) = signal_protocol::json::to_string(msg) {
+            let _ = ws.send_with_str(&text);
+        }
     }
 
     fn hello(&self) {

@@ -1,0 +1,161 @@
+//! `lab`: a 64 MiB `burrow send` between two hosts behind symmetric NATs (no hole can be
+//! punched: the relay carries it), beside the same transfer between two hosts behind cone NATs
+//! (a hole punched, direct) in the same lab and run. The data-path issue's mark: under 3 s.
+//!
+//! The lab is the tests' (`burrow_tests::lab`: namespaces, nftables NATs; needs root). The bench
+//! runs it in a child of itself pointed at the release binaries (`BURROW_BIN_DIR`), and takes
+//! its figures; what is missing is reported, not measured.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use burrow_tests::burrow::{random_file, Burrow};
+use burrow_tests::lab::{Host, Lab, Nat, SERVER_IP};
+use burrow_tests::server::ServerProcess;
+
+use crate::report::Figure;
+
+const CHILD: &str = "BURROW_BENCH_LAB";
+const BYTES: usize = 64 << 20;
+const ROUNDS: usize = 3;
+
+/// Runs the bench: in the parent, starts the child and takes its figures.
+pub fn run(out: &mut Vec<Figure>) {
+    if std::env::var_os(CHILD).is_some() {
+        measure(out);
+        return;
+    }
+    let missing = |out: &mut Vec<Figure>, why: String| {
+        Figure::new("lab", "64 MiB, symmetric NATs (relayed)", None, "s")
+            .note(why)
+            .emit(out)
+    };
+    let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| Some(e.parent()?.to_path_buf()))
+    else {
+        return missing(out, "no executable path".into());
+    };
+    for bin in ["burrow", "signal-server"] {
+        if !dir.join(bin).exists() {
+            return missing(
+                out,
+                format!("{bin} is not built: cargo build --release --workspace --bins"),
+            );
+        }
+    }
+    if let Some(why) = burrow_tests::lab::unavailable() {
+        return missing(out, why);
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let child = Command::new(exe)
+        .args(["--only", "lab"])
+        .env(CHILD, "1")
+        .env("BURROW_BIN_DIR", &dir)
+        .output();
+    let Ok(child) = child else {
+        return missing(out, "could not run the lab child".into());
+    };
+    let mut any = false;
+    for line in String::from_utf8_lossy(&child.stdout).lines() {
+        if let Ok(figure) = serde_json::from_str::<Figure>(line) {
+            figure.emit(out);
+            any = true;
+        }
+    }
+    if !any {
+        let tail: String = String::from_utf8_lossy(&child.stderr)
+            .lines()
+            .rev()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" / ");
+        missing(out, format!("the lab run failed: {tail}"));
+    }
+}
+
+/// Seconds from `burrow send` start until the receiver has the file, its hash checked, and
+/// whether both ends said the path was relayed.
+fn transfer(from: &Host, to: &Host, server: &ServerProcess, room: &str, dir: &Path) -> (f64, bool) {
+    let link = server.room_link(room);
+    let inbox = dir.join(format!("inbox-{room}"));
+    let file = dir.join("bench.bin");
+    let want = random_file(&file, BYTES);
+    let wrap =
+        |host: &Host, args: &[&str]| Burrow::spawn(Lab::wrap(&host.ns, &Burrow::command(args)));
+    let mut receiver = wrap(
+        to,
+        &["join", "--accept", &inbox.display().to_string(), &link],
+    );
+    let receiver_id = receiver.peer_id();
+    let started = Instant::now();
+    let mut sender = wrap(from, &["send", &file.display().to_string(), &link]);
+    let sent = sender.expect_event("connected", &[("peer", &receiver_id)]);
+    let got = receiver.expect_event("file_received", &[]);
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(got["sha256"], want.as_str(), "the file arrived intact");
+    let _ = sender.wait();
+    let _ = std::fs::remove_dir_all(&inbox);
+    (secs, sent["path"] == "relayed")
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
+}
+
+/// Inside the child: the lab, a server on its internet, rounds of both transfers.
+fn measure(out: &mut Vec<Figure>) {
+    let Some(mut lab) = Lab::new("bench-lab") else {
+        return;
+    };
+    let s1 = lab.behind_nat(1, Nat::Symmetric);
+    let s2 = lab.behind_nat(2, Nat::Symmetric);
+    let c1 = lab.behind_nat(3, Nat::EndpointIndependent);
+    let c2 = lab.behind_nat(4, Nat::EndpointIndependent);
+    let server = ServerProcess::spawn(Lab::wrap(
+        &lab.internet,
+        &ServerProcess::command(SERVER_IP, &[]),
+    ));
+    let dir = std::env::temp_dir().join(format!("burrow-bench-lab-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let (mut relayed, mut direct) = (Vec::new(), Vec::new());
+    let mut all_relayed = true;
+    let mut any_relayed_direct = false;
+    for round in 0..ROUNDS {
+        let (secs, was_relayed) = transfer(&s2, &s1, &server, &format!("sym{round}"), &dir);
+        relayed.push(secs);
+        all_relayed &= was_relayed;
+        let (secs, was_relayed) = transfer(&c2, &c1, &server, &format!("cone{round}"), &dir);
+        direct.push(secs);
+        any_relayed_direct |= was_relayed;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let list = |v: &[f64]| {
+        v.iter()
+            .map(|s| format!("{s:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut note = format!(
+        "{} MiB, {ROUNDS} rounds, release binaries, median of: relayed {} s; direct {} s",
+        BYTES >> 20,
+        list(&relayed),
+        list(&direct)
+    );
+    if !all_relayed || any_relayed_direct {
+        note.push_str("; a path was not the one expected (see the events)");
+    }
+    Figure::new(
+        "lab",
+        "64 MiB, symmetric NATs (relayed)",
+        median(relayed),
+        "s",
+    )
+    .against("cone NATs, hole punched, same run", median(direct))
+    .note(note)
+    .emit(out);
+}
