@@ -201,7 +201,7 @@ pub type PathInfo = peer_core::path::SelectedPath;
 pub async fn path_info(pc: &Arc<dyn PeerConnection>) -> Option<PathInfo> {
     for _ in 0..20 {
         let report = pc.get_stats(Instant::now(), StatsSelector::None).await;
-        if let Some(info) = read_path(&report) {
+        if let Some(info) = read_path(&report, selected_endpoints(pc).await) {
             return Some(info);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -221,7 +221,24 @@ pub async fn path_and_consent(
     pc: &Arc<dyn PeerConnection>,
 ) -> (Option<PathInfo>, Option<(String, u64)>) {
     let report = pc.get_stats(Instant::now(), StatsSelector::None).await;
-    (read_path(&report), consent_answers(&report))
+    let selected = selected_endpoints(pc).await;
+    (read_path(&report, selected), consent_answers(&report))
+}
+
+/// The two ends of the pair ICE selected, as the agent knows them. Unlike the stats, this names
+/// a peer-reflexive remote candidate's address: a peer whose checks arrive before its candidates
+/// is learnt as peer-reflexive, and only its address tells a LAN from a hole punched (the
+/// browser on the other end, which got our candidates first, sees a host candidate there).
+async fn selected_endpoints(pc: &Arc<dyn PeerConnection>) -> Option<(Endpoint, Endpoint)> {
+    let ice = pc.sctp().await?.transport().ice_transport();
+    let pair = ice.get_selected_candidate_pair().await.ok()??;
+    let end = |c: &webrtc::peer_connection::RTCIceCandidate| {
+        Some(Endpoint {
+            kind: CandidateType::parse(&c.typ.to_string())?,
+            ip: c.address.parse().ok(),
+        })
+    };
+    Some((end(pair.local())?, end(pair.remote())?))
 }
 
 /// The selected pair (named with the ICE credentials, which an ICE restart changes) and how
@@ -242,9 +259,14 @@ fn consent_answers(report: &RTCStatsReport) -> Option<(String, u64)> {
     Some((name, pair.responses_received))
 }
 
-fn read_path(report: &RTCStatsReport) -> Option<PathInfo> {
+fn read_path(report: &RTCStatsReport, selected: Option<(Endpoint, Endpoint)>) -> Option<PathInfo> {
     let pair_id = report.transport()?.selected_candidate_pair_id.clone();
     let pair = report.candidate_pairs().find(|p| p.stats.id == pair_id)?;
+    let rtt = pair.current_round_trip_time;
+    let rtt = (rtt > 0.0).then_some(rtt * 1000.0);
+    if let Some((local, remote)) = selected.filter(|(_, r)| r.ip.is_some()) {
+        return Some(PathInfo::between(local, remote, rtt));
+    }
     // webrtc 0.21 names candidate entries "RTCLocalIceCandidate_<id>" while the pair refers to
     // plain "<id>", so match on the suffix as well.
     let endpoint = |id: &str| {
@@ -282,10 +304,5 @@ fn read_path(report: &RTCStatsReport) -> Option<PathInfo> {
             ..remote
         },
     };
-    let rtt = pair.current_round_trip_time;
-    Some(PathInfo::between(
-        local,
-        remote,
-        (rtt > 0.0).then_some(rtt * 1000.0),
-    ))
+    Some(PathInfo::between(local, remote, rtt))
 }
