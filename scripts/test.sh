@@ -10,7 +10,7 @@ cargo build --workspace --bins
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --workspace -- --test-threads=2 "$@" 2>&1 | tee "$log"
+cargo test --workspace --no-fail-fast -- --test-threads=2 "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 skipped=$(grep -c '^SKIPPED' "$log" || true)
