@@ -6,8 +6,7 @@
 //! child's figures. It drives the release binaries (`burrow`, `signal-server`) next to itself and
 //! the page in `www/pkg`; what is missing is reported, not measured.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Instant;
 
 use burrow_tests::browser::Browser;
@@ -22,52 +21,21 @@ const BYTES: usize = 64 << 20;
 
 /// Runs the bench: in the parent, starts the child in its namespace and takes its figures.
 pub async fn run(out: &mut Vec<Figure>) {
-    if std::env::var_os(CHILD).is_some() {
+    if crate::child::is_child(CHILD) {
         burrow_tests::sandbox::build_network();
         measure(out).await;
         return;
     }
-    let missing = |out: &mut Vec<Figure>, why: String| {
-        Figure::new("browser", "page → burrow", None, "MB/s")
-            .note(why)
-            .emit(out)
+    let why = match burrow_tests::sandbox::cannot_isolate() {
+        Some(why) => why,
+        None => match crate::child::run("browser", CHILD, true, out) {
+            Ok(()) => return,
+            Err(why) => why,
+        },
     };
-    let Some(dir) = bin_dir() else {
-        return missing(out, "no executable path".into());
-    };
-    for bin in ["burrow", "signal-server"] {
-        if !dir.join(bin).exists() {
-            return missing(
-                out,
-                format!("{bin} is not built: cargo build --release --workspace --bins"),
-            );
-        }
-    }
-    if let Some(why) = burrow_tests::sandbox::cannot_isolate() {
-        return missing(out, why);
-    }
-    let Ok(exe) = std::env::current_exe() else {
-        return;
-    };
-    let child = Command::new("unshare")
-        .args(["--net", "--"])
-        .arg(exe)
-        .args(["--only", "browser"])
-        .env(CHILD, "1")
-        .env("BURROW_BIN_DIR", &dir)
-        .output();
-    let Ok(child) = child else {
-        return missing(out, "could not run unshare".into());
-    };
-    for line in String::from_utf8_lossy(&child.stdout).lines() {
-        if let Ok(figure) = serde_json::from_str::<Figure>(line) {
-            figure.emit(out);
-        }
-    }
-}
-
-fn bin_dir() -> Option<PathBuf> {
-    Some(std::env::current_exe().ok()?.parent()?.to_path_buf())
+    Figure::new("browser", "page → burrow", None, "MB/s")
+        .note(why)
+        .emit(out)
 }
 
 fn mb_per_s(bytes: usize, secs: f64) -> Option<f64> {

@@ -7,7 +7,6 @@
 //! its figures; what is missing is reported, not measured.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Instant;
 
 use burrow_tests::burrow::{random_file, Burrow};
@@ -22,59 +21,20 @@ const ROUNDS: usize = 3;
 
 /// Runs the bench: in the parent, starts the child and takes its figures.
 pub fn run(out: &mut Vec<Figure>) {
-    if std::env::var_os(CHILD).is_some() {
+    if crate::child::is_child(CHILD) {
         measure(out);
         return;
     }
-    let missing = |out: &mut Vec<Figure>, why: String| {
-        Figure::new("lab", "64 MiB, symmetric NATs (relayed)", None, "s")
-            .note(why)
-            .emit(out)
+    let why = match burrow_tests::lab::unavailable() {
+        Some(why) => why,
+        None => match crate::child::run("lab", CHILD, false, out) {
+            Ok(()) => return,
+            Err(why) => why,
+        },
     };
-    let Some(dir) = std::env::current_exe()
-        .ok()
-        .and_then(|e| Some(e.parent()?.to_path_buf()))
-    else {
-        return missing(out, "no executable path".into());
-    };
-    for bin in ["burrow", "signal-server"] {
-        if !dir.join(bin).exists() {
-            return missing(
-                out,
-                format!("{bin} is not built: cargo build --release --workspace --bins"),
-            );
-        }
-    }
-    if let Some(why) = burrow_tests::lab::unavailable() {
-        return missing(out, why);
-    }
-    let Ok(exe) = std::env::current_exe() else {
-        return;
-    };
-    let child = Command::new(exe)
-        .args(["--only", "lab"])
-        .env(CHILD, "1")
-        .env("BURROW_BIN_DIR", &dir)
-        .output();
-    let Ok(child) = child else {
-        return missing(out, "could not run the lab child".into());
-    };
-    let mut any = false;
-    for line in String::from_utf8_lossy(&child.stdout).lines() {
-        if let Ok(figure) = serde_json::from_str::<Figure>(line) {
-            figure.emit(out);
-            any = true;
-        }
-    }
-    if !any {
-        let tail: String = String::from_utf8_lossy(&child.stderr)
-            .lines()
-            .rev()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" / ");
-        missing(out, format!("the lab run failed: {tail}"));
-    }
+    Figure::new("lab", "64 MiB, symmetric NATs (relayed)", None, "s")
+        .note(why)
+        .emit(out)
 }
 
 /// Seconds from `burrow send` start until the receiver has the file, its hash checked, and

@@ -5,6 +5,7 @@
 
 mod browser;
 mod bundle;
+mod child;
 mod connect;
 mod durable;
 mod lab;

@@ -1,0 +1,58 @@
+//! Benches that run in a child of the bench binary: the ones driving the release `burrow` and
+//! `signal-server` inside network namespaces (`browser` under `unshare --net`, `lab` in the NAT
+//! lab's named namespaces). The parent checks what the child needs, starts it with
+//! `BURROW_BIN_DIR` pointed at the release binaries, and passes on the figures it prints.
+
+use std::process::Command;
+
+use crate::report::Figure;
+
+/// Whether this process is the child of `bench` (the marker variable is set).
+pub fn is_child(marker: &str) -> bool {
+    std::env::var_os(marker).is_some()
+}
+
+/// Runs `bench --only NAME` again as a child (under `unshare --net` when `own_network`) and
+/// emits the figures it prints; `Err` says why nothing was measured.
+pub fn run(
+    name: &str,
+    marker: &str,
+    own_network: bool,
+    out: &mut Vec<Figure>,
+) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("no executable path: {e}"))?;
+    let dir = exe.parent().ok_or("no executable folder")?.to_path_buf();
+    for bin in ["burrow", "signal-server"] {
+        if !dir.join(bin).exists() {
+            return Err(format!(
+                "{bin} is not built: cargo build --release --workspace --bins"
+            ));
+        }
+    }
+    let mut cmd = if own_network {
+        let mut c = Command::new("unshare");
+        c.args(["--net", "--"]).arg(&exe);
+        c
+    } else {
+        Command::new(&exe)
+    };
+    let child = cmd
+        .args(["--only", name])
+        .env(marker, "1")
+        .env("BURROW_BIN_DIR", &dir)
+        .output()
+        .map_err(|e| format!("could not start the child: {e}"))?;
+    let mut any = false;
+    for line in String::from_utf8_lossy(&child.stdout).lines() {
+        if let Ok(figure) = serde_json::from_str::<Figure>(line) {
+            figure.emit(out);
+            any = true;
+        }
+    }
+    if any {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&child.stderr);
+    let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
+    Err(format!("the child measured nothing: {}", tail.join(" / ")))
+}
