@@ -1,5 +1,5 @@
-//! `browser`: file throughput between headless Chromium (the page) and `burrow`, both ways,
-//! beside `burrow` → `burrow` with the same file in the same run.
+//! `browser`: file throughput between headless Chromium (the page) and `burrow`, both ways, and
+//! between two pages, beside `burrow` → `burrow` with the same file in the same run.
 //!
 //! Chromium gathers no candidates without a default route, so the bench re-runs itself under
 //! `unshare --net` (the tests' private network, `burrow_tests::sandbox`) and collects the
@@ -84,6 +84,34 @@ async fn measure(out: &mut Vec<Figure>) {
     let receiver_id = receiver.peer_id();
     let native_pair = send_and_time(&file, &link, &receiver_id);
     drop(receiver);
+
+    // Chromium → Chromium, the same file: what Chromium's own data channel does between two
+    // pages, to tell its limits from Burrow's.
+    let link = server.room_link("bench-browser-pages");
+    let (sender, receiver) = (Browser::start().await, Browser::start().await);
+    sender.open(&link).await;
+    receiver.open(&link).await;
+    let receiver_id = receiver.peer_id().await;
+    sender.wait_connected(&receiver_id).await;
+    receiver.wait_connected(&sender.peer_id().await).await;
+    let started = Instant::now();
+    sender.pick_file("#file-input", &file).await;
+    receiver
+        .wait_for(
+            "the file received",
+            "return document.querySelector('#transfers li[data-direction=in].done');",
+        )
+        .await;
+    let pages = started.elapsed().as_secs_f64();
+    sender.close().await;
+    receiver.close().await;
+
+    // Chromium's data channel without any Burrow code: two connections in one blank page,
+    // the same bytes in the same 64 KiB messages with the same flow control.
+    let blank = Browser::start().await;
+    blank.open(&format!("http://{}/healthz", server.http)).await;
+    let raw = blank.run_async(RAW_CHANNEL).await.as_f64();
+    blank.close().await;
     let _ = std::fs::remove_dir_all(&dir);
 
     let reference = "burrow → burrow, same file, same run";
@@ -99,9 +127,61 @@ async fn measure(out: &mut Vec<Figure>) {
         "MB/s",
     )
     .against(reference, native_pair.and_then(|s| mb_per_s(BYTES, s)))
-    .note(note)
+    .note(note.clone())
+    .emit(out);
+    Figure::new("browser", "page → page", mb_per_s(BYTES, pages), "MB/s")
+        .against(reference, native_pair.and_then(|s| mb_per_s(BYTES, s)))
+        .note(format!(
+            "{note}; two Chromium pages, the receiver polled every 0.2 s"
+        ))
+        .emit(out);
+    Figure::new(
+        "browser",
+        "Chromium data channel alone",
+        raw.and_then(|s| mb_per_s(BYTES, s)),
+        "MB/s",
+    )
+    .against(reference, native_pair.and_then(|s| mb_per_s(BYTES, s)))
+    .note(
+        "two RTCPeerConnections in one blank page, no Burrow code, same messages and flow control",
+    )
     .emit(out);
 }
+
+/// Seconds Chromium takes to move [`BYTES`] between two of its own connections in one page
+/// (64 KiB messages, waiting above `HIGH_WATER` until `LOW_WATER`, as Burrow's page does).
+const RAW_CHANNEL: &str = r#"
+const done = arguments[arguments.length - 1];
+(async () => {
+  const total = 64 * 1024 * 1024, chunk = new ArrayBuffer(64 * 1024);
+  const a = new RTCPeerConnection(), b = new RTCPeerConnection();
+  a.onicecandidate = (e) => e.candidate && b.addIceCandidate(e.candidate);
+  b.onicecandidate = (e) => e.candidate && a.addIceCandidate(e.candidate);
+  let got = 0;
+  const received = new Promise((resolve) => {
+    b.ondatachannel = (e) => {
+      e.channel.binaryType = 'arraybuffer';
+      e.channel.onmessage = (m) => { got += m.data.byteLength; if (got >= total) resolve(); };
+    };
+  });
+  const dc = a.createDataChannel('bench');
+  dc.bufferedAmountLowThreshold = 256 * 1024;
+  await a.setLocalDescription();
+  await b.setRemoteDescription(a.localDescription);
+  await b.setLocalDescription();
+  await a.setRemoteDescription(b.localDescription);
+  await new Promise((resolve) => (dc.onopen = resolve));
+  const t0 = performance.now();
+  for (let sent = 0; sent < total; sent += chunk.byteLength) {
+    if (dc.bufferedAmount > 1024 * 1024) {
+      await new Promise((resolve) => (dc.onbufferedamountlow = resolve));
+    }
+    dc.send(chunk);
+  }
+  await received;
+  done((performance.now() - t0) / 1000);
+})().catch((e) => done(String(e)));
+"#;
 
 /// `burrow send FILE LINK` to `peer`: seconds from its `connected` to its exit.
 fn send_and_time(file: &Path, link: &str, peer: &str) -> Option<f64> {

@@ -21,6 +21,9 @@ use crate::peer::Peer;
 /// Received chunks are folded into one `Blob` whenever this many bytes are pending.
 const FOLD_BYTES: usize = 16 * 1024 * 1024;
 
+/// How much of a file the sender reads at once (each read is a promise to wait for).
+const READ_SIZE: usize = 16 * CHUNK_SIZE;
+
 /// Something to wait for inside an async function, woken from an event handler.
 #[derive(Default)]
 struct Notify {
@@ -100,25 +103,35 @@ async fn send_file(peer: &Rc<Peer>, file: &File, id: u32) -> Result<String, Stri
     dc.send_with_str(&header.encode()).map_err(|_| closed())?;
     let mut offset = 0f64;
     let mut last_report = 0f64;
+    let mut bytes = vec![0u8; CHUNK_SIZE];
     while offset < size {
-        let end = (offset + CHUNK_SIZE as f64).min(size);
+        // One read per READ_SIZE (a promise each), sent as CHUNK_SIZE messages.
+        let read_end = (offset + READ_SIZE as f64).min(size);
         let blob = file
-            .slice_with_f64_and_f64(offset, end)
+            .slice_with_f64_and_f64(offset, read_end)
             .map_err(|_| "cannot read the file".to_string())?;
         let buf: ArrayBuffer = JsFuture::from(blob.array_buffer())
             .await
             .map_err(|_| "cannot read the file".to_string())?
             .unchecked_into();
-        out.on_chunk(&Uint8Array::new(&buf).to_vec())
-            .map_err(|e| e.to_string())?;
-        dc.send_with_array_buffer(&buf).map_err(|_| closed())?;
-        offset = end;
-        while dc.buffered_amount() as usize > HIGH_WATER {
-            if chan.closed.get() {
-                return Err(closed());
+        let read = Uint8Array::new(&buf);
+        let mut at = 0u32;
+        while at < read.length() {
+            let chunk = read.subarray(at, (at + CHUNK_SIZE as u32).min(read.length()));
+            let n = chunk.length() as usize;
+            chunk.copy_to(&mut bytes[..n]);
+            out.on_chunk(&bytes[..n]).map_err(|e| e.to_string())?;
+            dc.send_with_array_buffer_view(&chunk)
+                .map_err(|_| closed())?;
+            at += n as u32;
+            while dc.buffered_amount() as usize > HIGH_WATER {
+                if chan.closed.get() {
+                    return Err(closed());
+                }
+                chan.notify.wait().await;
             }
-            chan.notify.wait().await;
         }
+        offset = read_end;
         if offset - last_report >= size / 100.0 || offset >= size {
             last_report = offset;
             peer.emit(Event::FileProgress { id, done: offset });
@@ -176,6 +189,8 @@ struct Receiving {
     blobs: Array,
     last_report: u64,
     finished: bool,
+    /// Where each message's bytes are copied to be hashed (reused: one allocation per file).
+    scratch: Vec<u8>,
 }
 
 /// Receives one file from an incoming channel and offers it to the page as a download.
@@ -191,6 +206,7 @@ pub fn receive(peer: Rc<Peer>, dc: RtcDataChannel) {
         last_report: 0,
         finished: false,
         name: String::new(),
+        scratch: Vec::new(),
     }));
     let (p, s, d) = (peer.clone(), state.clone(), dc.clone());
     let on_message = Closure::<dyn FnMut(JsValue)>::new(move |ev: JsValue| {
@@ -290,10 +306,15 @@ fn on_receive(
         return Err("no file header".into());
     };
     let buf: ArrayBuffer = data.dyn_into().map_err(|_| "unexpected message type")?;
-    let bytes = Uint8Array::new(&buf).to_vec();
-    file.on_chunk(&bytes).map_err(|e| e.to_string())?;
+    let view = Uint8Array::new(&buf);
+    let n = view.length() as usize;
+    if st.scratch.len() < n {
+        st.scratch.resize(n, 0);
+    }
+    view.copy_to(&mut st.scratch[..n]);
+    file.on_chunk(&st.scratch[..n]).map_err(|e| e.to_string())?;
     st.parts.push(&buf);
-    st.part_bytes += bytes.len();
+    st.part_bytes += n;
     if st.part_bytes >= FOLD_BYTES {
         st.blobs.push(&fold(&st.parts, None)?.into());
         st.parts = Array::new();
