@@ -53,6 +53,7 @@ pub fn run(
         return Ok(());
     }
     let stderr = String::from_utf8_lossy(&child.stderr);
-    let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
+    let lines: Vec<&str> = stderr.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(3)..];
     Err(format!("the child measured nothing: {}", tail.join(" / ")))
 }

@@ -225,20 +225,45 @@ pub async fn path_and_consent(
     (read_path(&report, selected), consent_answers(&report))
 }
 
+/// What the ICE agent says of its selected pair.
+enum AgentPair {
+    /// None selected (before the first, during an ICE restart, after a failure): the stats
+    /// still name the last one, which is no path now.
+    NoPair,
+    /// The two ends as the agent knows them.
+    Ends(Endpoint, Endpoint),
+    /// The agent could not be asked: judge from the stats alone.
+    Unknown,
+}
+
 /// The two ends of the pair ICE selected, as the agent knows them. Unlike the stats, this names
 /// a peer-reflexive remote candidate's address: a peer whose checks arrive before its candidates
 /// is learnt as peer-reflexive, and only its address tells a LAN from a hole punched (the
 /// browser on the other end, which got our candidates first, sees a host candidate there).
-async fn selected_endpoints(pc: &Arc<dyn PeerConnection>) -> Option<(Endpoint, Endpoint)> {
-    let ice = pc.sctp().await?.transport().ice_transport();
-    let pair = ice.get_selected_candidate_pair().await.ok()??;
+async fn selected_endpoints(pc: &Arc<dyn PeerConnection>) -> AgentPair {
+    let Some(sctp) = pc.sctp().await else {
+        return AgentPair::Unknown;
+    };
+    let pair = match sctp
+        .transport()
+        .ice_transport()
+        .get_selected_candidate_pair()
+        .await
+    {
+        Ok(Some(pair)) => pair,
+        Ok(None) => return AgentPair::NoPair,
+        Err(_) => return AgentPair::Unknown,
+    };
     let end = |c: &webrtc::peer_connection::RTCIceCandidate| {
         Some(Endpoint {
             kind: CandidateType::parse(&c.typ.to_string())?,
             ip: c.address.parse().ok(),
         })
     };
-    Some((end(pair.local())?, end(pair.remote())?))
+    match (end(pair.local()), end(pair.remote())) {
+        (Some(local), Some(remote)) => AgentPair::Ends(local, remote),
+        _ => AgentPair::Unknown,
+    }
 }
 
 /// The selected pair (named with the ICE credentials, which an ICE restart changes) and how
@@ -259,13 +284,18 @@ fn consent_answers(report: &RTCStatsReport) -> Option<(String, u64)> {
     Some((name, pair.responses_received))
 }
 
-fn read_path(report: &RTCStatsReport, selected: Option<(Endpoint, Endpoint)>) -> Option<PathInfo> {
+fn read_path(report: &RTCStatsReport, agent: AgentPair) -> Option<PathInfo> {
     let pair_id = report.transport()?.selected_candidate_pair_id.clone();
     let pair = report.candidate_pairs().find(|p| p.stats.id == pair_id)?;
     let rtt = pair.current_round_trip_time;
     let rtt = (rtt > 0.0).then_some(rtt * 1000.0);
-    if let Some((local, remote)) = selected.filter(|(_, r)| r.ip.is_some()) {
-        return Some(PathInfo::between(local, remote, rtt));
+    match agent {
+        AgentPair::NoPair => return None,
+        // (An mDNS name is no address: then the stats' fallback below.)
+        AgentPair::Ends(local, remote) if remote.ip.is_some() => {
+            return Some(PathInfo::between(local, remote, rtt));
+        }
+        _ => {}
     }
     // webrtc 0.21 names candidate entries "RTCLocalIceCandidate_<id>" while the pair refers to
     // plain "<id>", so match on the suffix as well.

@@ -189,7 +189,8 @@ struct Receiving {
     blobs: Array,
     last_report: u64,
     finished: bool,
-    /// Where each message's bytes are copied to be hashed (reused: one allocation per file).
+    /// Where each message's bytes are copied to be hashed (`CHUNK_SIZE`, reused; freed when
+    /// the transfer ends).
     scratch: Vec<u8>,
 }
 
@@ -215,6 +216,7 @@ pub fn receive(peer: Rc<Peer>, dc: RtcDataChannel) {
         if let Err(reason) = result {
             let mut st = s.borrow_mut();
             st.finished = true;
+            st.scratch = Vec::new();
             st.parts = Array::new();
             st.blobs = Array::new();
             let _ = d.send_with_str(
@@ -240,6 +242,7 @@ pub fn receive(peer: Rc<Peer>, dc: RtcDataChannel) {
             return;
         }
         st.finished = true;
+        st.scratch = Vec::new();
         st.parts = Array::new();
         st.blobs = Array::new();
         if let Some(file) = &st.file {
@@ -284,6 +287,7 @@ fn on_receive(
         st.parts = Array::new();
         st.blobs = Array::new();
         st.finished = true;
+        st.scratch = Vec::new();
         let url = Url::create_object_url_with_blob(&blob).map_err(|_| "cannot offer the file")?;
         let _ = dc.send_with_str(
             &FileMessage::Received {
@@ -307,14 +311,21 @@ fn on_receive(
     };
     let buf: ArrayBuffer = data.dyn_into().map_err(|_| "unexpected message type")?;
     let view = Uint8Array::new(&buf);
-    let n = view.length() as usize;
-    if st.scratch.len() < n {
-        st.scratch.resize(n, 0);
+    let n = view.length();
+    // Hashed CHUNK_SIZE at a time through one buffer, whatever size the peer's message is (the
+    // first piece beyond the announced size stops the transfer).
+    st.scratch.resize(CHUNK_SIZE, 0);
+    let mut at = 0;
+    while at < n {
+        let piece = view.subarray(at, (at + CHUNK_SIZE as u32).min(n));
+        let len = piece.length() as usize;
+        piece.copy_to(&mut st.scratch[..len]);
+        file.on_chunk(&st.scratch[..len])
+            .map_err(|e| e.to_string())?;
+        at += len as u32;
     }
-    view.copy_to(&mut st.scratch[..n]);
-    file.on_chunk(&st.scratch[..n]).map_err(|e| e.to_string())?;
     st.parts.push(&buf);
-    st.part_bytes += n;
+    st.part_bytes += n as usize;
     if st.part_bytes >= FOLD_BYTES {
         st.blobs.push(&fold(&st.parts, None)?.into());
         st.parts = Array::new();
