@@ -25,7 +25,7 @@ use peer_core::path::{CandidateType, Endpoint};
 use signal_protocol::IceServer;
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfiguration,
-    RTCConfigurationBuilder, RTCIceServer, RTCIceTransportPolicy, RTCStatsReport,
+    RTCConfigurationBuilder, RTCIceCandidate, RTCIceServer, RTCIceTransportPolicy, RTCStatsReport,
     RTCStatsReportEntry, SettingEngineBuilder, StatsSelector,
 };
 
@@ -244,26 +244,36 @@ async fn selected_endpoints(pc: &Arc<dyn PeerConnection>) -> AgentPair {
     let Some(sctp) = pc.sctp().await else {
         return AgentPair::Unknown;
     };
-    let pair = match sctp
-        .transport()
-        .ice_transport()
-        .get_selected_candidate_pair()
-        .await
-    {
+    let ice = sctp.transport().ice_transport();
+    let pair = match ice.get_selected_candidate_pair().await {
         Ok(Some(pair)) => pair,
         Ok(None) => return AgentPair::NoPair,
         Err(_) => return AgentPair::Unknown,
     };
-    let end = |c: &webrtc::peer_connection::RTCIceCandidate| {
+    let end = |c: &RTCIceCandidate| {
         Some(Endpoint {
             kind: CandidateType::parse(&c.typ.to_string())?,
             ip: c.address.parse().ok(),
         })
     };
-    match (end(pair.local()), end(pair.remote())) {
-        (Some(local), Some(remote)) => AgentPair::Ends(local, remote),
-        _ => AgentPair::Unknown,
+    let (Some(local), Some(mut remote)) = (end(pair.local()), end(pair.remote())) else {
+        return AgentPair::Unknown;
+    };
+    // A peer-reflexive remote at the address of a relay candidate the peer signalled later is
+    // that relay: the path is relayed, whatever its address looks like. (Its host address needs
+    // no such care: the address itself tells a LAN, and a changed type would read as news.)
+    if remote.kind == CandidateType::Prflx {
+        let (addr, port) = (&pair.remote().address, pair.remote().port);
+        let signalled = ice.get_remote_candidates().await.unwrap_or_default();
+        if signalled.iter().any(|c| {
+            &c.address == addr
+                && c.port == port
+                && end(c).is_some_and(|e| e.kind == CandidateType::Relay)
+        }) {
+            remote.kind = CandidateType::Relay;
+        }
     }
+    AgentPair::Ends(local, remote)
 }
 
 /// The selected pair (named with the ICE credentials, which an ICE restart changes) and how
