@@ -14,8 +14,7 @@
 //!   network allows multicast and otherwise ignored: the server-reflexive candidates still
 //!   connect.
 //!
-//! Data channels: the send buffer is capped (`peer_core::transfer::send_buffer_limit`: small
-//! toward a browser, whose UDP socket buffer is small) so `send` waits for the peer
+//! Data channels: the send buffer is capped at [`SEND_BUFFER_LIMIT`] so `send` waits for the peer
 //! (backpressure), and the SCTP receive window is 8 MiB for throughput.
 
 use std::net::IpAddr;
@@ -23,12 +22,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use peer_core::path::{CandidateType, Endpoint};
-use signal_protocol::{IceServer, PeerKind};
+use signal_protocol::IceServer;
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfiguration,
     RTCConfigurationBuilder, RTCIceCandidate, RTCIceServer, RTCIceTransportPolicy, RTCStatsReport,
     RTCStatsReportEntry, SettingEngineBuilder, StatsSelector,
 };
+
+/// Most bytes one data channel may hold unsent before `send` waits.
+pub const SEND_BUFFER_LIMIT: usize = peer_core::transfer::HIGH_WATER;
 
 /// Where peer connections bind their UDP sockets.
 #[derive(Debug, Clone, Copy)]
@@ -73,9 +75,6 @@ pub struct Options {
     pub relay_only: bool,
     /// The connection may carry voice (Opus audio).
     pub voice: bool,
-    /// The other end is a browser (it gets a shallower send queue, see
-    /// `peer_core::transfer::send_buffer_limit`).
-    pub toward_browser: bool,
 }
 
 /// The connection's configuration: the ICE servers (as the welcome gave them) and the policy.
@@ -126,13 +125,7 @@ pub async fn new_connection(
         .with_setting_engine(settings)
         .with_handler(handler)
         .with_udp_addrs(vec![format!("{}:0", network.bind)])
-        .with_data_channel_send_buffer_limit(peer_core::transfer::send_buffer_limit(
-            if options.toward_browser {
-                PeerKind::Browser
-            } else {
-                PeerKind::Native
-            },
-        ))
+        .with_data_channel_send_buffer_limit(SEND_BUFFER_LIMIT)
         .build()
         .await?;
     Ok(Arc::new(pc))

@@ -6,7 +6,7 @@
 //! Backpressure: channel → TCP, each stream buffers at most [`STREAM_BUFFER`] messages before
 //! it stops reading its channel (which, in turn, pauses the peer connection's reads: the peer's
 //! sender then waits); TCP → channel, `send` waits while the channel's send buffer is full
-//! (`peer_core::transfer::send_buffer_limit`), so a fast sender cannot grow memory.
+//! (`rtc::SEND_BUFFER_LIMIT`), so a fast sender cannot grow memory.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};

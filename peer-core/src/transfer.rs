@@ -19,19 +19,6 @@ pub const HIGH_WATER: usize = 1024 * 1024;
 /// Resume sending when the send buffer drains below this.
 pub const LOW_WATER: usize = 256 * 1024;
 
-/// How many bytes a native peer lets wait unsent in one connection's data channels toward a
-/// peer of `kind` (where its `send` starts to wait). Chromium reads each connection through a
-/// UDP socket with a fixed 128 KiB receive buffer; a sender with a deep queue sends whole
-/// congestion windows at once, overflows it, and stalls on the losses (`burrow` → page 6–27
-/// MB/s with 1 MiB, 43–49 MB/s with 64 KiB, in the browser bench). Between two `burrow` the deep
-/// queue keeps the pipe full (270–335 MB/s with 1 MiB, 223 with 64 KiB).
-pub fn send_buffer_limit(kind: signal_protocol::PeerKind) -> usize {
-    match kind {
-        signal_protocol::PeerKind::Browser => CHUNK_SIZE,
-        signal_protocol::PeerKind::Native => HIGH_WATER,
-    }
-}
-
 /// Why a file transfer failed (on either side).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransferError {

@@ -14,7 +14,7 @@ use anyhow::{anyhow, Context};
 use peer_core::channels::{ControlMessage, ServiceInfo, CONTROL_LABEL, FILE_LABEL, STREAM_LABEL};
 use peer_core::link::RoomLink;
 use peer_core::room::{Action, LinkState, Notice, Room};
-use signal_protocol::{IceServer, PeerKind, ServerMessage};
+use signal_protocol::{IceServer, ServerMessage};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
@@ -214,7 +214,7 @@ pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<(
     };
     let mut server = signaling::Server::start(link, opts.tls.clone());
     let mut session = Session {
-        room: Room::new(opts.name.clone(), PeerKind::Native),
+        room: Room::new(opts.name.clone(), signal_protocol::PeerKind::Native),
         epoch: Instant::now(),
         page_url: link.page_url(),
         ice_servers: Vec::new(),
@@ -312,13 +312,11 @@ impl Session {
         &mut self,
         id: String,
         name: Option<String>,
-        kind: PeerKind,
         offer: bool,
     ) -> anyhow::Result<()> {
         let options = rtc::Options {
             voice: self.voice_on,
             relay_only: self.relay_only,
-            toward_browser: kind == PeerKind::Browser,
             ..Default::default()
         };
         let mut peer = Peer::new(
@@ -407,10 +405,7 @@ impl Session {
                         self.owed.insert(peer.id.clone());
                         self.targeted = true;
                     }
-                    if let Err(e) = self
-                        .add_peer(peer.id.clone(), peer.name, peer.kind, offer)
-                        .await
-                    {
+                    if let Err(e) = self.add_peer(peer.id.clone(), peer.name, offer).await {
                         self.room.forget(&peer.id);
                         self.warn(format!("{e:#}"));
                     }
