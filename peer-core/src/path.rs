@@ -256,17 +256,17 @@ impl Consent {
             self.last = None;
             return ConsentNews::Same;
         };
-        match &self.last {
-            Some((p, a)) if p == pair && *a == answers => {
-                if !self.lost && now.saturating_sub(self.since) >= CONSENT_LOST_AFTER {
-                    self.lost = true;
-                    return ConsentNews::Lost;
+        match &mut self.last {
+            Some((p, a)) if p == pair => {
+                if *a == answers {
+                    if !self.lost && now.saturating_sub(self.since) >= CONSENT_LOST_AFTER {
+                        self.lost = true;
+                        return ConsentNews::Lost;
+                    }
+                    return ConsentNews::Same;
                 }
-                ConsentNews::Same
-            }
-            Some((p, _)) if p == pair => {
                 // A new answer on the same pair: consent is fresh.
-                self.last = Some((pair.to_string(), answers));
+                *a = answers;
                 self.since = now;
                 if std::mem::take(&mut self.lost) {
                     ConsentNews::Back

@@ -281,14 +281,17 @@ impl Room {
         }
     }
 
-    /// Whether we offer to `peer`: `burrow` offers to a browser (see [`PeerKind`]); otherwise
-    /// the newcomer offers to those already in the room.
+    /// Between a browser and `burrow`, `burrow` leads (offers, restarts ICE: it must stay the
+    /// controlling side, see [`PeerKind`]): whether a peer of kind `us` leads toward one of kind
+    /// `other`, or `None` between two of a kind.
+    fn we_lead(us: PeerKind, other: PeerKind) -> Option<bool> {
+        (us != other).then_some(us == PeerKind::Native)
+    }
+
+    /// Whether we offer to `peer`: the leader between a browser and `burrow`; otherwise the
+    /// newcomer offers to those already in the room.
     fn we_offer(&self, peer: &PeerInfo, we_are_new: bool) -> bool {
-        if self.kind != peer.kind {
-            self.kind == PeerKind::Native
-        } else {
-            we_are_new
-        }
+        Room::we_lead(self.kind, peer.kind).unwrap_or(we_are_new)
     }
 
     /// The server connection was lost (or could not be opened) at `now`: returns how long to
@@ -490,6 +493,7 @@ impl Room {
         let online = self.online();
         let me = self.me.clone().unwrap_or_default();
         let mut forget = Vec::new();
+        let us = self.kind;
         for (id, known) in self.peers.iter_mut() {
             let Some(down) = known.down_since else {
                 continue;
@@ -500,8 +504,8 @@ impl Room {
                 continue;
             }
             // Between a browser and `burrow`, `burrow` restarts: a browser that offers a restart
-            // may take ICE control back, which `burrow` must keep (see `PeerKind`).
-            if !online || (self.kind == PeerKind::Browser && known.kind == PeerKind::Native) {
+            // may take ICE control back.
+            if !online || Room::we_lead(us, known.kind) == Some(false) {
                 continue;
             }
             // The impolite side (the smaller id) restarts first.

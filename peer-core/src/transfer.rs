@@ -155,9 +155,8 @@ impl Outgoing {
 
     /// Reads the receiver's reply to the end message: `Ok` carries the hash both sides agree on.
     pub fn on_reply(&self, reply: &str) -> Result<String, TransferError> {
-        let ours = self.sha256.as_deref().unwrap_or_default();
         match FileMessage::decode(reply) {
-            Ok(FileMessage::Received { sha256 }) if !ours.is_empty() && sha256 == ours => {
+            Ok(FileMessage::Received { sha256 }) if self.sha256.as_ref() == Some(&sha256) => {
                 Ok(sha256)
             }
             Ok(FileMessage::Refused { reason }) => Err(TransferError::Refused(shown(&reason))),
@@ -250,7 +249,7 @@ impl Incoming {
 /// The name is both a path on the receiver's disk and text shown to its user.
 pub fn safe_file_name(name: &str) -> String {
     let base = name.rsplit(['/', '\\']).next().unwrap_or("");
-    let cleaned: String = safe_line(base).chars().take(200).collect();
+    let cleaned = shown(base);
     // Dots and spaces in any order: " .x" must not become the hidden ".x".
     let cleaned = cleaned
         .trim_start_matches(|c: char| c == '.' || c.is_whitespace())

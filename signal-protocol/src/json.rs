@@ -21,12 +21,12 @@ use serde::{de::DeserializeOwned, Serialize};
 pub struct JsonError(String);
 
 /// Deepest nesting of arrays and objects accepted (Burrow's messages nest at most four deep).
-pub const MAX_DEPTH: usize = 16; // (the error below names it)
+pub const MAX_DEPTH: usize = 16;
 
 /// Reads one message from JSON text.
 pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, JsonError> {
     if nesting(text) > MAX_DEPTH {
-        return Err(JsonError("nested deeper than 16 levels".into()));
+        return Err(JsonError("nested deeper than allowed".into()));
     }
     imp::from_str(text)
 }
