@@ -120,9 +120,10 @@ async fn measure(out: &mut Vec<Figure>) {
     let _ = std::fs::remove_dir_all(&dir);
 
     let reference = "burrow → burrow, same file, same run";
+    let native_pair = native_pair.and_then(|s| mb_per_s(BYTES, s));
     let note = format!("{} MiB, Chromium headless, loopback veth", BYTES >> 20);
     Figure::new("browser", "page → burrow", mb_per_s(BYTES, up), "MB/s")
-        .against(reference, native_pair.and_then(|s| mb_per_s(BYTES, s)))
+        .against(reference, native_pair)
         .note(note.clone())
         .emit(out);
     Figure::new(
@@ -131,11 +132,11 @@ async fn measure(out: &mut Vec<Figure>) {
         down.and_then(|s| mb_per_s(BYTES, s)),
         "MB/s",
     )
-    .against(reference, native_pair.and_then(|s| mb_per_s(BYTES, s)))
+    .against(reference, native_pair)
     .note(note.clone())
     .emit(out);
     Figure::new("browser", "page → page", mb_per_s(BYTES, pages), "MB/s")
-        .against(reference, native_pair.and_then(|s| mb_per_s(BYTES, s)))
+        .against(reference, native_pair)
         .note(format!(
             "{note}; two Chromium pages, the receiver polled every 0.2 s"
         ))
@@ -146,7 +147,7 @@ async fn measure(out: &mut Vec<Figure>) {
         raw.as_ref().ok().and_then(|s| mb_per_s(BYTES, *s)),
         "MB/s",
     )
-    .against(reference, native_pair.and_then(|s| mb_per_s(BYTES, s)))
+    .against(reference, native_pair)
     .note(match &raw {
         Ok(_) => "two RTCPeerConnections in one blank page, no Burrow code, same messages and \
                   flow control"

@@ -9,11 +9,10 @@
 use std::path::Path;
 use std::time::Instant;
 
-use burrow_tests::burrow::{random_file, Burrow};
-use burrow_tests::lab::{Host, Lab, Nat, SERVER_IP};
-use burrow_tests::server::ServerProcess;
+use burrow_tests::burrow::random_file;
+use burrow_tests::lab::{Host, Lab, Nat};
 
-use crate::report::Figure;
+use crate::report::{quantile, Figure};
 
 const CHILD: &str = "BURROW_BENCH_LAB";
 const BYTES: usize = 64 << 20;
@@ -37,34 +36,21 @@ pub fn run(out: &mut Vec<Figure>) {
         .emit(out)
 }
 
-/// Seconds from `burrow send` start until the receiver has the file, its hash checked, and
-/// whether both ends said the path was relayed.
-fn transfer(from: &Host, to: &Host, server: &ServerProcess, room: &str, dir: &Path) -> (f64, bool) {
-    let link = server.room_link(room);
-    let inbox = dir.join(format!("inbox-{room}"));
-    let file = dir.join("bench.bin");
-    let want = random_file(&file, BYTES);
-    let wrap =
-        |host: &Host, args: &[&str]| Burrow::spawn(Lab::wrap(&host.ns, &Burrow::command(args)));
-    let mut receiver = wrap(
-        to,
-        &["join", "--accept", &inbox.display().to_string(), &link],
-    );
+/// Seconds from `burrow send` start until the receiver has `file` (its hash `want` checked),
+/// and whether the sender said the path was relayed.
+fn transfer(from: &Host, to: &Host, link: &str, file: &Path, want: &str) -> (f64, bool) {
+    let inbox = file.with_extension("inbox");
+    let mut receiver = to.burrow(&["join", "--accept", &inbox.display().to_string(), link]);
     let receiver_id = receiver.peer_id();
     let started = Instant::now();
-    let mut sender = wrap(from, &["send", &file.display().to_string(), &link]);
+    let mut sender = from.burrow(&["send", &file.display().to_string(), link]);
     let sent = sender.expect_event("connected", &[("peer", &receiver_id)]);
     let got = receiver.expect_event("file_received", &[]);
     let secs = started.elapsed().as_secs_f64();
-    assert_eq!(got["sha256"], want.as_str(), "the file arrived intact");
+    assert_eq!(got["sha256"], want, "the file arrived intact");
     let _ = sender.wait();
     let _ = std::fs::remove_dir_all(&inbox);
     (secs, sent["path"] == "relayed")
-}
-
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied()
 }
 
 /// Inside the child: the lab, a server on its internet, rounds of both transfers.
@@ -76,20 +62,21 @@ fn measure(out: &mut Vec<Figure>) {
     let s2 = lab.behind_nat(2, Nat::Symmetric);
     let c1 = lab.behind_nat(3, Nat::EndpointIndependent);
     let c2 = lab.behind_nat(4, Nat::EndpointIndependent);
-    let server = ServerProcess::spawn(Lab::wrap(
-        &lab.internet,
-        &ServerProcess::command(SERVER_IP, &[]),
-    ));
+    let server = lab.server(0);
     let dir = std::env::temp_dir().join(format!("burrow-bench-lab-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
+    let file = dir.join("bench.bin");
+    let want = random_file(&file, BYTES);
     let (mut relayed, mut direct) = (Vec::new(), Vec::new());
     let mut all_relayed = true;
     let mut any_relayed_direct = false;
     for round in 0..ROUNDS {
-        let (secs, was_relayed) = transfer(&s2, &s1, &server, &format!("sym{round}"), &dir);
+        let link = server.room_link(&format!("sym{round}"));
+        let (secs, was_relayed) = transfer(&s2, &s1, &link, &file, &want);
         relayed.push(secs);
         all_relayed &= was_relayed;
-        let (secs, was_relayed) = transfer(&c2, &c1, &server, &format!("cone{round}"), &dir);
+        let link = server.room_link(&format!("cone{round}"));
+        let (secs, was_relayed) = transfer(&c2, &c1, &link, &file, &want);
         direct.push(secs);
         any_relayed_direct |= was_relayed;
     }
@@ -112,10 +99,13 @@ fn measure(out: &mut Vec<Figure>) {
     Figure::new(
         "lab",
         "64 MiB, symmetric NATs (relayed)",
-        median(relayed),
+        quantile(&mut relayed, 0.5),
         "s",
     )
-    .against("cone NATs, hole punched, same run", median(direct))
+    .against(
+        "cone NATs, hole punched, same run",
+        quantile(&mut direct, 0.5),
+    )
     .note(note)
     .emit(out);
 }

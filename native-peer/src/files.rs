@@ -37,10 +37,20 @@ pub enum FileError {
     Channel,
     /// The bytes did not check out.
     #[error("{0}")]
-    Check(#[from] TransferError),
+    Check(TransferError),
     /// The receiver refused the file.
     #[error("the receiver refused it: {0}")]
     Refused(String),
+}
+
+impl From<TransferError> for FileError {
+    /// A refusal is the receiver's choice, not a broken transfer (it is counted apart).
+    fn from(e: TransferError) -> FileError {
+        match e {
+            TransferError::Refused(reason) => FileError::Refused(reason),
+            other => FileError::Check(other),
+        }
+    }
 }
 
 impl From<webrtc::error::Error> for FileError {
@@ -106,11 +116,7 @@ pub async fn send(
     Ok(Done {
         name: out.name().to_string(),
         size,
-        // A refusal is the receiver's choice, not a broken transfer (see `FileError::Refused`).
-        sha256: out.on_reply(&verdict).map_err(|e| match e {
-            TransferError::Refused(reason) => FileError::Refused(reason),
-            other => FileError::Check(other),
-        })?,
+        sha256: out.on_reply(&verdict)?,
         path: None,
     })
 }

@@ -310,9 +310,10 @@ fn read_path(report: &RTCStatsReport, agent: AgentPair) -> Option<PathInfo> {
     // webrtc 0.21 names candidate entries "RTCLocalIceCandidate_<id>" while the pair refers to
     // plain "<id>", so match on the suffix as well.
     let endpoint = |id: &str| {
+        let suffix = format!("_{id}");
         report.iter().find_map(|entry| match entry {
             RTCStatsReportEntry::LocalCandidate(c) | RTCStatsReportEntry::RemoteCandidate(c)
-                if c.stats.id == id || c.stats.id.ends_with(&format!("_{id}")) =>
+                if c.stats.id == id || c.stats.id.ends_with(&suffix) =>
             {
                 Some(Endpoint {
                     kind: CandidateType::parse(&c.candidate_type.to_string())?,

@@ -284,6 +284,15 @@ pub fn host_for_url(ip: IpAddr) -> String {
     }
 }
 
+/// Whether `host` (with or without a port) is a plain host name or address: not empty, only
+/// letters, digits and `.-[]:` (no user info, path, spaces or anything a header could smuggle).
+pub(crate) fn is_plain_host(host: &str) -> bool {
+    !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-[]:".contains(&b))
+}
+
 /// `example.org:8080` → `example.org`, `[::1]:80` → `[::1]`.
 pub(crate) fn strip_port(host: &str) -> String {
     if host.starts_with('[') {

@@ -51,11 +51,7 @@ fn is_room_link(text: &str) -> bool {
     let Some((host, room)) = rest.split_once("/r/") else {
         return false;
     };
-    !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
-        && signal_protocol::validate_room_id(room).is_ok()
+    crate::config::is_plain_host(host) && signal_protocol::validate_room_id(room).is_ok()
 }
 
 /// The SVG for a room link: a square per run of dark modules on a white ground, two modules of

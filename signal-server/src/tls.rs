@@ -159,11 +159,7 @@ pub async fn redirect(https_port: u16, headers: axum::http::HeaderMap, uri: Uri)
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(crate::config::strip_port);
-    let Some(host) = host.filter(|h| {
-        !h.is_empty()
-            && h.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b".-[]:".contains(&b))
-    }) else {
+    let Some(host) = host.filter(|h| crate::config::is_plain_host(h)) else {
         return (StatusCode::BAD_REQUEST, "a Host header is needed\n").into_response();
     };
     let port = if https_port == 443 {

@@ -90,7 +90,24 @@ fn probe() -> Option<String> {
     None
 }
 
+impl Host {
+    /// `burrow --json ARGS` run on this host.
+    pub fn burrow(&self, args: &[&str]) -> crate::burrow::Burrow {
+        use crate::burrow::Burrow;
+        Burrow::spawn(Lab::wrap(&self.ns, &Burrow::command(args)))
+    }
+}
+
 impl Lab {
+    /// The rendezvous server on the lab's internet at [`SERVER_IP`], HTTP on `port` (0: any).
+    pub fn server(&self, port: u16) -> crate::server::ServerProcess {
+        use crate::server::ServerProcess;
+        ServerProcess::spawn(Lab::wrap(
+            &self.internet,
+            &ServerProcess::command_at(SERVER_IP, port, &[]),
+        ))
+    }
+
     /// Builds the internet with the server's address; `None` (reason printed) if impossible.
     pub fn new(test: &str) -> Option<Lab> {
         if let Some(reason) = unavailable() {

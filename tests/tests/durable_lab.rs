@@ -13,17 +13,6 @@ use burrow_tests::server::ServerProcess;
 /// The server's HTTP port in the lab's internet (a fresh namespace: nothing else there).
 const PORT: u16 = 8080;
 
-fn server(lab: &Lab) -> ServerProcess {
-    ServerProcess::spawn(Lab::wrap(
-        &lab.internet,
-        &ServerProcess::command_at(SERVER_IP, PORT, &[]),
-    ))
-}
-
-fn burrow(host: &Host, args: &[&str]) -> Burrow {
-    Burrow::spawn(Lab::wrap(&host.ns, &Burrow::command(args)))
-}
-
 /// A folder for one test, removed when the test ends, however it ends.
 fn tempdir(tag: &str) -> burrow_tests::TempDir {
     burrow_tests::TempDir::new(&format!("durable-{tag}"))
@@ -45,9 +34,9 @@ async fn page_and_burrow(
 ) -> (Host, ServerProcess, Burrow, String, Browser) {
     let h1 = lab.behind_nat(1, Nat::EndpointIndependent);
     let h2 = lab.behind_nat(2, Nat::EndpointIndependent);
-    let server = server(lab);
+    let server = lab.server(PORT);
     let link = server.room_link(room);
-    let mut native = burrow(&h2, &["join", &link]);
+    let mut native = h2.burrow(&["join", &link]);
     let native_id = native.peer_id();
     let page = Browser::start_in_lab(&h1.ns).await;
     page.open(&link).await;
@@ -67,13 +56,13 @@ fn the_server_crashes_mid_transfer_and_nothing_is_lost() {
     let h1 = lab.behind_nat(1, Nat::EndpointIndependent);
     let h2 = lab.behind_nat(2, Nat::EndpointIndependent);
     let newcomer_host = lab.behind_nat(3, Nat::EndpointIndependent);
-    let mut server = server(&lab);
+    let mut server = lab.server(PORT);
     let link = server.room_link("crash");
     let dir = tempdir("crash");
     let inbox = dir.join("inbox");
-    let mut a = burrow(&h1, &["join", "--accept", inbox.to_str().unwrap(), &link]);
+    let mut a = h1.burrow(&["join", "--accept", inbox.to_str().unwrap(), &link]);
     let ida = a.peer_id();
-    let mut b = burrow(&h2, &["join", &link]);
+    let mut b = h2.burrow(&["join", &link]);
     let idb = b.peer_id();
     a.expect_event("connected", &[("peer", &idb)]);
     b.expect_event("connected", &[("peer", &ida)]);
@@ -81,7 +70,7 @@ fn the_server_crashes_mid_transfer_and_nothing_is_lost() {
     throttle(&router_of(&h2));
     let src = dir.join("big.bin");
     let want = random_file(&src, 64 * 1024 * 1024);
-    let mut sender = burrow(&h2, &["send", src.to_str().unwrap(), &link]);
+    let mut sender = h2.burrow(&["send", src.to_str().unwrap(), &link]);
     sender.expect_event("connected", &[("peer", &ida)]);
     server.kill();
     let down = Instant::now();
@@ -93,7 +82,7 @@ fn the_server_crashes_mid_transfer_and_nothing_is_lost() {
         "while the server is down"
     );
     std::thread::sleep(Duration::from_secs(1));
-    let _server = self::server(&lab);
+    let _server = lab.server(PORT);
     let back = a.expect_event("server_back", &[]);
     b.expect_event("server_back", &[]);
     eprintln!(
@@ -111,7 +100,7 @@ fn the_server_crashes_mid_transfer_and_nothing_is_lost() {
     assert!(sender.wait().success(), "{:?}", sender.seen);
 
     // The room is whole: a newcomer reaches both, and nobody saw anyone leave.
-    let mut c = burrow(&newcomer_host, &["join", &link]);
+    let mut c = newcomer_host.burrow(&["join", &link]);
     let idc = c.peer_id();
     c.expect_event("connected", &[("peer", &ida)]);
     c.expect_event("connected", &[("peer", &idb)]);
@@ -133,16 +122,16 @@ fn a_new_public_address_is_repaired_by_an_ice_restart() {
     };
     let h1 = lab.behind_nat(1, Nat::EndpointIndependent);
     let h2 = lab.behind_nat(2, Nat::EndpointIndependent);
-    let _server = server(&lab);
+    let _server = lab.server(PORT);
     let link = format!("http://{SERVER_IP}:{PORT}/r/moved");
     let dir = tempdir("moved");
     let inbox = dir.join("inbox");
-    let mut a = burrow(&h1, &["join", "--accept", inbox.to_str().unwrap(), &link]);
+    let mut a = h1.burrow(&["join", "--accept", inbox.to_str().unwrap(), &link]);
     let ida = a.peer_id();
     throttle(&router_of(&h2));
     let src = dir.join("big.bin");
     let want = random_file(&src, 64 * 1024 * 1024);
-    let mut sender = burrow(&h2, &["send", src.to_str().unwrap(), &link]);
+    let mut sender = h2.burrow(&["send", src.to_str().unwrap(), &link]);
     let first = sender.expect_event("connected", &[("peer", &ida)]);
     assert_eq!(first["path"], "hole_punched", "{first}");
     std::thread::sleep(Duration::from_millis(500));
@@ -301,18 +290,18 @@ fn a_relayed_link_is_rebuilt_after_the_server_restarts() {
     };
     let h1 = lab.behind_nat(1, Nat::Symmetric);
     let h2 = lab.behind_nat(2, Nat::Symmetric);
-    let mut server = server(&lab);
+    let mut server = lab.server(PORT);
     let link = server.room_link("relayed-restart");
-    let mut a = burrow(&h1, &["join", &link]);
+    let mut a = h1.burrow(&["join", &link]);
     let ida = a.peer_id();
-    let mut b = burrow(&h2, &["join", &link]);
+    let mut b = h2.burrow(&["join", &link]);
     let idb = b.peer_id();
     let first = a.expect_event("connected", &[("peer", &idb)]);
     assert_eq!(first["path"], "relayed", "{first}");
     b.expect_event("connected", &[("peer", &ida)]);
 
     server.kill();
-    let _server = self::server(&lab);
+    let _server = lab.server(PORT);
     a.expect_event("server_back", &[]);
     b.expect_event("server_back", &[]);
     a.expect_event("peer_unreachable", &[("peer", &idb)]);

@@ -6,21 +6,10 @@ use std::path::PathBuf;
 
 use burrow_tests::browser::Browser;
 use burrow_tests::burrow::{random_file, sha256_file, Burrow};
-use burrow_tests::lab::{Host, Lab, Nat, SERVER_IP};
+use burrow_tests::lab::{Lab, Nat, SERVER_IP};
 use burrow_tests::server::ServerProcess;
 use burrow_tests::KillOnDrop;
 use serde_json::Value;
-
-fn server(lab: &Lab) -> ServerProcess {
-    ServerProcess::spawn(Lab::wrap(
-        &lab.internet,
-        &ServerProcess::command(SERVER_IP, &[]),
-    ))
-}
-
-fn burrow(host: &Host, args: &[&str]) -> Burrow {
-    Burrow::spawn(Lab::wrap(&host.ns, &Burrow::command(args)))
-}
 
 fn tempdir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("burrow-lab-{tag}-{}", std::process::id()));
@@ -58,10 +47,10 @@ fn case1_public_and_natted_connect_directly() {
     };
     let public = lab.public_host();
     let natted = lab.behind_nat(1, Nat::EndpointIndependent);
-    let server = server(&lab);
+    let server = lab.server(0);
     let link = server.room_link("case1");
-    let mut a = burrow(&public, &["join", &link]);
-    let mut b = burrow(&natted, &["join", &link]);
+    let mut a = public.burrow(&["join", &link]);
+    let mut b = natted.burrow(&["join", &link]);
     let (ca, cb) = connect_and_chat(&mut a, &mut b);
     for c in [&ca, &cb] {
         assert!(!is_relay(c), "not relayed: {c}");
@@ -84,11 +73,11 @@ fn case2_both_behind_cone_nats_punch_a_hole() {
     };
     let h1 = lab.behind_nat(1, Nat::EndpointIndependent);
     let h2 = lab.behind_nat(2, Nat::EndpointIndependent);
-    let server = server(&lab);
+    let server = lab.server(0);
     let link = server.room_link("case2");
     let dir = tempdir("case2");
-    let mut a = burrow(&h1, &["join", "--accept", dir.to_str().unwrap(), &link]);
-    let mut b = burrow(&h2, &["join", &link]);
+    let mut a = h1.burrow(&["join", "--accept", dir.to_str().unwrap(), &link]);
+    let mut b = h2.burrow(&["join", &link]);
     let (ca, cb) = connect_and_chat(&mut a, &mut b);
     for c in [&ca, &cb] {
         assert_eq!(c["path"], "hole_punched", "{c}");
@@ -104,7 +93,7 @@ fn case2_both_behind_cone_nats_punch_a_hole() {
     let src_dir = tempdir("case2-src");
     let src = src_dir.join("through-the-hole.bin");
     let want = random_file(&src, 4 * 1024 * 1024);
-    let mut sender = burrow(&h2, &["send", src.to_str().unwrap(), &link]);
+    let mut sender = h2.burrow(&["send", src.to_str().unwrap(), &link]);
     let got = a.expect_event("file_received", &[]);
     assert_eq!(got["sha256"], want.as_str());
     assert_eq!(
@@ -127,16 +116,16 @@ fn case3_both_symmetric_go_through_the_relay() {
     };
     let h1 = lab.behind_nat(1, Nat::Symmetric);
     let h2 = lab.behind_nat(2, Nat::Symmetric);
-    let server = server(&lab);
+    let server = lab.server(0);
     let link = server.room_link("case3");
     let dir = tempdir("case3");
     let inbox = dir.join("inbox");
-    let mut a = burrow(&h1, &["join", "--accept", inbox.to_str().unwrap(), &link]);
+    let mut a = h1.burrow(&["join", "--accept", inbox.to_str().unwrap(), &link]);
     let ida = a.peer_id();
     let src = dir.join("relayed.bin");
     let want = random_file(&src, 64 * 1024 * 1024);
     let started = std::time::Instant::now();
-    let mut b = burrow(&h2, &["send", src.to_str().unwrap(), &link]);
+    let mut b = h2.burrow(&["send", src.to_str().unwrap(), &link]);
     let cb = b.expect_event("connected", &[("peer", &ida)]);
     let ca = a.expect_event("connected", &[]);
     for c in [&ca, &cb] {
@@ -234,11 +223,11 @@ fn case3_through_coturn() {
     ));
     let link = server.room_link("coturn");
     let inbox = dir.join("inbox");
-    let mut a = burrow(&h1, &["join", "--accept", inbox.to_str().unwrap(), &link]);
+    let mut a = h1.burrow(&["join", "--accept", inbox.to_str().unwrap(), &link]);
     let ida = a.peer_id();
     let src = dir.join("via-coturn.bin");
     let want = random_file(&src, 8 * 1024 * 1024);
-    let mut b = burrow(&h2, &["send", src.to_str().unwrap(), &link]);
+    let mut b = h2.burrow(&["send", src.to_str().unwrap(), &link]);
     let cb = b.expect_event("connected", &[("peer", &ida)]);
     let ca = a.expect_event("connected", &[]);
     for c in [&ca, &cb] {
@@ -277,10 +266,10 @@ fn case4_symmetric_against_port_restricted_is_relayed() {
     };
     let sym = lab.behind_nat(1, Nat::Symmetric);
     let cone = lab.behind_nat(2, Nat::EndpointIndependent);
-    let server = server(&lab);
+    let server = lab.server(0);
     let link = server.room_link("case4");
-    let mut a = burrow(&sym, &["join", &link]);
-    let mut b = burrow(&cone, &["join", &link]);
+    let mut a = sym.burrow(&["join", &link]);
+    let mut b = cone.burrow(&["join", &link]);
     let (ca, cb) = connect_and_chat(&mut a, &mut b);
     for c in [&ca, &cb] {
         assert_eq!(c["path"], "relayed", "{c}");
@@ -296,9 +285,9 @@ async fn case5_browser_and_native_across_nats() {
     };
     let h1 = lab.behind_nat(1, Nat::EndpointIndependent);
     let h2 = lab.behind_nat(2, Nat::EndpointIndependent);
-    let server = server(&lab);
+    let server = lab.server(0);
     let link = server.room_link("case5");
-    let mut native = burrow(&h2, &["join", &link]);
+    let mut native = h2.burrow(&["join", &link]);
     let native_id = native.peer_id();
     let page = Browser::start_in_lab(&h1.ns).await;
     page.open(&link).await;
@@ -342,9 +331,9 @@ fn case6_netcheck_tells_cone_from_symmetric() {
     };
     let cone = lab.behind_nat(1, Nat::EndpointIndependent);
     let sym = lab.behind_nat(2, Nat::Symmetric);
-    let server = server(&lab);
+    let server = lab.server(0);
     let base = format!("http://{}", server.http);
-    let mut a = burrow(&cone, &["netcheck", &base]);
+    let mut a = cone.burrow(&["netcheck", &base]);
     let ra = a.expect_event("netcheck", &[]);
     assert_eq!(ra["mapping"], "endpoint_independent", "{ra}");
     assert!(ra["advice"]
@@ -355,7 +344,7 @@ fn case6_netcheck_tells_cone_from_symmetric() {
         .as_str()
         .unwrap()
         .starts_with("203.0.113.1:"));
-    let mut b = burrow(&sym, &["netcheck", &base]);
+    let mut b = sym.burrow(&["netcheck", &base]);
     let rb = b.expect_event("netcheck", &[]);
     assert_eq!(rb["mapping"], "endpoint_dependent", "{rb}");
     assert!(rb["advice"]
@@ -373,7 +362,7 @@ async fn case6_the_page_netcheck_panel_agrees() {
     };
     let cone = lab.behind_nat(1, Nat::EndpointIndependent);
     let sym = lab.behind_nat(2, Nat::Symmetric);
-    let server = server(&lab);
+    let server = lab.server(0);
     let link = server.room_link("netcheck");
     for (host, want) in [
         (&cone, "endpoint_independent"),
@@ -403,7 +392,7 @@ fn expose_and_forward_across_nats() {
     };
     let h1 = lab.behind_nat(1, Nat::EndpointIndependent);
     let h2 = lab.behind_nat(2, Nat::EndpointIndependent);
-    let server = server(&lab);
+    let server = lab.server(0);
     let link = server.room_link("expose");
     let dir = tempdir("expose");
     let want = random_file(&dir.join("data.bin"), 4 * 1024 * 1024);
@@ -424,9 +413,9 @@ fn expose_and_forward_across_nats() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("python3 http.server");
-    let mut exposer = burrow(&h1, &["expose", "127.0.0.1:8080", &link]);
+    let mut exposer = h1.burrow(&["expose", "127.0.0.1:8080", &link]);
     let exposer_id = exposer.peer_id();
-    let mut forwarder = burrow(&h2, &["forward", &link, "--listen", "127.0.0.1:9000"]);
+    let mut forwarder = h2.burrow(&["forward", &link, "--listen", "127.0.0.1:9000"]);
     forwarder.expect_event("services", &[("peer", &exposer_id)]);
     let conn = forwarder.expect_event("connected", &[("peer", &exposer_id)]);
     assert_eq!(conn["path"], "hole_punched", "{conn}");
@@ -467,10 +456,10 @@ fn a_cut_link_is_seen_from_the_path_and_its_return_too() {
     };
     let h1 = lab.behind_nat(1, Nat::EndpointIndependent);
     let h2 = lab.behind_nat(2, Nat::EndpointIndependent);
-    let server = server(&lab);
+    let server = lab.server(0);
     let link = server.room_link("cut");
-    let mut a = burrow(&h1, &["join", &link]);
-    let mut b = burrow(&h2, &["join", &link]);
+    let mut a = h1.burrow(&["join", &link]);
+    let mut b = h2.burrow(&["join", &link]);
     let (_, _) = connect_and_chat(&mut a, &mut b);
     let idb = b.peer_id();
     let router2 = h2.ns.replace("-h2", "-nat2");

@@ -57,11 +57,15 @@ struct SendChannel {
 /// Sends `file` to `peer` in the background, reporting progress to the page.
 pub fn send(peer: Rc<Peer>, file: File, id: u32) {
     wasm_bindgen_futures::spawn_local(async move {
-        let (name, size) = (file.name(), file.size() as u64);
+        // The name as the receiver sees it, in both events (as `burrow` reports it).
+        let (name, size) = (
+            peer_core::transfer::safe_file_name(&file.name()),
+            file.size() as u64,
+        );
         let event = match send_file(&peer, &file, id).await {
             Ok(sha256) => RoomEvent::FileSent {
                 to: peer.id.clone(),
-                name: peer_core::transfer::safe_file_name(&name),
+                name,
                 size,
                 sha256,
                 id: Some(id),
@@ -103,7 +107,7 @@ async fn send_file(peer: &Rc<Peer>, file: &File, id: u32) -> Result<String, Stri
     dc.send_with_str(&header.encode()).map_err(|_| closed())?;
     let mut offset = 0f64;
     let mut last_report = 0f64;
-    let mut bytes = vec![0u8; CHUNK_SIZE];
+    let mut bytes = vec![0u8; READ_SIZE];
     while offset < size {
         // One read per READ_SIZE (a promise each), sent as CHUNK_SIZE messages.
         let read_end = (offset + READ_SIZE as f64).min(size);
@@ -115,15 +119,18 @@ async fn send_file(peer: &Rc<Peer>, file: &File, id: u32) -> Result<String, Stri
             .map_err(|_| "cannot read the file".to_string())?
             .unchecked_into();
         let read = Uint8Array::new(&buf);
+        let len = read.length() as usize;
+        if len > bytes.len() {
+            return Err("cannot read the file".into());
+        }
+        read.copy_to(&mut bytes[..len]);
+        out.on_chunk(&bytes[..len]).map_err(|e| e.to_string())?;
         let mut at = 0u32;
         while at < read.length() {
             let chunk = read.subarray(at, (at + CHUNK_SIZE as u32).min(read.length()));
-            let n = chunk.length() as usize;
-            chunk.copy_to(&mut bytes[..n]);
-            out.on_chunk(&bytes[..n]).map_err(|e| e.to_string())?;
             dc.send_with_array_buffer_view(&chunk)
                 .map_err(|_| closed())?;
-            at += n as u32;
+            at += chunk.length();
             while dc.buffered_amount() as usize > HIGH_WATER {
                 if chan.closed.get() {
                     return Err(closed());
@@ -194,6 +201,17 @@ struct Receiving {
     scratch: Vec<u8>,
 }
 
+impl Receiving {
+    /// The transfer is over (delivered, refused or abandoned): later messages are ignored and
+    /// what it held is let go.
+    fn finish(&mut self) {
+        self.finished = true;
+        self.scratch = Vec::new();
+        self.parts = Array::new();
+        self.blobs = Array::new();
+    }
+}
+
 /// Receives one file from an incoming channel and offers it to the page as a download.
 pub fn receive(peer: Rc<Peer>, dc: RtcDataChannel) {
     dc.set_binary_type(RtcDataChannelType::Arraybuffer);
@@ -215,10 +233,7 @@ pub fn receive(peer: Rc<Peer>, dc: RtcDataChannel) {
         let result = on_receive(&p, &mut s.borrow_mut(), &d, data);
         if let Err(reason) = result {
             let mut st = s.borrow_mut();
-            st.finished = true;
-            st.scratch = Vec::new();
-            st.parts = Array::new();
-            st.blobs = Array::new();
+            st.finish();
             let _ = d.send_with_str(
                 &FileMessage::Refused {
                     reason: reason.clone(),
@@ -241,10 +256,7 @@ pub fn receive(peer: Rc<Peer>, dc: RtcDataChannel) {
         if st.finished {
             return;
         }
-        st.finished = true;
-        st.scratch = Vec::new();
-        st.parts = Array::new();
-        st.blobs = Array::new();
+        st.finish();
         if let Some(file) = &st.file {
             p.emit(RoomEvent::FileFailed {
                 peer: p.id.clone(),
@@ -284,10 +296,7 @@ fn on_receive(
         let sha256 = file.finish(&msg).map_err(|e| e.to_string())?;
         st.blobs.push(&fold(&st.parts, None)?.into());
         let blob = fold(&st.blobs, mime.as_deref())?;
-        st.parts = Array::new();
-        st.blobs = Array::new();
-        st.finished = true;
-        st.scratch = Vec::new();
+        st.finish();
         let url = Url::create_object_url_with_blob(&blob).map_err(|_| "cannot offer the file")?;
         let _ = dc.send_with_str(
             &FileMessage::Received {

@@ -31,11 +31,7 @@ impl Session {
             Ok(done) => self.printer.print(RoomEvent::FileReceived {
                 from,
                 name: done.name,
-                path: Some(
-                    done.path
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default(),
-                ),
+                path: done.path.map(|p| p.display().to_string()),
                 size: done.size,
                 sha256: done.sha256,
                 url: None,

@@ -526,7 +526,7 @@ impl Session {
                 let label = dc.label().await.unwrap_or_default();
                 if label == CONTROL_LABEL {
                     self.watch_control(id.to_string(), dc.clone());
-                    Box::pin(self.on_internal(Internal::ControlOpen(id.to_string(), dc))).await;
+                    self.control_open(id.to_string(), dc);
                 } else if label == FILE_LABEL {
                     self.receive_file(id, dc);
                 } else if label == STREAM_LABEL {
@@ -572,22 +572,26 @@ impl Session {
         });
     }
 
+    /// A peer's control channel is open (ours or theirs, whichever comes first): the link is
+    /// up, and the path watcher starts.
+    fn control_open(&mut self, id: String, dc: Arc<dyn DataChannel>) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if peer.connected {
+            return;
+        }
+        peer.connected = true;
+        peer.control = Some(dc);
+        // Reading the selected pair can take a while (a stats call): the watcher reads it and
+        // reports back, so the loop never waits on one peer.
+        let watch = watch_path(self.internal_tx.clone(), id, peer.pc.clone());
+        peer.path_watch = Some(self.tasks.spawn(watch));
+    }
+
     async fn on_internal(&mut self, event: Internal) {
         match event {
-            Internal::ControlOpen(id, dc) => {
-                let Some(peer) = self.peers.get_mut(&id) else {
-                    return;
-                };
-                if peer.connected {
-                    return;
-                }
-                peer.connected = true;
-                peer.control = Some(dc);
-                // Reading the selected pair can take a while (a stats call): the watcher reads
-                // it and reports back, so the loop never waits on one peer.
-                let watch = watch_path(self.internal_tx.clone(), id, peer.pc.clone());
-                peer.path_watch = Some(self.tasks.spawn(watch));
-            }
+            Internal::ControlOpen(id, dc) => self.control_open(id, dc),
             Internal::Connected(id, info) => {
                 let Some(peer) = self.peers.get(&id) else {
                     return;
