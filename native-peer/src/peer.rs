@@ -98,6 +98,8 @@ pub struct Peer {
     pub pc: Arc<dyn PeerConnection>,
     /// The control channel, once open.
     pub control: Option<Arc<dyn DataChannel>>,
+    /// The stream channels we keep toward it (`burrow forward`).
+    pub dialer: Arc<crate::streams::Dialer>,
     /// Whether "connected" was reported.
     pub connected: bool,
     /// The ICE agent says the link is up (connection state `connected`).
@@ -143,6 +145,7 @@ impl Peer {
             driver: Driver::new(rtc, me, &id),
             id,
             name,
+            dialer: crate::streams::Dialer::new(pc.clone()),
             pc,
             control: None,
             connected: false,

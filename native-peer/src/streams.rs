@@ -1,11 +1,16 @@
-//! TCP streams over `burrow-stream` data channels (framing in `peer_core::channels`): the
-//! exposing side ([`accept`]) and the forwarding side ([`open`]), and the pipe between a TCP
-//! socket and a channel, with half-close, resets and backpressure.
+//! TCP streams over `burrow-stream` data channels (framing and reuse rules in
+//! `peer_core::stream`): the exposing side ([`serve`]) and the forwarding side ([`open`], over a
+//! [`Dialer`]'s pool of channels), and the pipe between a TCP socket and a channel, with
+//! half-close, resets and backpressure.
 //!
-//! One data channel per TCP connection keeps streams independent and the framing trivial.
-//! Backpressure: channel → TCP, each stream buffers at most [`STREAM_BUFFER`] messages before
-//! it stops reading its channel (which, in turn, pauses the peer connection's reads: the peer's
-//! sender then waits); TCP → channel, `send` waits while the channel's send buffer is full
+//! Channels are kept open and reused, one stream at a time: a new connection's `open` and its
+//! first bytes leave at once on an idle channel (no channel handshake, no wait for the answer),
+//! and no SCTP stream id is reused while its reset is in flight (the cause of lost streams when
+//! channels were opened and closed per connection).
+//!
+//! Backpressure: channel → TCP, each channel buffers at most [`STREAM_BUFFER`] messages before
+//! it stops reading (which, in turn, pauses the peer connection's reads: the peer's sender then
+//! waits); TCP → channel, `send` waits while the channel's send buffer is full
 //! (`rtc::SEND_BUFFER_LIMIT`), so a fast sender cannot grow memory.
 
 use std::net::SocketAddr;
@@ -15,10 +20,10 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use peer_core::access::{token_matches, AttemptLimiter, Blocked, LimitPolicy};
 use peer_core::channels::{ServiceInfo, StreamMessage, STREAM_LABEL};
-use peer_core::stream::{Heard, Stream};
+use peer_core::stream::{Heard, Pool, Stream, Take};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::peer_connection::PeerConnection;
 
@@ -137,7 +142,7 @@ pub enum StreamError {
     /// We refused the peer's stream unseen: it sent too many wrong tokens and is cooling down.
     #[error("{0}")]
     Blocked(Blocked),
-    /// The channel closed before the stream was set up.
+    /// The channel closed before the stream was over.
     #[error("the peer closed the stream")]
     Closed,
     /// A local socket failed.
@@ -156,7 +161,32 @@ enum Incoming {
     Closed,
 }
 
-/// Reads a channel in the background into a bounded queue.
+/// A stream channel and the queue its reader fills, kept together across the streams it
+/// carries.
+pub struct Channel {
+    dc: Arc<dyn DataChannel>,
+    rx: mpsc::Receiver<Incoming>,
+}
+
+impl Channel {
+    fn new(dc: Arc<dyn DataChannel>) -> Channel {
+        let rx = reader(dc.clone());
+        Channel { dc, rx }
+    }
+
+    async fn send_text(&self, m: &StreamMessage) -> Result<(), StreamError> {
+        self.dc.send_text(&m.encode()).await?;
+        Ok(())
+    }
+
+    async fn close(self) {
+        drain(&self.dc).await;
+        let _ = self.dc.close().await;
+    }
+}
+
+/// Reads a channel in the background into a bounded queue; ends when the channel closed and
+/// every event was taken (the crate may deliver a peer's last messages after `OnClose`).
 fn reader(dc: Arc<dyn DataChannel>) -> mpsc::Receiver<Incoming> {
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
     tokio::spawn(async move {
@@ -167,7 +197,6 @@ fn reader(dc: Arc<dyn DataChannel>) -> mpsc::Receiver<Incoming> {
                     Incoming::Text(String::from_utf8_lossy(&m.data).into_owned())
                 }
                 DataChannelEvent::OnMessage(m) => Incoming::Data(m.data),
-                DataChannelEvent::OnClose => break,
                 _ => continue,
             };
             if tx.send(item).await.is_err() {
@@ -179,154 +208,343 @@ fn reader(dc: Arc<dyn DataChannel>) -> mpsc::Receiver<Incoming> {
     rx
 }
 
-/// The exposing side: answers one incoming stream channel from `peer` by connecting to the
-/// service, if the gate lets it through.
-pub async fn accept(
-    dc: Arc<dyn DataChannel>,
-    gate: Arc<Gate>,
-    peer: &str,
-) -> Result<(), StreamError> {
-    let mut rx = reader(dc.clone());
-    let mut stream = Stream::answer();
-    let open = loop {
-        match rx.recv().await {
-            Some(Incoming::Text(t)) => break stream.on_text(&t),
-            Some(Incoming::Open) => continue,
-            _ => return Err(StreamError::Closed),
-        }
-    };
-    if let Err(e) = gate.admit(&open, peer, gate.epoch.elapsed()) {
-        let reason = match &e {
-            StreamError::Refused(reason) => reason.clone(),
-            other => other.to_string(),
-        };
-        let _ = dc.send_text(&stream.decide(Err(reason)).encode()).await;
-        drain(&dc).await;
-        let _ = dc.close().await;
-        return Err(e);
-    }
-    let service = gate.service();
-    // The one address this peer was told to expose: nothing in the request can change it.
-    let tcp = match TcpStream::connect(service.addr).await {
-        Ok(tcp) => tcp,
-        Err(e) => {
-            let msg = stream.decide(Err(format!("the service is not answering: {e}")));
-            let _ = dc.send_text(&msg.encode()).await;
-            drain(&dc).await;
-            let _ = dc.close().await;
-            return Err(e.into());
-        }
-    };
-    dc.send_text(&stream.decide(Ok(())).encode()).await?;
-    pipe(tcp, dc, rx, stream).await
+/// How long a stream we reset (or refused) waits for the peer's final message before its
+/// channel is given up (closed, not reused).
+const FINAL_WAIT: Duration = Duration::from_secs(10);
+
+/// The forwarding side's stream channels toward one peer (`peer_core::stream::Pool`).
+pub struct Dialer {
+    pc: Arc<dyn PeerConnection>,
+    pool: Mutex<Pool<Channel>>,
+    /// Wakes streams waiting for a channel (the pool is at its cap).
+    freed: Notify,
 }
 
-/// The forwarding side: opens a stream to `service` on `pc` and pipes `tcp` through it.
+impl Dialer {
+    /// A dialer over `pc`, with no channel open yet.
+    pub fn new(pc: Arc<dyn PeerConnection>) -> Arc<Dialer> {
+        Arc::new(Dialer {
+            pc,
+            pool: Mutex::new(Pool::default()),
+            freed: Notify::new(),
+        })
+    }
+
+    fn pool(&self) -> std::sync::MutexGuard<'_, Pool<Channel>> {
+        // A panic elsewhere cannot leave the pool half-changed: each change is one call.
+        self.pool.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Opens channels until [`peer_core::stream::POOL_WARM`] wait idle, so the first
+    /// connections skip the channel handshake too.
+    pub async fn warm_up(&self) {
+        let n = self.pool().warm_up();
+        for _ in 0..n {
+            match self.new_channel().await {
+                Ok(ch) => self.give_back(ch),
+                Err(e) => {
+                    tracing::debug!("stream channel not opened: {e}");
+                    self.pool().lost();
+                }
+            }
+        }
+    }
+
+    async fn new_channel(&self) -> Result<Channel, StreamError> {
+        let dc = self.pc.create_data_channel(STREAM_LABEL, None).await?;
+        let mut ch = Channel::new(dc);
+        loop {
+            match ch.rx.recv().await {
+                Some(Incoming::Open) => return Ok(ch),
+                None | Some(Incoming::Closed) => return Err(StreamError::Closed),
+                Some(_) => continue,
+            }
+        }
+    }
+
+    /// A channel for a new stream: an idle one, a new one, or (at the cap) the next freed.
+    async fn take(&self) -> Result<Channel, StreamError> {
+        loop {
+            let freed = self.freed.notified();
+            let take = self.pool().take();
+            match take {
+                Take::Idle(mut ch) => {
+                    // A channel the peer closed while idle says so in its queue.
+                    match ch.rx.try_recv() {
+                        Ok(Incoming::Closed) | Err(mpsc::error::TryRecvError::Disconnected) => {
+                            self.pool().lost();
+                            continue;
+                        }
+                        _ => return Ok(ch),
+                    }
+                }
+                Take::Open => {
+                    return self.new_channel().await.inspect_err(|_| self.lost());
+                }
+                Take::Wait => freed.await,
+            }
+        }
+    }
+
+    fn give_back(&self, ch: Channel) {
+        self.pool().give_back(ch);
+        self.freed.notify_one();
+    }
+
+    fn lost(&self) {
+        self.pool().lost();
+        self.freed.notify_one();
+    }
+}
+
+/// The forwarding side: carries `tcp` as a stream to `service` over one of `dialer`'s
+/// channels. The `open` and the connection's first bytes leave together; the channel goes back
+/// to the pool when both sides are done with the stream.
 pub async fn open(
-    pc: Arc<dyn PeerConnection>,
+    dialer: Arc<Dialer>,
     service: &str,
     token: Option<String>,
     tcp: TcpStream,
 ) -> Result<(), StreamError> {
-    let dc = pc.create_data_channel(STREAM_LABEL, None).await?;
-    let mut rx = reader(dc.clone());
-    loop {
-        match rx.recv().await {
-            Some(Incoming::Open) => break,
-            None | Some(Incoming::Closed) => return Err(StreamError::Closed),
-            Some(_) => continue,
+    let mut ch = dialer.take().await?;
+    let (stream, open) = Stream::dial(service, token);
+    let result = match ch.send_text(&open).await {
+        Ok(()) => pipe(tcp, &mut ch, stream).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(Finished { refused }) => {
+            dialer.give_back(ch);
+            match refused {
+                Some(reason) => Err(StreamError::Refused(reason)),
+                None => Ok(()),
+            }
+        }
+        Err(e) => {
+            dialer.lost();
+            ch.close().await;
+            Err(e)
         }
     }
-    let (mut stream, open) = Stream::dial(service, token);
-    dc.send_text(&open.encode()).await?;
-    loop {
-        match rx.recv().await {
-            Some(Incoming::Text(t)) => match stream.on_text(&t) {
-                Heard::Accepted => break,
-                Heard::Refused(reason) => return Err(StreamError::Refused(reason)),
-                _ => return Err(StreamError::Closed),
-            },
-            Some(Incoming::Open) => continue,
-            _ => return Err(StreamError::Closed),
-        }
-    }
-    pipe(tcp, dc, rx, stream).await
 }
 
-/// Moves bytes both ways until both directions have ended (or one side resets).
-async fn pipe(
-    tcp: TcpStream,
+/// The exposing side: answers the streams `peer` opens on `dc`, one after another, each let
+/// through `gate` and connected to the service, until the channel closes. `report` hears each
+/// stream that ended badly.
+pub async fn serve(
     dc: Arc<dyn DataChannel>,
-    mut rx: mpsc::Receiver<Incoming>,
-    mut stream: Stream,
-) -> Result<(), StreamError> {
+    gate: Arc<Gate>,
+    peer: &str,
+    report: impl Fn(StreamError),
+) {
+    let mut ch = Channel::new(dc);
+    loop {
+        match accept(&mut ch, &gate, peer, &report).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return,
+            Err(e) => {
+                report(e);
+                ch.close().await;
+                return;
+            }
+        }
+    }
+}
+
+/// Answers one stream on `ch`: `None` when the channel closed between streams. A refusal is
+/// told to `report` and the channel carries on.
+async fn accept(
+    ch: &mut Channel,
+    gate: &Gate,
+    peer: &str,
+    report: &impl Fn(StreamError),
+) -> Result<Option<Finished>, StreamError> {
+    let mut stream = Stream::answer();
+    let open = loop {
+        match ch.rx.recv().await {
+            // Bytes before an `open` are the tail of a stream before it: dropped.
+            Some(Incoming::Text(t)) => match stream.on_text(&t) {
+                Heard::Ignored => continue,
+                heard => break heard,
+            },
+            Some(Incoming::Open | Incoming::Data(_)) => continue,
+            None | Some(Incoming::Closed) => return Ok(None),
+        }
+    };
+    let verdict = match gate.admit(&open, peer, gate.epoch.elapsed()) {
+        // The one address this peer was told to expose: nothing in the request can change it.
+        Ok(()) => TcpStream::connect(gate.service().addr)
+            .await
+            .map_err(StreamError::Io),
+        Err(e) => Err(e),
+    };
+    match verdict {
+        Ok(tcp) => {
+            ch.send_text(&stream.decide(Ok(()))).await?;
+            pipe(tcp, ch, stream).await.map(Some)
+        }
+        Err(e) => {
+            let reason = match &e {
+                StreamError::Refused(reason) => reason.clone(),
+                StreamError::Io(io) => format!("the service is not answering: {io}"),
+                other => other.to_string(),
+            };
+            ch.send_text(&stream.decide(Err(reason.clone()))).await?;
+            report(e);
+            // Drop what the dialing side sent behind its `open`, up to its final; then the
+            // channel may carry the next stream.
+            wait_final(ch, &mut stream).await?;
+            Ok(Some(Finished {
+                refused: Some(reason),
+            }))
+        }
+    }
+}
+
+/// How a stream that finished (both finals sent and heard) ended. (A reset is no failure: one
+/// side's client aborted, and the other side's socket is reset in turn.)
+#[derive(Debug, Default)]
+struct Finished {
+    /// The answering side refused it: why.
+    refused: Option<String>,
+}
+
+/// Reads `ch` until the peer's final for `stream`, dropping bytes, for at most [`FINAL_WAIT`].
+async fn wait_final(ch: &mut Channel, stream: &mut Stream) -> Result<(), StreamError> {
+    let deadline = tokio::time::sleep(FINAL_WAIT);
+    tokio::pin!(deadline);
+    while !stream.peer_done() {
+        tokio::select! {
+            item = ch.rx.recv() => match item {
+                Some(Incoming::Text(t)) => {
+                    stream.on_text(&t);
+                }
+                Some(Incoming::Open | Incoming::Data(_)) => {}
+                None | Some(Incoming::Closed) => return Err(StreamError::Closed),
+            },
+            () = &mut deadline => return Err(StreamError::Closed),
+        }
+    }
+    Ok(())
+}
+
+/// Moves bytes both ways until the stream is finished on this channel (both finals sent and
+/// heard), so the channel can carry the next one.
+async fn pipe(tcp: TcpStream, ch: &mut Channel, stream: Stream) -> Result<Finished, StreamError> {
     let (mut tcp_read, mut tcp_write) = tcp.into_split();
-    let dc_up = dc.clone();
-    // TCP → channel.
-    let upstream = async move {
+    let stream = Mutex::new(stream);
+    // Never held across an await.
+    let state = || stream.lock().unwrap_or_else(PoisonError::into_inner);
+    let dc = ch.dc.clone();
+    let rx = &mut ch.rx;
+    // TCP → channel, until EOF (our `end`) or a read error (our `reset`).
+    let upstream = async {
         let mut buf = vec![0u8; peer_core::transfer::CHUNK_SIZE];
         loop {
-            match tcp_read.read(&mut buf).await {
-                Ok(0) => {
-                    dc_up.send_text(&StreamMessage::End.encode()).await?;
-                    return Ok::<bool, StreamError>(true);
-                }
-                Ok(n) => dc_up.send(BytesMut::from(&buf[..n])).await?,
+            let n = match tcp_read.read(&mut buf).await {
+                Ok(n) => n,
                 Err(e) => {
-                    let reset = StreamMessage::Reset {
-                        reason: e.to_string(),
-                    };
-                    let _ = dc_up.send_text(&reset.encode()).await;
-                    return Ok(false);
+                    let reset = state().reset(&e.to_string());
+                    if let Some(m) = reset {
+                        dc.send_text(&m.encode()).await?;
+                    }
+                    return Ok::<(), StreamError>(());
                 }
+            };
+            if n == 0 {
+                let end = state().end();
+                if let Some(m) = end {
+                    dc.send_text(&m.encode()).await?;
+                }
+                return Ok(());
             }
+            if !state().may_send() {
+                return Ok(());
+            }
+            dc.send(BytesMut::from(&buf[..n])).await?;
         }
     };
-    // Channel → TCP.
-    let downstream = async move {
-        while let Some(item) = rx.recv().await {
+    // Channel → TCP, until the peer's final (and, after a reset, until ours is sent too).
+    let downstream = async {
+        let mut finished = Finished::default();
+        let mut write_failed = false;
+        loop {
+            // After we aborted, the peer's final is owed within FINAL_WAIT.
+            let item = if state().aborted() {
+                tokio::time::timeout(FINAL_WAIT, rx.recv())
+                    .await
+                    .ok()
+                    .flatten()
+            } else {
+                rx.recv().await
+            };
+            let Some(item) = item else {
+                return Err(StreamError::Closed);
+            };
             match item {
-                Incoming::Data(data) => tcp_write.write_all(&data).await?,
-                Incoming::Text(t) => match stream.on_text(&t) {
-                    Heard::Ended => {
-                        tcp_write.shutdown().await?;
-                        return Ok::<bool, StreamError>(true);
+                Incoming::Data(data) => {
+                    if !state().takes_data() || write_failed {
+                        continue;
                     }
-                    Heard::Reset(_) => return Ok(false),
-                    _ => continue,
-                },
-                Incoming::Open => continue,
-                Incoming::Closed => return Ok(false),
+                    if let Err(e) = tcp_write.write_all(&data).await {
+                        // Our client is gone: reset, and drop the rest up to the peer's final.
+                        write_failed = true;
+                        let reset = state().reset(&e.to_string());
+                        if let Some(m) = reset {
+                            dc.send_text(&m.encode()).await?;
+                        }
+                    }
+                }
+                Incoming::Text(t) => {
+                    let heard = state().on_text(&t);
+                    let answer = match heard {
+                        Heard::Ended => {
+                            if !write_failed {
+                                let _ = tcp_write.shutdown().await;
+                            }
+                            None
+                        }
+                        Heard::Refused(reason) => {
+                            finished.refused = Some(reason);
+                            state().reset("refused")
+                        }
+                        Heard::Reset(_) => state().reset("reset by the peer"),
+                        Heard::Accepted | Heard::Open { .. } | Heard::Ignored => None,
+                    };
+                    if let Some(m) = answer {
+                        dc.send_text(&m.encode()).await?;
+                    }
+                }
+                Incoming::Open => {}
+                Incoming::Closed => return Err(StreamError::Closed),
+            }
+            if state().peer_done() {
+                return Ok(finished);
             }
         }
-        Ok(false)
     };
     tokio::pin!(upstream, downstream);
-    let (mut up_done, mut down_done) = (false, false);
-    let result = loop {
+    let mut up_done = false;
+    let finished = loop {
         tokio::select! {
-            r = &mut upstream, if !up_done => match r {
-                Ok(true) => up_done = true,
-                Ok(false) => break Ok(()),
-                Err(e) => break Err(e),
-            },
-            r = &mut downstream, if !down_done => match r {
-                Ok(true) => down_done = true,
-                // A reset from the peer, or the channel went away: abort (dropping the
-                // socket halves resets the TCP connection if data is unread).
-                Ok(false) => break Ok(()),
-                Err(e) => break Err(e),
-            },
-        }
-        if up_done && down_done {
-            break Ok(());
+            r = &mut upstream, if !up_done => {
+                r?;
+                up_done = true;
+            }
+            r = &mut downstream => break r?,
         }
     };
-    if result.is_ok() {
-        drain(&dc).await;
+    // The peer's direction is over. A refusal or reset ends ours too (it was answered, and the
+    // client's socket is dropped: reset if data is unread); otherwise our client may still be
+    // sending: carry it to its end.
+    if !up_done && !state().is_finished() {
+        (&mut upstream).await?;
     }
-    let _ = dc.close().await;
-    result
+    if state().is_finished() {
+        Ok(finished)
+    } else {
+        Err(StreamError::Closed)
+    }
 }
 
 /// Waits (a bounded while) until everything sent on `dc` has left, so closing it loses nothing.

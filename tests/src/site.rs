@@ -60,8 +60,8 @@ async fn serve(handler: fn(TcpStream) -> tokio::task::JoinHandle<()>) -> Service
     }
 }
 
-/// A web site: `/` (HTML with an image and a form), `/image.png`, `/big` (32 MiB), and
-/// `POST /form` (echoes the posted body).
+/// A web site: `/` (HTML with an image and a form), `/image.png`, `/big` (32 MiB), `/many` (a
+/// page of 200 assets), `/script.js`, and `POST /form` (echoes the posted body).
 pub async fn web() -> Service {
     serve(|stream| tokio::spawn(handle_http(stream))).await
 }
@@ -126,7 +126,8 @@ async fn handle_http(mut s: TcpStream) {
             Ok(n) => body.extend_from_slice(&buf[..n]),
         }
     }
-    let (status, ctype, content): (&str, &str, Vec<u8>) = match (method.as_str(), path.as_str()) {
+    let route = path.split('?').next().unwrap_or_default();
+    let (status, ctype, content): (&str, &str, Vec<u8>) = match (method.as_str(), route) {
         ("GET", "/") => (
             "200 OK",
             "text/html; charset=utf-8",
@@ -140,6 +141,12 @@ async fn handle_http(mut s: TcpStream) {
         ),
         ("GET", "/image.png") => ("200 OK", "image/png", PNG.to_vec()),
         ("GET", "/big") => ("200 OK", "application/octet-stream", big_body()),
+        ("GET", "/many") => ("200 OK", "text/html; charset=utf-8", many_page()),
+        ("GET", "/script.js") => (
+            "200 OK",
+            "text/javascript",
+            b"window.scripts = (window.scripts || 0) + 1;".to_vec(),
+        ),
         ("POST", "/form") => {
             let text = String::from_utf8_lossy(&body).to_string();
             let page = format!(
@@ -156,6 +163,32 @@ async fn handle_http(mut s: TcpStream) {
     let _ = s.write_all(header.as_bytes()).await;
     let _ = s.write_all(&content).await;
     let _ = s.shutdown().await;
+}
+
+/// Images on `/many`; with its scripts and its POST, the page makes [`MANY_ASSETS`] requests.
+pub const MANY_IMAGES: usize = 190;
+/// Scripts on `/many`.
+pub const MANY_SCRIPTS: usize = 9;
+/// Requests `/many` makes once loaded (images, scripts, one POST).
+pub const MANY_ASSETS: usize = MANY_IMAGES + MANY_SCRIPTS + 1;
+
+/// A page of [`MANY_ASSETS`] assets, as a real site has: each image counts itself into
+/// `window.images` (or `window.broken`), each script into `window.scripts`, and a POST's answer
+/// sets `window.posted`.
+fn many_page() -> Vec<u8> {
+    let mut page = String::from("<!doctype html><html><head><title>Many</title></head><body>");
+    for i in 0..MANY_IMAGES {
+        page += &format!(
+            "<img src=\"image.png?n={i}\" onload=\"window.images=(window.images||0)+1\" \
+             onerror=\"window.broken=(window.broken||0)+1\">"
+        );
+    }
+    for i in 0..MANY_SCRIPTS {
+        page += &format!("<script src=\"script.js?n={i}\"></script>");
+    }
+    page += "<script>fetch('form',{method:'POST',body:'word=many'}).then(r=>r.text())\
+             .then(t=>{window.posted=t.includes('posted: word=many')})</script></body></html>";
+    page.into_bytes()
 }
 
 /// An echo server: writes back everything it reads; when the client half-closes, it finishes

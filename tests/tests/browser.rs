@@ -305,6 +305,57 @@ async fn the_page_opens_a_site_a_native_peer_exposes() {
     page.close().await;
 }
 
+/// The streams issue: a page with 200 assets (images, scripts, a POST) opened with **Open
+/// web**, every request a new stream right after others ended: every one loads.
+#[tokio::test]
+async fn a_site_page_with_two_hundred_assets_loads_every_one() {
+    if !sandbox::enter("a_site_page_with_two_hundred_assets_loads_every_one") {
+        return;
+    }
+    let server = ServerProcess::start(&[]);
+    let link = server.room_link("many");
+    let web = burrow_tests::site::web().await;
+    let local = web.addr.to_string();
+    let mut exposer = Burrow::start(&["--bind", "0.0.0.0", "expose", &local, &link]);
+    let exposer_id = exposer.peer_id();
+    let page = Browser::start().await;
+    page.open(&link).await;
+    open_site(&page, &exposer_id).await;
+    page.wait_for(
+        "the site's heading",
+        "return document.getElementById('greeting')?.textContent;",
+    )
+    .await;
+    page.client
+        .execute("location.href = 'many'; return true;", vec![])
+        .await
+        .expect("navigate the site");
+    let loaded = page
+        .wait_for(
+            "every asset",
+            "return document.title === 'Many' && (window.images || 0) + (window.broken || 0) \
+             === 190 && window.scripts === 9 && window.posted !== undefined \
+             && [window.images, window.broken || 0, window.scripts, window.posted].join(' ');",
+        )
+        .await;
+    assert_eq!(
+        loaded,
+        format!(
+            "{} 0 {} true",
+            burrow_tests::site::MANY_IMAGES,
+            burrow_tests::site::MANY_SCRIPTS
+        ),
+        "images, broken images, scripts, the POST"
+    );
+    assert!(
+        web.connections.load(std::sync::atomic::Ordering::SeqCst)
+            >= 1 + burrow_tests::site::MANY_ASSETS,
+        "every asset came from the site"
+    );
+    exposer.expect_event("connected", &[]);
+    page.close().await;
+}
+
 /// The hardening issue's row 10: a hostile exposed site opened with **Open web** runs on its own
 /// origin: it cannot read or script the room page above it, send chat through it, or touch its
 /// storage; what it stores stays on its own origin.

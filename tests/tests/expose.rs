@@ -263,3 +263,110 @@ async fn wrong_tokens_lock_a_peer_out_even_with_the_right_one() {
     assert_eq!(status, 200);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One request on a new connection: a POST of a 1 KiB body unique to `i`, which the site echoes
+/// in its page; `Err` says what went wrong (the body is checked by SHA-256).
+async fn post_new_connection(listen: SocketAddr, i: usize) -> Result<(), String> {
+    let body: String = hex::encode(Sha256::digest(i.to_le_bytes())).repeat(16);
+    let want = hex::encode(Sha256::digest(format!("posted: {body}")));
+    let exchange = async {
+        let mut s = TcpStream::connect(listen)
+            .await
+            .map_err(|e| e.to_string())?;
+        let req = format!(
+            "POST /form HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(raw)
+    };
+    let raw = tokio::time::timeout(Duration::from_secs(20), exchange)
+        .await
+        .map_err(|_| "timed out".to_string())??;
+    let text = String::from_utf8_lossy(&raw);
+    let posted = text
+        .split("<p id=\"posted\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</p>").next())
+        .ok_or_else(|| format!("no page ({} bytes)", raw.len()))?;
+    if hex::encode(Sha256::digest(posted)) != want {
+        return Err("body differs".into());
+    }
+    Ok(())
+}
+
+/// `n` requests, each on a new connection, `concurrency` at a time: the failures, named.
+async fn churn(listen: SocketAddr, n: usize, concurrency: usize) -> Vec<String> {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    let next = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let next = next.clone();
+            tokio::spawn(async move {
+                let mut failed = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= n {
+                        return failed;
+                    }
+                    if let Err(e) = post_new_connection(listen, i).await {
+                        failed.push(format!("request {i}: {e}"));
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut failed = Vec::new();
+    for w in workers {
+        failed.extend(w.await.expect("worker"));
+    }
+    failed
+}
+
+#[tokio::test]
+async fn five_thousand_new_connections_at_1_16_and_64_at_a_time_all_arrive_intact() {
+    let server = ServerProcess::start(&[]);
+    let web = site::web().await;
+    let (_exposer, _forwarder, listen) = expose_and_forward(&server, "churn", web.addr, &[], &[]);
+    for concurrency in [1, 16, 64] {
+        let failed = churn(listen, 5_000, concurrency).await;
+        assert!(
+            failed.is_empty(),
+            "at concurrency {concurrency}, {} of 5000 failed, first: {:?}",
+            failed.len(),
+            &failed[..failed.len().min(5)]
+        );
+    }
+    assert!(web.connections.load(Ordering::SeqCst) >= 15_000);
+}
+
+#[tokio::test]
+async fn five_thousand_exchanges_on_one_kept_alive_connection_arrive_intact() {
+    let server = ServerProcess::start(&[]);
+    let echo = site::echo().await;
+    let (_exposer, _forwarder, listen) =
+        expose_and_forward(&server, "kept", echo.addr, &["--kind", "tcp"], &[]);
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    let mut back = vec![0u8; 1024];
+    for i in 0..5_000u32 {
+        let msg: Vec<u8> = (0..1024u32)
+            .map(|j| (i.wrapping_mul(31) ^ j) as u8)
+            .collect();
+        s.write_all(&msg).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(20), s.read_exact(&mut back))
+            .await
+            .unwrap_or_else(|_| panic!("exchange {i} timed out"))
+            .unwrap();
+        assert!(back == msg, "exchange {i} differs");
+    }
+    s.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).await.unwrap();
+    assert_eq!(rest, b"<bye>");
+    assert_eq!(echo.connections.load(Ordering::SeqCst), 1);
+}

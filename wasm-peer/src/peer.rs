@@ -59,6 +59,8 @@ pub struct Peer {
     /// answer before it is still being applied must wait for it, or it looks like a collision).
     inbox: RefCell<std::collections::VecDeque<PeerSignal>>,
     busy: Cell<bool>,
+    /// The stream channels kept toward this peer (`crate::streams`).
+    pub(crate) streams: RefCell<crate::streams::Pool>,
 }
 
 /// `{type, sdp}` for setLocal/RemoteDescription.
@@ -114,6 +116,7 @@ impl Peer {
             voice: RefCell::new(None),
             inbox: RefCell::new(std::collections::VecDeque::new()),
             busy: Cell::new(false),
+            streams: RefCell::new(Default::default()),
         });
         Peer::wire(&peer);
         Ok(peer)

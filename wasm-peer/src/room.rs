@@ -103,7 +103,8 @@ impl Room {
         count
     }
 
-    /// Opens a stream to a service `peer` exposes; resolves to a `Stream` once accepted.
+    /// Opens a stream to a service `peer` exposes; resolves to a `Stream` once a channel is
+    /// ready (the request may be written at once; a refusal comes to `on_end`).
     #[wasm_bindgen(js_name = openStream)]
     pub fn open_stream(
         &self,

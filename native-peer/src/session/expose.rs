@@ -1,4 +1,5 @@
-//! `burrow expose`: streams peers open are let through the service's gate and connected to it.
+//! `burrow expose`: the streams peers open on each stream channel are let through the service's
+//! gate and connected to it, one after another.
 
 use std::sync::Arc;
 
@@ -9,8 +10,8 @@ use crate::events::Event;
 use crate::streams;
 
 impl Session {
-    /// A peer opened a stream channel: answer it in the background (closed at once when
-    /// nothing is exposed).
+    /// A peer opened a stream channel: serve its streams in the background (closed at once
+    /// when nothing is exposed).
     pub(super) async fn accept_stream(&mut self, id: &str, dc: Arc<dyn DataChannel>) {
         match &self.exposed {
             Some(gate) => {
@@ -18,20 +19,20 @@ impl Session {
                 let printer = self.printer;
                 let from = id.to_string();
                 self.tasks.spawn(async move {
-                    match streams::accept(dc, gate, &from).await {
-                        Ok(()) => {}
-                        Err(streams::StreamError::Blocked(blocked)) => {
+                    let report = |e: streams::StreamError| match e {
+                        streams::StreamError::Blocked(blocked) => {
                             printer.print(Event::StreamRefused {
-                                peer: from,
+                                peer: from.clone(),
                                 reason: "too many wrong tokens".into(),
                                 retry_in_secs: blocked.retry_in_secs(),
                             })
                         }
-                        Err(e) => printer.print(Event::StreamFailed {
-                            peer: from,
+                        e => printer.print(Event::StreamFailed {
+                            peer: from.clone(),
                             reason: e.to_string(),
                         }),
-                    }
+                    };
+                    streams::serve(dc, gate, &from, report).await;
                 });
             }
             None => {

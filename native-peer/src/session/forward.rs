@@ -19,9 +19,9 @@ impl Session {
                 .iter()
                 .find(|s| wanted.is_none_or(|w| s.name == w))?;
             let p = self.peers.get(peer).filter(|p| p.connected)?;
-            Some((p.pc.clone(), peer.clone(), service.name.clone()))
+            Some((p.dialer.clone(), peer.clone(), service.name.clone()))
         });
-        let Some((pc, peer, name)) = provider else {
+        let Some((dialer, peer, name)) = provider else {
             self.warn(format!(
                 "connection from {from} dropped: no connected peer offers {}",
                 wanted.unwrap_or("a service")
@@ -31,7 +31,7 @@ impl Session {
         let printer = self.printer;
         self.tasks.spawn(async move {
             let result = match token.read().await {
-                Ok(token) => streams::open(pc, &name, token, tcp).await,
+                Ok(token) => streams::open(dialer, &name, token, tcp).await,
                 Err(e) => Err(streams::StreamError::Io(std::io::Error::new(
                     e.kind(),
                     format!("cannot read the token file: {e}"),

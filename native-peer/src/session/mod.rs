@@ -142,6 +142,8 @@ struct Session {
     exposed: Option<Arc<streams::Gate>>,
     /// The services each peer offers.
     offered: HashMap<String, Vec<ServiceInfo>>,
+    /// Forward mode: stream channels are opened ahead toward peers that offer services.
+    forwarding: bool,
     /// When to say hello again (the join was refused for now).
     hello_at: Option<tokio::time::Instant>,
     /// The last reason the server connection failed, so an outage is described once.
@@ -233,6 +235,7 @@ pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<(
         delivered: 0,
         exposed,
         offered: HashMap::new(),
+        forwarding: forward.is_some(),
         hello_at: None,
         last_loss: None,
         joined_once: false,
@@ -626,6 +629,12 @@ impl Session {
                     peer: peer.clone(),
                     services: services.clone(),
                 });
+                // Forwarding: channels ready before the first connection comes.
+                let dialer = self.peers.get(&peer).map(|p| p.dialer.clone());
+                if let (Some(dialer), true, false) = (dialer, self.forwarding, services.is_empty())
+                {
+                    self.tasks.spawn(async move { dialer.warm_up().await });
+                }
                 self.offered.insert(peer, services);
             }
             Internal::Voice(peer, on, sending) => {
