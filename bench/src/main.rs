@@ -15,6 +15,7 @@ mod report;
 mod signaling;
 mod stun;
 mod throughput;
+mod tunnel;
 mod voice;
 
 use std::time::Duration;
@@ -27,11 +28,11 @@ use signal_server::Config;
 #[derive(Parser)]
 #[command(
     name = "bench",
-    about = "Burrow benchmarks: connect, throughput, signaling, STUN, durable links, voice, the browser, the NAT lab, the page bundle"
+    about = "Burrow benchmarks: connect, throughput, signaling, STUN, durable links, voice, the browser, the NAT lab, the page bundle, the tunnel beside rathole"
 )]
 struct Args {
     /// Only these benches (connect, throughput, signaling-idle, signaling-relay,
-    /// signaling-cluster, stun, durable, voice, browser, lab, bundle).
+    /// signaling-cluster, stun, durable, voice, browser, lab, bundle, tunnel).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Connect rounds.
@@ -132,6 +133,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("lab") {
         lab::run(&mut all);
+    }
+    if wants("tunnel") {
+        tunnel::run(&env, &mut all).await;
     }
     if wants("bundle") {
         bundle::run(&mut all);

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use peer_core::access::{token_matches, AttemptLimiter, Blocked, LimitPolicy};
 use peer_core::channels::{ServiceInfo, StreamMessage, STREAM_LABEL};
-use peer_core::stream::{Heard, Pool, Stream, Take};
+use peer_core::stream::{Heard, Pool, Stream, Take, ANSWER_WAIT, CONNECT_WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
@@ -151,6 +151,9 @@ pub enum StreamError {
     /// The channel failed.
     #[error("data channel: {0}")]
     Channel(#[from] webrtc::error::Error),
+    /// The peer did not answer the stream (or a new channel did not open) in time.
+    #[error("the peer did not answer")]
+    NoAnswer,
 }
 
 /// One event from a stream channel.
@@ -212,12 +215,27 @@ fn reader(dc: Arc<dyn DataChannel>) -> mpsc::Receiver<Incoming> {
 /// channel is given up (closed, not reused).
 const FINAL_WAIT: Duration = Duration::from_secs(10);
 
+/// How long a new channel may take to open before it is set aside and another is tried. The
+/// `webrtc` crate frees a closed channel's SCTP stream id at once, while the stream's reset is
+/// still in flight; a channel given that id in the meantime never opens (its stream "already
+/// exists") and, opened after the connection was up, has no handshake deadline of its own.
+const OPEN_WAIT: Duration = Duration::from_secs(3);
+
+/// New channels tried for one stream before it fails.
+const OPEN_TRIES: usize = 3;
+
+/// Broken channels set aside without `close()` (so their ids are not handed out again while a
+/// reset may be in flight); beyond this many, broken channels are closed.
+const RETIRED_MAX: usize = 64;
+
 /// The forwarding side's stream channels toward one peer (`peer_core::stream::Pool`).
 pub struct Dialer {
     pc: Arc<dyn PeerConnection>,
     pool: Mutex<Pool<Channel>>,
     /// Wakes streams waiting for a channel (the pool is at its cap).
     freed: Notify,
+    /// Broken channels set aside so far (see [`RETIRED_MAX`]).
+    retired: std::sync::atomic::AtomicUsize,
 }
 
 impl Dialer {
@@ -227,7 +245,19 @@ impl Dialer {
             pc,
             pool: Mutex::new(Pool::default()),
             freed: Notify::new(),
+            retired: Default::default(),
         })
+    }
+
+    /// Puts a broken channel out of use: set aside open (its id stays taken, see
+    /// [`OPEN_WAIT`]) while fewer than [`RETIRED_MAX`] are, closed otherwise. Its reader ends
+    /// at the channel's next event, which is then dropped.
+    async fn retire(&self, ch: Channel) {
+        use std::sync::atomic::Ordering;
+        let n = self.retired.fetch_add(1, Ordering::Relaxed);
+        if n >= RETIRED_MAX {
+            ch.close().await;
+        }
     }
 
     fn pool(&self) -> std::sync::MutexGuard<'_, Pool<Channel>> {
@@ -250,16 +280,32 @@ impl Dialer {
         }
     }
 
+    /// A new channel, open: one that does not open within [`OPEN_WAIT`] is retired and
+    /// another tried (it gets another id), up to [`OPEN_TRIES`] in all.
     async fn new_channel(&self) -> Result<Channel, StreamError> {
-        let dc = self.pc.create_data_channel(STREAM_LABEL, None).await?;
-        let mut ch = Channel::new(dc);
-        loop {
-            match ch.rx.recv().await {
-                Some(Incoming::Open) => return Ok(ch),
-                None | Some(Incoming::Closed) => return Err(StreamError::Closed),
-                Some(_) => continue,
+        for _ in 0..OPEN_TRIES {
+            let dc = self.pc.create_data_channel(STREAM_LABEL, None).await?;
+            let mut ch = Channel::new(dc);
+            let opened = tokio::time::timeout(OPEN_WAIT, async {
+                loop {
+                    match ch.rx.recv().await {
+                        Some(Incoming::Open) => return true,
+                        None | Some(Incoming::Closed) => return false,
+                        Some(_) => continue,
+                    }
+                }
+            })
+            .await;
+            match opened {
+                Ok(true) => return Ok(ch),
+                Ok(false) => return Err(StreamError::Closed),
+                Err(_) => {
+                    tracing::debug!("a stream channel did not open in {OPEN_WAIT:?}; another");
+                    self.retire(ch).await;
+                }
             }
         }
+        Err(StreamError::NoAnswer)
     }
 
     /// A channel for a new stream: an idle one, a new one, or (at the cap) the next freed.
@@ -322,7 +368,7 @@ pub async fn open(
         }
         Err(e) => {
             dialer.lost();
-            ch.close().await;
+            dialer.retire(ch).await;
             Err(e)
         }
     }
@@ -373,9 +419,12 @@ async fn accept(
     };
     let verdict = match gate.admit(&open, peer, gate.epoch.elapsed()) {
         // The one address this peer was told to expose: nothing in the request can change it.
-        Ok(()) => TcpStream::connect(gate.service().addr)
+        Ok(()) => match tokio::time::timeout(CONNECT_WAIT, TcpStream::connect(gate.service().addr))
             .await
-            .map_err(StreamError::Io),
+        {
+            Ok(connected) => connected.map_err(StreamError::Io),
+            Err(_) => Err(StreamError::Io(std::io::ErrorKind::TimedOut.into())),
+        },
         Err(e) => Err(e),
     };
     match verdict {
@@ -469,14 +518,21 @@ async fn pipe(tcp: TcpStream, ch: &mut Channel, stream: Stream) -> Result<Finish
         let mut finished = Finished::default();
         let mut write_failed = false;
         loop {
-            // After we aborted, the peer's final is owed within FINAL_WAIT.
-            let item = if state().aborted() {
-                tokio::time::timeout(FINAL_WAIT, rx.recv())
-                    .await
-                    .ok()
-                    .flatten()
+            // The answer to our open is owed within ANSWER_WAIT; after we aborted, the
+            // peer's final within FINAL_WAIT.
+            let wait = if !state().answered() {
+                Some((ANSWER_WAIT, StreamError::NoAnswer))
+            } else if state().aborted() {
+                Some((FINAL_WAIT, StreamError::Closed))
             } else {
-                rx.recv().await
+                None
+            };
+            let item = match wait {
+                Some((limit, late)) => match tokio::time::timeout(limit, rx.recv()).await {
+                    Ok(item) => item,
+                    Err(_) => return Err(late),
+                },
+                None => rx.recv().await,
             };
             let Some(item) = item else {
                 return Err(StreamError::Closed);

@@ -183,6 +183,12 @@ impl Stream {
         })
     }
 
+    /// Whether the answering side's verdict was heard (dialing side; always true answering):
+    /// until then, a silent peer is waited for at most [`ANSWER_WAIT`].
+    pub fn answered(&self) -> bool {
+        !(self.dialing && self.phase == Phase::Opening)
+    }
+
     /// Whether we aborted (reset or refused): the peer owes its final, and nothing else counts.
     pub fn aborted(&self) -> bool {
         self.aborted
@@ -217,6 +223,16 @@ pub struct Pool<C> {
     /// Channels this pool handed out or holds (idle + in use).
     live: usize,
 }
+
+/// Longest a dialing side waits for the answer to its `open`: the answering side answers as
+/// soon as its service's connect succeeds or fails (it gives up connecting sooner), so a longer
+/// silence means the channel is broken, and the stream fails with a clear error instead of
+/// hanging.
+pub const ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Longest the answering side tries to connect to its service before it refuses the stream
+/// ("the service is not answering").
+pub const CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Most stream channels one side keeps toward one peer: as many concurrent streams; further
 /// streams wait for one to finish.
@@ -319,8 +335,10 @@ mod tests {
             }
         );
         assert!(answerer.takes_data(), "held until the verdict");
+        assert!(answerer.answered() && !dialer.answered());
         let verdict = answerer.decide(Ok(()));
         assert_eq!(dialer.on_text(&verdict.encode()), Heard::Accepted);
+        assert!(dialer.answered());
         assert!(dialer.takes_data() && answerer.takes_data());
         // A second "accepted" means nothing; "end" is a half-close, once.
         assert_eq!(dialer.on_text(&verdict.encode()), Heard::Ignored);

@@ -98,9 +98,24 @@ impl Browser {
         }
     }
 
-    /// Opens a URL.
+    /// Opens a URL. Chromium's own "A network change was detected" page (`ERR_NETWORK_CHANGED`, seen when a
+    /// test's namespace is still settling as Chromium starts) is reloaded, as a user would.
     pub async fn open(&self, url: &str) {
-        self.client.goto(url).await.expect("navigate");
+        for _ in 0..3 {
+            self.client.goto(url).await.expect("navigate");
+            let changed = self
+                .client
+                .execute(
+                    "return !!document.body && document.body.innerText.includes('ERR_NETWORK_CHANGED');",
+                    vec![],
+                )
+                .await
+                .unwrap_or(Value::Null);
+            if changed != Value::Bool(true) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 
     /// Runs `script` (a function body that may `return`) until it returns something truthy.

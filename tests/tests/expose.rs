@@ -269,6 +269,7 @@ async fn wrong_tokens_lock_a_peer_out_even_with_the_right_one() {
 async fn post_new_connection(listen: SocketAddr, i: usize) -> Result<(), String> {
     let body: String = hex::encode(Sha256::digest(i.to_le_bytes())).repeat(16);
     let want = hex::encode(Sha256::digest(format!("posted: {body}")));
+    let mut raw = Vec::new();
     let exchange = async {
         let mut s = TcpStream::connect(listen)
             .await
@@ -280,13 +281,14 @@ async fn post_new_connection(listen: SocketAddr, i: usize) -> Result<(), String>
         s.write_all(req.as_bytes())
             .await
             .map_err(|e| e.to_string())?;
-        let mut raw = Vec::new();
         s.read_to_end(&mut raw).await.map_err(|e| e.to_string())?;
-        Ok::<_, String>(raw)
+        Ok::<_, String>(())
     };
-    let raw = tokio::time::timeout(Duration::from_secs(20), exchange)
-        .await
-        .map_err(|_| "timed out".to_string())??;
+    let outcome = tokio::time::timeout(Duration::from_secs(20), exchange).await;
+    match outcome {
+        Err(_) => return Err(format!("timed out after {} bytes", raw.len())),
+        Ok(r) => r?,
+    }
     let text = String::from_utf8_lossy(&raw);
     let posted = text
         .split("<p id=\"posted\">")
@@ -297,6 +299,12 @@ async fn post_new_connection(listen: SocketAddr, i: usize) -> Result<(), String>
         return Err("body differs".into());
     }
     Ok(())
+}
+
+/// The last lines of a process's stderr, for a failure's message.
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 /// `n` requests, each on a new connection, `concurrency` at a time: the failures, named.
@@ -332,14 +340,21 @@ async fn churn(listen: SocketAddr, n: usize, concurrency: usize) -> Vec<String> 
 async fn five_thousand_new_connections_at_1_16_and_64_at_a_time_all_arrive_intact() {
     let server = ServerProcess::start(&[]);
     let web = site::web().await;
-    let (_exposer, _forwarder, listen) = expose_and_forward(&server, "churn", web.addr, &[], &[]);
+    let (mut exposer, forwarder, listen) = expose_and_forward(&server, "churn", web.addr, &[], &[]);
     for concurrency in [1, 16, 64] {
         let failed = churn(listen, 5_000, concurrency).await;
+        if !failed.is_empty() {
+            exposer.drain();
+        }
         assert!(
             failed.is_empty(),
-            "at concurrency {concurrency}, {} of 5000 failed, first: {:?}",
+            "at concurrency {concurrency}, {} of 5000 failed, first: {:?}\n\
+             expose said: {:?}\n{}\nforward said: {}",
             failed.len(),
-            &failed[..failed.len().min(5)]
+            &failed[..failed.len().min(5)],
+            exposer.seen.iter().rev().take(10).collect::<Vec<_>>(),
+            tail(&exposer.stderr()),
+            tail(&forwarder.stderr()),
         );
     }
     assert!(web.connections.load(Ordering::SeqCst) >= 15_000);
