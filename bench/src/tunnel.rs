@@ -38,6 +38,8 @@ async fn site() -> anyhow::Result<SocketAddr> {
     let bodies = Arc::new([body(SMALL), body(MID), body(BIG)]);
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
+            // As web servers do: a reply is not held back for the client's delayed ACK.
+            let _ = s.set_nodelay(true);
             let bodies = bodies.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();

@@ -79,6 +79,11 @@ enum Command {
         /// can reach the service).
         #[arg(long, env = "BURROW_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// Most streams (connections) one peer may have open at once; beyond, its new
+        /// streams are refused, saying so.
+        #[arg(long, value_name = "N", default_value_t = peer_core::stream::POOL_MAX as u16,
+              value_parser = clap::value_parser!(u16).range(1..))]
+        max_streams_per_peer: u16,
     },
     /// Map a service a peer exposes to a local port: each connection to --listen is carried to it.
     Forward {
@@ -186,6 +191,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             service_name,
             kind,
             token,
+            max_streams_per_peer,
         } => {
             let link = RoomLink::parse(&link, server)?;
             let kind = if kind == "tcp" {
@@ -205,6 +211,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
                 addr: local,
                 token,
+                max_streams: usize::from(max_streams_per_peer),
             };
             if !opts.printer.json {
                 eprintln!(

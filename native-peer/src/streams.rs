@@ -39,6 +39,9 @@ pub struct Exposed {
     pub addr: SocketAddr,
     /// The token a stream must present, if any.
     pub token: Option<String>,
+    /// Most streams one peer may have open at once (`--max-streams-per-peer`); beyond it a
+    /// stream is refused, saying so.
+    pub max_streams: usize,
 }
 
 /// Where `burrow forward` gets the token it presents.
@@ -76,6 +79,42 @@ pub struct Gate {
     service: Exposed,
     limiter: Mutex<AttemptLimiter<String>>,
     epoch: Instant,
+    /// Per peer: streams open, and channels served.
+    counts: Mutex<std::collections::HashMap<String, Counts>>,
+}
+
+/// What one peer holds at the exposing side.
+#[derive(Debug, Default)]
+struct Counts {
+    streams: usize,
+    channels: usize,
+}
+
+/// Most stream channels one peer may have served at once: an honest dialer keeps at most
+/// [`peer_core::stream::POOL_MAX`]; channels beyond are closed unread.
+const CHANNELS_PER_PEER: usize = peer_core::stream::POOL_MAX;
+
+/// A stream or a channel counted against its peer while this lives.
+struct Held<'a> {
+    gate: &'a Gate,
+    peer: String,
+    stream: bool,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let mut counts = self.gate.counts();
+        if let Some(c) = counts.get_mut(&self.peer) {
+            if self.stream {
+                c.streams = c.streams.saturating_sub(1);
+            } else {
+                c.channels = c.channels.saturating_sub(1);
+            }
+            if c.streams == 0 && c.channels == 0 {
+                counts.remove(&self.peer);
+            }
+        }
+    }
 }
 
 impl Gate {
@@ -90,7 +129,46 @@ impl Gate {
             service,
             limiter: Mutex::new(AttemptLimiter::new(policy)),
             epoch: Instant::now(),
+            counts: Mutex::default(),
         }
+    }
+
+    fn counts(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Counts>> {
+        // Never held across an await; each change is one step.
+        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts a stream of `peer` while the result lives, or refuses it past the peer's limit.
+    fn hold_stream(&self, peer: &str) -> Result<Held<'_>, StreamError> {
+        let mut counts = self.counts();
+        let c = counts.entry(peer.to_string()).or_default();
+        if c.streams >= self.service.max_streams {
+            return Err(StreamError::Refused(format!(
+                "too many open streams from this peer (at most {})",
+                self.service.max_streams
+            )));
+        }
+        c.streams += 1;
+        Ok(Held {
+            gate: self,
+            peer: peer.to_string(),
+            stream: true,
+        })
+    }
+
+    /// Counts a channel of `peer` while the result lives; `None` past [`CHANNELS_PER_PEER`].
+    fn hold_channel(&self, peer: &str) -> Option<Held<'_>> {
+        let mut counts = self.counts();
+        let c = counts.entry(peer.to_string()).or_default();
+        if c.channels >= CHANNELS_PER_PEER {
+            return None;
+        }
+        c.channels += 1;
+        Some(Held {
+            gate: self,
+            peer: peer.to_string(),
+            stream: false,
+        })
     }
 
     /// What is exposed.
@@ -352,12 +430,25 @@ pub async fn open(
     token: Option<String>,
     tcp: TcpStream,
 ) -> Result<(), StreamError> {
-    let mut ch = dialer.take().await?;
     let (stream, open) = Stream::dial(service, token);
-    let result = match ch.send_text(&open).await {
-        Ok(()) => pipe(tcp, &mut ch, stream).await,
-        Err(e) => Err(e),
+    // A channel that fails the `open` itself carried nothing of this stream: another is tried.
+    let mut tries = 0;
+    let mut ch = loop {
+        let ch = dialer.take().await?;
+        match ch.send_text(&open).await {
+            Ok(()) => break ch,
+            Err(e) => {
+                tracing::debug!("a stream channel failed the open ({e}); another");
+                dialer.lost();
+                dialer.retire(ch).await;
+                tries += 1;
+                if tries == OPEN_TRIES {
+                    return Err(e);
+                }
+            }
+        }
     };
+    let result = pipe(tcp, &mut ch, stream).await;
     match result {
         Ok(Finished { refused }) => {
             dialer.give_back(ch);
@@ -383,6 +474,13 @@ pub async fn serve(
     peer: &str,
     report: impl Fn(StreamError),
 ) {
+    let Some(_held) = gate.hold_channel(peer) else {
+        report(StreamError::Refused(format!(
+            "too many stream channels from this peer (at most {CHANNELS_PER_PEER}); closed one"
+        )));
+        let _ = dc.close().await;
+        return;
+    };
     let mut ch = Channel::new(dc);
     loop {
         match accept(&mut ch, &gate, peer, &report).await {
@@ -417,15 +515,21 @@ async fn accept(
             None | Some(Incoming::Closed) => return Ok(None),
         }
     };
-    let verdict = match gate.admit(&open, peer, gate.epoch.elapsed()) {
+    let admitted = gate
+        .admit(&open, peer, gate.epoch.elapsed())
+        .and_then(|()| gate.hold_stream(peer));
+    // Counted against the peer until this stream is over.
+    let (_held, verdict) = match admitted {
         // The one address this peer was told to expose: nothing in the request can change it.
-        Ok(()) => match tokio::time::timeout(CONNECT_WAIT, TcpStream::connect(gate.service().addr))
-            .await
-        {
-            Ok(connected) => connected.map_err(StreamError::Io),
-            Err(_) => Err(StreamError::Io(std::io::ErrorKind::TimedOut.into())),
-        },
-        Err(e) => Err(e),
+        Ok(held) => {
+            let connect = TcpStream::connect(gate.service().addr);
+            let verdict = match tokio::time::timeout(CONNECT_WAIT, connect).await {
+                Ok(connected) => connected.map_err(StreamError::Io),
+                Err(_) => Err(StreamError::Io(std::io::ErrorKind::TimedOut.into())),
+            };
+            (Some(held), verdict)
+        }
+        Err(e) => (None, Err(e)),
     };
     match verdict {
         Ok(tcp) => {
@@ -480,12 +584,24 @@ async fn wait_final(ch: &mut Channel, stream: &mut Stream) -> Result<(), StreamE
 /// Moves bytes both ways until the stream is finished on this channel (both finals sent and
 /// heard), so the channel can carry the next one.
 async fn pipe(tcp: TcpStream, ch: &mut Channel, stream: Stream) -> Result<Finished, StreamError> {
+    // A tunnel passes bytes on as they come: no Nagle delay on either local socket (a reply
+    // written in two pieces would otherwise wait for the client's delayed ACK, 40 ms).
+    let _ = tcp.set_nodelay(true);
     let (mut tcp_read, mut tcp_write) = tcp.into_split();
     let stream = Mutex::new(stream);
     // Never held across an await.
     let state = || stream.lock().unwrap_or_else(PoisonError::into_inner);
     let dc = ch.dc.clone();
     let rx = &mut ch.rx;
+    // The upstream's final is counted as sent (`Stream::end`) before its `send` finished: the
+    // stream may look finished meanwhile, and the send must not be dropped with the upstream
+    // (the peer would wait for it forever, and take the next stream's `open` for this one's).
+    let final_in_flight = std::sync::atomic::AtomicBool::new(false);
+    let send_final = |m: StreamMessage| {
+        final_in_flight.store(true, std::sync::atomic::Ordering::Relaxed);
+        let dc = dc.clone();
+        async move { dc.send_text(&m.encode()).await }
+    };
     // TCP → channel, until EOF (our `end`) or a read error (our `reset`).
     let upstream = async {
         let mut buf = vec![0u8; peer_core::transfer::CHUNK_SIZE];
@@ -495,7 +611,7 @@ async fn pipe(tcp: TcpStream, ch: &mut Channel, stream: Stream) -> Result<Finish
                 Err(e) => {
                     let reset = state().reset(&e.to_string());
                     if let Some(m) = reset {
-                        dc.send_text(&m.encode()).await?;
+                        send_final(m).await?;
                     }
                     return Ok::<(), StreamError>(());
                 }
@@ -503,7 +619,7 @@ async fn pipe(tcp: TcpStream, ch: &mut Channel, stream: Stream) -> Result<Finish
             if n == 0 {
                 let end = state().end();
                 if let Some(m) = end {
-                    dc.send_text(&m.encode()).await?;
+                    send_final(m).await?;
                 }
                 return Ok(());
             }
@@ -593,7 +709,8 @@ async fn pipe(tcp: TcpStream, ch: &mut Channel, stream: Stream) -> Result<Finish
     // The peer's direction is over. A refusal or reset ends ours too (it was answered, and the
     // client's socket is dropped: reset if data is unread); otherwise our client may still be
     // sending: carry it to its end.
-    if !up_done && !state().is_finished() {
+    let final_pending = final_in_flight.load(std::sync::atomic::Ordering::Relaxed);
+    if !up_done && (final_pending || !state().is_finished()) {
         (&mut upstream).await?;
     }
     if state().is_finished() {
@@ -627,6 +744,7 @@ mod tests {
             },
             addr: "127.0.0.1:8080".parse().unwrap(),
             token: token.map(str::to_string),
+            max_streams: 2,
         }
     }
 
@@ -683,6 +801,31 @@ mod tests {
         assert!(g.admit(&open("web", Some("k")), "alice", T0).is_ok());
         let after = T0 + Duration::from_secs(61);
         assert!(g.admit(&open("web", Some("k")), "mallory", after).is_ok());
+    }
+
+    #[test]
+    fn streams_and_channels_are_counted_per_peer_and_released() {
+        let g = gate(None);
+        let a1 = g.hold_stream("a").expect("first");
+        let _a2 = g.hold_stream("a").expect("second");
+        let third = g.hold_stream("a");
+        let Err(StreamError::Refused(why)) = third else {
+            panic!("a third stream: {:?}", third.is_ok());
+        };
+        assert_eq!(why, "too many open streams from this peer (at most 2)");
+        assert!(g.hold_stream("b").is_ok(), "another peer has its own count");
+        drop(a1);
+        assert!(
+            g.hold_stream("a").is_ok(),
+            "a finished stream frees its place"
+        );
+        let channels: Vec<_> = (0..CHANNELS_PER_PEER)
+            .map(|_| g.hold_channel("a").expect("within the cap"))
+            .collect();
+        assert!(g.hold_channel("a").is_none(), "past the cap");
+        drop(channels);
+        assert!(g.hold_channel("a").is_some());
+        drop(_a2);
     }
 
     #[test]

@@ -73,8 +73,21 @@ impl Burrow {
         let stderr_text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let stderr = child.stderr.take().expect("piped stderr");
         let sink = stderr_text.clone();
+        // `BURROW_TEST_LOGS=DIR` also keeps each process's stderr in DIR/burrow-PID.log, for
+        // a failure that shows only under a full run (set `RUST_LOG` too).
+        let keep = std::env::var_os("BURROW_TEST_LOGS").and_then(|dir| {
+            std::fs::File::create(
+                std::path::Path::new(&dir).join(format!("burrow-{}.log", child.id())),
+            )
+            .ok()
+        });
         std::thread::spawn(move || {
+            let mut keep = keep;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(f) = keep.as_mut() {
+                    use std::io::Write;
+                    let _ = writeln!(f, "{line}");
+                }
                 if let Ok(mut s) = sink.lock() {
                     s.push_str(&line);
                     s.push('\n');

@@ -94,6 +94,29 @@ async fn two_browsers_see_each_other_and_chat() {
     say(&b, "and back from B ✓").await;
     a.wait_chat("and back from B ✓").await;
 
+    // A file that would run as a page (HTML with a script) reaches B as bytes to download:
+    // never with the sender's type, which would make its blob URL a live page on B's origin.
+    a.run_async(
+        "const f = new File(['<script>localStorage.x = 1</script>'], 'page.html',            { type: 'text/html' });          window.burrowRoom.sendFile(f); arguments[arguments.length - 1](true);",
+    )
+    .await;
+    let url = b
+        .wait_for(
+            "the HTML file's download link",
+            "const a = document.querySelector('#transfers li[data-direction=in].done a.download');              return a ? a.href : null;",
+        )
+        .await;
+    let got = b
+        .run_async(&format!(
+            "const done = arguments[arguments.length - 1];              fetch('{}').then(r => r.blob()).then(async b => done(b.type + ' ' + await b.text()));",
+            url.as_str().unwrap_or_default()
+        ))
+        .await;
+    assert_eq!(
+        got, "application/octet-stream <script>localStorage.x = 1</script>",
+        "offered as bytes, intact"
+    );
+
     a.screenshot(&screenshot_path("two-browsers-a.png")).await;
     a.close().await;
     // B is told A left.
@@ -348,8 +371,7 @@ async fn a_site_page_with_two_hundred_assets_loads_every_one() {
         "images, broken images, scripts, the POST"
     );
     assert!(
-        web.connections.load(std::sync::atomic::Ordering::SeqCst)
-            > burrow_tests::site::MANY_ASSETS,
+        web.connections.load(std::sync::atomic::Ordering::SeqCst) > burrow_tests::site::MANY_ASSETS,
         "the page and every asset came from the site"
     );
     exposer.expect_event("connected", &[]);

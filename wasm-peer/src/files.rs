@@ -292,10 +292,12 @@ fn on_receive(
             st.file = Some(file);
             return Ok(());
         };
-        let (mime, name, size) = (file.mime.clone(), file.name.clone(), file.size);
+        let (name, size) = (file.name.clone(), file.size);
         let sha256 = file.finish(&msg).map_err(|e| e.to_string())?;
         st.blobs.push(&fold(&st.parts, None)?.into());
-        let blob = fold(&st.blobs, mime.as_deref())?;
+        // Never the sender's type: a blob URL lives on the room page's origin, and an HTML or
+        // SVG file opened from it would run there. Bytes of no type only ever download.
+        let blob = fold(&st.blobs, Some(DOWNLOAD_TYPE))?;
         st.finish();
         let url = Url::create_object_url_with_blob(&blob).map_err(|_| "cannot offer the file")?;
         let _ = dc.send_with_str(
@@ -350,6 +352,9 @@ fn on_receive(
     }
     Ok(())
 }
+
+/// The type every received file is offered with (see where it is folded).
+const DOWNLOAD_TYPE: &str = "application/octet-stream";
 
 /// One `Blob` from a list of parts (ArrayBuffers or Blobs).
 fn fold(parts: &Array, mime: Option<&str>) -> Result<Blob, String> {
