@@ -149,6 +149,11 @@ async fn send_on(
         // Waits while the channel's send buffer is full: memory stays bounded.
         dc.send(BytesMut::from(&buf[..n])).await?;
         bar.inc(n as u64);
+        // The receiver may refuse before the end (no room, no write): stop at once.
+        if let Ok(Some(text)) = inbox.try_recv() {
+            bar.finish_and_clear();
+            return Ok(text);
+        }
     }
     dc.send_text(&out.end()?.encode()).await?;
     bar.finish_and_clear();
@@ -197,7 +202,11 @@ pub async fn receive(
                     return Err(FileError::Check(TransferError::NoHeader));
                 };
                 file.on_chunk(&msg.data)?;
-                out.write_all(&msg.data).await?;
+                if let Err(e) = out.write_all(&msg.data).await {
+                    // The disk filled up after all (or failed): the sender hears why.
+                    refuse(&dc, format!("cannot write the file here: {e}")).await;
+                    return Err(e.into());
+                }
                 bar.set_position(file.received());
                 continue;
             }
@@ -213,6 +222,15 @@ pub async fn receive(
                         refuse(&dc, reason.into()).await;
                         return Err(FileError::Refused(reason.into()));
                     };
+                    if let Some(free) = free_space(dir).filter(|free| file.size > *free) {
+                        let reason = format!(
+                            "not enough free disk space here ({} announced, {} free)",
+                            indicatif::HumanBytes(file.size),
+                            indicatif::HumanBytes(free)
+                        );
+                        refuse(&dc, reason.clone()).await;
+                        return Err(FileError::Refused(reason));
+                    }
                     // Unique per transfer: two peers may send files of the same name at once.
                     static NEXT: std::sync::atomic::AtomicU64 =
                         std::sync::atomic::AtomicU64::new(0);
@@ -299,6 +317,12 @@ impl Drop for PartFile {
             let _ = std::fs::remove_file(&self.0);
         }
     }
+}
+
+/// Bytes an unprivileged writer may still put in `dir`'s file system, if it can be told.
+fn free_space(dir: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// Tells the sender the file was refused (best effort: the channel may already be gone).

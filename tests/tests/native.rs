@@ -391,3 +391,42 @@ fn quitting_mid_transfer_leaves_no_part_file() {
     sender.kill();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A file announced larger than the receiver's free disk space (a sparse 1 TiB file, read as
+/// zeros) is refused before a byte is written: the sender is told why and fails, the receiver
+/// says so, and nothing is left in its folder.
+#[test]
+fn a_file_larger_than_the_free_disk_is_refused_up_front() {
+    let server = ServerProcess::start(&[]);
+    let link = server.room_link("disk");
+    let dir = tempdir("disk");
+    let source = dir.join("huge.bin");
+    std::fs::File::create(&source)
+        .and_then(|f| f.set_len(1 << 40))
+        .expect("a sparse file");
+    let inbox = dir.join("inbox");
+    let mut receiver = Burrow::start(&["join", "--accept", inbox.to_str().unwrap(), &link]);
+    receiver.peer_id();
+    let mut sender = Burrow::start(&["send", source.to_str().unwrap(), &link]);
+    let told = sender.expect_event("file_failed", &[]);
+    let reason = told["reason"].as_str().unwrap_or_default().to_string();
+    assert!(
+        reason.starts_with(
+            "the receiver refused it: not enough free disk space here (1.00 TiB announced,"
+        ),
+        "{told}"
+    );
+    let status = sender.wait();
+    assert!(!status.success(), "the send failed");
+    let seen = receiver.expect_event("file_failed", &[]);
+    assert!(
+        seen["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not enough free disk space here"),
+        "{seen}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&inbox).unwrap().collect();
+    assert!(left.is_empty(), "nothing written: {left:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
