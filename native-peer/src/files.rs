@@ -235,15 +235,17 @@ pub async fn receive(
                     static NEXT: std::sync::atomic::AtomicU64 =
                         std::sync::atomic::AtomicU64::new(0);
                     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let part = PartFile(dir.join(format!(
-                        ".{}.{}-{n}.part",
-                        file.name,
-                        std::process::id()
-                    )));
-                    let out = tokio::io::BufWriter::with_capacity(
-                        1 << 20,
-                        tokio::fs::File::create(&part.0).await?,
-                    );
+                    // Short whatever the name (a long name plus a suffix would pass 255 bytes).
+                    let part =
+                        PartFile(dir.join(format!(".burrow-{}-{n}.part", std::process::id())));
+                    let created = match tokio::fs::File::create(&part.0).await {
+                        Ok(f) => f,
+                        Err(e) => {
+                            refuse(&dc, format!("cannot write the file here: {e}")).await;
+                            return Err(e.into());
+                        }
+                    };
+                    let out = tokio::io::BufWriter::with_capacity(1 << 20, created);
                     bar = progress(
                         file.size,
                         &format!("receiving {}", file.name),
@@ -266,7 +268,10 @@ pub async fn receive(
                     };
                     let dir = part.0.parent().map(Path::to_path_buf).unwrap_or_default();
                     let target = free_name(&dir, &name).await;
-                    tokio::fs::rename(&part.0, &target).await?;
+                    if let Err(e) = tokio::fs::rename(&part.0, &target).await {
+                        refuse(&dc, format!("cannot save the file here: {e}")).await;
+                        return Err(e.into());
+                    }
                     part.keep();
                     bar.finish_and_clear();
                     let _ = dc

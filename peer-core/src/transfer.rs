@@ -244,21 +244,70 @@ impl Incoming {
     }
 }
 
+/// Longest file name kept, in bytes: file systems allow 255, and a receiver may add " (12)"
+/// to make a name unique.
+pub const MAX_NAME_BYTES: usize = 240;
+
 /// Keeps only a plain base name: no folders, no leading dots, nothing [`safe_line`] removes
-/// (control characters, bidi overrides; line breaks become spaces), at most 200 characters.
-/// The name is both a path on the receiver's disk and text shown to its user.
+/// (control characters, bidi overrides; line breaks become spaces), no invisible characters,
+/// no look-alike slashes (they become `_`: "a∕..∕b" must not pass for a path), at most
+/// [`MAX_NAME_BYTES`] bytes (cut in the name before its extension). The name is both a path on
+/// the receiver's disk and text shown to its user.
 pub fn safe_file_name(name: &str) -> String {
     let base = name.rsplit(['/', '\\']).next().unwrap_or("");
-    let cleaned = shown(base);
+    let cleaned: String = safe_line(base)
+        .chars()
+        .filter(|c| !is_invisible(*c))
+        .map(|c| if is_slash_like(c) { '_' } else { c })
+        .collect();
     // Dots and spaces in any order: " .x" must not become the hidden ".x".
     let cleaned = cleaned
         .trim_start_matches(|c: char| c == '.' || c.is_whitespace())
         .trim_end();
     if cleaned.is_empty() {
-        "received-file".to_string()
-    } else {
-        cleaned.to_string()
+        return "received-file".to_string();
     }
+    fit(cleaned, MAX_NAME_BYTES)
+}
+
+/// `name` cut to at most `max` bytes on a character boundary, keeping a short extension.
+fn fit(name: &str, max: usize) -> String {
+    if name.len() <= max {
+        return name.to_string();
+    }
+    let (stem, ext) = match name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() && ext.len() < 16 => (stem, &name[stem.len()..]),
+        _ => (name, ""),
+    };
+    let mut cut = max - ext.len();
+    while !stem.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{ext}", stem[..cut].trim_end())
+}
+
+/// Characters that show as nothing: zero-width spaces and joiners, word joiners, soft hyphens,
+/// direction marks, the byte-order mark, invisible operators.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{AD}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}'
+    )
+}
+
+/// Characters drawn like `/` or `\\`.
+fn is_slash_like(c: char) -> bool {
+    matches!(
+        c,
+        '\u{2044}'
+            | '\u{2215}'
+            | '\u{2216}'
+            | '\u{29F5}'
+            | '\u{29F8}'
+            | '\u{29F9}'
+            | '\u{FF0F}'
+            | '\u{FF3C}'
+    )
 }
 
 #[cfg(test)]
@@ -404,5 +453,25 @@ mod tests {
         assert_eq!(safe_file_name("line\nbreak.txt"), "line break.txt");
         assert_eq!(safe_file_name("报告.pdf"), "报告.pdf");
         assert_eq!(safe_file_name(" . .x "), "x");
+        assert_eq!(safe_file_name("a\u{2215}..\u{2215}b.txt"), "a_.._b.txt");
+        assert_eq!(safe_file_name("\u{FF0F}etc\u{FF0F}passwd"), "_etc_passwd");
+        assert_eq!(safe_file_name("pay\u{200B}pal\u{FEFF}.pdf"), "paypal.pdf");
+        assert_eq!(safe_file_name("\u{200B}.hidden"), "hidden");
+    }
+
+    #[test]
+    fn long_names_fit_in_bytes_and_keep_their_extension() {
+        let long = format!("{}.bin", "n".repeat(300));
+        let kept = safe_file_name(&long);
+        assert_eq!(kept.len(), MAX_NAME_BYTES);
+        assert!(kept.ends_with("n.bin"), "{kept}");
+        // 100 characters of 3 bytes each: cut on a character boundary, in bytes.
+        let wide = format!("{}.pdf", "报".repeat(100));
+        let kept = safe_file_name(&wide);
+        assert!(kept.len() <= MAX_NAME_BYTES, "{}", kept.len());
+        assert!(kept.ends_with("报.pdf"), "{kept}");
+        assert_eq!(safe_file_name("short.txt"), "short.txt");
+        let no_ext = "x".repeat(400);
+        assert_eq!(safe_file_name(&no_ext).len(), MAX_NAME_BYTES);
     }
 }

@@ -430,3 +430,26 @@ fn a_file_larger_than_the_free_disk_is_refused_up_front() {
     assert!(left.is_empty(), "nothing written: {left:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A file whose name is near the file system's 255-byte limit arrives, its name cut to fit
+/// (extension kept), its bytes intact: the receiver's temporary name no longer grows with it.
+#[test]
+fn a_file_with_a_250_byte_name_arrives_intact() {
+    let server = ServerProcess::start(&[]);
+    let link = server.room_link("longname");
+    let dir = tempdir("longname");
+    let name = format!("{}.bin", "n".repeat(246));
+    let source = dir.join(&name);
+    let want = random_file(&source, 100_000);
+    let inbox = dir.join("inbox");
+    let mut receiver = Burrow::start(&["join", "--accept", inbox.to_str().unwrap(), &link]);
+    receiver.peer_id();
+    let mut sender = Burrow::start(&["send", source.to_str().unwrap(), &link]);
+    let got = receiver.expect_event("file_received", &[]);
+    let kept = format!("{}.bin", "n".repeat(236));
+    assert_eq!(got["name"], kept.as_str(), "{got}");
+    assert_eq!(got["sha256"], want.as_str());
+    assert_eq!(sha256_file(&inbox.join(&kept)), want);
+    assert!(sender.wait().success(), "the sender got its verdict");
+    let _ = std::fs::remove_dir_all(&dir);
+}
