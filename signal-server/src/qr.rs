@@ -1,8 +1,9 @@
 //! `/qr.svg?text=…`: the room link as a QR code, for the page to show beside the link.
 //!
 //! Drawn here rather than in the page so the page's wasm carries no QR encoder (about 4 KB of
-//! its gzipped size). Only a room link is drawn (`http(s)://HOST/r/ROOM`, a valid room id): the
-//! route is not a QR generator for any text under this server's name. The page already holds
+//! its gzipped size). Only a room link *of this server* is drawn (`http(s)://HOST/r/ROOM`, HOST
+//! the request's own `Host`, a valid room id): the route is not a QR generator for any text, or
+//! for another site's links, under this server's name. The page already holds
 //! the link and the server sees the same room id on the WebSocket, so nothing new is disclosed;
 //! the picture holds no text, only squares, and no cache keeps it.
 
@@ -22,8 +23,17 @@ pub struct QrQuery {
 }
 
 /// The route: an SVG picture, or 400 for a text that is not a room link.
-pub async fn svg(Query(q): Query<QrQuery>) -> Response {
-    match render(&q.text) {
+pub async fn svg(
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    Query(q): Query<QrQuery>,
+) -> Response {
+    // HTTP/1.1 names the host in `Host`, HTTP/2 (browsers over TLS) in `:authority`.
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()));
+    match host.and_then(|host| render(&q.text, host)) {
         Some(svg) => (
             [
                 (header::CONTENT_TYPE, "image/svg+xml"),
@@ -34,14 +44,15 @@ pub async fn svg(Query(q): Query<QrQuery>) -> Response {
             .into_response(),
         None => (
             StatusCode::BAD_REQUEST,
-            format!("text must be a room link of at most {MAX_TEXT} bytes\n"),
+            format!("text must be a room link of this server, at most {MAX_TEXT} bytes\n"),
         )
             .into_response(),
     }
 }
 
-/// Whether `text` is a room link: `http(s)://HOST/r/ROOM`, nothing after the room id.
-fn is_room_link(text: &str) -> bool {
+/// Whether `text` is a room link on `own` (a host and port, as in `Host`):
+/// `http(s)://HOST/r/ROOM`, nothing after the room id.
+fn is_room_link(text: &str, own: &str) -> bool {
     let Some(rest) = text
         .strip_prefix("https://")
         .or_else(|| text.strip_prefix("http://"))
@@ -51,13 +62,15 @@ fn is_room_link(text: &str) -> bool {
     let Some((host, room)) = rest.split_once("/r/") else {
         return false;
     };
-    crate::config::is_plain_host(host) && signal_protocol::validate_room_id(room).is_ok()
+    crate::config::is_plain_host(host)
+        && host.eq_ignore_ascii_case(own)
+        && signal_protocol::validate_room_id(room).is_ok()
 }
 
 /// The SVG for a room link: a square per run of dark modules on a white ground, two modules of
 /// quiet zone, 4 px per module unless the page scales it.
-pub fn render(text: &str) -> Option<String> {
-    if text.len() > MAX_TEXT || !is_room_link(text) {
+pub fn render(text: &str, own: &str) -> Option<String> {
+    if text.len() > MAX_TEXT || !is_room_link(text, own) {
         return None;
     }
     let qr = QrCode::encode_text(text, QrCodeEcc::Medium).ok()?;
@@ -130,7 +143,7 @@ mod tests {
     #[test]
     fn the_picture_reads_back_as_the_room_link() {
         let link = "https://burrow.example:8443/r/Zq3xv0W1bJ8mUo2RkT9yAw";
-        let svg = render(link).expect("a picture");
+        let svg = render(link, "burrow.example:8443").expect("a picture");
         let (side, pixels) = paint(&svg);
         let mut image =
             rqrr::PreparedImage::prepare_from_greyscale(side, side, |x, y| pixels[y * side + x]);
@@ -142,8 +155,12 @@ mod tests {
 
     #[test]
     fn only_a_room_link_is_drawn() {
-        assert!(render("http://127.0.0.1:8080/r/abcdefghijkl").is_some());
-        assert!(render("https://[::1]:8443/r/Zq3xv0W1bJ8mUo2RkT9yAw").is_some());
+        assert!(render("http://127.0.0.1:8080/r/abcdefghijkl", "127.0.0.1:8080").is_some());
+        assert!(render("https://[::1]:8443/r/Zq3xv0W1bJ8mUo2RkT9yAw", "[::1]:8443").is_some());
+        assert!(render("https://A.example/r/abcdefghijkl", "a.example").is_some());
+        // Another site's room link, under this server's name: refused.
+        assert!(render("https://evil.example/r/abcdefghijkl", "a.example").is_none());
+        assert!(render("http://127.0.0.1:9999/r/abcdefghijkl", "127.0.0.1:8080").is_none());
         for text in [
             "",
             "hello",
@@ -154,9 +171,9 @@ mod tests {
             "https://a.example/r/abcdefghijkl/more",
             "https://user@a.example/r/abcdefghijkl",
         ] {
-            assert!(render(text).is_none(), "{text}");
+            assert!(render(text, "a.example").is_none(), "{text}");
         }
         let long = format!("https://{}.example/r/abcdefghijkl", "a".repeat(MAX_TEXT));
-        assert!(render(&long).is_none());
+        assert!(render(&long, &format!("{}.example", "a".repeat(MAX_TEXT))).is_none());
     }
 }

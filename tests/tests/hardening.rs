@@ -270,6 +270,21 @@ async fn foreign_origins_and_huge_headers_are_refused_and_pages_carry_security_h
     );
     assert!(!answer.starts_with("HTTP/1.1 200"));
 
+    // The room link's QR code is drawn for this server's links only.
+    let own = format!("http://{}/r/some-room", server.http)
+        .replace(':', "%3A")
+        .replace('/', "%2F");
+    let qr = burrow_tests::http::get(server.http, &format!("/qr.svg?text={own}")).await;
+    assert_eq!(qr.status, 200);
+    assert!(
+        qr.headers.contains("content-type: image/svg+xml"),
+        "{}",
+        qr.headers
+    );
+    let other = "https%3A%2F%2Fevil.example%2Fr%2Fsome-room";
+    let qr = burrow_tests::http::get(server.http, &format!("/qr.svg?text={other}")).await;
+    assert_eq!(qr.status, 400, "another site's room link is not drawn");
+
     for path in ["/", "/r/some-room", "/app.js"] {
         let resp = burrow_tests::http::get(server.http, path).await;
         assert_eq!(resp.status, 200, "{path}");
