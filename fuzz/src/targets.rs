@@ -420,7 +420,14 @@ fn check_file_name(data: &[u8]) -> String {
 
 fn assert_name_is_plain(name: &str) {
     assert!(!name.is_empty(), "empty file name");
-    assert!(name.chars().count() <= 200, "{name:?} is too long");
+    assert!(
+        name.len() <= peer_core::transfer::MAX_NAME_BYTES,
+        "{name:?} is too long"
+    );
+    assert!(
+        !name.contains(['\u{200B}', '\u{200D}', '\u{FEFF}', '\u{AD}', '\u{2215}', '\u{FF0F}']),
+        "{name:?} keeps an invisible character or a look-alike slash"
+    );
     assert!(!name.contains(['/', '\\']), "{name:?} names a folder");
     assert!(
         !name.starts_with(|c: char| c == '.' || c.is_whitespace()),
