@@ -426,8 +426,13 @@ impl Session {
                 .rooms
                 .leave(&self.client.room, &id, self.conn)
                 .await;
-            // A peer another connection holds now keeps its relay.
-            if removed {
+            // A peer another connection holds now keeps its relay; one removed here, or
+            // earlier (dropped for a full queue while its connection lived on), loses it.
+            let held = self
+                .state
+                .rooms
+                .held_elsewhere(&self.client.room, &id, self.conn);
+            if removed || !held {
                 tracing::info!(room = %self.client.room, peer = %id, "peer left");
                 self.state.turn_access.revoke(&id);
             }

@@ -783,6 +783,64 @@ async fn audit4_credentials_die_with_the_websocket() {
     );
 }
 
+/// A peer dropped because it stopped reading (its queue overflowed: announced as left) loses
+/// its relay with its place, like a peer that left: once its connection is ended (here the 1 s
+/// write deadline), its allocation is closed and its credentials allocate nothing.
+#[tokio::test]
+async fn audit5_a_peer_dropped_for_a_full_queue_loses_its_relay() {
+    use signal_protocol::{ClientMessage, PeerSignal};
+    let server = ServerProcess::start(&[
+        "--turn-secret",
+        SECRET,
+        "--write-timeout",
+        "1s",
+        "--ping-interval",
+        "60s",
+        "--ping-timeout",
+        "120s",
+    ]);
+    let (mut a, _, _) = join(&server, "audit5").await;
+    let (_stalled, creds, b) = join(&server, "audit5").await; // never read again
+    let holder = Client::challenged(server.stun).await;
+    holder.allocated(&creds).await;
+    // Signals toward b until the server gives up on it (see hardening.rs for the sizes).
+    let sdp = "v".repeat(60_000);
+    let mut left = false;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !left && Instant::now() < deadline {
+        a.send(&ClientMessage::Signal {
+            to: b.clone(),
+            data: PeerSignal::Offer { sdp: sdp.clone() },
+        })
+        .await;
+        while let Some(m) = a.try_recv(Duration::from_millis(1)).await {
+            if matches!(&m, ServerMessage::PeerLeft { peer_id } if *peer_id == b) {
+                left = true;
+            }
+        }
+    }
+    assert!(left, "the stalled peer is dropped and announced as left");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = holder.refresh(&creds, Duration::from_secs(600)).await;
+        if class(&r) == CLASS_ERROR_RESPONSE {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dropped peer's allocation outlived it"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let newcomer = Client::challenged(server.stun).await;
+    let r = newcomer.allocate(&creds).await;
+    assert_eq!(
+        (class(&r), code(&r)),
+        (CLASS_ERROR_RESPONSE, 401),
+        "a dropped peer's credentials allocate nothing"
+    );
+}
+
 /// Two allocations relay to each other (the relay-to-relay path two peers behind symmetric
 /// NATs use) both ways, by Send/Data indications and by ChannelData; a peer without a
 /// permission is not heard.
