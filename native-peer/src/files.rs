@@ -254,7 +254,10 @@ pub async fn receive(
                     incoming = Some((file, out, part));
                 }
                 Some((file, mut out, part)) => {
-                    out.flush().await?;
+                    if let Err(e) = out.flush().await {
+                        refuse(&dc, format!("cannot write the file here: {e}")).await;
+                        return Err(e.into());
+                    }
                     drop(out);
                     let size = file.size;
                     let checked = file.finish(&message);
@@ -298,6 +301,13 @@ pub async fn receive(
     }
     .await;
     bar.finish_and_clear();
+    // Whatever went wrong, the sender hears a verdict (a second refusal after one sent above
+    // is ignored by it), rather than waiting for one for ever.
+    if let Err(e) = &result {
+        if !matches!(e, FileError::Refused(_) | FileError::Channel) {
+            refuse(&dc, e.to_string()).await;
+        }
+    }
     // On failure the part file goes with `incoming` (see `PartFile`).
     result.map_err(|e| {
         drop(incoming.take());

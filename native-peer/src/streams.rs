@@ -91,8 +91,9 @@ struct Counts {
 }
 
 /// Most stream channels one peer may have served at once: an honest dialer keeps at most
-/// [`peer_core::stream::POOL_MAX`]; channels beyond are closed unread.
-const CHANNELS_PER_PEER: usize = peer_core::stream::POOL_MAX;
+/// [`peer_core::stream::POOL_MAX`] in its pool and [`RETIRED_MAX`] set aside; channels beyond
+/// are closed unread.
+const CHANNELS_PER_PEER: usize = peer_core::stream::POOL_MAX + RETIRED_MAX;
 
 /// A stream or a channel counted against its peer while this lives.
 struct Held<'a> {
@@ -335,7 +336,15 @@ impl Dialer {
         let n = self.retired.fetch_add(1, Ordering::Relaxed);
         if n >= RETIRED_MAX {
             ch.close().await;
+            return;
         }
+        // Best effort: a stream the peer still serves on it is over (the peer answers with its
+        // own final and lets go of the service's socket); on a channel between streams the
+        // peer ignores it.
+        let reset = StreamMessage::Reset {
+            reason: "channel retired".into(),
+        };
+        let _ = ch.dc.try_send_text(&reset.encode()).await;
     }
 
     fn pool(&self) -> std::sync::MutexGuard<'_, Pool<Channel>> {
@@ -352,7 +361,7 @@ impl Dialer {
                 Ok(ch) => self.give_back(ch),
                 Err(e) => {
                     tracing::debug!("stream channel not opened: {e}");
-                    self.pool().lost();
+                    self.lost();
                 }
             }
         }
@@ -389,7 +398,10 @@ impl Dialer {
     /// A channel for a new stream: an idle one, a new one, or (at the cap) the next freed.
     async fn take(&self) -> Result<Channel, StreamError> {
         loop {
+            // Registered before the pool is asked, so a channel freed in between is not missed.
             let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
             let take = self.pool().take();
             match take {
                 Take::Idle(mut ch) => {
