@@ -94,6 +94,38 @@ impl WsClient {
     }
 }
 
+/// Floods `stalled` (a peer that never reads) with up to 400 large signals from `from`, about
+/// 24 MiB, more than the kernel buffers on both sides hold (the rate limiter's burst lets them
+/// through, the queue refuses some as congested), watching `from`'s replies; then waits up to
+/// `within` more. Whether `from` was told that `stalled` left.
+pub async fn flood_until_left(from: &mut WsClient, stalled: &str, within: Duration) -> bool {
+    let sdp = "v".repeat(60_000);
+    let left_now =
+        |m: &ServerMessage| matches!(m, ServerMessage::PeerLeft { peer_id } if peer_id == stalled);
+    for _ in 0..400 {
+        from.send(&ClientMessage::Signal {
+            to: stalled.to_string(),
+            data: signal_protocol::PeerSignal::Offer { sdp: sdp.clone() },
+        })
+        .await;
+        // Drain the replies (congestion errors) without waiting.
+        while let Some(m) = from.try_recv(Duration::from_millis(1)).await {
+            if left_now(&m) {
+                return true;
+            }
+        }
+    }
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if let Some(m) = from.try_recv(Duration::from_secs(1)).await {
+            if left_now(&m) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 /// The peer id a welcome hands out (panics on any other message: the test expected a welcome).
 pub fn peer_id(welcome: &ServerMessage) -> String {
     match welcome {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use burrow_tests::server::ServerProcess;
 use burrow_tests::ws::{peer_id, WsClient};
 use futures_util::{SinkExt, StreamExt};
-use signal_protocol::{ClientMessage, ErrorCode, PeerSignal, ServerMessage};
+use signal_protocol::{ErrorCode, ServerMessage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -53,33 +53,7 @@ async fn a_peer_that_stops_reading_is_dropped_and_announced() {
     let b = peer_id(&wb);
     assert!(matches!(a.recv().await, ServerMessage::PeerJoined { .. }));
 
-    // About 24 MiB of signals toward b, more than the kernel buffers on both sides hold; the
-    // rate limiter (400 burst) lets them through, the queue refuses some as congested.
-    let sdp = "v".repeat(60_000);
-    let mut left = false;
-    for _ in 0..400 {
-        a.send(&ClientMessage::Signal {
-            to: b.clone(),
-            data: PeerSignal::Offer { sdp: sdp.clone() },
-        })
-        .await;
-        // Drain a's replies (congestion errors) without waiting, watching for b's departure.
-        while let Some(m) = a.try_recv(Duration::from_millis(1)).await {
-            if matches!(&m, ServerMessage::PeerLeft { peer_id } if *peer_id == b) {
-                left = true;
-            }
-        }
-        if left {
-            break;
-        }
-    }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while !left && tokio::time::Instant::now() < deadline {
-        if let Some(ServerMessage::PeerLeft { peer_id }) = a.try_recv(Duration::from_secs(1)).await
-        {
-            left = peer_id == b;
-        }
-    }
+    let left = burrow_tests::ws::flood_until_left(&mut a, &b, Duration::from_secs(15)).await;
     assert!(left, "a is told that the stalled peer left");
 
     let (_c, wc) = WsClient::join(&url, None).await;

@@ -761,19 +761,10 @@ async fn audit4_credentials_die_with_the_websocket() {
         CLASS_SUCCESS_RESPONSE
     );
     drop(ws);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = holder.refresh(&creds, Duration::from_secs(600)).await;
-        if class(&r) == CLASS_ERROR_RESPONSE {
-            assert!([401, 437].contains(&code(&r)), "{}", show(&r));
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the allocation outlived its session"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let r = refused_within(&holder, &creds, Duration::from_secs(10))
+        .await
+        .expect("the allocation outlived its session");
+    assert!([401, 437].contains(&code(&r)), "{}", show(&r));
     let newcomer = Client::challenged(server.stun).await;
     let r = newcomer.allocate(&creds).await;
     assert_eq!(
@@ -788,7 +779,6 @@ async fn audit4_credentials_die_with_the_websocket() {
 /// write deadline), its allocation is closed and its credentials allocate nothing.
 #[tokio::test]
 async fn audit5_a_peer_dropped_for_a_full_queue_loses_its_relay() {
-    use signal_protocol::{ClientMessage, PeerSignal};
     let server = ServerProcess::start(&[
         "--turn-secret",
         SECRET,
@@ -803,35 +793,11 @@ async fn audit5_a_peer_dropped_for_a_full_queue_loses_its_relay() {
     let (_stalled, creds, b) = join(&server, "audit5").await; // never read again
     let holder = Client::challenged(server.stun).await;
     holder.allocated(&creds).await;
-    // Signals toward b until the server gives up on it (see hardening.rs for the sizes).
-    let sdp = "v".repeat(60_000);
-    let mut left = false;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !left && Instant::now() < deadline {
-        a.send(&ClientMessage::Signal {
-            to: b.clone(),
-            data: PeerSignal::Offer { sdp: sdp.clone() },
-        })
-        .await;
-        while let Some(m) = a.try_recv(Duration::from_millis(1)).await {
-            if matches!(&m, ServerMessage::PeerLeft { peer_id } if *peer_id == b) {
-                left = true;
-            }
-        }
-    }
+    let left = burrow_tests::ws::flood_until_left(&mut a, &b, Duration::from_secs(15)).await;
     assert!(left, "the stalled peer is dropped and announced as left");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = holder.refresh(&creds, Duration::from_secs(600)).await;
-        if class(&r) == CLASS_ERROR_RESPONSE {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the dropped peer's allocation outlived it"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    refused_within(&holder, &creds, Duration::from_secs(10))
+        .await
+        .expect("the dropped peer's allocation outlived it");
     let newcomer = Client::challenged(server.stun).await;
     let r = newcomer.allocate(&creds).await;
     assert_eq!(
@@ -839,6 +805,20 @@ async fn audit5_a_peer_dropped_for_a_full_queue_loses_its_relay() {
         (CLASS_ERROR_RESPONSE, 401),
         "a dropped peer's credentials allocate nothing"
     );
+}
+
+/// Refreshes `holder`'s allocation until the relay refuses it (the allocation was closed):
+/// the refusal, or `None` if it still lived after `within`.
+async fn refused_within(holder: &Client, creds: &Creds, within: Duration) -> Option<Message> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        let r = holder.refresh(creds, Duration::from_secs(600)).await;
+        if class(&r) == CLASS_ERROR_RESPONSE {
+            return Some(r);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
 }
 
 /// Two allocations relay to each other (the relay-to-relay path two peers behind symmetric
