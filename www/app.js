@@ -68,10 +68,10 @@ async function startRoom(roomId) {
   nameInput.value = localStorage.getItem('burrow.name') || '';
   let room = null;
 
-  const label = (id) => {
-    const p = peers.get(id);
-    return p && p.name ? `${p.name}` : id;
-  };
+  // A name always with its id: two peers may pick the same name (the server drops bidi and
+  // invisible characters from names, so one cannot pose as another by look alone).
+  const who = (id, name) => (name ? `${name} (${id})` : id);
+  const label = (id) => who(id, peers.get(id)?.name);
 
   function note(text) {
     const li = el('li', 'note', text);
@@ -104,7 +104,7 @@ async function startRoom(roomId) {
       case 'peer_joined': {
         const li = el('li', 'peer');
         li.dataset.peer = ev.peer;
-        li.append(el('span', 'who', ev.name ? `${ev.name} (${ev.peer})` : ev.peer),
+        li.append(el('span', 'who', who(ev.peer, ev.name)),
           el('span', 'voice', ''), el('span', 'state', 'connecting'), el('span', 'badge', ''), el('span', 'rtt', ''));
         peers.set(ev.peer, { li, name: ev.name });
         $('peers').append(li);
@@ -172,7 +172,7 @@ async function startRoom(roomId) {
           peers.delete(ev.peer);
           const a = voice.audio.get(ev.peer);
           if (a) { a.srcObject = null; a.remove(); voice.audio.delete(ev.peer); }
-          note(`${label(ev.peer) || ev.peer} left.`);
+          note(`${label(ev.peer)} left.`);
         }
         renderEmpty();
         break;
@@ -180,7 +180,7 @@ async function startRoom(roomId) {
       case 'chat': {
         const li = el('li', 'msg');
         li.dataset.from = ev.from;
-        li.append(el('b', null, ev.name || ev.from), el('span', 'text', ev.text));
+        li.append(el('b', null, who(ev.from, ev.name)), el('span', 'text', ev.text));
         $('chat-log').append(li);
         li.scrollIntoView({ block: 'nearest' });
         break;
@@ -281,10 +281,23 @@ async function startRoom(roomId) {
   const tokens = new Map(); // "peer/service" -> token
   const sitesDomain = fetch('/api/sites').then((r) => r.json()).then((j) => j.domain).catch(() => null);
   let siteFrame = null; // { origin, peer, service, channel }
+  // The visitor's own secret in every site label: no other member can compute the origin of a
+  // site we open (and frame it, or plant storage there); kept, so a site's cookies last.
+  const newSalt = () => [...crypto.getRandomValues(new Uint8Array(16))].map((b) => b.toString(16).padStart(2, '0')).join('');
+  let pageSalt = null; // when storage is off: this page's own
+  function siteSalt() {
+    try {
+      let salt = localStorage.getItem('burrow.site-salt');
+      if (!/^[0-9a-f]{32}$/.test(salt || '')) localStorage.setItem('burrow.site-salt', (salt = newSalt()));
+      return salt;
+    } catch {
+      return (pageSalt ||= newSalt());
+    }
+  }
   async function siteOrigin(peer, service) {
     const domain = await sitesDomain;
     if (!domain) return null;
-    const bytes = new TextEncoder().encode(`${roomId}\n${peer}\n${service}`);
+    const bytes = new TextEncoder().encode(`${siteSalt()}\n${roomId}\n${peer}\n${service}`);
     const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
     const label = [...digest.slice(0, 16)].map((b) => b.toString(16).padStart(2, '0')).join('');
     return `${location.protocol}//${label}.${domain}${location.port ? `:${location.port}` : ''}`;

@@ -94,6 +94,9 @@ pub struct Peer {
     pub id: String,
     /// Its display name.
     pub name: Option<String>,
+    /// The server's tag of its address ([`signal_protocol::PeerInfo::client`]): what the
+    /// wrong-token limit counts by, so a rejoin under a new id does not start afresh.
+    pub client: Option<String>,
     /// The connection.
     pub pc: Arc<dyn PeerConnection>,
     /// The control channel, once open.
@@ -145,6 +148,7 @@ impl Peer {
             driver: Driver::new(rtc, me, &id),
             id,
             name,
+            client: None,
             dialer: crate::streams::Dialer::new(pc.clone()),
             pc,
             control: None,

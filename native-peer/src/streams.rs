@@ -177,10 +177,10 @@ impl Gate {
         &self.service
     }
 
-    /// Whether `peer`'s first message may open the service, `now` after the gate's creation:
-    /// the right name; and, if the service has a token, a peer not cooling down and the right
+    /// Whether a first message from `client` may open the service, `now` after the gate's
+    /// creation: the right name; and, if the service has a token, a client not cooling down and the right
     /// token (compared in constant time; wrong ones are counted).
-    fn admit(&self, open: &Heard, peer: &str, now: Duration) -> Result<(), StreamError> {
+    fn admit(&self, open: &Heard, client: &str, now: Duration) -> Result<(), StreamError> {
         let Heard::Open {
             service: name,
             token,
@@ -198,16 +198,16 @@ impl Gate {
         let Some(expected) = self.service.token.as_deref() else {
             return Ok(());
         };
-        let peer = peer.to_string();
+        let client = client.to_string();
         // Never held across an await: the lock only guards a few map operations.
         let mut limiter = self.limiter.lock().unwrap_or_else(PoisonError::into_inner);
         // Before the token is looked at: while cooling down, even the right one is refused.
-        limiter.check(&peer, now).map_err(StreamError::Blocked)?;
+        limiter.check(&client, now).map_err(StreamError::Blocked)?;
         if token_matches(Some(expected), token.as_deref()) {
-            limiter.succeeded(&peer);
+            limiter.succeeded(&client);
             return Ok(());
         }
-        limiter.failed(&peer, now).map_err(StreamError::Blocked)?;
+        limiter.failed(&client, now).map_err(StreamError::Blocked)?;
         Err(StreamError::Refused("wrong or missing access token".into()))
     }
 }
@@ -483,10 +483,10 @@ pub async fn open(
 pub async fn serve(
     dc: Arc<dyn DataChannel>,
     gate: Arc<Gate>,
-    peer: &str,
+    who: Who<'_>,
     report: impl Fn(StreamError),
 ) {
-    let Some(_held) = gate.hold_channel(peer) else {
+    let Some(_held) = gate.hold_channel(who.peer) else {
         report(StreamError::Refused(format!(
             "too many stream channels from this peer (at most {CHANNELS_PER_PEER}); closed one"
         )));
@@ -495,7 +495,7 @@ pub async fn serve(
     };
     let mut ch = Channel::new(dc);
     loop {
-        match accept(&mut ch, &gate, peer, &report).await {
+        match accept(&mut ch, &gate, who, &report).await {
             Ok(Some(_)) => {}
             Ok(None) => return,
             Err(e) => {
@@ -507,12 +507,23 @@ pub async fn serve(
     }
 }
 
+/// Who opened a stream channel: the peer (its streams and channels are counted by its id) and
+/// its client (wrong tokens are counted by the server's tag of its address, which a rejoin
+/// under a new id keeps; the id when the server gave no tag).
+#[derive(Clone, Copy)]
+pub struct Who<'a> {
+    /// The peer's id.
+    pub peer: &'a str,
+    /// What the wrong-token limit counts by.
+    pub client: &'a str,
+}
+
 /// Answers one stream on `ch`: `None` when the channel closed between streams. A refusal is
 /// told to `report` and the channel carries on.
 async fn accept(
     ch: &mut Channel,
     gate: &Gate,
-    peer: &str,
+    who: Who<'_>,
     report: &impl Fn(StreamError),
 ) -> Result<Option<Finished>, StreamError> {
     let mut stream = Stream::answer();
@@ -528,8 +539,8 @@ async fn accept(
         }
     };
     let admitted = gate
-        .admit(&open, peer, gate.epoch.elapsed())
-        .and_then(|()| gate.hold_stream(peer));
+        .admit(&open, who.client, gate.epoch.elapsed())
+        .and_then(|()| gate.hold_stream(who.peer));
     // Counted against the peer until this stream is over.
     let (_held, verdict) = match admitted {
         // The one address this peer was told to expose: nothing in the request can change it.

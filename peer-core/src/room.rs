@@ -561,6 +561,7 @@ mod tests {
             id: id.into(),
             name: None,
             kind: PeerKind::Browser,
+            client: None,
         }
     }
 

@@ -121,6 +121,7 @@ mod tests {
             id: "p".into(),
             name: Some("n".into()),
             kind: PeerKind::Native,
+            client: Some("c".into()),
         };
         let all = [
             ServerMessage::Welcome {

@@ -67,6 +67,38 @@ pub const MAX_ROOM_ID_LEN: usize = 64;
 /// Longest display name accepted, in characters (longer names are cut, not refused).
 pub const MAX_NAME_LEN: usize = 64;
 
+/// A display name as every peer is shown it: control characters, bidi controls (which make
+/// text read backwards or move a name's id) and invisible characters (zero-width spaces and
+/// joiners, soft hyphens, word joiners, BOMs: "alice" and "al\u{200B}ice" would look alike)
+/// dropped; runs of whitespace one space; trimmed; at most [`MAX_NAME_LEN`] characters. `None`
+/// when nothing is left. The server cleans every `hello`'s name with it; peers show the id
+/// beside it anyway, since two peers may pick the same name.
+pub fn clean_name(name: &str) -> Option<String> {
+    let invisible = |c: char| {
+        c.is_control()
+            || matches!(c,
+                '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}'
+                | '\u{17B5}' | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}'
+                | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{3164}'
+                | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}' | '\u{FFF0}'..='\u{FFFB}'
+                | '\u{E0000}'..='\u{E0FFF}')
+    };
+    let mut out = String::new();
+    for word in name
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .map(|w| w.chars().filter(|&c| !invisible(c)).collect::<String>())
+        .filter(|w| !w.is_empty())
+    {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&word);
+    }
+    let out: String = out.chars().take(MAX_NAME_LEN).collect();
+    let out = out.trim_end().to_string();
+    (!out.is_empty()).then_some(out)
+}
+
 /// A peer's id, assigned by the server when it joins a room, unique within the server.
 pub type PeerId = String;
 
@@ -177,6 +209,12 @@ pub struct PeerInfo {
     /// What the peer said it runs on in `hello`.
     #[serde(default, skip_serializing_if = "PeerKind::is_browser")]
     pub kind: PeerKind,
+    /// An opaque tag the server gives the peer's address (per /64 for IPv6), the same for every
+    /// join from that address to this room and different in every other room: peers count what
+    /// one client may try (wrong access tokens) by it, since a rejoin gets a new id but keeps
+    /// its tag. It says nothing about the address itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
 }
 
 /// What a peer runs on. It matters for one decision: between a browser and `burrow`, `burrow`
@@ -383,6 +421,39 @@ pub fn validate_room_id(id: &str) -> Result<(), RoomIdError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_lose_what_would_disguise_them() {
+        assert_eq!(clean_name("  alice  "), Some("alice".into()));
+        assert_eq!(
+            clean_name("al\u{200B}ice"),
+            Some("alice".into()),
+            "zero-width space"
+        );
+        assert_eq!(
+            clean_name("\u{202E}ecila"),
+            Some("ecila".into()),
+            "right-to-left override"
+        );
+        assert_eq!(
+            clean_name("a\u{2066}b\u{2069}"),
+            Some("ab".into()),
+            "isolates"
+        );
+        assert_eq!(clean_name("a\nb\tc   d"), Some("a b c d".into()));
+        assert_eq!(clean_name("\u{FEFF}\u{00AD}"), None);
+        assert_eq!(clean_name(""), None);
+        assert_eq!(
+            clean_name("Zoë 李"),
+            Some("Zoë 李".into()),
+            "real names stay"
+        );
+        let long = "x".repeat(100);
+        assert_eq!(
+            clean_name(&long).map(|n| n.chars().count()),
+            Some(MAX_NAME_LEN)
+        );
+    }
 
     #[test]
     fn hello_round_trips_and_omits_missing_name() {

@@ -10,7 +10,10 @@
 //! * the slot travels *with* the socket (see [`Limited`]), so a connection upgraded to a
 //!   WebSocket keeps counting until the WebSocket closes;
 //! * HTTP/1 request headers must arrive within `--header-timeout` and fit in 16 KiB
-//!   (larger gets `431 Request Header Fields Too Large`).
+//!   (larger gets `431 Request Header Fields Too Large`);
+//! * a connection that carries no byte either way for `--idle-timeout` is closed, whatever it
+//!   speaks (HTTP/2 has no header deadline of its own: an idle h2c connection would hold its
+//!   slot for ever).
 //!
 //! This is the accept loop axum's own `serve` would run, written out on hyper so those limits can
 //! be set.
@@ -135,6 +138,32 @@ pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
 pub struct Limited<S> {
     stream: S,
     _slot: Slot,
+    idle: Idle,
+}
+
+/// The idle deadline of one connection: moved on by every byte read or written; once it
+/// passes, reads end (hyper then closes the connection).
+struct Idle {
+    after: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Idle {
+    fn new(after: Duration) -> Idle {
+        Idle {
+            after,
+            deadline: Box::pin(tokio::time::sleep(after)),
+        }
+    }
+
+    fn active(&mut self) {
+        let next = tokio::time::Instant::now() + self.after;
+        self.deadline.as_mut().reset(next);
+    }
+
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.deadline.as_mut().poll(cx).is_ready()
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Limited<S> {
@@ -143,7 +172,18 @@ impl<S: AsyncRead + Unpin> AsyncRead for Limited<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let before = buf.filled().len();
+        match Pin::new(&mut self.stream).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                self.idle.active();
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if self.idle.expired(cx) => {
+                tracing::debug!("connection idle too long; closing");
+                Poll::Ready(Ok(())) // end of stream
+            }
+            other => other,
+        }
     }
 }
 
@@ -153,7 +193,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Limited<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let r = Pin::new(&mut self.stream).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.idle.active();
+        }
+        r
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -169,7 +213,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Limited<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.idle.active();
+        }
+        r
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -185,6 +233,8 @@ pub struct Policy {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Time for a new connection's first byte, its TLS handshake, and each request's headers.
     pub header_timeout: Duration,
+    /// Silence (no byte either way) after which a connection is closed.
+    pub idle_timeout: Duration,
     /// TLS, when on (`--tls-cert`).
     pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
@@ -200,6 +250,7 @@ pub async fn serve(
         limits,
         metrics,
         header_timeout,
+        idle_timeout,
         tls,
     } = policy;
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -259,7 +310,7 @@ pub async fn serve(
                 return;
             }
             match tls {
-                None => serve_io(stream, slot, builder, app, peer, watcher).await,
+                None => serve_io(stream, slot, idle_timeout, builder, app, peer, watcher).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(stream))
@@ -269,7 +320,9 @@ pub async fn serve(
                             // A TLS-ALPN-01 validation: the handshake was the answer.
                             tracing::debug!(%peer, "ACME challenge handshake answered");
                         }
-                        Ok(Ok(stream)) => serve_io(stream, slot, builder, app, peer, watcher).await,
+                        Ok(Ok(stream)) => {
+                            serve_io(stream, slot, idle_timeout, builder, app, peer, watcher).await
+                        }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
@@ -292,6 +345,7 @@ pub async fn serve(
 async fn serve_io<S>(
     stream: S,
     slot: Slot,
+    idle_timeout: Duration,
     builder: auto::Builder<TokioExecutor>,
     app: Router,
     peer: SocketAddr,
@@ -306,6 +360,7 @@ async fn serve_io<S>(
     let io = Limited {
         stream,
         _slot: slot,
+        idle: Idle::new(idle_timeout),
     };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     if let Err(e) = watcher.watch(conn.into_owned()).await {

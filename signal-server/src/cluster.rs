@@ -52,6 +52,8 @@ struct Entry {
     name: Option<String>,
     #[serde(default)]
     kind: PeerKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client: Option<String>,
     inst: String,
 }
 
@@ -142,6 +144,7 @@ fn members_of(flat: &[String]) -> Vec<Member> {
                     id: pair[0].clone(),
                     name: entry.name,
                     kind: entry.kind,
+                    client: entry.client,
                 },
                 instance: entry.inst,
             })
@@ -233,6 +236,7 @@ impl Cluster {
         let entry = Entry {
             name: info.name.clone(),
             kind: info.kind,
+            client: info.client.clone(),
             inst: self.instance.clone(),
         };
         let entry = serde_json::to_string(&entry).map_err(|_| unreachable())?;
@@ -320,6 +324,7 @@ impl Cluster {
                 id: peer.to_string(),
                 name: entry.name,
                 kind: entry.kind,
+                client: entry.client,
             },
             instance: entry.inst,
         })

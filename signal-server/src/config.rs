@@ -76,6 +76,12 @@ pub struct Config {
     #[arg(long, env = "BURROW_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_timeout: Duration,
 
+    /// A connection that carries no byte either way for this long is closed: idle HTTP/1
+    /// keep-alive and HTTP/2 connections alike (WebSockets are pinged every --ping-interval,
+    /// so they are never idle: the deadline is at least twice that).
+    #[arg(long, env = "BURROW_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
     /// A WebSocket must send `hello` within this time of opening, or it is closed.
     #[arg(long, env = "BURROW_HELLO_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub hello_timeout: Duration,

@@ -361,12 +361,7 @@ impl Session {
         }
         validate_room_id(&self.client.room)
             .map_err(|e| (ErrorCode::InvalidRoomId, format!("invalid room id: {e}")))?;
-        let name = name.map(|n| {
-            n.chars()
-                .filter(|c| !c.is_control())
-                .take(signal_protocol::MAX_NAME_LEN)
-                .collect()
-        });
+        let name = name.as_deref().and_then(signal_protocol::clean_name);
         let outbox = self.outbox.clone().ok_or((
             ErrorCode::AlreadyJoined,
             "this connection was already removed from its room".to_string(),
@@ -386,7 +381,21 @@ impl Session {
         let joined = self
             .state
             .rooms
-            .join(room, name, kind, claim, self.conn, outbox)
+            .join(
+                room,
+                crate::room::Profile {
+                    name,
+                    kind,
+                    client: Some(
+                        self.state
+                            .resume
+                            .client_tag(room, crate::accept::client_key(self.client.addr.ip())),
+                    ),
+                },
+                claim,
+                self.conn,
+                outbox,
+            )
             .await?;
         let peer_id = joined.id;
         let peers = joined.peers;

@@ -270,6 +270,11 @@ pub async fn start(
         limits,
         metrics,
         header_timeout: state.config.header_timeout,
+        // A WebSocket is pinged every --ping-interval: never idle for twice that.
+        idle_timeout: state
+            .config
+            .idle_timeout
+            .max(state.config.ping_interval * 2),
         tls,
     };
     let app = http::router(state.clone());

@@ -65,6 +65,15 @@ impl ResumeTokens {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref())
     }
 
+    /// The tag of a client address in `room` ([`signal_protocol::PeerInfo::client`]): the
+    /// same for every join from `ip` (already cut to its /64) to `room`, on every instance that
+    /// shares the secret; unlinkable across rooms, and not the address.
+    pub fn client_tag(&self, room: &str, ip: std::net::IpAddr) -> String {
+        let message = format!("client-tag\0{room}\0{ip}");
+        let tag = hmac::sign(&self.key, message.as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&tag.as_ref()[..9])
+    }
+
     /// What a client presenting `token` for `peer` in `room` may have.
     pub fn check(&self, room: &str, peer: &str, token: &str) -> Claim {
         let genuine = base64::engine::general_purpose::URL_SAFE_NO_PAD

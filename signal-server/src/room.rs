@@ -241,8 +241,7 @@ impl Rooms {
     pub async fn join(
         &self,
         room: &str,
-        name: Option<String>,
-        kind: PeerKind,
+        profile: Profile,
         claim: Option<(PeerId, bool)>,
         conn: u64,
         outbox: Outbox,
@@ -259,18 +258,14 @@ impl Rooms {
             .filter(|(id, proven)| *proven || !self.id_in_use(id))
             .map(|(id, _)| id);
         let Some(cluster) = &self.cluster else {
-            return self.join_local(room, name, kind, claim, conn, outbox);
+            return self.join_local(room, profile, claim, conn, outbox);
         };
         // An unproven claim may not take a member held elsewhere; only a free id.
         let claim = match claim {
             Some(id) if proven || cluster.locate(room, &id).await.is_none() => Some(id),
             _ => None,
         };
-        let info = PeerInfo {
-            id: claim.unwrap_or_else(new_peer_id),
-            name,
-            kind,
-        };
+        let info = profile.into_info(claim.unwrap_or_else(new_peer_id));
         let (members, moved) = cluster
             .join(room, &info, self.max_peers_per_room, self.max_rooms)
             .await?;
@@ -536,8 +531,7 @@ impl Rooms {
     fn join_local(
         &self,
         room: &str,
-        name: Option<String>,
-        kind: PeerKind,
+        profile: Profile,
         claim: Option<PeerId>,
         conn: u64,
         outbox: Outbox,
@@ -576,11 +570,7 @@ impl Rooms {
                 }
             },
         };
-        let info = PeerInfo {
-            id: id.clone(),
-            name,
-            kind,
-        };
+        let info = profile.into_info(id.clone());
         let existing = entry.members.iter().map(|m| m.info.clone()).collect();
         let joined = encode(&ServerMessage::PeerJoined { peer: info.clone() });
         entry.broadcast(&joined, &self.leaves);
@@ -778,6 +768,37 @@ pub fn is_peer_id(id: &str) -> bool {
 }
 
 /// A fresh peer id: 12 URL-safe characters (72 random bits).
+/// What a joining client is, before it has an id: its name and kind from `hello`, and its
+/// client tag (see [`PeerInfo::client`]), which the server computes from its address.
+pub struct Profile {
+    /// The cleaned display name.
+    pub name: Option<String>,
+    /// What it runs on.
+    pub kind: PeerKind,
+    /// The tag of its address in this room.
+    pub client: Option<String>,
+}
+
+impl Profile {
+    fn into_info(self, id: PeerId) -> PeerInfo {
+        PeerInfo {
+            id,
+            name: self.name,
+            kind: self.kind,
+            client: self.client,
+        }
+    }
+
+    #[cfg(test)]
+    fn browser(name: Option<String>) -> Profile {
+        Profile {
+            name,
+            kind: PeerKind::Browser,
+            client: None,
+        }
+    }
+}
+
 fn new_peer_id() -> PeerId {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut rng = rand::rng();
@@ -806,7 +827,7 @@ mod tests {
             peers: before_a,
             ..
         } = rooms
-            .join_local("r", Some("a".into()), PeerKind::Browser, None, 0, a_tx)
+            .join_local("r", Profile::browser(Some("a".into())), None, 0, a_tx)
             .unwrap();
         assert!(before_a.is_empty());
         let Joined {
@@ -814,14 +835,14 @@ mod tests {
             peers: before_b,
             ..
         } = rooms
-            .join_local("r", None, PeerKind::Browser, None, 0, b_tx)
+            .join_local("r", Profile::browser(None), None, 0, b_tx)
             .unwrap();
         assert_eq!(before_b[0].id, a);
         assert!(a_rx.try_recv().unwrap().as_str().contains("peer_joined"));
 
         let (c_tx, _c_rx) = outbox();
         let (code, _) = rooms
-            .join_local("r", None, PeerKind::Browser, None, 0, c_tx)
+            .join_local("r", Profile::browser(None), None, 0, c_tx)
             .unwrap_err();
         assert_eq!(code, ErrorCode::RoomFull);
 
@@ -850,19 +871,19 @@ mod tests {
         let rooms = Rooms::new(10, 4, Duration::from_secs(30), Counter::default());
         let (a_tx, mut a_rx) = mpsc::channel(8);
         let Joined { id: a, .. } = rooms
-            .join_local("r", None, PeerKind::Browser, None, 0, a_tx)
+            .join_local("r", Profile::browser(None), None, 0, a_tx)
             .unwrap();
         let (slow_tx, _slow_rx) = mpsc::channel(1);
         let Joined { id: slow, .. } = rooms
-            .join_local("r", None, PeerKind::Browser, None, 0, slow_tx)
+            .join_local("r", Profile::browser(None), None, 0, slow_tx)
             .unwrap();
         assert!(a_rx.try_recv().unwrap().as_str().contains("peer_joined"));
         // The slow peer's queue takes one message (this join), then overflows on the next.
         rooms
-            .join_local("r", None, PeerKind::Browser, None, 0, mpsc::channel(8).0)
+            .join_local("r", Profile::browser(None), None, 0, mpsc::channel(8).0)
             .unwrap();
         rooms
-            .join_local("r", None, PeerKind::Browser, None, 0, mpsc::channel(8).0)
+            .join_local("r", Profile::browser(None), None, 0, mpsc::channel(8).0)
             .unwrap();
         let mut seen = Vec::new();
         while let Ok(m) = a_rx.try_recv() {
@@ -874,7 +895,7 @@ mod tests {
             "a hears that the slow peer left: {seen:?}"
         );
         let Joined { peers, .. } = rooms
-            .join_local("r", None, PeerKind::Browser, None, 0, mpsc::channel(8).0)
+            .join_local("r", Profile::browser(None), None, 0, mpsc::channel(8).0)
             .unwrap();
         assert!(
             peers.iter().all(|p| p.id != slow),
@@ -887,10 +908,10 @@ mod tests {
     fn max_rooms_is_enforced() {
         let rooms = Rooms::new(1, 4, Duration::from_secs(30), Counter::default());
         rooms
-            .join_local("one", None, PeerKind::Browser, None, 0, outbox().0)
+            .join_local("one", Profile::browser(None), None, 0, outbox().0)
             .unwrap();
         let (code, _) = rooms
-            .join_local("two", None, PeerKind::Browser, None, 0, outbox().0)
+            .join_local("two", Profile::browser(None), None, 0, outbox().0)
             .unwrap_err();
         assert_eq!(code, ErrorCode::ServerFull);
     }
@@ -899,11 +920,11 @@ mod tests {
     fn a_full_queue_refuses_signals_without_blocking() {
         let rooms = Rooms::new(10, 4, Duration::from_secs(30), Counter::default());
         let Joined { id: a, .. } = rooms
-            .join_local("r", None, PeerKind::Browser, None, 0, outbox().0)
+            .join_local("r", Profile::browser(None), None, 0, outbox().0)
             .unwrap();
         let (b_tx, _b_rx) = mpsc::channel(1);
         let Joined { id: b, .. } = rooms
-            .join_local("r", None, PeerKind::Browser, None, 0, b_tx)
+            .join_local("r", Profile::browser(None), None, 0, b_tx)
             .unwrap();
         rooms
             .relay_local("r", &a, &b, PeerSignal::EndOfCandidates)
@@ -919,12 +940,12 @@ mod tests {
         let rooms = Rooms::new(10, 4, Duration::from_millis(200), Counter::default());
         let (a_tx, mut a_rx) = mpsc::channel(8);
         let Joined { id: a, .. } = rooms
-            .join("r", None, PeerKind::Browser, None, 1, a_tx)
+            .join("r", Profile::browser(None), None, 1, a_tx)
             .await
             .unwrap();
         let (b_tx, _b_rx) = mpsc::channel(8);
         let Joined { id: b, .. } = rooms
-            .join("r", None, PeerKind::Browser, None, 2, b_tx)
+            .join("r", Profile::browser(None), None, 2, b_tx)
             .await
             .unwrap();
         while a_rx.try_recv().is_ok() {}
@@ -939,8 +960,7 @@ mod tests {
         let back = rooms
             .join(
                 "r",
-                None,
-                PeerKind::Browser,
+                Profile::browser(None),
                 Some((b.clone(), true)),
                 3,
                 b2_tx,
@@ -970,8 +990,7 @@ mod tests {
         let again = rooms
             .join(
                 "r",
-                None,
-                PeerKind::Browser,
+                Profile::browser(None),
                 Some((b.clone(), false)),
                 4,
                 mpsc::channel(8).0,
@@ -984,8 +1003,7 @@ mod tests {
         let thief = rooms
             .join(
                 "r",
-                None,
-                PeerKind::Browser,
+                Profile::browser(None),
                 Some((a.clone(), false)),
                 5,
                 mpsc::channel(8).0,
@@ -998,11 +1016,11 @@ mod tests {
     async fn what_is_kept_for_away_peers_is_bounded_and_released() {
         let rooms = Rooms::new(10, 4, Duration::from_secs(30), Counter::default());
         let Joined { id: a, .. } = rooms
-            .join("r", None, PeerKind::Browser, None, 1, mpsc::channel(8).0)
+            .join("r", Profile::browser(None), None, 1, mpsc::channel(8).0)
             .await
             .unwrap();
         let Joined { id: b, .. } = rooms
-            .join("r", None, PeerKind::Browser, None, 2, mpsc::channel(8).0)
+            .join("r", Profile::browser(None), None, 2, mpsc::channel(8).0)
             .await
             .unwrap();
         rooms.detach("r", &b, 2, LOCAL).await;
@@ -1018,7 +1036,7 @@ mod tests {
         // b comes back: the backlog is delivered (as much as its queue takes) and released.
         let (tx, mut rx) = mpsc::channel(64);
         rooms
-            .join("r", None, PeerKind::Browser, Some((b.clone(), true)), 3, tx)
+            .join("r", Profile::browser(None), Some((b.clone(), true)), 3, tx)
             .await
             .unwrap();
         assert_eq!(rooms.away_bytes(), 0);
@@ -1044,8 +1062,7 @@ mod tests {
             let Joined { id, .. } = rooms
                 .join(
                     room,
-                    None,
-                    PeerKind::Browser,
+                    Profile::browser(None),
                     None,
                     i as u64,
                     mpsc::channel(8).0,
@@ -1066,7 +1083,7 @@ mod tests {
         assert_eq!(rooms.counts(), (2, 2));
         // Another client's peer is kept even so.
         let Joined { id, .. } = rooms
-            .join("d", None, PeerKind::Browser, None, 9, mpsc::channel(8).0)
+            .join("d", Profile::browser(None), None, 9, mpsc::channel(8).0)
             .await
             .unwrap();
         assert_eq!(rooms.detach("d", &id, 9, other).await, Detached::Kept);
@@ -1077,14 +1094,14 @@ mod tests {
         let other: IpAddr = "192.0.2.7".parse().unwrap();
         let rooms = Rooms::new(100, 16, Duration::from_secs(30), Counter::default());
         let Joined { id: sender, .. } = rooms
-            .join("r", None, PeerKind::Browser, None, 0, mpsc::channel(8).0)
+            .join("r", Profile::browser(None), None, 0, mpsc::channel(8).0)
             .await
             .unwrap();
         let big = "x".repeat(60_000);
         let mut refused = 0;
         for n in 1..=10u64 {
             let Joined { id, .. } = rooms
-                .join("r", None, PeerKind::Browser, None, n, mpsc::channel(8).0)
+                .join("r", Profile::browser(None), None, n, mpsc::channel(8).0)
                 .await
                 .unwrap();
             assert_eq!(rooms.detach("r", &id, n, LOCAL).await, Detached::Kept);
@@ -1102,7 +1119,7 @@ mod tests {
         assert!(rooms.away_bytes() <= SOURCE_BYTES);
         // An away peer of another client gets signals whatever the first one's did.
         let Joined { id, .. } = rooms
-            .join("r", None, PeerKind::Browser, None, 99, mpsc::channel(8).0)
+            .join("r", Profile::browser(None), None, 99, mpsc::channel(8).0)
             .await
             .unwrap();
         assert_eq!(rooms.detach("r", &id, 99, other).await, Detached::Kept);

@@ -11,7 +11,11 @@
 //!         └─ iframe  http://<label>.SITES/…         the site itself, served by B's service worker
 //! ```
 //!
-//! `<label>` is 32 hex digits of SHA-256(room, peer, service), computed by the page. B's service
+//! `<label>` is 32 hex digits of SHA-256(salt, room, peer, service), computed by the page; the
+//! salt is the visitor's own secret (random, kept in the room page's storage), so no other
+//! member can compute the origin of a site this visitor opened, and B answers only when framed
+//! by a room page (`frame-ancestors`, [`frame_ancestors`]): a hostile site, opened in the same
+//! page, cannot frame another site's host frame and hand it a port of its own. B's service
 //! worker turns each request into a message to the host frame, which passes it over a
 //! `MessagePort` the room page handed it; the room page carries it over a data channel to that one
 //! peer and service — the port cannot name any other. B cannot reach A's window or storage
@@ -130,18 +134,75 @@ pub async fn dispatch(State(d): State<Dispatch>, mut req: Request, next: Next) -
 }
 
 /// What a site origin serves itself: the host frame, its script and style, and the service
-/// worker. Any
-/// other path reaches the server only before the service worker runs, and gets a hint.
+/// worker. Any other path reaches the server only before the service worker runs, and gets a
+/// hint. Every answer may be framed only by a room page ([`frame_ancestors`]).
 pub fn router(state: &AppState) -> Router {
     let dir = state.config.www.join("site");
     let sw = ServeFile::new(dir.join("sw.js"));
+    let policy = HeaderValue::from_str(&format!(
+        "default-src 'self'; script-src 'self'; frame-src 'self'; object-src 'none'; \
+         base-uri 'none'; frame-ancestors {}",
+        frame_ancestors(&state.config)
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static(STRICT_POLICY));
     Router::new()
         .route_service("/__burrow/host.html", ServeFile::new(dir.join("host.html")))
         .route_service("/__burrow/host.js", ServeFile::new(dir.join("host.js")))
         .route_service("/__burrow/host.css", ServeFile::new(dir.join("host.css")))
         .route_service("/__burrow/sw.js", sw)
         .fallback(not_here)
-        .layer(axum::middleware::map_response(site_headers))
+        .layer(axum::middleware::map_response(move |resp| {
+            site_headers(resp, policy.clone())
+        }))
+}
+
+/// The policy when the room pages' origins cannot be written as one (never expected: names
+/// from the configuration are checked by [`frame_ancestors`]): nothing may frame a site.
+const STRICT_POLICY: &str = "default-src 'self'; script-src 'self'; frame-src 'self'; \
+     object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
+
+/// The origins whose pages may frame a site's host frame: the room page's, wherever the
+/// server is reached (loopback, the sites domain's parent, `--public-host`, the ACME names,
+/// `--allowed-origin`). Never a site origin: a hostile exposed site, itself framed by the room
+/// page, cannot frame another site's host frame and hand it a port of its own.
+pub fn frame_ancestors(config: &crate::config::Config) -> String {
+    // CSP host sources have no IPv6 literals: a page on [::1] opens sites through localhost.
+    let mut sources: Vec<String> = ["localhost", "127.0.0.1"]
+        .iter()
+        .flat_map(|h| [format!("http://{h}:*"), format!("https://{h}:*")])
+        .collect();
+    let mut names: Vec<String> = config.acme_domain.clone();
+    names.extend(config.public_host.clone());
+    if let Some(domain) = &config.sites_domain {
+        let domain = domain.trim_matches('.').to_ascii_lowercase();
+        if let Some((_, parent)) = domain.split_once('.') {
+            if parent.contains('.') {
+                names.push(parent.to_string());
+            }
+        }
+    }
+    let host_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.';
+    for name in names {
+        let name = name.trim_matches('.').to_ascii_lowercase();
+        let is_site = config.sites_domain.as_deref().is_some_and(|d| {
+            is_site_host(&name, Some(d)) || name == d.trim_matches('.').to_ascii_lowercase()
+        });
+        if !name.is_empty() && name.chars().all(host_char) && !is_site {
+            sources.push(format!("https://{name}:*"));
+        }
+    }
+    for origin in &config.allowed_origin {
+        let ok = origin.split_once("://").is_some_and(|(scheme, rest)| {
+            matches!(scheme, "http" | "https")
+                && !rest.is_empty()
+                && rest.chars().all(|c| host_char(c) || c == ':')
+        });
+        if ok {
+            sources.push(origin.trim_end_matches('/').to_ascii_lowercase());
+        }
+    }
+    sources.dedup();
+    sources.join(" ")
 }
 
 async fn not_here() -> impl IntoResponse {
@@ -151,17 +212,12 @@ async fn not_here() -> impl IntoResponse {
     )
 }
 
-/// The host frame's own policy: its script only, framing only its own origin; the worker may
-/// control the whole origin. The site's pages (made by its worker) carry the site's headers.
-async fn site_headers(mut resp: Response) -> Response {
+/// The host frame's own policy: its script only, framing only its own origin, framed only by
+/// a room page; the worker may control the whole origin. The site's pages (made by its
+/// worker) carry the site's headers.
+async fn site_headers(mut resp: Response, policy: HeaderValue) -> Response {
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'self'; script-src 'self'; frame-src 'self'; object-src 'none'; \
-             base-uri 'none'",
-        ),
-    );
+    h.insert(header::CONTENT_SECURITY_POLICY, policy);
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -219,6 +275,28 @@ mod tests {
         ] {
             assert!(!is_loopback_host(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn only_room_pages_frame_a_site() {
+        let mut c = crate::config::Config::defaults();
+        c.sites_domain = Some("sites.burrow.example".into());
+        c.public_host = Some("burrow.example".into());
+        c.acme_domain = vec!["x.sites.burrow.example".into(), "bad name".into()];
+        c.allowed_origin = vec!["https://other.example".into(), "*".into()];
+        let a = frame_ancestors(&c);
+        for want in [
+            "http://localhost:*",
+            "https://127.0.0.1:*",
+            "https://burrow.example:*",
+            "https://other.example",
+        ] {
+            assert!(a.split(' ').any(|s| s == want), "{want} in {a}");
+        }
+        for never in ["sites.burrow.example", "bad", "*.", " * "] {
+            assert!(!a.contains(never), "{never} not in {a}");
+        }
+        assert!(!a.split(' ').any(|s| s == "*"));
     }
 
     #[test]

@@ -69,14 +69,59 @@ pub async fn web() -> Service {
 /// A hostile site: its page probes whether it can reach the room page that opened it (the
 /// window above it, its storage, its `burrowRoom`) and writes what happened into `#probe`.
 pub async fn hostile() -> Service {
-    serve(|stream| tokio::spawn(handle_hostile(stream))).await
+    serve(|stream| tokio::spawn(answer_with(stream, HOSTILE_PAGE))).await
+}
+
+/// A hostile site that tries to take over another site's origin (the hardening issue's High
+/// finding): its page frames `/__burrow/host.html` of the origin named in its URL's fragment and,
+/// if that frame asks it for a port, hands it one of its own that answers every request with
+/// a page planting `localStorage.planted`. `#probe` then says `ready: ORIGIN|none, stolen: N`.
+pub async fn takeover() -> Service {
+    serve(|stream| tokio::spawn(answer_with(stream, TAKEOVER_PAGE))).await
+}
+
+const TAKEOVER_PAGE: &str = r#"<!doctype html><html><head><title>takeover</title></head><body>
+<pre id="probe">trying</pre><script>
+const target = decodeURIComponent(location.hash.slice(1));
+let ready = 'none', stolen = 0;
+const report = () => { document.getElementById('probe').textContent = 'ready: ' + ready + ', stolen: ' + stolen; };
+addEventListener('message', (e) => {
+  if (!e.data || e.data.type !== 'burrow-site-ready') return;
+  ready = e.origin;
+  const ch = new MessageChannel();
+  ch.port1.onmessage = (m) => {
+    stolen++; report();
+    const r = m.ports[0]; if (!r) return;
+    const body = new TextEncoder().encode('<script>localStorage.setItem("planted","yes")<\/script><h1 id="greeting">attacker</h1><p id="posted">stolen</p>');
+    r.postMessage({ type: 'head', status: 200, statusText: 'OK', headers: { 'content-type': 'text/html' } });
+    r.postMessage({ type: 'data', data: body.buffer }, [body.buffer]);
+    r.postMessage({ type: 'end' });
+  };
+  e.source.postMessage({ type: 'burrow-port' }, '*', [ch.port2]);
+});
+if (target) {
+  const f = document.createElement('iframe');
+  f.src = target + '/__burrow/host.html';
+  document.body.appendChild(f);
+  setTimeout(() => { window.done = true; report(); }, 4000);
+}
+</script></body></html>"#;
+
+/// Answers any request with `page` (HTML) and closes.
+async fn answer_with(mut s: TcpStream, page: &'static str) {
+    let mut buf = [0u8; 8192];
+    let _ = s.read(&mut buf).await;
+    let header = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        page.len()
+    );
+    let _ = s.write_all(header.as_bytes()).await;
+    let _ = s.write_all(page.as_bytes()).await;
+    let _ = s.shutdown().await;
 }
 
 /// The hostile page, whatever was asked.
-async fn handle_hostile(mut s: TcpStream) {
-    let mut buf = [0u8; 8192];
-    let _ = s.read(&mut buf).await;
-    let page = "<!doctype html><html><head><title>hostile</title></head><body><pre id=\"probe\">\
+const HOSTILE_PAGE: &str = "<!doctype html><html><head><title>hostile</title></head><body><pre id=\"probe\">\
         </pre><script>\
         const out = [];\
         function t(name, f) { try { out.push(name + ': ' + f()); } catch (e) { out.push(name + ': blocked'); } }\
@@ -87,14 +132,6 @@ async fn handle_hostile(mut s: TcpStream) {
         t('storage', () => { localStorage.setItem('burrow.name', 'pwned'); return 'own ' + location.origin; });\
         document.getElementById('probe').textContent = out.join('\\n');\
         </script></body></html>";
-    let header = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        page.len()
-    );
-    let _ = s.write_all(header.as_bytes()).await;
-    let _ = s.write_all(page.as_bytes()).await;
-    let _ = s.shutdown().await;
-}
 
 async fn handle_http(mut s: TcpStream) {
     let mut req = Vec::new();

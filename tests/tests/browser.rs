@@ -434,6 +434,131 @@ async fn a_hostile_exposed_site_cannot_touch_the_room_page() {
     page.close().await;
 }
 
+/// The hardening issue's High finding: a hostile exposed site, opened with **Open web** in one
+/// tab, tries to take over another peer's site origin (frame its host frame, hand it a port of
+/// its own, answer its requests and plant storage there), while the visitor uses the real site
+/// in a second tab. The origin's label is the visitor's secret (what every member knows no
+/// longer computes it); told the real origin anyway, the hostile site gets no host frame to
+/// talk to; the second tab's requests all reach the real service, and nothing was planted.
+#[tokio::test]
+async fn a_hostile_site_cannot_take_over_another_sites_origin() {
+    if !sandbox::enter("a_hostile_site_cannot_take_over_another_sites_origin") {
+        return;
+    }
+    let server = ServerProcess::start(&[]);
+    let link = server.room_link("takeover");
+    let web = burrow_tests::site::web().await;
+    let evil = burrow_tests::site::takeover().await;
+    let mut victim = Burrow::start(&["--bind", "0.0.0.0", "expose", &web.addr.to_string(), &link]);
+    let victim_id = victim.peer_id();
+    let mut attacker =
+        Burrow::start(&["--bind", "0.0.0.0", "expose", &evil.addr.to_string(), &link]);
+    let attacker_id = attacker.peer_id();
+    let page = Browser::start().await;
+    let first_tab = page.client.window().await.expect("the first tab");
+    page.open(&link).await;
+    open_site(&page, &victim_id).await;
+    let greeting = page
+        .wait_for(
+            "the real site's heading",
+            "return document.getElementById('greeting')?.textContent;",
+        )
+        .await;
+    assert_eq!(greeting, "Hello from behind the NAT");
+    for _ in 0..2 {
+        page.client.enter_parent_frame().await.expect("back up");
+    }
+    let origin = page.text("#site-origin").await;
+    assert!(origin.contains(".localhost:"), "a site origin: {origin}");
+    // What every member of the room knows: room, peer, service.
+    let public_label = page
+        .run_async(&format!(
+            "const cb = arguments[arguments.length - 1]; \
+             const b = new TextEncoder().encode(location.pathname.split('/').pop() + '\\n{victim_id}\\nweb'); \
+             crypto.subtle.digest('SHA-256', b).then((d) => cb([...new Uint8Array(d).slice(0, 16)] \
+             .map((x) => x.toString(16).padStart(2, '0')).join('')));"
+        ))
+        .await;
+    let public_label = public_label.as_str().unwrap_or_default();
+    assert_eq!(public_label.len(), 32);
+    assert!(
+        !origin.contains(public_label),
+        "the origin {origin} is not computable from room, peer and service"
+    );
+
+    // Tab 1: the hostile site, told the real origin, tries to drive its host frame.
+    open_site(&page, &attacker_id).await;
+    page.client
+        .execute(
+            &format!("location.href = '/x#{origin}'; return true;"),
+            vec![],
+        )
+        .await
+        .expect("aim the takeover");
+    let probe = page
+        .wait_for(
+            "the takeover's report",
+            "return window.done && document.getElementById('probe').textContent;",
+        )
+        .await;
+    assert_eq!(
+        probe, "ready: none, stolen: 0",
+        "the host frame never answered"
+    );
+
+    // Tab 2: the visitor uses the real site; every request reaches the real service.
+    let served_before = web.connections.load(std::sync::atomic::Ordering::SeqCst);
+    let second = page.client.new_window(true).await.expect("a second tab");
+    page.client
+        .switch_to_window(second.handle)
+        .await
+        .expect("to the second tab");
+    page.open(&link).await;
+    open_site(&page, &victim_id).await;
+    let greeting = page
+        .wait_for(
+            "the real site's heading again",
+            "return document.getElementById('greeting')?.textContent;",
+        )
+        .await;
+    assert_eq!(greeting, "Hello from behind the NAT");
+    let planted = page
+        .client
+        .execute("return localStorage.getItem('planted');", vec![])
+        .await
+        .expect("the site's storage");
+    assert_eq!(planted, serde_json::Value::Null, "nothing was planted");
+    page.click("#go").await;
+    let posted = page
+        .wait_for(
+            "the form's answer",
+            "return document.getElementById('posted')?.textContent;",
+        )
+        .await;
+    assert_eq!(
+        posted, "posted: word=burrow",
+        "the POST reached the real site"
+    );
+    assert!(
+        web.connections.load(std::sync::atomic::Ordering::SeqCst) >= served_before + 3,
+        "the page, its image and the POST came from the real service"
+    );
+    page.client
+        .switch_to_window(first_tab)
+        .await
+        .expect("back to the first tab");
+    page.client.enter_frame(0).await.expect("the host frame");
+    page.client.enter_frame(0).await.expect("the hostile site");
+    let probe = page.text("#probe").await;
+    assert_eq!(
+        probe, "ready: none, stolen: 0",
+        "no request went to the hostile site"
+    );
+    victim.expect_event("connected", &[]);
+    attacker.expect_event("connected", &[]);
+    page.close().await;
+}
+
 /// A peer that vanishes without a word (its process frozen: no FIN, no RST, nothing) is shown
 /// unreachable and greyed from the path itself, and connected again when it comes back.
 #[tokio::test]

@@ -315,6 +315,89 @@ async fn site_origins_get_only_their_files_over_http2_too() {
     );
 }
 
+/// The hardening issue's low finding: HTTP/2 connections (h2c) escaped every deadline (idle
+/// ones, 61 from one address, were still open after 70 s). A connection silent for
+/// `--idle-timeout` is closed, an HTTP/1 keep-alive one alike; one in use stays open.
+#[tokio::test]
+async fn idle_http2_and_keep_alive_connections_are_closed() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper::body::Bytes;
+    let server = ServerProcess::start(&["--idle-timeout", "2s", "--ping-interval", "1s"]);
+    let h2c = || async {
+        let stream = TcpStream::connect(server.http).await.expect("connect");
+        let (send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .expect("h2c handshake (prior knowledge)");
+        (send, tokio::spawn(conn))
+    };
+    let health = |send: &mut hyper::client::conn::http2::SendRequest<Empty<Bytes>>| {
+        let req = hyper::Request::get(format!("http://127.0.0.1:{}/healthz", server.http.port()))
+            .body(Empty::<Bytes>::new())
+            .expect("request");
+        let fut = send.send_request(req);
+        async move {
+            let resp = fut.await.expect("response");
+            let code = resp.status().as_u16();
+            let _ = resp.into_body().collect().await;
+            code
+        }
+    };
+    let (mut idle, idle_conn) = h2c().await;
+    let (mut busy, busy_conn) = h2c().await;
+    assert_eq!(health(&mut idle).await, 200);
+    let mut keep_alive = TcpStream::connect(server.http).await.expect("connect");
+    keep_alive
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .expect("write");
+    let mut first = [0u8; 12];
+    keep_alive.read_exact(&mut first).await.expect("an answer");
+    assert_eq!(&first, b"HTTP/1.1 200");
+    // The busy connection asks every half second for 5 s: it is never idle.
+    for _ in 0..10 {
+        assert_eq!(
+            health(&mut busy).await,
+            200,
+            "a connection in use is served"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        idle_conn.is_finished(),
+        "the idle h2c connection was closed by the server"
+    );
+    assert!(!busy_conn.is_finished(), "the busy one is still open");
+    assert!(
+        closed_within(&mut keep_alive, Duration::from_secs(3)).await,
+        "an idle keep-alive connection is closed"
+    );
+}
+
+/// The hardening issue's low finding: names kept bidi overrides and invisible characters, so
+/// anyone could appear as "alice" (or as text read backwards). Every member is told the name
+/// cleaned: what is shown is what it looks like.
+#[tokio::test]
+async fn names_reach_the_room_without_bidi_or_invisible_characters() {
+    let server = ServerProcess::start(&[]);
+    let url = server.ws_url("names");
+    let (mut a, _) = WsClient::join(&url, Some("alice")).await;
+    let (_b, _) = WsClient::join(&url, Some("\u{202E}al\u{200B}ice\u{2066}\u{FEFF}  x\n")).await;
+    match a.recv().await {
+        ServerMessage::PeerJoined { peer } => {
+            assert_eq!(peer.name.as_deref(), Some("alice x"), "{peer:?}");
+        }
+        other => panic!("expected peer_joined, got {other:?}"),
+    }
+    let (_c, _) = WsClient::join(&url, Some("\u{200B}\u{202E}")).await;
+    match a.recv().await {
+        ServerMessage::PeerJoined { peer } => assert_eq!(peer.name, None, "nothing visible"),
+        other => panic!("expected peer_joined, got {other:?}"),
+    }
+}
+
 /// A server on loopback answers only to loopback names: a page elsewhere whose own name resolves
 /// to 127.0.0.1 (DNS rebinding) would otherwise pass the Origin check, which compares the page's
 /// origin with `Host`.

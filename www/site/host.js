@@ -1,6 +1,7 @@
 // The host frame of one exposed site, on that site's own origin (see signal-server/src/sites.rs).
 //
-// The room page frames this page and hands it a MessagePort bound to one peer and one service.
+// The room page frames this page and hands it a MessagePort bound to one peer and one service;
+// no other page can (only a room page may frame this one, and only the top window's port counts).
 // This page installs the origin's service worker and shows the site in a frame of its own; the
 // worker sends every request of the site here, and this page passes it over the port. The site
 // runs on this origin, never on the room page's: it cannot script the room, read its storage or
@@ -16,9 +17,14 @@ function say(text) {
   state.hidden = !text;
 }
 
-// The first port the framing page sends is the one this frame serves, for its whole life.
+// The room page that frames us: the top window, on the origin the browser says framed us (the
+// server lets only room pages frame this page: `frame-ancestors`, see sites.rs).
+const roomOrigin = window.parent === window.top ? location.ancestorOrigins?.[0] : undefined;
+
+// The first port the room page sends is the one this frame serves, for its whole life.
 window.addEventListener('message', (e) => {
-  if (port || e.source !== window.parent || !e.data || e.data.type !== 'burrow-port' || !e.ports[0]) return;
+  if (port || e.source !== window.parent || !roomOrigin || e.origin !== roomOrigin) return;
+  if (!e.data || e.data.type !== 'burrow-port' || !e.ports[0]) return;
   port = e.ports[0];
   start().catch((err) => say(`cannot open the site: ${err}`));
 });
@@ -46,6 +52,6 @@ if (navigator.serviceWorker) {
   };
 }
 
-// Tell whoever framed us that we are ready for a port (nothing secret is said).
-if (window.parent !== window) window.parent.postMessage({ type: 'burrow-site-ready' }, '*');
+// Tell the room page we are ready for a port (nothing secret is said).
+if (roomOrigin) window.parent.postMessage({ type: 'burrow-site-ready' }, roomOrigin);
 else say('Open this site from the Burrow room page.');

@@ -10,19 +10,35 @@ self.addEventListener('activate', (e) => e.waitUntil(self.clients.claim()));
 self.addEventListener('fetch', (event) => {
   const url = new URL(event.request.url);
   if (url.origin !== location.origin || url.pathname.startsWith('/__burrow/')) return;
-  event.respondWith(proxy(event.request, url.pathname + url.search));
+  event.respondWith(proxy(event, url.pathname + url.search));
 });
 
-/** The host frame of this origin (there is one per room page that opened the site). */
-async function hostFrame() {
+// Which host frame serves each of the site's documents: the one that served its navigation,
+// so a page's own requests all go where the page came from. Only room pages can make host
+// frames (frame-ancestors), and the origin's label is the visitor's secret: every host frame
+// here is one of this visitor's own room pages, showing this same peer's service. Forgotten
+// with the worker; a page whose host frame is gone is served by another.
+const owners = new Map(); // site document's client id -> host frame's client id
+const MAX_OWNERS = 1024;
+
+/** The host frame for `event`: its document's owner, else one of this origin's host frames. */
+async function hostFrame(event) {
   const all = await self.clients.matchAll({ type: 'window', includeUncontrolled: true });
-  return all.find((c) => new URL(c.url).pathname === '/__burrow/host.html') || null;
+  const hosts = all.filter((c) => c.frameType === 'nested' && new URL(c.url).pathname === '/__burrow/host.html');
+  const owner = owners.get(event.clientId);
+  const host = hosts.find((c) => c.id === owner) || hosts.find((c) => c.visibilityState === 'visible') || hosts[0] || null;
+  if (host && event.resultingClientId) {
+    if (owners.size >= MAX_OWNERS) owners.delete(owners.keys().next().value);
+    owners.set(event.resultingClientId, host.id);
+  }
+  return host;
 }
 
 const NULL_BODY = new Set([101, 204, 205, 304]);
 
-async function proxy(request, path) {
-  const host = await hostFrame();
+async function proxy(event, path) {
+  const request = event.request;
+  const host = await hostFrame(event);
   if (!host) {
     return new Response('Open this site from the Burrow room page.', {
       status: 502,

@@ -18,6 +18,11 @@ impl Session {
                 let gate = gate.clone();
                 let printer = self.printer;
                 let from = id.to_string();
+                // Wrong tokens count against the client's address, whatever id it rejoins as.
+                let client = match self.peers.get(id).and_then(|p| p.client.as_deref()) {
+                    Some(tag) => format!("client {tag}"),
+                    None => format!("peer {id}"),
+                };
                 self.tasks.spawn(async move {
                     let report = |e: streams::StreamError| match e {
                         streams::StreamError::Blocked(blocked) => {
@@ -32,7 +37,16 @@ impl Session {
                             reason: e.to_string(),
                         }),
                     };
-                    streams::serve(dc, gate, &from, report).await;
+                    streams::serve(
+                        dc,
+                        gate,
+                        streams::Who {
+                            peer: &from,
+                            client: &client,
+                        },
+                        report,
+                    )
+                    .await;
                 });
             }
             None => {

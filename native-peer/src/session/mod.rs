@@ -14,7 +14,7 @@ use anyhow::{anyhow, Context};
 use peer_core::channels::{ControlMessage, ServiceInfo, CONTROL_LABEL, FILE_LABEL, STREAM_LABEL};
 use peer_core::link::RoomLink;
 use peer_core::room::{Action, LinkState, Notice, Room};
-use signal_protocol::{IceServer, ServerMessage};
+use signal_protocol::{IceServer, PeerInfo, ServerMessage};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
@@ -311,12 +311,8 @@ impl Session {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    async fn add_peer(
-        &mut self,
-        id: String,
-        name: Option<String>,
-        offer: bool,
-    ) -> anyhow::Result<()> {
+    async fn add_peer(&mut self, info: PeerInfo, offer: bool) -> anyhow::Result<()> {
+        let id = info.id;
         let options = rtc::Options {
             voice: self.voice_on,
             relay_only: self.relay_only,
@@ -325,7 +321,7 @@ impl Session {
         let mut peer = Peer::new(
             self.room.me().unwrap_or_default(),
             id.clone(),
-            name,
+            info.name,
             &self.ice_servers,
             self.network,
             options,
@@ -334,6 +330,7 @@ impl Session {
         )
         .await
         .context("cannot create a peer connection")?;
+        peer.client = info.client;
         if self.voice_on {
             let track = match &self.player {
                 Some(_) => Some(voice::new_track().context("cannot make an audio track")?),
@@ -408,8 +405,9 @@ impl Session {
                         self.owed.insert(peer.id.clone());
                         self.targeted = true;
                     }
-                    if let Err(e) = self.add_peer(peer.id.clone(), peer.name, offer).await {
-                        self.room.forget(&peer.id);
+                    let id = peer.id.clone();
+                    if let Err(e) = self.add_peer(peer, offer).await {
+                        self.room.forget(&id);
                         self.warn(format!("{e:#}"));
                     }
                 }
