@@ -144,10 +144,22 @@ fn human(event: &Event) -> String {
             peer,
             path,
             received,
-        } => format!(
-            "* recorded {peer} to {path}: {:.1} s, {} packets, {} lost, jitter {:.1} ms",
-            received.secs, received.packets, received.lost, received.jitter_ms
-        ),
+        } => {
+            let mut line = format!(
+                "* recorded {peer} to {path}: {:.1} s, {} packets, {} lost, jitter {:.1} ms",
+                received.secs, received.packets, received.lost, received.jitter_ms
+            );
+            if received.dropped > 0 {
+                line += &format!(
+                    ", {} dropped (over the rate limit, or too large)",
+                    received.dropped
+                );
+            }
+            if let Some(why) = &received.stopped {
+                line += &format!("; stopped early: {why}");
+            }
+            line
+        }
         Event::StreamFailed { peer, reason } => format!("! stream with {peer}: {reason}"),
         Event::StreamRefused {
             peer,

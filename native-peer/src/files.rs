@@ -1,8 +1,10 @@
 //! Sending and receiving files, each on its own `burrow-file` data channel (framing in
 //! `peer_core::channels`, checks in `peer_core::transfer`).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -41,6 +43,81 @@ pub enum FileError {
     /// The receiver refused the file.
     #[error("the receiver refused it: {0}")]
     Refused(String),
+    /// The sender sent nothing for [`STALL_WAIT`]: given up, its part file removed.
+    #[error("nothing arrived for {} s: given up", STALL_WAIT.as_secs())]
+    Stalled,
+}
+
+/// A transfer that carries nothing for this long is given up (it would hold a descriptor and
+/// a buffer for ever).
+pub const STALL_WAIT: Duration = Duration::from_secs(60);
+
+/// Files received at once by this process, whoever sends them: each holds a descriptor and a
+/// 1 MiB buffer until it is done.
+pub const MAX_FILES_IN_ALL: usize = 64;
+
+/// How many files are being received at once, per sending client and in all: no peer can make
+/// us hold more descriptors and buffers than that, nor take the places of others. Clients are
+/// counted by the server's tag of their address (see `signal_protocol::PeerInfo::client`), so
+/// a rejoin under a new id brings no new places.
+pub struct Intake {
+    per_client: usize,
+    open: Mutex<HashMap<String, usize>>,
+}
+
+/// A place in the [`Intake`], given back when dropped.
+pub struct Place {
+    intake: Arc<Intake>,
+    client: String,
+}
+
+impl Intake {
+    /// At most `per_client` files at once from one client (and [`MAX_FILES_IN_ALL`] in all).
+    pub fn new(per_client: usize) -> Arc<Intake> {
+        Arc::new(Intake {
+            per_client,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A place for one more file from `client`, or why not (told to the sender).
+    pub fn admit(self: &Arc<Self>, client: &str) -> Result<Place, String> {
+        // Never held across an await: a few map operations.
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if open.values().sum::<usize>() >= MAX_FILES_IN_ALL {
+            return Err(format!(
+                "too many files arriving here at once (at most {MAX_FILES_IN_ALL}); send it later"
+            ));
+        }
+        let n = open.entry(client.to_string()).or_insert(0);
+        if *n >= self.per_client {
+            return Err(format!(
+                "too many files at once from this peer (at most {}); send it once one is done",
+                self.per_client
+            ));
+        }
+        *n += 1;
+        Ok(Place {
+            intake: self.clone(),
+            client: client.to_string(),
+        })
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut open = self
+            .intake
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.client);
+            }
+        }
+    }
 }
 
 impl From<TransferError> for FileError {
@@ -180,17 +257,24 @@ async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Resul
 }
 
 /// Receives one file from an incoming channel into `dir`: written to a hidden `.part` file,
-/// checked, then renamed; on any failure the part file is removed.
+/// checked, then renamed; on any failure the part file is removed. `place` is its place in the
+/// [`Intake`] (held until it is done), or why it has none: then it is refused at its header.
 pub async fn receive(
     dc: Arc<dyn DataChannel>,
     dir: Option<PathBuf>,
+    place: Result<Place, String>,
     hidden_progress: bool,
 ) -> Result<Done, (String, FileError)> {
     let mut incoming: Option<(Incoming, tokio::io::BufWriter<tokio::fs::File>, PartFile)> = None;
     let mut bar = ProgressBar::hidden();
     let mut name = String::from("(unnamed file)");
     let result = async {
-        while let Some(event) = dc.poll().await {
+        loop {
+            let event = match tokio::time::timeout(STALL_WAIT, dc.poll()).await {
+                Ok(Some(event)) => event,
+                Ok(None) => break,
+                Err(_) => return Err(FileError::Stalled),
+            };
             let DataChannelEvent::OnMessage(msg) = event else {
                 if matches!(event, DataChannelEvent::OnClose) {
                     break;
@@ -222,6 +306,10 @@ pub async fn receive(
                         refuse(&dc, reason.into()).await;
                         return Err(FileError::Refused(reason.into()));
                     };
+                    if let Err(reason) = &place {
+                        refuse(&dc, reason.clone()).await;
+                        return Err(FileError::Refused(reason.clone()));
+                    }
                     if let Some(free) = free_space(dir).filter(|free| file.size > *free) {
                         let reason = format!(
                             "not enough free disk space here ({} announced, {} free)",

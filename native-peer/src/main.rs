@@ -53,6 +53,11 @@ enum Command {
         /// Save files others send into this folder (without it, files are refused).
         #[arg(long, value_name = "DIR")]
         accept: Option<PathBuf>,
+        /// Most files one peer (one address) may send us at once; beyond, its new files are
+        /// refused, saying so (each holds a descriptor and a 1 MiB buffer until done).
+        #[arg(long, value_name = "N", default_value_t = 4,
+              value_parser = clap::value_parser!(u16).range(1..))]
+        max_files_at_once: u16,
         /// Do not read stdin; run until Ctrl-C (for use in the background).
         #[arg(long)]
         no_stdin: bool,
@@ -62,6 +67,13 @@ enum Command {
         /// Join voice, writing what each peer says to DIR/<peer>.ogg (Ogg/Opus).
         #[arg(long, value_name = "DIR")]
         voice_record: Option<PathBuf>,
+        /// Largest recording of one peer (e.g. 64MiB); there it is closed, saying so.
+        #[arg(long, value_name = "SIZE", default_value = "64MiB")]
+        voice_record_max: bytesize::ByteSize,
+        /// Most bytes a second kept of one peer's voice (e.g. 128KiB; real voice sends about
+        /// 5); packets beyond are dropped and counted.
+        #[arg(long, value_name = "SIZE", default_value = "128KiB")]
+        voice_record_max_rate: bytesize::ByteSize,
     },
     /// Offer a local service (say a site on 127.0.0.1:8080) to the room, peer to peer.
     Expose {
@@ -161,9 +173,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Join {
             link,
             accept,
+            max_files_at_once,
             no_stdin,
             voice_play,
             voice_record,
+            voice_record_max,
+            voice_record_max_rate,
         } => {
             let link = RoomLink::parse(&link, server)?;
             for dir in accept.iter().chain(&voice_record) {
@@ -177,10 +192,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .transpose()?;
             let mode = Mode::Join {
                 accept,
+                max_files_at_once: usize::from(max_files_at_once),
                 read_stdin: !no_stdin,
                 voice: session::Voice {
                     clip,
                     record: voice_record,
+                    limits: native_peer::voice::RecordLimits {
+                        max_bytes: voice_record_max.as_u64(),
+                        max_rate: voice_record_max_rate.as_u64(),
+                    },
                 },
             };
             session::run(&link, mode, opts).await

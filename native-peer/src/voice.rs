@@ -243,11 +243,44 @@ async fn negotiated_payload_type(sender: &Arc<dyn RtpSender>) -> Option<u8> {
     params.rtp_parameters.codecs.first().map(|c| c.payload_type)
 }
 
+/// What a recording may take: a peer decides what it sends, not what we keep (a hostile one
+/// sent 8.4 MiB/s, real voice is about 5 KiB/s, and filled a disk in 26 s).
+#[derive(Debug, Clone, Copy)]
+pub struct RecordLimits {
+    /// Largest recording of one peer's track, in bytes: there it is closed, saying so.
+    pub max_bytes: u64,
+    /// Most payload bytes a second kept, with a second's worth of burst; packets beyond are
+    /// dropped and counted (Opus tops out at 510 kbit/s, about 62 KiB/s).
+    pub max_rate: u64,
+}
+
+impl Default for RecordLimits {
+    /// The flags' defaults: 64 MiB (an hour and more of real voice), 128 KiB/s (twice what Opus
+    /// can send).
+    fn default() -> RecordLimits {
+        RecordLimits {
+            max_bytes: 64 << 20,
+            max_rate: 128 << 10,
+        }
+    }
+}
+
+/// Largest Opus packet kept: RFC 6716 §3.2.5 allows 120 ms of at most 1,275-byte frames
+/// (about 61 KB); the Ogg writer could not page a larger one (255 × 255 bytes), and would
+/// break the file from there on.
+pub const MAX_PACKET: usize = 61_440;
+
 /// What a recording received, as a receiver's RTP statistics (RFC 3550 §6.4.1).
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Received {
-    /// Packets written.
+    /// Packets received.
     pub packets: u64,
+    /// Packets not written: over the rate limit, or larger than any Opus packet.
+    pub dropped: u64,
+    /// Why the recording stopped before the track ended, if it did (its size limit, a write
+    /// error): what was written until then is a playable file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
     /// Packets missing from the sequence.
     pub lost: u64,
     /// Interarrival jitter, milliseconds.
@@ -316,11 +349,12 @@ impl Counter {
     }
 }
 
-/// Writes what arrives on `track` to `path` until the track ends or `stop` turns true; returns
-/// what was received.
+/// Writes what arrives on `track` to `path` until the track ends, `stop` turns true, or a
+/// limit is reached; returns what was received.
 pub fn record(
     track: Arc<dyn TrackRemote>,
     path: PathBuf,
+    limits: RecordLimits,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<anyhow::Result<Received>> {
     tokio::spawn(async move {
@@ -328,15 +362,40 @@ pub fn record(
             .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
         let mut writer = OggWriter::new(file, peer_core::voice::OPUS_CLOCK_RATE, 2)?;
         let mut counter = Counter::default();
+        let mut bucket = Bucket::new(limits.max_rate);
+        let mut written: u64 = 0;
+        let mut stopped = None;
         loop {
             tokio::select! {
                 event = track.poll() => match event {
                     Some(TrackRemoteEvent::OnRtpPacket(packet)) => {
-                        if packet.payload.is_empty() {
+                        let len = packet.payload.len();
+                        if len == 0 {
                             continue;
                         }
                         counter.packet(packet.header.sequence_number, packet.header.timestamp);
-                        let _ = writer.write_rtp(&packet);
+                        if len > MAX_PACKET || !bucket.take(len as u64, Instant::now()) {
+                            counter.received.dropped += 1;
+                            continue;
+                        }
+                        // A page header (27 bytes) and its segment table come with each packet.
+                        let cost = len as u64 + 27 + len as u64 / 255 + 1;
+                        if written + cost > limits.max_bytes {
+                            let why = format!(
+                                "reached its size limit ({}, --voice-record-max)",
+                                bytesize::ByteSize::b(limits.max_bytes)
+                            );
+                            tracing::warn!("recording {}: {why}", path.display());
+                            stopped = Some(why);
+                            break;
+                        }
+                        if let Err(e) = writer.write_rtp(&packet) {
+                            let why = format!("cannot write: {e}");
+                            tracing::warn!("recording {}: {why}", path.display());
+                            stopped = Some(why);
+                            break;
+                        }
+                        written += cost;
                     }
                     Some(TrackRemoteEvent::OnEnded) | None => break,
                     Some(_) => {}
@@ -344,9 +403,45 @@ pub fn record(
                 _ = stop.changed() => break,
             }
         }
-        writer.close()?;
-        Ok(counter.done())
+        if let Err(e) = writer.close() {
+            stopped.get_or_insert(format!("cannot finish the file: {e}"));
+        }
+        let mut received = counter.done();
+        received.stopped = stopped;
+        Ok(received)
     })
+}
+
+/// A token bucket of payload bytes: `rate` a second, at most a second's worth saved up.
+struct Bucket {
+    rate: u64,
+    tokens: f64,
+    at: Option<Instant>,
+}
+
+impl Bucket {
+    fn new(rate: u64) -> Bucket {
+        Bucket {
+            rate,
+            tokens: rate as f64,
+            at: None,
+        }
+    }
+
+    /// Whether `bytes` may pass at `now` (they are taken if so).
+    fn take(&mut self, bytes: u64, now: Instant) -> bool {
+        if let Some(at) = self.at {
+            let refill = now.duration_since(at).as_secs_f64() * self.rate as f64;
+            self.tokens = (self.tokens + refill).min(self.rate as f64);
+        }
+        self.at = Some(now);
+        if self.tokens >= bytes as f64 {
+            self.tokens -= bytes as f64;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// Where the recording of `peer` goes in `dir`: `<peer>.ogg`, or `<peer>-2.ogg`… when taken.
@@ -364,6 +459,23 @@ pub fn recording_path(dir: &Path, peer: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bucket_passes_its_rate_and_a_second_of_burst() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(1000);
+        assert!(b.take(1000, t0), "a second's worth at once");
+        assert!(!b.take(1, t0), "then nothing");
+        assert!(
+            b.take(500, t0 + Duration::from_millis(500)),
+            "refilled at the rate"
+        );
+        assert!(!b.take(100, t0 + Duration::from_millis(500)));
+        assert!(
+            !b.take(1001, t0 + Duration::from_secs(60)),
+            "never more than a second saved up"
+        );
+    }
 
     #[test]
     fn losses_are_counted_across_a_sequence_wrap() {

@@ -2,6 +2,9 @@
 //! in a private network namespace (see `burrow_tests::sandbox`).
 
 use std::path::PathBuf;
+use std::time::Duration;
+
+use sha2::Digest;
 
 use burrow_tests::browser::Browser;
 use burrow_tests::burrow::{random_file, Burrow};
@@ -431,6 +434,105 @@ async fn a_hostile_exposed_site_cannot_touch_the_room_page() {
         "no chat was sent as the visitor: {log}"
     );
     exposer.expect_event("connected", &[]);
+    page.close().await;
+}
+
+/// The hardening issue: each unfinished file held a descriptor and a 1 MiB buffer, without
+/// limit (1,100 of them used up the descriptors and an innocent peer's send failed). A page
+/// sends six files at once to `burrow join --max-files-at-once 2`: the files beyond its places
+/// are refused, saying why, on both sides; every file that was let in arrives intact.
+#[tokio::test]
+async fn files_beyond_the_places_a_peer_has_are_refused() {
+    if !sandbox::enter("files_beyond_the_places_a_peer_has_are_refused") {
+        return;
+    }
+    let server = ServerProcess::start_on(HOST_IP, &[]);
+    let link = server.room_link("places");
+    let dir = std::env::temp_dir().join(format!("burrow-places-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut native = Burrow::start(&[
+        "join",
+        "--accept",
+        dir.to_str().unwrap(),
+        "--max-files-at-once",
+        "2",
+        &link,
+    ]);
+    let native_id = native.peer_id();
+    let page = Browser::start().await;
+    page.open(&link).await;
+    let page_id = joined(&page).await;
+    badge_for(&page, &native_id).await;
+    // Six files of 16 MiB, byte i repeated, sent at once.
+    const FILES: usize = 6;
+    const SIZE: usize = 16 << 20;
+    let started = page
+        .client
+        .execute(
+            &format!(
+                "let n = 0; for (let i = 0; i < {FILES}; i++) \
+                 n += window.burrowRoom.sendFile(new File([new Uint8Array({SIZE}).fill(i)], `f${{i}}.bin`)); \
+                 return n;"
+            ),
+            vec![],
+        )
+        .await
+        .expect("send six files");
+    assert_eq!(started, FILES as u64, "six transfers started");
+    let why = "too many files at once from this peer (at most 2); send it once one is done";
+    let deadline = std::time::Instant::now() + burrow_tests::burrow::PATIENCE * 2;
+    let (received, refused) = loop {
+        native.drain();
+        let of = |e: &str| -> Vec<serde_json::Value> {
+            native
+                .seen
+                .iter()
+                .filter(|v| v["event"] == e)
+                .cloned()
+                .collect()
+        };
+        let (received, failed) = (of("file_received"), of("file_failed"));
+        if received.len() + failed.len() >= FILES {
+            break (received, failed);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every file was answered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!refused.is_empty(), "some were over the limit");
+    assert!(received.len() >= 2, "the places were used: {received:?}");
+    for r in &refused {
+        assert_eq!(r["peer"], page_id.as_str());
+        assert_eq!(
+            r["reason"],
+            format!("the receiver refused it: {why}"),
+            "{r}"
+        );
+    }
+    for r in &received {
+        let name = r["name"].as_str().unwrap_or_default();
+        let i: u8 = name[1..2].parse().expect("f<i>.bin");
+        let want = format!("{:x}", sha2::Sha256::digest(vec![i; SIZE]));
+        assert_eq!(r["sha256"], want.as_str(), "{name} intact");
+    }
+    // The page says why, for each refused file.
+    let shown = page
+        .wait_for(
+            "the refusals on the page",
+            &format!(
+                "const t = document.getElementById('transfers').textContent; \
+                 return (t.split('at most 2').length - 1) >= {} && t;",
+                refused.len()
+            ),
+        )
+        .await;
+    assert!(shown
+        .as_str()
+        .unwrap_or_default()
+        .contains("too many files at once"));
+    let _ = std::fs::remove_dir_all(&dir);
     page.close().await;
 }
 

@@ -271,6 +271,84 @@ fn voice_crosses_the_relay_between_symmetric_nats() {
     assert!(max_db > -30.0, "the tone, not silence: {max_db} dB");
 }
 
+/// An Ogg/Opus clip a hostile peer would send: `packets` packets of `size` bytes, each 2.5 ms
+/// long (CELT narrowband, one frame), 400 a second: far more than any voice.
+fn flood_clip(path: &Path, packets: usize, size: usize) {
+    use ogg::writing::{PacketWriteEndInfo, PacketWriter};
+    let mut out = PacketWriter::new(std::fs::File::create(path).expect("create the clip"));
+    let mut head = b"OpusHead".to_vec();
+    head.extend_from_slice(&[1, 2, 0x38, 0x01]); // version, channels, pre-skip 312
+    head.extend_from_slice(&48_000u32.to_le_bytes());
+    head.extend_from_slice(&[0, 0, 0]); // gain, mapping family
+    out.write_packet(head, 1, PacketWriteEndInfo::EndPage, 0)
+        .expect("head");
+    let mut tags = b"OpusTags".to_vec();
+    tags.extend_from_slice(&4u32.to_le_bytes());
+    tags.extend_from_slice(b"test");
+    tags.extend_from_slice(&0u32.to_le_bytes());
+    out.write_packet(tags, 1, PacketWriteEndInfo::EndPage, 0)
+        .expect("tags");
+    for i in 0..packets {
+        let mut p = vec![(i % 251) as u8; size];
+        p[0] = 16 << 3; // TOC: config 16 (CELT NB 2.5 ms), code 0
+        let end = if i + 1 == packets {
+            PacketWriteEndInfo::EndStream
+        } else {
+            PacketWriteEndInfo::NormalPacket
+        };
+        out.write_packet(p, 1, end, (i as u64 + 1) * 120)
+            .expect("packet");
+    }
+}
+
+/// The hardening issue: `--voice-record` kept whatever a peer sent (8.4 MiB/s filled a disk
+/// in 26 s). A peer floods 400 KB/s of "voice" at a recorder limited to 20 KiB/s and 48 KiB:
+/// packets over the rate are dropped and counted, and the recording stops at its size, saying
+/// so, with a file no larger.
+#[test]
+fn a_recording_keeps_to_its_rate_and_size() {
+    let server = ServerProcess::start(&[]);
+    let link = server.room_link("voice-flood");
+    let dir = tempdir("flood");
+    let clip = dir.join("flood.ogg");
+    flood_clip(&clip, 4000, 1000);
+    let rec = dir.join("rec");
+    let mut flooder = Burrow::start(&["join", "--voice-play", clip.to_str().unwrap(), &link]);
+    let flooder_id = flooder.peer_id();
+    let mut listener = Burrow::start(&[
+        "join",
+        "--voice-record",
+        rec.to_str().unwrap(),
+        "--voice-record-max-rate",
+        "20KiB",
+        "--voice-record-max",
+        "48KiB",
+        &link,
+    ]);
+    listener.expect_event("voice_recording", &[("peer", &flooder_id)]);
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(listener.quit().success(), "{}", listener.stderr());
+    let got = listener.expect_event("voice_recorded", &[("peer", &flooder_id)]);
+    eprintln!("flooded recording: {got}");
+    let packets = got["packets"].as_u64().unwrap_or(0);
+    let dropped = got["dropped"].as_u64().unwrap_or(0);
+    assert!(packets > 200, "the flood arrived: {got}");
+    assert!(dropped > packets / 2, "most of it over the rate: {got}");
+    assert_eq!(
+        got["stopped"], "reached its size limit (48.0 KiB, --voice-record-max)",
+        "{got}"
+    );
+    let size = std::fs::metadata(got["path"].as_str().unwrap())
+        .expect("the file")
+        .len();
+    assert!(size <= 48 * 1024 + 1024, "{size} bytes kept");
+    assert!(
+        size > 30 * 1024,
+        "what the limits allow was kept: {size} bytes"
+    );
+    drop(flooder);
+}
+
 /// Waits (up to 20 s) until `page` receives audio energy from `peer`.
 async fn wait_heard(page: &Browser, peer: &str, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);

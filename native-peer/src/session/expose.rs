@@ -19,10 +19,7 @@ impl Session {
                 let printer = self.printer;
                 let from = id.to_string();
                 // Wrong tokens count against the client's address, whatever id it rejoins as.
-                let client = match self.peers.get(id).and_then(|p| p.client.as_deref()) {
-                    Some(tag) => format!("client {tag}"),
-                    None => format!("peer {id}"),
-                };
+                let client = self.client_of(id);
                 self.tasks.spawn(async move {
                     let report = |e: streams::StreamError| match e {
                         streams::StreamError::Blocked(blocked) => {

@@ -24,7 +24,12 @@ impl Session {
             peer: id.to_string(),
             path: shown.clone(),
         });
-        let handle = voice::record(track, path, self.record_stop.subscribe());
+        let handle = voice::record(
+            track,
+            path,
+            self.record_limits,
+            self.record_stop.subscribe(),
+        );
         self.recordings.push((id.to_string(), shown, handle));
     }
 

@@ -15,8 +15,11 @@ impl Session {
         let dir = self.accept.clone();
         let hidden = self.printer.json;
         let from = id.to_string();
+        // Counted by the client's address tag, like wrong tokens: a rejoin brings no new places.
+        let client = self.client_of(id);
+        let place = self.intake.admit(&client);
         self.tasks.spawn(async move {
-            let result = files::receive(dc, dir, hidden).await;
+            let result = files::receive(dc, dir, place, hidden).await;
             let _ = tx.send(Internal::Received(from, result)).await;
         });
     }

@@ -45,6 +45,8 @@ pub enum Mode {
     Join {
         /// Folder for received files; `None` refuses files.
         accept: Option<PathBuf>,
+        /// Most files one client may send us at once.
+        max_files_at_once: usize,
         /// Read chat lines from stdin; its end quits.
         read_stdin: bool,
         /// Voice: what to send, where to record.
@@ -82,6 +84,8 @@ pub struct Voice {
     pub clip: Option<voice::Clip>,
     /// Where to write what each peer says.
     pub record: Option<PathBuf>,
+    /// How much of it to keep.
+    pub limits: voice::RecordLimits,
 }
 
 /// Options common to every mode.
@@ -129,6 +133,8 @@ struct Session {
     peer_tx: mpsc::Sender<(String, PeerEvent)>,
     internal_tx: mpsc::Sender<Internal>,
     accept: Option<PathBuf>,
+    /// Files being received at once, per client.
+    intake: Arc<files::Intake>,
     /// Send mode: files to send, peers still owed them, and whether any transfer failed.
     to_send: Vec<PathBuf>,
     owed: HashSet<String>,
@@ -158,6 +164,7 @@ struct Session {
     player: Option<voice::Player>,
     /// Where recordings go.
     record_dir: Option<PathBuf>,
+    record_limits: voice::RecordLimits,
     /// The recordings in progress, stopped (and their files closed) on quit.
     recordings: Vec<(
         String,
@@ -185,13 +192,16 @@ pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<(
     let mut forward = None;
     let mut give_up = None;
     let mut voice = Voice::default();
+    let mut files_at_once = 1;
     let (accept, read_stdin, to_send) = match mode {
         Mode::Join {
             accept,
+            max_files_at_once,
             read_stdin,
             voice: v,
         } => {
             voice = v;
+            files_at_once = max_files_at_once;
             (accept, read_stdin, Vec::new())
         }
         Mode::Send { files, timeout } => {
@@ -227,6 +237,7 @@ pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<(
         peer_tx,
         internal_tx,
         accept,
+        intake: files::Intake::new(files_at_once),
         to_send,
         owed: HashSet::new(),
         pending_sends: HashMap::new(),
@@ -243,6 +254,7 @@ pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<(
         relay_only: opts.relay_only,
         player: voice.clip.map(voice::Player::start),
         record_dir: voice.record,
+        record_limits: voice.limits,
         recordings: Vec::new(),
         record_stop: tokio::sync::watch::channel(false).0,
         tasks: tokio::task::JoinSet::new(),
@@ -306,6 +318,15 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 }
 
 impl Session {
+    /// What per-client limits (wrong tokens, files at once) count peer `id` by: the server's
+    /// tag of its address, which a rejoin under a new id keeps; its id when there is none.
+    fn client_of(&self, id: &str) -> String {
+        match self.peers.get(id).and_then(|p| p.client.as_deref()) {
+            Some(tag) => format!("client {tag}"),
+            None => format!("peer {id}"),
+        }
+    }
+
     /// Milliseconds on the room's clock.
     fn now(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
