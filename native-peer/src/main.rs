@@ -117,7 +117,7 @@ enum Command {
     },
     /// Check what this machine's NAT does: public address, and whether hole punching can work.
     Netcheck {
-        /// The server (http://host:port) or any room link on it; default: --server.
+        /// The server (https://host, http://host:port) or any room link on it; default: --server.
         server: Option<String>,
     },
     /// Send files to the peers in a room (or the first to join), then exit.
@@ -269,9 +269,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Netcheck { server: arg } => {
             let base = arg.as_deref().or(server).ok_or_else(|| {
-                anyhow::anyhow!("give the server: burrow netcheck http://host:port")
+                anyhow::anyhow!(
+                    "give the server: burrow netcheck https://host (or http://host:port)"
+                )
             })?;
-            let report = netcheck::run(base).await?;
+            let report = netcheck::run(base, opts.tls.clone()).await?;
             if cli.json {
                 let mut v = serde_json::to_value(&report)?;
                 v["event"] = "netcheck".into();

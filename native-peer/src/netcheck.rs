@@ -7,6 +7,7 @@
 //! the one it must use, and connections will be relayed.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
@@ -14,7 +15,7 @@ use serde::Serialize;
 use stun::agent::TransactionId;
 use stun::message::{Getter, Message, BINDING_REQUEST, BINDING_SUCCESS};
 use stun::xoraddr::XorMappedAddress;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 pub use peer_core::netcheck::Mapping;
@@ -34,18 +35,21 @@ pub struct Report {
     pub advice: &'static str,
 }
 
-/// Runs the check against the server at `base` (`http://host:port`).
-pub async fn run(base: &str) -> anyhow::Result<Report> {
-    let servers = stun_servers(base).await?;
+/// Runs the check against the server at `base` (`http://host:port`, `https://host`, or any
+/// room link on it); `tls` is whom to trust for https (the STUN checks are UDP either way).
+pub async fn run(base: &str, tls: Arc<rustls::ClientConfig>) -> anyhow::Result<Report> {
+    let servers = stun_servers(base, tls).await?;
     let socket = UdpSocket::bind("0.0.0.0:0").await?;
     let mut mapped = Vec::new();
     for url in &servers {
         let target = resolve(url).await?;
-        mapped.push(
-            binding(&socket, target)
-                .await
-                .with_context(|| format!("no STUN answer from {url}"))?,
-        );
+        mapped.push(binding(&socket, target).await.with_context(|| {
+            format!(
+                "UDP blocked? no STUN answer from {url}: this network may drop UDP, and peers \
+                 then connect from here only through a relay over TCP or TLS, which `burrow` \
+                 cannot use yet (browsers can)"
+            )
+        })?);
     }
     // The local address as the OS would route it to the first server.
     let local = {
@@ -63,34 +67,49 @@ pub async fn run(base: &str) -> anyhow::Result<Report> {
     })
 }
 
-/// Asks the server which two STUN URLs to compare (`GET /api/netcheck`).
-async fn stun_servers(base: &str) -> anyhow::Result<Vec<String>> {
-    let authority = base
-        .split("://")
-        .nth(1)
-        .unwrap_or(base)
-        .split('/')
-        .next()
-        .unwrap_or("");
-    if base.starts_with("https://") {
-        bail!("netcheck needs the server's plain http:// address");
+/// Asks the server which two STUN URLs to compare (`GET /api/netcheck`, over TLS for https).
+async fn stun_servers(base: &str, tls: Arc<rustls::ClientConfig>) -> anyhow::Result<Vec<String>> {
+    let (scheme, rest) = base.split_once("://").unwrap_or(("http", base));
+    let secure = match scheme {
+        "http" => false,
+        "https" => true,
+        other => bail!("netcheck needs an http:// or https:// address, not {other}://"),
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.is_empty() {
+        bail!("no server in {base}");
     }
-    let addr = if authority.contains(':') {
+    // A port is given after the host (after the brackets of an IPv6 literal).
+    let has_port = authority
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !port.contains(']') && !host.is_empty());
+    let addr = if has_port {
         authority.to_string()
     } else {
-        format!("{authority}:80")
+        format!("{authority}:{}", if secure { 443 } else { 80 })
     };
-    let mut tcp = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(&addr))
+    let tcp = tokio::time::timeout(TIMEOUT, TcpStream::connect(&addr))
         .await
         .map_err(|_| anyhow!("cannot reach the server at {addr}: timed out"))?
         .map_err(|e| anyhow!("cannot reach the server at {addr}: {e}"))?;
-    let request =
-        format!("GET /api/netcheck HTTP/1.0\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
-    tcp.write_all(request.as_bytes()).await?;
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut raw))
+    let raw = if secure {
+        let host = addr
+            .rsplit_once(':')
+            .map_or(addr.as_str(), |(h, _)| h)
+            .trim_matches(['[', ']']);
+        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|_| anyhow!("{host} is not a host name"))?;
+        let stream = tokio::time::timeout(
+            TIMEOUT,
+            tokio_rustls::TlsConnector::from(tls).connect(name, tcp),
+        )
         .await
-        .map_err(|_| anyhow!("the server did not answer /api/netcheck"))??;
+        .map_err(|_| anyhow!("TLS with {addr} timed out"))?
+        .map_err(|e| anyhow!("TLS with {addr} failed: {e}"))?;
+        get(stream, authority).await?
+    } else {
+        get(tcp, authority).await?
+    };
     let text = String::from_utf8_lossy(&raw);
     let body = text
         .split_once("\r\n\r\n")
@@ -106,6 +125,31 @@ async fn stun_servers(base: &str) -> anyhow::Result<Vec<String>> {
         bail!("the server lists no STUN ports");
     }
     Ok(answer.stun)
+}
+
+/// How long the server has to connect, shake hands and answer.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest answer read from `/api/netcheck` (it is two URLs).
+const MAX_ANSWER: u64 = 64 * 1024;
+
+/// `GET /api/netcheck` on `stream`: the whole answer, head and body.
+async fn get<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    authority: &str,
+) -> anyhow::Result<Vec<u8>> {
+    let request =
+        format!("GET /api/netcheck HTTP/1.0\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut raw = Vec::new();
+    let mut limited = stream.take(MAX_ANSWER);
+    match tokio::time::timeout(TIMEOUT, limited.read_to_end(&mut raw)).await {
+        Ok(Ok(_)) => Ok(raw),
+        // A TLS server may close without close_notify: what arrived is the answer.
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => Ok(raw),
+        Ok(Err(e)) => Err(anyhow!("reading the server's answer: {e}")),
+        Err(_) => Err(anyhow!("the server did not answer /api/netcheck")),
+    }
 }
 
 async fn resolve(url: &str) -> anyhow::Result<SocketAddr> {

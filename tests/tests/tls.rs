@@ -110,6 +110,65 @@ fn burrow_joins_an_https_room_and_plain_http_is_redirected() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The reach issue: `burrow netcheck https://…` refused ("needs the server's plain http://
+/// address"), though every public deployment is https. It asks over TLS (trusting the test CA)
+/// and checks over UDP as before; without the CA it refuses, saying why.
+#[test]
+fn netcheck_asks_an_https_server() {
+    let (dir, ca, cert, key) = certificates("netcheck");
+    let server = tls_server(&cert, &key);
+    let base = format!("https://localhost:{}", server.http.port());
+    let ca = ca.to_str().expect("utf-8 path");
+    let mut check = Burrow::start(&["--ca-cert", ca, "netcheck", &base]);
+    let report = check.expect_event("netcheck", &[]);
+    assert_eq!(
+        report["mapped"].as_array().map(Vec::len),
+        Some(2),
+        "{report}"
+    );
+    assert!(check.wait().success(), "{}", check.stderr());
+    // A room link on it works too.
+    let mut link = Burrow::start(&["--ca-cert", ca, "netcheck", &format!("{base}/r/some-room")]);
+    link.expect_event("netcheck", &[]);
+    assert!(link.wait().success());
+    let mut untrusted = Burrow::start(&["netcheck", &base]);
+    assert!(!untrusted.wait().success(), "an unknown CA is refused");
+    assert!(
+        untrusted.stderr().contains("TLS with localhost:"),
+        "{}",
+        untrusted.stderr()
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Where UDP is blocked (here: every UDP datagram leaving this namespace is dropped), netcheck
+/// says so instead of a bare timeout.
+#[test]
+fn netcheck_says_when_udp_is_blocked() {
+    if !sandbox::enter("netcheck_says_when_udp_is_blocked") {
+        return;
+    }
+    let server = ServerProcess::start_on(sandbox::HOST_IP, &[]);
+    let nft = |rule: &str| {
+        let ok = std::process::Command::new("nft")
+            .args(rule.split(' '))
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "nft {rule}");
+    };
+    nft("add table inet noudp");
+    nft("add chain inet noudp out { type filter hook output priority 0 ; }");
+    nft("add rule inet noudp out meta l4proto udp drop");
+    let mut check = Burrow::start(&["netcheck", &format!("http://{}", server.http)]);
+    assert!(!check.wait().success());
+    let said = check.stderr();
+    assert!(
+        said.contains("UDP blocked? no STUN answer from stun:"),
+        "{said}"
+    );
+    assert!(said.contains("this network may drop UDP"), "{said}");
+}
+
 #[tokio::test]
 async fn the_page_over_https_chats_with_burrow() {
     if !sandbox::enter("the_page_over_https_chats_with_burrow") {
