@@ -286,12 +286,29 @@ async fn the_page_and_burrow_report_the_same_path_change() {
     page.close().await;
 }
 
+/// The TURN requests the restarted server's relay refused (437 "Allocation Mismatch": a client
+/// using an allocation this server never made; 401: credentials of the old server's secret),
+/// from its metrics.
+fn turn_refusals(lab: &Lab) -> u64 {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.internet, "curl", "-s"])
+        .arg(format!("http://{SERVER_IP}:{PORT}/metrics"))
+        .output()
+        .expect("curl in the lab");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("burrow_turn_refused_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 /// Both peers behind symmetric NATs, so their link goes through the server's own TURN relay.
-/// The server crashes and comes back (its relay and its random TURN secret with it): the link is
-/// rebuilt by an ICE restart with the new welcome's credentials, relayed again, and chat flows.
-#[test]
-fn a_relayed_link_is_rebuilt_after_the_server_restarts() {
-    let Some(mut lab) = Lab::new("a_relayed_link_is_rebuilt_after_the_server_restarts") else {
+/// The server crashes and comes back after `down` (its relay and its random TURN secret with
+/// it): the link is rebuilt with the new welcome's credentials, relayed again, chat flows, and
+/// the new relay is not stormed with requests for allocations it never made (the reach issue:
+/// a hundred 437s a second, for ever).
+fn relayed_link_rebuilt_after_restart(test: &str, down: Duration) {
+    let Some(mut lab) = Lab::new(test) else {
         return;
     };
     let h1 = lab.behind_nat(1, Nat::Symmetric);
@@ -307,23 +324,53 @@ fn a_relayed_link_is_rebuilt_after_the_server_restarts() {
     b.expect_event("connected", &[("peer", &ida)]);
 
     server.kill();
+    std::thread::sleep(down);
     let _server = lab.server(PORT);
+    let back = Instant::now();
     a.expect_event("server_back", &[]);
     b.expect_event("server_back", &[]);
-    a.expect_event("peer_unreachable", &[("peer", &idb)]);
-    a.expect_event("peer_back", &[("peer", &idb)]);
-    a.say("relayed again");
-    assert_eq!(
-        b.expect_event("chat", &[("from", &ida)])["text"],
-        "relayed again"
+    // Chat is said until it arrives: the first line may go before the link is back.
+    let mut n = 0;
+    let took = loop {
+        n += 1;
+        a.say(&format!("relayed again {n}"));
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let mut arrived = false;
+        while Instant::now() < deadline && !arrived {
+            b.drain();
+            arrived = b.seen.iter().any(|v| {
+                v["event"] == "chat"
+                    && v["text"]
+                        .as_str()
+                        .is_some_and(|t| t.starts_with("relayed again"))
+            });
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if arrived {
+            break back.elapsed();
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(60),
+            "the link never came back"
+        );
+    };
+    eprintln!(
+        "{test}: chat flows {:.1} s after the restart",
+        took.as_secs_f64()
+    );
+    // The issue asks for 10 s; measured 5–8 s here. The margin is for a loaded CI machine.
+    assert!(took < Duration::from_secs(15), "back in {took:?}");
+    let before = turn_refusals(&lab);
+    std::thread::sleep(Duration::from_secs(3));
+    let storm = turn_refusals(&lab) - before;
+    eprintln!(
+        "{test}: TURN requests refused: {before} until chat flowed, {storm} in the 3 s after"
+    );
+    assert!(
+        storm < 15,
+        "no storm of requests for dead allocations: {storm} in 3 s"
     );
     a.drain();
-    b.drain();
-    assert!(
-        a.has_seen("ice_restart") || b.has_seen("ice_restart"),
-        "{:?}",
-        a.seen
-    );
     let path = a
         .seen
         .iter()
@@ -331,4 +378,20 @@ fn a_relayed_link_is_rebuilt_after_the_server_restarts() {
         .find(|v| v["event"] == "path_changed" || v["event"] == "connected")
         .cloned();
     eprintln!("relayed link after the restart: {path:?}");
+}
+
+#[test]
+fn a_relayed_link_is_rebuilt_after_the_server_restarts() {
+    relayed_link_rebuilt_after_restart(
+        "a_relayed_link_is_rebuilt_after_the_server_restarts",
+        Duration::ZERO,
+    );
+}
+
+#[test]
+fn a_relayed_link_is_rebuilt_after_the_server_is_down_2_s() {
+    relayed_link_rebuilt_after_restart(
+        "a_relayed_link_is_rebuilt_after_the_server_is_down_2_s",
+        Duration::from_secs(2),
+    );
 }
