@@ -7,6 +7,7 @@ mod browser;
 mod bundle;
 mod child;
 mod connect;
+mod delayline;
 mod durable;
 mod lab;
 mod pair;
@@ -17,6 +18,7 @@ mod stun;
 mod throughput;
 mod tunnel;
 mod voice;
+mod wan;
 
 use std::time::Duration;
 
@@ -28,11 +30,11 @@ use signal_server::Config;
 #[derive(Parser)]
 #[command(
     name = "bench",
-    about = "Burrow benchmarks: connect, throughput, signaling, STUN, durable links, voice, the browser, the NAT lab, the page bundle, the tunnel beside rathole"
+    about = "Burrow benchmarks: connect, throughput, signaling, STUN, durable links, voice, the browser, the NAT lab, long and lossy paths beside TCP, the page bundle, the tunnel beside rathole"
 )]
 struct Args {
     /// Only these benches (connect, throughput, signaling-idle, signaling-relay,
-    /// signaling-cluster, stun, durable, voice, browser, lab, bundle, tunnel).
+    /// signaling-cluster, stun, durable, voice, browser, lab, wan, bundle, tunnel).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Connect rounds.
@@ -68,6 +70,9 @@ impl Env {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // The `wan` bench runs this binary again as its delay lines and TCP ends.
+    delayline::serve_if_asked();
+    wan::serve_if_asked();
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -133,6 +138,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("lab") {
         lab::run(&mut all);
+    }
+    if wants("wan") {
+        wan::run(&mut all);
     }
     if wants("tunnel") {
         tunnel::run(&env, &mut all).await;

@@ -85,7 +85,7 @@ pub fn clean_name(name: &str) -> Option<String> {
     };
     let mut out = String::new();
     for word in name
-        .split(|c: char| c.is_whitespace() || c.is_control())
+        .split(char::is_whitespace)
         .map(|w| w.chars().filter(|&c| !invisible(c)).collect::<String>())
         .filter(|w| !w.is_empty())
     {
@@ -441,6 +441,11 @@ mod tests {
             "isolates"
         );
         assert_eq!(clean_name("a\nb\tc   d"), Some("a b c d".into()));
+        assert_eq!(
+            clean_name("mal\x1b]0;x\x07ory"),
+            Some("mal]0;xory".into()),
+            "escapes go"
+        );
         assert_eq!(clean_name("\u{FEFF}\u{00AD}"), None);
         assert_eq!(clean_name(""), None);
         assert_eq!(

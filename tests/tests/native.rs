@@ -304,8 +304,8 @@ fn terminal_escapes_from_a_peer_never_reach_the_terminal() {
     let link = server.room_link("escapes");
     let b = HumanBurrow::start(&["--name", "bob", "join", "--no-stdin", &link]);
     b.wait_for("joined room escapes");
-    // ESC and BEL in the name (the server strips C0 too; the receiver does not rely on it) and
-    // a right-to-left override, which the server lets through.
+    // ESC and BEL in the name and a right-to-left override (the server strips them too; the
+    // receiver does not rely on it).
     let mut a = Burrow::start(&["--name", "mal\x1b]0;x\x07\u{202e}lory", "join", &link]);
     let ida = a.peer_id();
     a.expect_event("connected", &[]);

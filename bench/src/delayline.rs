@@ -1,0 +1,170 @@
+//! A user-space delay line for the `wan` bench (this kernel has no `netem`): forwards every
+//! Ethernet frame between two interfaces through raw `AF_PACKET` sockets, holding each for a
+//! fixed delay and dropping a share of them at random, as a long and lossy uplink would. One
+//! thread reads each direction, one writes it (a frame waits in a queue with its departure
+//! time), so a slow writer never delays the reads.
+//!
+//! It runs as the bench binary re-executed inside a namespace with `BURROW_DELAYLINE=A,B,MS,LOSS`
+//! (see [`serve_if_asked`]), until it is killed.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The variable that makes the bench binary a delay line.
+pub const VAR: &str = "BURROW_DELAYLINE";
+
+/// `PACKET_IGNORE_OUTGOING` (linux/if_packet.h): a socket does not read back what it sent.
+const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+
+/// Largest frame read: the interfaces' offloads are off, so frames are at most the MTU.
+const FRAME: usize = 65_536;
+
+/// When `BURROW_DELAYLINE` is set: runs the delay line it describes and never returns.
+pub fn serve_if_asked() {
+    let Ok(spec) = std::env::var(VAR) else {
+        return;
+    };
+    let parts: Vec<&str> = spec.split(',').collect();
+    let [a, b, ms, loss] = parts[..] else {
+        eprintln!("delayline: {VAR}=A,B,MS,LOSS, not {spec}");
+        std::process::exit(2);
+    };
+    let delay = Duration::from_secs_f64(ms.parse::<f64>().unwrap_or(0.0) / 1000.0);
+    let loss = loss.parse::<f64>().unwrap_or(0.0);
+    match run(a, b, delay, loss) {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("delayline {a} <-> {b}: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Forwards both ways between `a` and `b` until killed.
+fn run(a: &str, b: &str, delay: Duration, loss: f64) -> io::Result<()> {
+    let fa = Arc::new(open(a)?);
+    let fb = Arc::new(open(b)?);
+    let ab = direction(fa.clone(), fb.clone(), delay, loss, 0x9e37_79b9_7f4a_7c15);
+    let ba = direction(fb, fa, delay, loss, 0xd1b5_4a32_d192_ed03);
+    for handle in ab.into_iter().chain(ba) {
+        let _ = handle.join();
+    }
+    Ok(())
+}
+
+/// One direction: a reader that stamps and (sometimes) drops, a writer that waits and sends.
+fn direction(
+    from: Arc<OwnedFd>,
+    to: Arc<OwnedFd>,
+    delay: Duration,
+    loss: f64,
+    seed: u64,
+) -> Vec<std::thread::JoinHandle<()>> {
+    let (tx, rx) = mpsc::sync_channel::<(Instant, Vec<u8>)>(65_536);
+    let reader = std::thread::spawn(move || {
+        let mut rng = seed;
+        let mut buf = vec![0u8; FRAME];
+        loop {
+            // SAFETY: `buf` is valid for `FRAME` bytes; the descriptor is an open socket.
+            let n = unsafe { libc::recv(from.as_raw_fd(), buf.as_mut_ptr().cast(), FRAME, 0) };
+            if n <= 0 {
+                continue;
+            }
+            // xorshift64: uniform enough for a drop decision.
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            if (rng >> 11) as f64 / (1u64 << 53) as f64 >= loss {
+                let due = Instant::now() + delay;
+                if tx.send((due, buf[..n as usize].to_vec())).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let writer = std::thread::spawn(move || {
+        while let Ok((due, frame)) = rx.recv() {
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            // SAFETY: `frame` is valid for its length; the descriptor is an open socket.
+            unsafe { libc::send(to.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+        }
+    });
+    vec![reader, writer]
+}
+
+/// A raw socket bound to interface `name`, promiscuous, not reading back its own frames.
+fn open(name: &str) -> io::Result<OwnedFd> {
+    let c_name = CString::new(name).map_err(|_| io::Error::other("bad interface name"))?;
+    // SAFETY: plain FFI calls with valid arguments; every result is checked.
+    unsafe {
+        let index = libc::if_nametoindex(c_name.as_ptr());
+        if index == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let proto = (libc::ETH_P_ALL as u16).to_be();
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, libc::c_int::from(proto));
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd = OwnedFd::from_raw_fd(fd);
+        let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = proto;
+        addr.sll_ifindex = index as libc::c_int;
+        let bound = libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        );
+        if bound < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let one: libc::c_int = 1;
+        let set = |level, option, value: *const libc::c_void, len| {
+            libc::setsockopt(fd.as_raw_fd(), level, option, value, len)
+        };
+        let int_len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        if set(
+            libc::SOL_PACKET,
+            PACKET_IGNORE_OUTGOING,
+            (&one as *const libc::c_int).cast(),
+            int_len,
+        ) < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        let mut mreq: libc::packet_mreq = std::mem::zeroed();
+        mreq.mr_ifindex = index as libc::c_int;
+        mreq.mr_type = libc::PACKET_MR_PROMISC as u16;
+        if set(
+            libc::SOL_PACKET,
+            libc::PACKET_ADD_MEMBERSHIP,
+            (&mreq as *const libc::packet_mreq).cast(),
+            std::mem::size_of::<libc::packet_mreq>() as libc::socklen_t,
+        ) < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        let buffer: libc::c_int = 8 << 20;
+        set(
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&buffer as *const libc::c_int).cast(),
+            int_len,
+        );
+        set(
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUFFORCE,
+            (&buffer as *const libc::c_int).cast(),
+            int_len,
+        );
+        Ok(fd)
+    }
+}

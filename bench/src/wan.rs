@@ -1,0 +1,294 @@
+//! `wan`: `burrow send` across two NATs on long and lossy paths, beside the kernel's TCP (cubic
+//! and BBR) on the very same path in the same run (the streams issue's table).
+//!
+//! The NAT lab (`burrow_tests::lab`) with two hosts behind endpoint-independent NATs, so the
+//! peers punch a hole and talk directly. Each router's uplink runs through a delay line
+//! ([`crate::delayline`]): a delay D each way on each uplink gives the peers a 4·D round trip.
+//! TCP goes from host 2 to host 1 through a port forward (DNAT) on router 1. Each transfer is
+//! timed from the link being up (`connected`) to the receiver having every byte checked.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use burrow_tests::burrow::random_file;
+use burrow_tests::lab::{ip, run as sh, Host, Lab, Nat};
+
+use crate::report::Figure;
+
+const CHILD: &str = "BURROW_BENCH_WAN";
+/// The variable that makes the bench binary a TCP sink (`ADDR`).
+const SINK: &str = "BURROW_TCPSINK";
+/// The variable that makes the bench binary a TCP sender (`ADDR,CONGESTION,BYTES`).
+const SEND: &str = "BURROW_TCPSEND";
+const TCP_PORT: u16 = 5201;
+/// Longest a transfer may take before it counts as failed.
+const PATIENCE: Duration = Duration::from_secs(90);
+
+/// One path: the delay on each uplink each way, the loss on each, and the bytes to move.
+struct Path4 {
+    delay_ms: f64,
+    loss: f64,
+    bytes: usize,
+}
+
+const PATHS: [Path4; 4] = [
+    Path4 {
+        delay_ms: 10.0,
+        loss: 0.0,
+        bytes: 32 << 20,
+    },
+    Path4 {
+        delay_ms: 25.0,
+        loss: 0.0,
+        bytes: 32 << 20,
+    },
+    Path4 {
+        delay_ms: 10.0,
+        loss: 0.001,
+        bytes: 8 << 20,
+    },
+    Path4 {
+        delay_ms: 10.0,
+        loss: 0.01,
+        bytes: 4 << 20,
+    },
+];
+
+/// Runs the bench: in the parent, starts the child and takes its figures.
+pub fn run(out: &mut Vec<Figure>) {
+    if crate::child::is_child(CHILD) {
+        measure(out);
+        return;
+    }
+    let why = match burrow_tests::lab::unavailable() {
+        Some(why) => why,
+        None => match crate::child::run("wan", CHILD, false, out) {
+            Ok(()) => return,
+            Err(why) => why,
+        },
+    };
+    Figure::new("wan", "burrow send, 40 ms round trip", None, "MB/s")
+        .note(why)
+        .emit(out)
+}
+
+/// When the TCP sink or sender variable is set: runs it and exits.
+pub fn serve_if_asked() {
+    if let Ok(addr) = std::env::var(SINK) {
+        sink(&addr);
+        std::process::exit(0);
+    }
+    if let Ok(spec) = std::env::var(SEND) {
+        let parts: Vec<&str> = spec.split(',').collect();
+        let [addr, cc, bytes] = parts[..] else {
+            std::process::exit(2);
+        };
+        match send(addr, cc, bytes.parse().unwrap_or(0)) {
+            Ok(secs) => {
+                println!("{secs}");
+                std::process::exit(0);
+            }
+            Err(e) => {
+                eprintln!("tcp send: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+}
+
+/// Accepts connections for ever: reads each to its end, then answers one byte.
+fn sink(addr: &str) {
+    let Ok(listener) = TcpListener::bind(addr) else {
+        std::process::exit(1);
+    };
+    let mut buf = vec![0u8; 1 << 20];
+    while let Ok((mut s, _)) = listener.accept() {
+        while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+        let _ = s.write_all(b"k");
+    }
+}
+
+/// Sends `bytes` with congestion control `cc`; the seconds until the sink had them all.
+fn send(addr: &str, cc: &str, bytes: usize) -> std::io::Result<f64> {
+    let started = Instant::now();
+    let mut s = TcpStream::connect(addr)?;
+    // SAFETY: a valid socket and a buffer of the given length.
+    let set = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_CONGESTION,
+            cc.as_ptr().cast(),
+            cc.len() as libc::socklen_t,
+        )
+    };
+    if set < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let chunk = vec![7u8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        s.write_all(&chunk[..n])?;
+        left -= n;
+    }
+    s.shutdown(std::net::Shutdown::Write)?;
+    let mut ack = [0u8; 1];
+    s.read_exact(&mut ack)?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Makes room for a delay line on router `i`'s uplink: its port on the internet's bridge comes
+/// off the bridge and a new veth pair takes its place; [`set_path`] forwards between the two.
+fn reroute_uplink(lab: &Lab, i: u8) {
+    let inet = &lab.internet;
+    let router = format!("{}-nat{i}", lab_prefix(lab));
+    ip(&format!("-n {inet} link set n{i} nomaster"));
+    ip(&format!("-n {inet} link add d{i} type veth peer name e{i}"));
+    ip(&format!("-n {inet} link set e{i} master br0"));
+    for dev in [format!("d{i}"), format!("e{i}")] {
+        ip(&format!("-n {inet} link set {dev} up"));
+    }
+    for dev in [format!("n{i}"), format!("d{i}")] {
+        ip(&format!("-n {inet} link set {dev} promisc on"));
+    }
+    // Raw sockets would see 64 KiB super-frames that do not fit the next interface.
+    for (ns, dev) in [
+        (inet.as_str(), format!("n{i}")),
+        (inet.as_str(), format!("d{i}")),
+        (inet.as_str(), format!("e{i}")),
+        (router.as_str(), "wan".to_string()),
+    ] {
+        sh(
+            "ip",
+            &format!("netns exec {ns} ethtool -K {dev} tso off gso off gro off tx off rx off"),
+        );
+    }
+}
+
+/// Sets both uplinks' delay and loss: their delay lines are (re)started with these settings.
+fn set_path(lab: &Lab, lines: &mut Vec<Child>, delay_ms: f64, loss: f64) {
+    for mut line in lines.drain(..) {
+        let _ = line.kill();
+        let _ = line.wait();
+    }
+    let exe = std::env::current_exe().expect("the bench binary");
+    for i in [1u8, 2] {
+        lines.push(
+            Command::new("ip")
+                .args(["netns", "exec", &lab.internet])
+                .arg(&exe)
+                .env(
+                    crate::delayline::VAR,
+                    format!("n{i},d{i},{delay_ms},{loss}"),
+                )
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start the delay line"),
+        );
+    }
+}
+
+/// The lab's name prefix (the internet namespace is `PREFIX-inet`).
+fn lab_prefix(lab: &Lab) -> String {
+    lab.internet.trim_end_matches("-inet").to_string()
+}
+
+/// Seconds for `burrow send` of `file` from `from` to `to`, from `connected` to the receiver
+/// having it (hash `want`); `None` if it did not arrive in time or was not direct.
+fn burrow_send(from: &Host, to: &Host, link: &str, file: &Path, want: &str) -> Option<f64> {
+    let inbox = file.with_extension("inbox");
+    let mut receiver = to.burrow(&["join", "--accept", &inbox.display().to_string(), link]);
+    let receiver_id = receiver.peer_id();
+    let mut sender = from.burrow(&["send", &file.display().to_string(), link]);
+    let up = sender.expect_event("connected", &[("peer", &receiver_id)]);
+    let started = Instant::now();
+    let got = receiver.expect("the file", |v| {
+        v["event"] == "file_received" || v["event"] == "file_failed"
+    });
+    let secs = started.elapsed().as_secs_f64();
+    let _ = sender.wait();
+    let _ = std::fs::remove_dir_all(&inbox);
+    (got["sha256"] == want && up["path"] != "relayed" && secs < PATIENCE.as_secs_f64())
+        .then_some(secs)
+}
+
+/// Seconds for `bytes` over TCP with `cc` from host 2 to host 1's sink (through router 1).
+fn tcp_send(from: &Host, cc: &str, bytes: usize) -> Option<f64> {
+    let exe = std::env::current_exe().ok()?;
+    let out = Command::new("ip")
+        .args(["netns", "exec", &from.ns, "timeout", "90"])
+        .arg(exe)
+        .env(SEND, format!("203.0.113.1:{TCP_PORT},{cc},{bytes}"))
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+/// Inside the child: the lab, the delay lines, each path's transfers.
+fn measure(out: &mut Vec<Figure>) {
+    let Some(mut lab) = Lab::new("bench-wan") else {
+        return;
+    };
+    let h1 = lab.behind_nat(1, Nat::EndpointIndependent);
+    let h2 = lab.behind_nat(2, Nat::EndpointIndependent);
+    let server = lab.server(0);
+    // TCP to host 1 through a port forward on its router.
+    let router1 = format!("{}-nat1", lab_prefix(&lab));
+    sh(
+        "ip",
+        &format!(
+            "netns exec {router1} nft add table ip fwd ; add chain ip fwd pre {{ type nat hook prerouting priority dstnat ; }} ; add rule ip fwd pre iifname wan tcp dport {TCP_PORT} dnat to {}:{TCP_PORT} ; add rule inet filter forward ct status dnat accept",
+            h1.ip
+        ),
+    );
+    let exe = std::env::current_exe().expect("the bench binary");
+    let mut sink = Command::new("ip")
+        .args(["netns", "exec", &h1.ns])
+        .arg(&exe)
+        .env(SINK, format!("0.0.0.0:{TCP_PORT}"))
+        .spawn()
+        .expect("start the TCP sink");
+    reroute_uplink(&lab, 1);
+    reroute_uplink(&lab, 2);
+    let mut lines = Vec::new();
+    let dir = std::env::temp_dir().join(format!("burrow-bench-wan-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    for (n, path) in PATHS.iter().enumerate() {
+        set_path(&lab, &mut lines, path.delay_ms, path.loss);
+        let file = dir.join(format!("wan{n}.bin"));
+        let want = random_file(&file, path.bytes);
+        let link = server.room_link(&format!("wan{n}"));
+        let mb = |secs: Option<f64>| secs.map(|s| path.bytes as f64 / s / 1e6);
+        let ours = mb(burrow_send(&h2, &h1, &link, &file, &want));
+        let cubic = mb(tcp_send(&h2, "cubic", path.bytes));
+        let bbr = mb(tcp_send(&h2, "bbr", path.bytes));
+        let _ = std::fs::remove_file(&file);
+        let rtt = path.delay_ms * 4.0;
+        let what = format!(
+            "burrow send, {rtt:.0} ms round trip, {}% loss on each uplink",
+            path.loss * 100.0
+        );
+        let show = |v: Option<f64>| v.map_or("failed".to_string(), |v| format!("{v:.2}"));
+        Figure::new("wan", &what, ours, "MB/s")
+            .against("TCP cubic, same path and run", cubic)
+            .note(format!(
+                "{} MiB, hole punched; TCP bbr {} MB/s; a delay line in user space on each \
+                 router's uplink",
+                path.bytes >> 20,
+                show(bbr)
+            ))
+            .emit(out);
+    }
+    for mut line in lines {
+        let _ = line.kill();
+        let _ = line.wait();
+    }
+    let _ = sink.kill();
+    let _ = sink.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
