@@ -54,6 +54,7 @@ command -v pebble >/dev/null 2>&1 || missing+=(pebble)     # ACME test server (T
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)  # several instances
 command -v turnserver >/dev/null 2>&1 || missing+=(coturn)  # the reference relay (bench, lab)
 command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)  # voice tests: tones to play, recordings decoded
+command -v ethtool >/dev/null 2>&1 || missing+=(ethtool)  # the wan bench: offloads off under its delay lines
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]} with apt-get"
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi

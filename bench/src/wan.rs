@@ -242,7 +242,7 @@ fn measure(out: &mut Vec<Figure>) {
     sh(
         "ip",
         &format!(
-            "netns exec {router1} nft add table ip fwd ; add chain ip fwd pre {{ type nat hook prerouting priority dstnat ; }} ; add rule ip fwd pre iifname wan tcp dport {TCP_PORT} dnat to {}:{TCP_PORT} ; add rule inet filter forward ct status dnat accept",
+            "netns exec {router1} nft add table ip portfwd ; add chain ip portfwd pre {{ type nat hook prerouting priority dstnat ; }} ; add rule ip portfwd pre iifname wan tcp dport {TCP_PORT} dnat to {}:{TCP_PORT} ; add rule inet filter forward ct status dnat accept",
             h1.ip
         ),
     );
