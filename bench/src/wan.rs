@@ -24,6 +24,11 @@ const CHILD: &str = "BURROW_BENCH_WAN";
 const SINK: &str = "BURROW_TCPSINK";
 /// The variable that makes the bench binary a TCP sender (`ADDR,CONGESTION,BYTES`).
 const SEND: &str = "BURROW_TCPSEND";
+/// The variable that makes the bench binary a client of requests on new connections
+/// (`ADDR,COUNT`): it prints the median and 90th percentile, in milliseconds.
+const PING: &str = "BURROW_TCPPING";
+/// Requests timed on new connections.
+const REQUESTS: usize = 30;
 const TCP_PORT: u16 = 5201;
 /// Longest a transfer may take before it counts as failed.
 const PATIENCE: Duration = Duration::from_secs(90);
@@ -82,6 +87,23 @@ pub fn serve_if_asked() {
         sink(&addr);
         std::process::exit(0);
     }
+    if let Ok(spec) = std::env::var(PING) {
+        let (addr, count) = spec.split_once(',').unwrap_or((&spec, "10"));
+        let mut times = Vec::new();
+        for _ in 0..count.parse().unwrap_or(10) {
+            match request(addr) {
+                Ok(ms) => times.push(ms),
+                Err(e) => eprintln!("request: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let p50 = crate::report::quantile(&mut times, 0.5);
+        let p90 = crate::report::quantile(&mut times, 0.9);
+        if let (Some(p50), Some(p90)) = (p50, p90) {
+            println!("{p50} {p90}");
+        }
+        std::process::exit(0);
+    }
     if let Ok(spec) = std::env::var(SEND) {
         let parts: Vec<&str> = spec.split(',').collect();
         let [addr, cc, bytes] = parts[..] else {
@@ -110,6 +132,19 @@ fn sink(addr: &str) {
         while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
         let _ = s.write_all(b"k");
     }
+}
+
+/// One request on a new connection to a sink: connect, one byte, half-close, until its answer;
+/// milliseconds.
+fn request(addr: &str) -> std::io::Result<f64> {
+    let started = Instant::now();
+    let mut s = TcpStream::connect(addr)?;
+    s.set_nodelay(true)?;
+    s.write_all(b"?")?;
+    s.shutdown(std::net::Shutdown::Write)?;
+    let mut ack = [0u8; 1];
+    s.read_exact(&mut ack)?;
+    Ok(started.elapsed().as_secs_f64() * 1000.0)
 }
 
 /// Sends `bytes` with congestion control `cc`; the seconds until the sink had them all.
@@ -284,6 +319,46 @@ fn measure(out: &mut Vec<Figure>) {
             ))
             .emit(out);
     }
+    // A request on a new connection, 40 ms round trip: through `burrow forward` to a service
+    // `burrow expose` offers, beside the same request straight over TCP (connect, then ask).
+    set_path(&lab, &mut lines, 10.0, 0.0);
+    let link = server.room_link("wan-requests");
+    let service = format!("127.0.0.1:{TCP_PORT}");
+    let mut exposer = h1.burrow(&["expose", "--kind", "tcp", &service, &link]);
+    let exposer_id = exposer.peer_id();
+    let mut forwarder = h2.burrow(&["forward", &link, "--listen", "127.0.0.1:9000"]);
+    forwarder.expect_event("services", &[("peer", &exposer_id)]);
+    let up = forwarder.expect_event("connected", &[("peer", &exposer_id)]);
+    let ping = |addr: &str| -> Option<(f64, f64)> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &h2.ns, "timeout", "60"])
+            .arg(&exe)
+            .env(PING, format!("{addr},{REQUESTS}"))
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut it = text.split_whitespace().map(|v| v.parse::<f64>().ok());
+        Some((it.next()??, it.next()??))
+    };
+    let tunnel = ping("127.0.0.1:9000");
+    let direct = ping(&format!("203.0.113.1:{TCP_PORT}"));
+    drop(forwarder);
+    drop(exposer);
+    Figure::new(
+        "wan",
+        "request on a new connection through forward → expose, 40 ms round trip, p50",
+        tunnel.map(|t| t.0),
+        "ms",
+    )
+    .against("straight over TCP (connect, then ask), same path", direct.map(|d| d.0))
+    .note(format!(
+        "{REQUESTS} requests, one at a time; p90 {} ms (TCP {} ms); path {}; one round trip \
+         is 40 ms",
+        tunnel.map_or("—".into(), |t| format!("{:.1}", t.1)),
+        direct.map_or("—".into(), |d| format!("{:.1}", d.1)),
+        up["path"].as_str().unwrap_or("?")
+    ))
+    .emit(out);
     for mut line in lines {
         let _ = line.kill();
         let _ = line.wait();
