@@ -22,7 +22,7 @@ pub fn run(
 ) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("no executable path: {e}"))?;
     let dir = exe.parent().ok_or("no executable folder")?.to_path_buf();
-    for bin in ["burrow", "signal-server"] {
+    for bin in ["burrow", "signal-server", "delayline"] {
         if !dir.join(bin).exists() {
             return Err(format!(
                 "{bin} is not built: cargo build --release --workspace --bins"

@@ -7,7 +7,6 @@ mod browser;
 mod bundle;
 mod child;
 mod connect;
-mod delayline;
 mod durable;
 mod lab;
 mod pair;
@@ -70,8 +69,7 @@ impl Env {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // The `wan` bench runs this binary again as its delay lines and TCP ends.
-    delayline::serve_if_asked();
+    // The `wan` bench runs this binary again as its TCP ends.
     wan::serve_if_asked();
     let args = Args::parse();
     tracing_subscriber::fmt()

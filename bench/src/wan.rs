@@ -3,7 +3,7 @@
 //!
 //! The NAT lab (`burrow_tests::lab`) with two hosts behind endpoint-independent NATs, so the
 //! peers punch a hole and talk directly. Each router's uplink runs through a delay line
-//! ([`crate::delayline`]): a delay D each way on each uplink gives the peers a 4·D round trip.
+//! (`burrow_tests::delay`, set up by `Lab::slow_uplink`): a delay D each way on each uplink gives the peers a 4·D round trip.
 //! TCP goes from host 2 to host 1 through a port forward (DNAT) on router 1. Each transfer is
 //! timed from the link being up (`connected`) to the receiver having every byte checked.
 
@@ -11,11 +11,11 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use burrow_tests::burrow::random_file;
-use burrow_tests::lab::{ip, run as sh, Host, Lab, Nat};
+use burrow_tests::lab::{run as sh, Host, Lab, Nat};
 
 use crate::report::Figure;
 
@@ -177,57 +177,6 @@ fn send(addr: &str, cc: &str, bytes: usize) -> std::io::Result<f64> {
     Ok(started.elapsed().as_secs_f64())
 }
 
-/// Makes room for a delay line on router `i`'s uplink: its port on the internet's bridge comes
-/// off the bridge and a new veth pair takes its place; [`set_path`] forwards between the two.
-fn reroute_uplink(lab: &Lab, i: u8) {
-    let inet = &lab.internet;
-    let router = format!("{}-nat{i}", lab_prefix(lab));
-    ip(&format!("-n {inet} link set n{i} nomaster"));
-    ip(&format!("-n {inet} link add d{i} type veth peer name e{i}"));
-    ip(&format!("-n {inet} link set e{i} master br0"));
-    for dev in [format!("d{i}"), format!("e{i}")] {
-        ip(&format!("-n {inet} link set {dev} up"));
-    }
-    for dev in [format!("n{i}"), format!("d{i}")] {
-        ip(&format!("-n {inet} link set {dev} promisc on"));
-    }
-    // Raw sockets would see 64 KiB super-frames that do not fit the next interface.
-    for (ns, dev) in [
-        (inet.as_str(), format!("n{i}")),
-        (inet.as_str(), format!("d{i}")),
-        (inet.as_str(), format!("e{i}")),
-        (router.as_str(), "wan".to_string()),
-    ] {
-        sh(
-            "ip",
-            &format!("netns exec {ns} ethtool -K {dev} tso off gso off gro off tx off rx off"),
-        );
-    }
-}
-
-/// Sets both uplinks' delay and loss: their delay lines are (re)started with these settings.
-fn set_path(lab: &Lab, lines: &mut Vec<Child>, delay_ms: f64, loss: f64) {
-    for mut line in lines.drain(..) {
-        let _ = line.kill();
-        let _ = line.wait();
-    }
-    let exe = std::env::current_exe().expect("the bench binary");
-    for i in [1u8, 2] {
-        lines.push(
-            Command::new("ip")
-                .args(["netns", "exec", &lab.internet])
-                .arg(&exe)
-                .env(
-                    crate::delayline::VAR,
-                    format!("n{i},d{i},{delay_ms},{loss}"),
-                )
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("start the delay line"),
-        );
-    }
-}
-
 /// The lab's name prefix (the internet namespace is `PREFIX-inet`).
 fn lab_prefix(lab: &Lab) -> String {
     lab.internet.trim_end_matches("-inet").to_string()
@@ -288,13 +237,16 @@ fn measure(out: &mut Vec<Figure>) {
         .env(SINK, format!("0.0.0.0:{TCP_PORT}"))
         .spawn()
         .expect("start the TCP sink");
-    reroute_uplink(&lab, 1);
-    reroute_uplink(&lab, 2);
-    let mut lines = Vec::new();
+    let mut lines = [lab.slow_uplink(1, 0.0, 0.0), lab.slow_uplink(2, 0.0, 0.0)];
+    let set_path = |lines: &mut [burrow_tests::lab::SlowUplink; 2], delay_ms: f64, loss: f64| {
+        for line in lines.iter_mut() {
+            line.set(delay_ms, loss);
+        }
+    };
     let dir = std::env::temp_dir().join(format!("burrow-bench-wan-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
     for (n, path) in PATHS.iter().enumerate() {
-        set_path(&lab, &mut lines, path.delay_ms, path.loss);
+        set_path(&mut lines, path.delay_ms, path.loss);
         let file = dir.join(format!("wan{n}.bin"));
         let want = random_file(&file, path.bytes);
         let link = server.room_link(&format!("wan{n}"));
@@ -321,7 +273,7 @@ fn measure(out: &mut Vec<Figure>) {
     }
     // A request on a new connection, 40 ms round trip: through `burrow forward` to a service
     // `burrow expose` offers, beside the same request straight over TCP (connect, then ask).
-    set_path(&lab, &mut lines, 10.0, 0.0);
+    set_path(&mut lines, 10.0, 0.0);
     let link = server.room_link("wan-requests");
     let service = format!("127.0.0.1:{TCP_PORT}");
     let mut exposer = h1.burrow(&["expose", "--kind", "tcp", &service, &link]);
@@ -350,7 +302,10 @@ fn measure(out: &mut Vec<Figure>) {
         tunnel.map(|t| t.0),
         "ms",
     )
-    .against("straight over TCP (connect, then ask), same path", direct.map(|d| d.0))
+    .against(
+        "straight over TCP (connect, then ask), same path",
+        direct.map(|d| d.0),
+    )
     .note(format!(
         "{REQUESTS} requests, one at a time; p90 {} ms (TCP {} ms); path {}; one round trip \
          is 40 ms",
@@ -359,10 +314,7 @@ fn measure(out: &mut Vec<Figure>) {
         up["path"].as_str().unwrap_or("?")
     ))
     .emit(out);
-    for mut line in lines {
-        let _ = line.kill();
-        let _ = line.wait();
-    }
+    drop(lines);
     let _ = sink.kill();
     let _ = sink.wait();
     let _ = std::fs::remove_dir_all(&dir);

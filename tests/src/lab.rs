@@ -230,6 +230,43 @@ table inet filter {{
         }
     }
 
+    /// Routes router `i`'s uplink (see [`Lab::behind_nat`]) through a delay line holding each
+    /// frame `delay_ms` and dropping a share `loss` of them, both ways: two slowed uplinks give
+    /// the peers behind them a round trip of 4 × `delay_ms`. [`SlowUplink::set`] changes it.
+    pub fn slow_uplink(&self, i: u8, delay_ms: f64, loss: f64) -> SlowUplink {
+        let inet = &self.internet;
+        let router = format!("{}-nat{i}", self.prefix);
+        // The router's port comes off the bridge; a new veth pair takes its place there.
+        ip(&format!("-n {inet} link set n{i} nomaster"));
+        ip(&format!("-n {inet} link add d{i} type veth peer name e{i}"));
+        ip(&format!("-n {inet} link set e{i} master br0"));
+        for dev in [format!("d{i}"), format!("e{i}")] {
+            ip(&format!("-n {inet} link set {dev} up"));
+        }
+        for dev in [format!("n{i}"), format!("d{i}")] {
+            ip(&format!("-n {inet} link set {dev} promisc on"));
+        }
+        // Raw sockets would see 64 KiB super-frames that do not fit the next interface.
+        for (ns, dev) in [
+            (inet.as_str(), format!("n{i}")),
+            (inet.as_str(), format!("d{i}")),
+            (inet.as_str(), format!("e{i}")),
+            (router.as_str(), "wan".to_string()),
+        ] {
+            run(
+                "ip",
+                &format!("netns exec {ns} ethtool -K {dev} tso off gso off gro off tx off rx off"),
+            );
+        }
+        let mut slow = SlowUplink {
+            inet: inet.clone(),
+            ends: (format!("n{i}"), format!("d{i}")),
+            line: None,
+        };
+        slow.set(delay_ms, loss);
+        slow
+    }
+
     fn attach(&self, port: &str) {
         ip(&format!("-n {} link set {port} master br0", self.internet));
         ip(&format!("-n {} link set {port} up", self.internet));
@@ -247,6 +284,46 @@ table inet filter {{
             };
         }
         wrapped
+    }
+}
+
+/// A router's uplink running through a delay line (see [`Lab::slow_uplink`]); the line stops
+/// when this is dropped (and with the lab's namespaces in any case).
+pub struct SlowUplink {
+    inet: String,
+    ends: (String, String),
+    line: Option<std::process::Child>,
+}
+
+impl SlowUplink {
+    /// Holds each frame `delay_ms` and drops a share `loss` from now on (the line restarts).
+    pub fn set(&mut self, delay_ms: f64, loss: f64) {
+        self.stop();
+        let line = Command::new("ip")
+            .args(["netns", "exec", &self.inet])
+            .arg(crate::binary("delayline"))
+            .args([&self.ends.0, &self.ends.1])
+            .arg(delay_ms.to_string())
+            .arg(loss.to_string())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the delay line (cargo build --workspace --bins)");
+        self.line = Some(line);
+        // Its sockets are open before a frame is sent.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut line) = self.line.take() {
+            let _ = line.kill();
+            let _ = line.wait();
+        }
+    }
+}
+
+impl Drop for SlowUplink {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

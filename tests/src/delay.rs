@@ -1,11 +1,12 @@
-//! A user-space delay line for the `wan` bench (this kernel has no `netem`): forwards every
+//! A user-space delay line for the NAT lab (this kernel has no `netem`): forwards every
 //! Ethernet frame between two interfaces through raw `AF_PACKET` sockets, holding each for a
 //! fixed delay and dropping a share of them at random, as a long and lossy uplink would. One
 //! thread reads each direction, one writes it (a frame waits in a queue with its departure
 //! time), so a slow writer never delays the reads.
 //!
-//! It runs as the bench binary re-executed inside a namespace with `BURROW_DELAYLINE=A,B,MS,LOSS`
-//! (see [`serve_if_asked`]), until it is killed.
+//! It runs as its own small program, `delayline A B MS LOSS` (`src/bin/delayline.rs`), inside
+//! the namespace that holds both interfaces, until it is killed; [`crate::lab::Lab::slow_uplink`]
+//! sets it up.
 
 use std::ffi::CString;
 use std::io;
@@ -14,38 +15,15 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The variable that makes the bench binary a delay line.
-pub const VAR: &str = "BURROW_DELAYLINE";
-
 /// `PACKET_IGNORE_OUTGOING` (linux/if_packet.h): a socket does not read back what it sent.
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 
 /// Largest frame read: the interfaces' offloads are off, so frames are at most the MTU.
 const FRAME: usize = 65_536;
 
-/// When `BURROW_DELAYLINE` is set: runs the delay line it describes and never returns.
-pub fn serve_if_asked() {
-    let Ok(spec) = std::env::var(VAR) else {
-        return;
-    };
-    let parts: Vec<&str> = spec.split(',').collect();
-    let [a, b, ms, loss] = parts[..] else {
-        eprintln!("delayline: {VAR}=A,B,MS,LOSS, not {spec}");
-        std::process::exit(2);
-    };
-    let delay = Duration::from_secs_f64(ms.parse::<f64>().unwrap_or(0.0) / 1000.0);
-    let loss = loss.parse::<f64>().unwrap_or(0.0);
-    match run(a, b, delay, loss) {
-        Ok(()) => std::process::exit(0),
-        Err(e) => {
-            eprintln!("delayline {a} <-> {b}: {e}");
-            std::process::exit(1);
-        }
-    }
-}
-
-/// Forwards both ways between `a` and `b` until killed.
-fn run(a: &str, b: &str, delay: Duration, loss: f64) -> io::Result<()> {
+/// Forwards both ways between `a` and `b`, holding each frame `delay` and dropping a share
+/// `loss` of them, until killed.
+pub fn run(a: &str, b: &str, delay: Duration, loss: f64) -> io::Result<()> {
     let fa = Arc::new(open(a)?);
     let fb = Arc::new(open(b)?);
     let ab = direction(fa.clone(), fb.clone(), delay, loss, 0x9e37_79b9_7f4a_7c15);
