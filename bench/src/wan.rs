@@ -33,34 +33,32 @@ const TCP_PORT: u16 = 5201;
 /// Longest a transfer may take before it counts as failed.
 const PATIENCE: Duration = Duration::from_secs(90);
 
-/// One path: the delay on each uplink each way, the loss on each, and the bytes to move.
-struct Path4 {
+/// One path: the delay on each uplink each way, the loss on each, its rate (0: no cap), the
+/// bytes to move, and whether to move them through the server's relay too.
+struct Profile {
     delay_ms: f64,
     loss: f64,
+    mbits: f64,
     bytes: usize,
+    relayed_too: bool,
 }
 
-const PATHS: [Path4; 4] = [
-    Path4 {
-        delay_ms: 10.0,
-        loss: 0.0,
-        bytes: 32 << 20,
-    },
-    Path4 {
-        delay_ms: 25.0,
-        loss: 0.0,
-        bytes: 32 << 20,
-    },
-    Path4 {
-        delay_ms: 10.0,
-        loss: 0.001,
-        bytes: 8 << 20,
-    },
-    Path4 {
-        delay_ms: 10.0,
-        loss: 0.01,
-        bytes: 4 << 20,
-    },
+const fn profile(delay_ms: f64, loss: f64, mbits: f64, mib: usize, relayed_too: bool) -> Profile {
+    Profile {
+        delay_ms,
+        loss,
+        mbits,
+        bytes: mib << 20,
+        relayed_too,
+    }
+}
+
+const PROFILES: [Profile; 5] = [
+    profile(10.0, 0.0, 100.0, 16, true),
+    profile(10.0, 0.0, 0.0, 32, false),
+    profile(25.0, 0.0, 0.0, 32, false),
+    profile(10.0, 0.001, 0.0, 8, false),
+    profile(10.0, 0.01, 0.0, 4, false),
 ];
 
 /// Runs the bench: in the parent, starts the child and takes its figures.
@@ -183,12 +181,27 @@ fn lab_prefix(lab: &Lab) -> String {
 }
 
 /// Seconds for `burrow send` of `file` from `from` to `to`, from `connected` to the receiver
-/// having it (hash `want`); `None` if it did not arrive in time or was not direct.
-fn burrow_send(from: &Host, to: &Host, link: &str, file: &Path, want: &str) -> Option<f64> {
+/// having it (hash `want`); `None` if it did not arrive in time or took another path than asked
+/// (`relayed`: both ends `--relay-only`; else a punched hole).
+fn burrow_send(
+    from: &Host,
+    to: &Host,
+    link: &str,
+    file: &Path,
+    want: &str,
+    relayed: bool,
+) -> Option<f64> {
     let inbox = file.with_extension("inbox");
-    let mut receiver = to.burrow(&["join", "--accept", &inbox.display().to_string(), link]);
+    let inbox_arg = inbox.display().to_string();
+    let file_arg = file.display().to_string();
+    let only = if relayed {
+        vec!["--relay-only"]
+    } else {
+        Vec::new()
+    };
+    let mut receiver = to.burrow(&[&only[..], &["join", "--accept", &inbox_arg, link]].concat());
     let receiver_id = receiver.peer_id();
-    let mut sender = from.burrow(&["send", &file.display().to_string(), link]);
+    let mut sender = from.burrow(&[&only[..], &["send", &file_arg, link]].concat());
     let up = sender.expect_event("connected", &[("peer", &receiver_id)]);
     let started = Instant::now();
     let got = receiver.expect("the file", |v| {
@@ -197,7 +210,7 @@ fn burrow_send(from: &Host, to: &Host, link: &str, file: &Path, want: &str) -> O
     let secs = started.elapsed().as_secs_f64();
     let _ = sender.wait();
     let _ = std::fs::remove_dir_all(&inbox);
-    (got["sha256"] == want && up["path"] != "relayed" && secs < PATIENCE.as_secs_f64())
+    (got["sha256"] == want && (up["path"] == "relayed") == relayed && secs < PATIENCE.as_secs_f64())
         .then_some(secs)
 }
 
@@ -238,42 +251,60 @@ fn measure(out: &mut Vec<Figure>) {
         .spawn()
         .expect("start the TCP sink");
     let mut lines = [lab.slow_uplink(1, 0.0, 0.0), lab.slow_uplink(2, 0.0, 0.0)];
-    let set_path = |lines: &mut [burrow_tests::lab::SlowUplink; 2], delay_ms: f64, loss: f64| {
+    let set_path = |lines: &mut [burrow_tests::lab::SlowUplink; 2], p: &Profile| {
         for line in lines.iter_mut() {
-            line.set(delay_ms, loss);
+            line.set(p.delay_ms, p.loss, p.mbits);
         }
     };
     let dir = std::env::temp_dir().join(format!("burrow-bench-wan-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
-    for (n, path) in PATHS.iter().enumerate() {
-        set_path(&mut lines, path.delay_ms, path.loss);
+    for (n, path) in PROFILES.iter().enumerate() {
+        set_path(&mut lines, path);
         let file = dir.join(format!("wan{n}.bin"));
         let want = random_file(&file, path.bytes);
         let link = server.room_link(&format!("wan{n}"));
         let mb = |secs: Option<f64>| secs.map(|s| path.bytes as f64 / s / 1e6);
-        let ours = mb(burrow_send(&h2, &h1, &link, &file, &want));
+        let ours = mb(burrow_send(&h2, &h1, &link, &file, &want, false));
         let cubic = mb(tcp_send(&h2, "cubic", path.bytes));
         let bbr = mb(tcp_send(&h2, "bbr", path.bytes));
+        // Through the server's relay too, on the clean paths.
+        let relayed = path
+            .relayed_too
+            .then(|| {
+                let link = server.room_link(&format!("wan{n}-relayed"));
+                mb(burrow_send(&h2, &h1, &link, &file, &want, true))
+            })
+            .flatten();
         let _ = std::fs::remove_file(&file);
         let rtt = path.delay_ms * 4.0;
+        let rate = if path.mbits > 0.0 {
+            format!("{} Mbit/s", path.mbits)
+        } else {
+            "no rate cap".into()
+        };
         let what = format!(
-            "burrow send, {rtt:.0} ms round trip, {}% loss on each uplink",
+            "burrow send, {rtt:.0} ms round trip, {}% loss on each uplink, {rate}",
             path.loss * 100.0
         );
         let show = |v: Option<f64>| v.map_or("failed".to_string(), |v| format!("{v:.2}"));
         Figure::new("wan", &what, ours, "MB/s")
             .against("TCP cubic, same path and run", cubic)
             .note(format!(
-                "{} MiB, hole punched; TCP bbr {} MB/s; a delay line in user space on each \
-                 router's uplink",
+                "{} MiB, hole punched; TCP bbr {} MB/s; through the server's relay (both \
+                 --relay-only) {}; a delay line in user space on each router's uplink",
                 path.bytes >> 20,
-                show(bbr)
+                show(bbr),
+                if path.relayed_too {
+                    format!("{} MB/s", show(relayed))
+                } else {
+                    "not run".into()
+                }
             ))
             .emit(out);
     }
     // A request on a new connection, 40 ms round trip: through `burrow forward` to a service
     // `burrow expose` offers, beside the same request straight over TCP (connect, then ask).
-    set_path(&mut lines, 10.0, 0.0);
+    set_path(&mut lines, &PROFILES[1]);
     let link = server.room_link("wan-requests");
     let service = format!("127.0.0.1:{TCP_PORT}");
     let mut exposer = h1.burrow(&["expose", "--kind", "tcp", &service, &link]);

@@ -10,6 +10,7 @@
 //! * [`streams`]: TCP streams over data channels (`burrow expose` / `burrow forward`);
 //! * [`tls`]: whom `burrow` trusts on https room links;
 //! * [`netcheck`]: what this machine's NAT does;
+//! * [`voice`]: voice from an Ogg/Opus file, and recordings of what peers say;
 //! * [`events`]: what is printed.
 
 pub mod events;

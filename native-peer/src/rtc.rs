@@ -6,7 +6,8 @@
 //!   made the first check and the DTLS start wait a tick each), up to 200 per pair: 2 s of checks,
 //!   long enough for the other side's punch packets to open its NAT;
 //! * host, server-reflexive and peer-reflexive pairs are accepted as soon as a check succeeds
-//!   (any direct path is good); relayed pairs wait 1 s, so a direct path found meanwhile wins;
+//!   (any direct path is good); relayed pairs wait [`RELAY_WAIT`] (0.8 s), so a direct path
+//!   found meanwhile wins;
 //! * the answerer is the DTLS server, so the offerer, which holds the control channel from the
 //!   start, can wake the connection's driver when `webrtc` 0.21 leaves a handshake packet queued
 //!   (`Peer::nudge`);

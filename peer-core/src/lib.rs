@@ -3,8 +3,12 @@
 //! they speak exactly the same way:
 //!
 //! * [`negotiation`]: who offers to whom, and perfect negotiation (polite/impolite) per peer;
+//! * [`driver`]: perfect negotiation performed over a small `Connection` trait each peer
+//!   implements (rollback, answer, early candidates, ICE restart);
 //! * [`channels`]: the data-channel layout and the messages carried on it (chat, file framing);
 //! * [`transfer`]: file chunking and the receiving side's checks (size, SHA-256);
+//! * [`stream`]: one TCP stream's rules on a data channel (open, data, half-close, reset,
+//!   refusal) and the pool of reused stream channels;
 //! * [`path`]: naming how a connection goes (direct LAN, hole punched, relayed) from the
 //!   selected ICE candidate pair;
 //! * [`events`]: what a peer tells its user, one set for the CLI and the page;

@@ -1,10 +1,11 @@
 //! A user-space delay line for the NAT lab (this kernel has no `netem`): forwards every
 //! Ethernet frame between two interfaces through raw `AF_PACKET` sockets, holding each for a
-//! fixed delay and dropping a share of them at random, as a long and lossy uplink would. One
+//! fixed delay, dropping a share of them at random and letting them leave no faster than a set
+//! rate, as a long, lossy uplink of some speed would. One
 //! thread reads each direction, one writes it (a frame waits in a queue with its departure
 //! time), so a slow writer never delays the reads.
 //!
-//! It runs as its own small program, `delayline A B MS LOSS` (`src/bin/delayline.rs`), inside
+//! It runs as its own small program, `delayline A B MS LOSS MBITS` (`src/bin/delayline.rs`), inside
 //! the namespace that holds both interfaces, until it is killed; [`crate::lab::Lab::slow_uplink`]
 //! sets it up.
 
@@ -18,16 +19,30 @@ use std::time::{Duration, Instant};
 /// `PACKET_IGNORE_OUTGOING` (linux/if_packet.h): a socket does not read back what it sent.
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 
+/// How early a frame may leave (see the writer in [`direction`]): bursts stay under this.
+const SLACK: Duration = Duration::from_micros(500);
+
 /// Largest frame read: the interfaces' offloads are off, so frames are at most the MTU.
 const FRAME: usize = 65_536;
 
-/// Forwards both ways between `a` and `b`, holding each frame `delay` and dropping a share
-/// `loss` of them, until killed.
-pub fn run(a: &str, b: &str, delay: Duration, loss: f64) -> io::Result<()> {
+/// What a delay line does to each direction.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    /// How long each frame is held.
+    pub delay: Duration,
+    /// The share of frames dropped (0–1).
+    pub loss: f64,
+    /// The link's rate in bits a second (frames leave one after another, each taking its
+    /// length at this rate, as on a real link: no bursts faster than it); 0: no cap.
+    pub rate_bps: u64,
+}
+
+/// Forwards both ways between `a` and `b`, shaped by `shape`, until killed.
+pub fn run(a: &str, b: &str, shape: Shape) -> io::Result<()> {
     let fa = Arc::new(open(a)?);
     let fb = Arc::new(open(b)?);
-    let ab = direction(fa.clone(), fb.clone(), delay, loss, 0x9e37_79b9_7f4a_7c15);
-    let ba = direction(fb, fa, delay, loss, 0xd1b5_4a32_d192_ed03);
+    let ab = direction(fa.clone(), fb.clone(), shape, 0x9e37_79b9_7f4a_7c15);
+    let ba = direction(fb, fa, shape, 0xd1b5_4a32_d192_ed03);
     for handle in ab.into_iter().chain(ba) {
         let _ = handle.join();
     }
@@ -38,10 +53,14 @@ pub fn run(a: &str, b: &str, delay: Duration, loss: f64) -> io::Result<()> {
 fn direction(
     from: Arc<OwnedFd>,
     to: Arc<OwnedFd>,
-    delay: Duration,
-    loss: f64,
+    shape: Shape,
     seed: u64,
 ) -> Vec<std::thread::JoinHandle<()>> {
+    let Shape {
+        delay,
+        loss,
+        rate_bps,
+    } = shape;
     let (tx, rx) = mpsc::sync_channel::<(Instant, Vec<u8>)>(65_536);
     let reader = std::thread::spawn(move || {
         let mut rng = seed;
@@ -65,10 +84,20 @@ fn direction(
         }
     });
     let writer = std::thread::spawn(move || {
+        // When the link is free again: a frame leaves at its due time or once the frame before
+        // it has gone, whichever is later.
+        let mut free = Instant::now();
         while let Ok((due, frame)) = rx.recv() {
+            let leave = if rate_bps > 0 { due.max(free) } else { due };
             let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
+            // A sleep is too coarse for one frame's time on the wire (120 µs at 100 Mbit/s):
+            // frames due within `SLACK` leave at once, and the link's clock keeps the average.
+            if leave > now + SLACK {
+                std::thread::sleep(leave - now);
+            }
+            if rate_bps > 0 {
+                let on_wire = Duration::from_secs_f64(frame.len() as f64 * 8.0 / rate_bps as f64);
+                free = leave + on_wire;
             }
             // SAFETY: `frame` is valid for its length; the descriptor is an open socket.
             unsafe { libc::send(to.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };

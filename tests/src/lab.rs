@@ -231,8 +231,9 @@ table inet filter {{
     }
 
     /// Routes router `i`'s uplink (see [`Lab::behind_nat`]) through a delay line holding each
-    /// frame `delay_ms` and dropping a share `loss` of them, both ways: two slowed uplinks give
-    /// the peers behind them a round trip of 4 × `delay_ms`. [`SlowUplink::set`] changes it.
+    /// frame `delay_ms` and dropping a share `loss` of them, both ways, at no rate cap: two
+    /// slowed uplinks give the peers behind them a round trip of 4 × `delay_ms`.
+    /// [`SlowUplink::set`] changes it.
     pub fn slow_uplink(&self, i: u8, delay_ms: f64, loss: f64) -> SlowUplink {
         let inet = &self.internet;
         let router = format!("{}-nat{i}", self.prefix);
@@ -263,7 +264,7 @@ table inet filter {{
             ends: (format!("n{i}"), format!("d{i}")),
             line: None,
         };
-        slow.set(delay_ms, loss);
+        slow.set(delay_ms, loss, 0.0);
         slow
     }
 
@@ -296,8 +297,9 @@ pub struct SlowUplink {
 }
 
 impl SlowUplink {
-    /// Holds each frame `delay_ms` and drops a share `loss` from now on (the line restarts).
-    pub fn set(&mut self, delay_ms: f64, loss: f64) {
+    /// Holds each frame `delay_ms`, drops a share `loss` and lets frames leave at most at
+    /// `mbits` Mbit/s (0: no cap), from now on (the line restarts).
+    pub fn set(&mut self, delay_ms: f64, loss: f64, mbits: f64) {
         self.stop();
         let line = Command::new("ip")
             .args(["netns", "exec", &self.inet])
@@ -305,6 +307,7 @@ impl SlowUplink {
             .args([&self.ends.0, &self.ends.1])
             .arg(delay_ms.to_string())
             .arg(loss.to_string())
+            .arg(mbits.to_string())
             .stdout(Stdio::null())
             .spawn()
             .expect("start the delay line (cargo build --workspace --bins)");
