@@ -330,6 +330,8 @@ struct Row {
     big: Load,
     mid4: Load,
     rss_idle: Option<[Option<f64>; 2]>,
+    /// The most both sides held while 64 streams carried 1 MiB bodies at once.
+    rss_peak64: Option<f64>,
     rss_after: Option<[Option<f64>; 2]>,
 }
 
@@ -342,6 +344,22 @@ async fn measure(addr: SocketAddr, pids: Option<[u32; 2]>) -> Row {
     let kept = kept_alive(addr, 2_000, 1).await;
     let big = new_connections(addr, "/big", BIG, 8, 1).await;
     let mid4 = new_connections(addr, "/mid", MID, 64, 4).await;
+    // 64 streams at once, each a 1 MiB body: the most both sides hold meanwhile.
+    let (done_tx, mut done_rx) = tokio::sync::watch::channel(false);
+    let sampler = tokio::spawn(async move {
+        let mut peak: Option<f64> = None;
+        while !*done_rx.borrow() {
+            if let Some([a, b]) = pids {
+                let now = rss_mib(a).unwrap_or(0.0) + rss_mib(b).unwrap_or(0.0);
+                peak = Some(peak.map_or(now, |p: f64| p.max(now)));
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(50), done_rx.changed()).await;
+        }
+        peak
+    });
+    let _ = new_connections(addr, "/mid", MID, 256, 64).await;
+    let _ = done_tx.send(true);
+    let rss_peak64 = sampler.await.ok().flatten();
     tokio::time::sleep(Duration::from_secs(1)).await;
     Row {
         fresh16,
@@ -351,6 +369,7 @@ async fn measure(addr: SocketAddr, pids: Option<[u32; 2]>) -> Row {
         big,
         mid4,
         rss_idle,
+        rss_peak64,
         rss_after: rss(pids),
     }
 }
@@ -452,6 +471,15 @@ pub async fn run(env: &crate::Env, all: &mut Vec<Figure>) {
         row.and_then(|r| if after { r.rss_after } else { r.rss_idle })
             .map(|[a, b]| a.unwrap_or(0.0) + b.unwrap_or(0.0))
     };
+    Figure::new(
+        "tunnel",
+        "RSS under 64 streams at once (1 MiB bodies), both sides, peak",
+        b.and_then(|r| r.rss_peak64),
+        "MiB",
+    )
+    .against("rathole", r.and_then(|r| r.rss_peak64))
+    .note("sampled every 50 ms while 256 requests ran 64 at a time")
+    .emit(all);
     for (after, metric) in [
         (false, "RSS idle, both sides"),
         (true, "RSS after the load, both sides"),
