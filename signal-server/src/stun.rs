@@ -149,7 +149,7 @@ impl StunServer {
         let listeners = vec![Arc::new(main), Arc::new(alt)];
 
         let minter = (!cfg.no_turn).then(|| {
-            let secret = cfg.turn_secret.clone().unwrap_or_else(random_secret);
+            let secret = cfg.turn_secret.clone().unwrap_or_else(random_turn_secret);
             Minter::new(&secret, cfg.turn_ttl)
         });
         let relay = minter.as_ref().map(|minter| {
@@ -321,7 +321,7 @@ async fn serve(
 }
 
 /// 32 random bytes, base64: a per-start TURN secret when none is configured.
-fn random_secret() -> String {
+fn random_turn_secret() -> String {
     use base64::Engine;
     use rand::RngCore;
     let mut bytes = [0u8; 32];
