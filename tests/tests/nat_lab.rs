@@ -446,10 +446,11 @@ fn expose_and_forward_across_nats() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The streams issue: across two NATs whose uplinks are slowed to a 40 ms round trip between
+/// The streams issue: across two NATs whose uplinks are slowed to a 100 ms round trip between
 /// the peers, a request on a new connection through `burrow forward` gets its answer within
 /// 1.5 round trips (no channel-open handshake and no accept round trip on the way: the request
-/// travels with the stream's `open`). It took 3 round trips (126 ms) before.
+/// travels with the stream's `open`). It took 3 round trips before. (A long round trip keeps
+/// the test's own costs, debug binaries on a busy machine, small beside it: 20 ms were seen.)
 #[test]
 fn a_request_on_a_new_connection_takes_one_round_trip() {
     use std::io::{Read, Write};
@@ -459,7 +460,7 @@ fn a_request_on_a_new_connection_takes_one_round_trip() {
     };
     let h1 = lab.behind_nat(1, Nat::EndpointIndependent);
     let h2 = lab.behind_nat(2, Nat::EndpointIndependent);
-    let _slow = [lab.slow_uplink(1, 10.0, 0.0), lab.slow_uplink(2, 10.0, 0.0)];
+    let _slow = [lab.slow_uplink(1, 25.0, 0.0), lab.slow_uplink(2, 25.0, 0.0)];
     let server = lab.server(0);
     let link = server.room_link("one-rtt");
     let dir = tempdir("one-rtt");
@@ -516,10 +517,10 @@ fn a_request_on_a_new_connection_takes_one_round_trip() {
     assert_eq!(times.len(), 15, "every request answered");
     times.sort();
     let median = times[times.len() / 2];
-    eprintln!("a request on a new connection across 40 ms: median {median:?}, all {times:?}");
+    eprintln!("a request on a new connection across 100 ms: median {median:?}, all {times:?}");
     assert!(
-        median <= Duration::from_millis(60),
-        "within 1.5 round trips (60 ms): {median:?}"
+        median <= Duration::from_millis(150),
+        "within 1.5 round trips (150 ms): {median:?}"
     );
     exposer.expect_event("connected", &[]);
 }
