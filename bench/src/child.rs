@@ -57,3 +57,26 @@ pub fn run(
     let tail = &lines[lines.len().saturating_sub(3)..];
     Err(format!("the child measured nothing: {}", tail.join(" / ")))
 }
+
+/// A bench in the NAT lab: in the child, `measure`; in the parent, the child run and its
+/// figures, or one figure (`bench`, `metric`, `unit`) saying why nothing was measured.
+pub fn in_lab(
+    bench: &str,
+    marker: &str,
+    (metric, unit): (&str, &str),
+    measure: fn(&mut Vec<Figure>),
+    out: &mut Vec<Figure>,
+) {
+    if is_child(marker) {
+        measure(out);
+        return;
+    }
+    let why = match burrow_tests::lab::unavailable() {
+        Some(why) => why,
+        None => match run(bench, marker, false, out) {
+            Ok(()) => return,
+            Err(why) => why,
+        },
+    };
+    Figure::new(bench, metric, None, unit).note(why).emit(out)
+}

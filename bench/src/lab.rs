@@ -20,20 +20,13 @@ const ROUNDS: usize = 3;
 
 /// Runs the bench: in the parent, starts the child and takes its figures.
 pub fn run(out: &mut Vec<Figure>) {
-    if crate::child::is_child(CHILD) {
-        measure(out);
-        return;
-    }
-    let why = match burrow_tests::lab::unavailable() {
-        Some(why) => why,
-        None => match crate::child::run("lab", CHILD, false, out) {
-            Ok(()) => return,
-            Err(why) => why,
-        },
-    };
-    Figure::new("lab", "64 MiB, symmetric NATs (relayed)", None, "s")
-        .note(why)
-        .emit(out)
+    crate::child::in_lab(
+        "lab",
+        CHILD,
+        ("64 MiB, symmetric NATs (relayed)", "s"),
+        measure,
+        out,
+    );
 }
 
 /// Seconds from `burrow send` start until the receiver has `file` (its hash `want` checked),

@@ -63,20 +63,13 @@ const PROFILES: [Profile; 5] = [
 
 /// Runs the bench: in the parent, starts the child and takes its figures.
 pub fn run(out: &mut Vec<Figure>) {
-    if crate::child::is_child(CHILD) {
-        measure(out);
-        return;
-    }
-    let why = match burrow_tests::lab::unavailable() {
-        Some(why) => why,
-        None => match crate::child::run("wan", CHILD, false, out) {
-            Ok(()) => return,
-            Err(why) => why,
-        },
-    };
-    Figure::new("wan", "burrow send, 40 ms round trip", None, "MB/s")
-        .note(why)
-        .emit(out)
+    crate::child::in_lab(
+        "wan",
+        CHILD,
+        ("burrow send, 40 ms round trip", "MB/s"),
+        measure,
+        out,
+    );
 }
 
 /// When the TCP sink or sender variable is set: runs it and exits.

@@ -270,37 +270,48 @@ async fn foreign_origins_and_huge_headers_are_refused_and_pages_carry_security_h
     }
 }
 
-/// Over HTTP/2 (what browsers speak over TLS) the host comes in `:authority`, not `Host`: a site
-/// origin must still get only its host-frame files, never the room page's API.
-#[tokio::test]
-async fn site_origins_get_only_their_files_over_http2_too() {
-    use http_body_util::{BodyExt, Empty};
-    use hyper::body::Bytes;
-    let server = ServerProcess::start(&[]);
-    let stream = TcpStream::connect(server.http).await.expect("connect");
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
+/// A request sender on an HTTP/2 connection without TLS (h2c, prior knowledge).
+type H2 = hyper::client::conn::http2::SendRequest<http_body_util::Empty<hyper::body::Bytes>>;
+
+/// An h2c connection to `addr`: its sender, and the task driving it (finished once the server
+/// closed it).
+async fn h2c(addr: SocketAddr) -> (H2, tokio::task::JoinHandle<hyper::Result<()>>) {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (send, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
         hyper_util::rt::TokioIo::new(stream),
     )
     .await
     .expect("h2c handshake (prior knowledge)");
-    tokio::spawn(conn);
+    (send, tokio::spawn(conn))
+}
+
+/// The status of a GET for `url` on `send`'s connection (the body read to its end).
+fn h2_status(send: &mut H2, url: String) -> impl std::future::Future<Output = u16> {
+    use http_body_util::BodyExt;
+    let req = hyper::Request::get(url)
+        .body(http_body_util::Empty::new())
+        .expect("request");
+    let fut = send.send_request(req);
+    async move {
+        let resp = fut.await.expect("response");
+        let code = resp.status().as_u16();
+        let _ = resp.into_body().collect().await;
+        code
+    }
+}
+
+/// Over HTTP/2 (what browsers speak over TLS) the host comes in `:authority`, not `Host`: a site
+/// origin must still get only its host-frame files, never the room page's API.
+#[tokio::test]
+async fn site_origins_get_only_their_files_over_http2_too() {
+    let server = ServerProcess::start(&[]);
+    let (mut send, _conn) = h2c(server.http).await;
     let site = format!(
         "0123456789abcdef0123456789abcdef.localhost:{}",
         server.http.port()
     );
-    let mut status = |path: &str| {
-        let req = hyper::Request::get(format!("http://{site}{path}"))
-            .body(Empty::<Bytes>::new())
-            .expect("request");
-        let fut = send.send_request(req);
-        async move {
-            let resp = fut.await.expect("response");
-            let code = resp.status().as_u16();
-            let _ = resp.into_body().collect().await;
-            code
-        }
-    };
+    let mut status = |path: &str| h2_status(&mut send, format!("http://{site}{path}"));
     assert_eq!(status("/metrics").await, 404, "no metrics on a site origin");
     assert_eq!(status("/healthz").await, 404);
     assert_eq!(
@@ -320,33 +331,11 @@ async fn site_origins_get_only_their_files_over_http2_too() {
 /// `--idle-timeout` is closed, an HTTP/1 keep-alive one alike; one in use stays open.
 #[tokio::test]
 async fn idle_http2_and_keep_alive_connections_are_closed() {
-    use http_body_util::{BodyExt, Empty};
-    use hyper::body::Bytes;
     let server = ServerProcess::start(&["--idle-timeout", "2s", "--ping-interval", "1s"]);
-    let h2c = || async {
-        let stream = TcpStream::connect(server.http).await.expect("connect");
-        let (send, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .expect("h2c handshake (prior knowledge)");
-        (send, tokio::spawn(conn))
-    };
-    let health = |send: &mut hyper::client::conn::http2::SendRequest<Empty<Bytes>>| {
-        let req = hyper::Request::get(format!("http://127.0.0.1:{}/healthz", server.http.port()))
-            .body(Empty::<Bytes>::new())
-            .expect("request");
-        let fut = send.send_request(req);
-        async move {
-            let resp = fut.await.expect("response");
-            let code = resp.status().as_u16();
-            let _ = resp.into_body().collect().await;
-            code
-        }
-    };
-    let (mut idle, idle_conn) = h2c().await;
-    let (mut busy, busy_conn) = h2c().await;
+    let url = format!("http://127.0.0.1:{}/healthz", server.http.port());
+    let health = |send: &mut H2| h2_status(send, url.clone());
+    let (mut idle, idle_conn) = h2c(server.http).await;
+    let (mut busy, busy_conn) = h2c(server.http).await;
     assert_eq!(health(&mut idle).await, 200);
     let mut keep_alive = TcpStream::connect(server.http).await.expect("connect");
     keep_alive

@@ -382,6 +382,18 @@ async fn case6_the_page_netcheck_panel_agrees() {
     }
 }
 
+/// A plain web site serving `dir` on 127.0.0.1:8080 inside namespace `ns` (its loopback only).
+fn local_site(ns: &str, dir: &std::path::Path) -> std::process::Child {
+    std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "python3", "-m", "http.server", "8080"])
+        .args(["--bind", "127.0.0.1", "--directory"])
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 http.server")
+}
+
 /// The headline use through NATs: a site on host 1's loopback, behind NAT 1, fetched from host 2
 /// behind NAT 2 through `burrow forward`, peer to peer through the punched hole.
 #[test]
@@ -397,22 +409,7 @@ fn expose_and_forward_across_nats() {
     let dir = tempdir("expose");
     let want = random_file(&dir.join("data.bin"), 4 * 1024 * 1024);
     // A plain local site inside host 1's namespace, on its loopback only.
-    let mut site = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &h1.ns,
-            "python3",
-            "-m",
-            "http.server",
-            "8080",
-        ])
-        .args(["--bind", "127.0.0.1", "--directory"])
-        .arg(&dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("python3 http.server");
+    let mut site = local_site(&h1.ns, &dir);
     let mut exposer = h1.burrow(&["expose", "127.0.0.1:8080", &link]);
     let exposer_id = exposer.peer_id();
     let mut forwarder = h2.burrow(&["forward", &link, "--listen", "127.0.0.1:9000"]);
@@ -465,23 +462,7 @@ fn a_request_on_a_new_connection_takes_one_round_trip() {
     let link = server.room_link("one-rtt");
     let dir = tempdir("one-rtt");
     std::fs::write(dir.join("index.html"), "hello").expect("the site's page");
-    let site = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &h1.ns,
-            "python3",
-            "-m",
-            "http.server",
-            "8080",
-        ])
-        .args(["--bind", "127.0.0.1", "--directory"])
-        .arg(&dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("python3 http.server");
-    let _site = KillOnDrop(site);
+    let _site = KillOnDrop(local_site(&h1.ns, &dir));
     let mut exposer = h1.burrow(&["expose", "127.0.0.1:8080", &link]);
     let exposer_id = exposer.peer_id();
     let mut forwarder = h2.burrow(&["forward", &link, "--listen", "127.0.0.1:9000"]);
