@@ -70,8 +70,8 @@ enum Command {
         /// Largest recording of one peer (e.g. 64MiB); there it is closed, saying so.
         #[arg(long, value_name = "SIZE", default_value = "64MiB")]
         voice_record_max: bytesize::ByteSize,
-        /// Most bytes a second kept of one peer's voice (e.g. 128KiB; real voice sends about
-        /// 5); packets beyond are dropped and counted.
+        /// Most bytes a second kept of one peer's voice (e.g. 128KiB; real voice is about
+        /// 5KiB a second); packets beyond are dropped and counted.
         #[arg(long, value_name = "SIZE", default_value = "128KiB")]
         voice_record_max_rate: bytesize::ByteSize,
     },

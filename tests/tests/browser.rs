@@ -448,8 +448,8 @@ async fn files_beyond_the_places_a_peer_has_are_refused() {
     }
     let server = ServerProcess::start_on(HOST_IP, &[]);
     let link = server.room_link("places");
-    let dir = std::env::temp_dir().join(format!("burrow-places-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    // Removed when the test ends, however it ends.
+    let dir = burrow_tests::TempDir::new("places");
     let mut native = Burrow::start(&[
         "join",
         "--accept",
@@ -532,7 +532,6 @@ async fn files_beyond_the_places_a_peer_has_are_refused() {
         .as_str()
         .unwrap_or_default()
         .contains("too many files at once"));
-    let _ = std::fs::remove_dir_all(&dir);
     page.close().await;
 }
 
