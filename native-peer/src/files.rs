@@ -179,13 +179,14 @@ fn text_messages(dc: Arc<dyn DataChannel>) -> mpsc::Receiver<Option<String>> {
 /// Sends one file to the peer on a new channel and waits for its hash confirmation.
 pub async fn send(
     pc: Arc<dyn PeerConnection>,
+    own: &crate::own::OwnChannels,
     path: &Path,
     bar: ProgressBar,
 ) -> Result<Done, FileError> {
     let mut file = tokio::fs::File::open(path).await?;
     let size = file.metadata().await?.len();
     let (mut out, header) = Outgoing::start(&path.to_string_lossy(), size, None);
-    let dc = pc.create_data_channel(FILE_LABEL, None).await?;
+    let dc = own.create(&pc, FILE_LABEL).await?;
     let result = send_on(&dc, &mut file, &mut out, header, bar).await;
     // On every outcome: a receiver must not wait for bytes that will never come.
     let _ = dc.close().await;
@@ -207,13 +208,18 @@ async fn send_on(
     bar: ProgressBar,
 ) -> Result<String, FileError> {
     let mut inbox = text_messages(dc.clone());
-    // Wait for the channel to open (a `None` from the reader).
-    loop {
-        match inbox.recv().await {
-            Some(None) => break,
-            Some(Some(_)) => continue,
-            None => return Err(FileError::Channel),
+    // Wait for the channel to open (a `None` from the reader, or its state).
+    let open_event = async {
+        loop {
+            match inbox.recv().await {
+                Some(None) => return true,
+                Some(Some(_)) => continue,
+                None => return false,
+            }
         }
+    };
+    if !crate::own::opened(dc, open_event).await {
+        return Err(FileError::Channel);
     }
     dc.send_text(&header.encode()).await?;
     let mut buf = vec![0u8; CHUNK_SIZE];

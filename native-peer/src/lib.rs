@@ -8,6 +8,7 @@
 //! * [`session`]: a room: the mesh, chat, files, expose/forward, driven by one event loop;
 //! * [`files`]: sending and receiving files;
 //! * [`streams`]: TCP streams over data channels (`burrow expose` / `burrow forward`);
+//! * `own`: the channels we opened, told apart from echoes the `webrtc` crate announces;
 //! * [`tls`]: whom `burrow` trusts on https room links;
 //! * [`netcheck`]: what this machine's NAT does;
 //! * [`voice`]: voice from an Ogg/Opus file, and recordings of what peers say;
@@ -17,6 +18,7 @@ pub mod events;
 pub mod files;
 pub mod kick;
 pub mod netcheck;
+mod own;
 pub mod peer;
 pub mod rtc;
 pub mod session;

@@ -103,6 +103,8 @@ pub struct Peer {
     pub control: Option<Arc<dyn DataChannel>>,
     /// The stream channels we keep toward it (`burrow forward`).
     pub dialer: Arc<crate::streams::Dialer>,
+    /// The channels we opened toward it (so an echo of one is not taken for the peer's).
+    pub own: Arc<crate::own::OwnChannels>,
     /// Whether "connected" was reported.
     pub connected: bool,
     /// The ICE agent says the link is up (connection state `connected`).
@@ -139,6 +141,7 @@ impl Peer {
             tx: events,
         });
         let pc = rtc::new_connection(ice_servers, network, handler, options).await?;
+        let own = Arc::new(crate::own::OwnChannels::default());
         let rtc = Rtc {
             pc: pc.clone(),
             outbox,
@@ -149,7 +152,8 @@ impl Peer {
             id,
             name,
             client: None,
-            dialer: crate::streams::Dialer::new(pc.clone()),
+            dialer: crate::streams::Dialer::new(pc.clone(), own.clone()),
+            own,
             pc,
             control: None,
             connected: false,
@@ -164,7 +168,7 @@ impl Peer {
 
     /// Opens the control channel and sends the first offer (we are the newcomer).
     pub async fn start(&mut self) -> webrtc::error::Result<Arc<dyn DataChannel>> {
-        let control = self.pc.create_data_channel(CONTROL_LABEL, None).await?;
+        let control = self.own.create(&self.pc, CONTROL_LABEL).await?;
         self.own_control = Some(control.clone());
         self.offer().await.map(|()| control)
     }

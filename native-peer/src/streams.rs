@@ -267,13 +267,33 @@ impl Channel {
     }
 }
 
-/// Reads a channel in the background into a bounded queue; ends when the channel closed and
-/// every event was taken (the crate may deliver a peer's last messages after `OnClose`).
+/// How long a channel's reader still takes messages after `OnClose` (the crate may deliver a
+/// peer's last messages after it).
+const CLOSE_GRACE: Duration = Duration::from_millis(250);
+
+/// Reads a channel in the background into a bounded queue; ends with [`Incoming::Closed`]
+/// [`CLOSE_GRACE`] after the channel closed, or when the connection ends (the crate's `poll`
+/// goes on after `OnClose` for as long as the handle lives).
 fn reader(dc: Arc<dyn DataChannel>) -> mpsc::Receiver<Incoming> {
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
     tokio::spawn(async move {
-        while let Some(event) = dc.poll().await {
+        let mut closed_at: Option<tokio::time::Instant> = None;
+        loop {
+            let event = match closed_at {
+                None => dc.poll().await,
+                // Nothing more within the grace: over.
+                Some(at) => tokio::time::timeout_at(at + CLOSE_GRACE, dc.poll())
+                    .await
+                    .unwrap_or_default(),
+            };
+            let Some(event) = event else {
+                break;
+            };
             let item = match event {
+                DataChannelEvent::OnClose => {
+                    closed_at.get_or_insert_with(tokio::time::Instant::now);
+                    continue;
+                }
                 DataChannelEvent::OnOpen => Incoming::Open,
                 DataChannelEvent::OnMessage(m) if m.is_string => {
                     Incoming::Text(String::from_utf8_lossy(&m.data).into_owned())
@@ -310,6 +330,7 @@ const RETIRED_MAX: usize = 64;
 /// The forwarding side's stream channels toward one peer (`peer_core::stream::Pool`).
 pub struct Dialer {
     pc: Arc<dyn PeerConnection>,
+    own: Arc<crate::own::OwnChannels>,
     pool: Mutex<Pool<Channel>>,
     /// Wakes streams waiting for a channel (the pool is at its cap).
     freed: Notify,
@@ -318,10 +339,11 @@ pub struct Dialer {
 }
 
 impl Dialer {
-    /// A dialer over `pc`, with no channel open yet.
-    pub fn new(pc: Arc<dyn PeerConnection>) -> Arc<Dialer> {
+    /// A dialer over `pc`, with no channel open yet; it opens channels through `own`.
+    pub fn new(pc: Arc<dyn PeerConnection>, own: Arc<crate::own::OwnChannels>) -> Arc<Dialer> {
         Arc::new(Dialer {
             pc,
+            own,
             pool: Mutex::new(Pool::default()),
             freed: Notify::new(),
             retired: Default::default(),
@@ -371,18 +393,20 @@ impl Dialer {
     /// another tried (it gets another id), up to [`OPEN_TRIES`] in all.
     async fn new_channel(&self) -> Result<Channel, StreamError> {
         for _ in 0..OPEN_TRIES {
-            let dc = self.pc.create_data_channel(STREAM_LABEL, None).await?;
+            let dc = self.own.create(&self.pc, STREAM_LABEL).await?;
             let mut ch = Channel::new(dc);
-            let opened = tokio::time::timeout(OPEN_WAIT, async {
+            let rx = &mut ch.rx;
+            let open_event = async {
                 loop {
-                    match ch.rx.recv().await {
+                    match rx.recv().await {
                         Some(Incoming::Open) => return true,
                         None | Some(Incoming::Closed) => return false,
                         Some(_) => continue,
                     }
                 }
-            })
-            .await;
+            };
+            let opened =
+                tokio::time::timeout(OPEN_WAIT, crate::own::opened(&ch.dc, open_event)).await;
             match opened {
                 Ok(true) => return Ok(ch),
                 Ok(false) => return Err(StreamError::Closed),

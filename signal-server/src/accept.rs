@@ -46,6 +46,8 @@ pub struct ConnectionLimits {
     per_ip: usize,
     total: usize,
     open: Mutex<Open>,
+    /// Told when the last connection closes (shutdown waits for it).
+    none_open: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -78,6 +80,7 @@ impl ConnectionLimits {
             per_ip,
             total,
             open: Mutex::new(Open::default()),
+            none_open: tokio::sync::Notify::new(),
         })
     }
 
@@ -105,6 +108,20 @@ impl ConnectionLimits {
         self.lock().total
     }
 
+    /// Returns once no connection is open.
+    pub async fn all_closed(&self) {
+        loop {
+            // Registered before the count is read, so a close in between is not missed.
+            let told = self.none_open.notified();
+            tokio::pin!(told);
+            told.as_mut().enable();
+            if self.open() == 0 {
+                return;
+            }
+            told.await;
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -119,6 +136,9 @@ impl Drop for Slot {
             if *n == 0 {
                 open.by_client.remove(&self.client);
             }
+        }
+        if open.total == 0 {
+            self.limits.none_open.notify_waiters();
         }
     }
 }
@@ -264,8 +284,11 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEADER_BYTES as u32);
     let graceful = GracefulShutdown::new();
+    // Every connection's task, owned here: reaped as they end, the rest stopped at shutdown.
+    let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
+        while connections.try_join_next().is_some() {}
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -298,7 +321,7 @@ pub async fn serve(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             // hyper's header deadline starts once it reads a request head; a client that never
             // sends a byte would wait before that, in protocol detection, for ever.
             let mut first = [0u8; 1];
@@ -337,6 +360,7 @@ pub async fn serve(
     {
         tracing::debug!("some HTTP connections did not finish in time");
     }
+    connections.shutdown().await;
     Ok(())
 }
 

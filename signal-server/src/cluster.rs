@@ -1,7 +1,8 @@
 //! Several server instances serving the same rooms, through Redis (`--redis`).
 //!
-//! Each instance keeps its own WebSocket peers (their outboxes) in [`crate::room::Rooms`], as a
-//! single instance does. Redis adds what they must share:
+//! Each instance keeps its own WebSocket peers (their outboxes) in its rooms, as a single
+//! instance does; the cluster reaches them through [`Local`] (so it needs nothing of the rooms'
+//! own code). Redis adds what they must share:
 //!
 //! * **membership**: a hash per room, `burrow:room:{room}` → `{peer_id: {"name", "inst"}}`,
 //!   changed only by Lua scripts, so a room's limit holds across instances (`--max-peers-per-room`)
@@ -24,10 +25,7 @@ use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
-use signal_protocol::{ErrorCode, PeerInfo, PeerKind};
-
-use crate::room::Refusal;
-use crate::AppState;
+use signal_protocol::{PeerInfo, PeerKind};
 
 /// How long a Redis command may take before the request it serves is refused.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
@@ -64,6 +62,37 @@ pub struct Member {
     pub info: PeerInfo,
     /// The instance its WebSocket is on.
     pub instance: String,
+}
+
+/// Why Redis would not add a member.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JoinRefused {
+    /// The room holds `max` members, counted on every instance.
+    #[error("room is full ({0} peers); try again when someone leaves")]
+    RoomFull(usize),
+    /// The servers hold `max` rooms.
+    #[error("the servers hold their maximum of {0} rooms; try later")]
+    ServerFull(usize),
+    /// Redis did not answer, or answered nonsense.
+    #[error("the room directory (Redis) is unreachable; try again")]
+    Unreachable,
+}
+
+/// This instance's own peers, as the cluster needs them: implemented by the server's rooms.
+pub trait Local: Send + Sync + 'static {
+    /// Delivers `text` to those of `to` in `room` held here; returns those whose queues were
+    /// full (dropped).
+    fn deliver(&self, room: &str, to: &[String], text: String) -> Vec<String>;
+    /// Removes dropped peers from `room` and tells everyone.
+    fn departed(
+        &self,
+        room: &str,
+        ids: Vec<String>,
+    ) -> impl std::future::Future<Output = ()> + Send;
+    /// The rooms with peers held here.
+    fn rooms(&self) -> Vec<String>;
+    /// Tells this instance's peers in `room` that `ids` left (they were on a dead instance).
+    fn announce_left(&self, room: &str, ids: &[String]);
 }
 
 /// This instance's handle on the cluster.
@@ -127,13 +156,6 @@ fn alive_key(instance: &str) -> String {
     format!("burrow:alive:{instance}")
 }
 
-fn unreachable() -> Refusal {
-    (
-        ErrorCode::ServerFull,
-        "the room directory (Redis) is unreachable; try again".into(),
-    )
-}
-
 /// `[field, value, field, value…]` from HGETALL → members.
 fn members_of(flat: &[String]) -> Vec<Member> {
     flat.chunks_exact(2)
@@ -161,7 +183,7 @@ impl Cluster {
             .await
             .map_err(|_| anyhow::anyhow!("cannot reach Redis at {url}: timed out"))?
             .map_err(|e| anyhow::anyhow!("cannot reach Redis at {url}: {e}"))?;
-        let instance = crate::http::new_room_id();
+        let instance = crate::secrets::new_room_id();
         let cluster = Cluster {
             instance,
             client,
@@ -176,7 +198,7 @@ impl Cluster {
     pub async fn resume_secret(&self) -> anyhow::Result<Vec<u8>> {
         let mut con = self.con.clone();
         let key = "burrow:resume-secret";
-        let fresh = crate::resume::random_secret();
+        let fresh = crate::secrets::resume_key();
         let ask = async {
             let _: () = redis::cmd("SET")
                 .arg(key)
@@ -232,14 +254,14 @@ impl Cluster {
         info: &PeerInfo,
         max_peers: usize,
         max_rooms: usize,
-    ) -> Result<(Vec<Member>, bool), Refusal> {
+    ) -> Result<(Vec<Member>, bool), JoinRefused> {
         let entry = Entry {
             name: info.name.clone(),
             kind: info.kind,
             client: info.client.clone(),
             inst: self.instance.clone(),
         };
-        let entry = serde_json::to_string(&entry).map_err(|_| unreachable())?;
+        let entry = serde_json::to_string(&entry).map_err(|_| JoinRefused::Unreachable)?;
         let mut con = self.con.clone();
         let script = redis::Script::new(JOIN);
         let mut call = script.key(room_key(room));
@@ -252,23 +274,17 @@ impl Cluster {
             .arg(room);
         let reply: Vec<String> = tokio::time::timeout(COMMAND_TIMEOUT, call.invoke_async(&mut con))
             .await
-            .map_err(|_| unreachable())?
+            .map_err(|_| JoinRefused::Unreachable)?
             .map_err(|e| {
                 tracing::warn!("redis join: {e}");
-                unreachable()
+                JoinRefused::Unreachable
             })?;
         match reply.first().map(String::as_str) {
             Some("ok") => Ok((members_of(&reply[1..]), false)),
             Some("moved") => Ok((members_of(&reply[1..]), true)),
-            Some("room_full") => Err((
-                ErrorCode::RoomFull,
-                format!("room is full ({max_peers} peers); try again when someone leaves"),
-            )),
-            Some("server_full") => Err((
-                ErrorCode::ServerFull,
-                format!("the servers hold their maximum of {max_rooms} rooms; try later"),
-            )),
-            _ => Err(unreachable()),
+            Some("room_full") => Err(JoinRefused::RoomFull(max_peers)),
+            Some("server_full") => Err(JoinRefused::ServerFull(max_rooms)),
+            _ => Err(JoinRefused::Unreachable),
         }
     }
 
@@ -367,13 +383,13 @@ impl Cluster {
     /// Runs this instance's share of the cluster until the server stops: delivering envelopes
     /// published for its peers, renewing its liveness, and sweeping dead instances' peers from
     /// the rooms its peers are in.
-    pub async fn run(self: Arc<Self>, state: Arc<AppState>) {
+    pub async fn run(self: Arc<Self>, local: Arc<impl Local>) {
         let deliver = {
             let cluster = self.clone();
-            let state = state.clone();
+            let local = local.clone();
             async move {
                 loop {
-                    cluster.subscribe_and_deliver(&state).await;
+                    cluster.subscribe_and_deliver(&*local).await;
                     // Redis went away: try again shortly (peers on this instance keep working).
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
@@ -384,13 +400,13 @@ impl Cluster {
             loop {
                 tick.tick().await;
                 self.heartbeat().await;
-                self.sweep(&state).await;
+                self.sweep(&*local).await;
             }
         };
         tokio::join!(deliver, upkeep);
     }
 
-    async fn subscribe_and_deliver(&self, state: &AppState) {
+    async fn subscribe_and_deliver(&self, local: &impl Local) {
         let mut pubsub = match self.client.get_async_pubsub().await {
             Ok(p) => p,
             Err(e) => {
@@ -410,21 +426,19 @@ impl Cluster {
             let Ok(envelope) = serde_json::from_str::<Envelope>(&payload) else {
                 continue;
             };
-            let dropped = state
-                .rooms
-                .deliver(&envelope.room, &envelope.to, envelope.text.into());
+            let dropped = local.deliver(&envelope.room, &envelope.to, envelope.text);
             if !dropped.is_empty() {
-                state.rooms.departed(&envelope.room, dropped).await;
+                local.departed(&envelope.room, dropped).await;
             }
         }
     }
 
     /// Removes, from the rooms this instance's peers are in, the members of instances whose
     /// liveness key expired, and tells this instance's peers they left.
-    async fn sweep(&self, state: &AppState) {
+    async fn sweep(&self, local: &impl Local) {
         let mut con = self.con.clone();
         let mut alive: HashMap<String, bool> = HashMap::new();
-        for room in state.rooms.local_rooms() {
+        for room in local.rooms() {
             let members = self.members(&room).await;
             let mut ghosts = Vec::new();
             for m in members.iter().filter(|m| m.instance != self.instance) {
@@ -450,7 +464,7 @@ impl Cluster {
             if !ghosts.is_empty() {
                 tracing::info!(%room, gone = ghosts.len(), "peers of a dead instance removed");
                 self.leave(&room, &ghosts).await;
-                state.rooms.announce_left_locally(&room, &ghosts);
+                local.announce_left(&room, &ghosts);
             }
             let _ = tokio::time::timeout(
                 COMMAND_TIMEOUT,

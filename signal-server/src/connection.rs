@@ -19,7 +19,7 @@ use crate::metrics::Metrics;
 use crate::rate::RateLimit;
 use crate::resume::Claim;
 use crate::room::{encode, Refusal};
-use crate::AppState;
+use crate::state::AppState;
 
 /// The close code that tells a client the server is going away and it should reconnect
 /// (1012, "Service Restart", from the IANA WebSocket close code registry).

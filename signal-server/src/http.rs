@@ -7,14 +7,12 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use base64::Engine;
-use rand::RngCore;
 use signal_protocol::validate_room_id;
 use tower_http::services::{ServeDir, ServeFile};
 
 use crate::accept::ClientAddr;
 use crate::connection::{self, Client};
-use crate::AppState;
+use crate::state::AppState;
 
 /// Builds the router over shared state.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -129,14 +127,7 @@ async fn room_page(
 
 /// `/new`: redirects to a fresh, unguessable room (128 random bits, URL-safe base64).
 async fn new_room() -> Redirect {
-    Redirect::to(&format!("/r/{}", new_room_id()))
-}
-
-/// A fresh room id: 22 URL-safe characters from 16 random bytes.
-pub fn new_room_id() -> String {
-    let mut bytes = [0u8; 16];
-    rand::rng().fill_bytes(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    Redirect::to(&format!("/r/{}", crate::secrets::new_room_id()))
 }
 
 /// `/ws/{room}`: upgrades to the signaling WebSocket. The room id is checked on `hello`, so a
@@ -267,14 +258,5 @@ mod tests {
         let listed = ["https://evil.example/".to_string()];
         assert!(origin_allowed(Some("https://evil.example"), host, &listed));
         assert!(origin_allowed(Some("http://x"), host, &["*".to_string()]));
-    }
-
-    #[test]
-    fn new_room_ids_are_valid_and_distinct() {
-        let a = new_room_id();
-        let b = new_room_id();
-        assert_eq!(a.len(), 22);
-        assert!(validate_room_id(&a).is_ok());
-        assert_ne!(a, b);
     }
 }

@@ -18,110 +18,44 @@
 //! * [`tls`]: https/wss with the operator's certificate, and the plain-HTTP redirect;
 //! * [`metrics`]: counters and gauges for `/metrics`;
 //! * [`wire`]: STUN/TURN message encoding and decoding;
-//! * [`config`]: flags and defaults.
+//! * [`config`]: flags and defaults;
+//! * [`state`]: what every connection shares ([`AppState`]);
+//! * [`secrets`]: room ids and random secrets;
+//! * [`socket`]: UDP socket buffers;
+//! * [`qr`], [`rate`], [`resume`]: the room link's QR code, per-peer rate limits, resume tokens.
+//!
+//! Modules are private; `fuzz` and `bench` reach [`wire`], [`nonce`], [`turn_guard`],
+//! [`Config`] and [`start`]. Imports go one way: `http` → `connection` → `room` → `cluster`,
+//! `stun` → `relay`; the cluster reaches the rooms through [`cluster::Local`], which
+//! [`AppState`] implements.
 
-pub mod accept;
-pub mod cluster;
+mod accept;
+mod cluster;
 pub mod config;
-pub mod connection;
-pub mod credentials;
-pub mod http;
-pub mod metrics;
+mod connection;
+mod credentials;
+mod http;
+mod metrics;
 pub mod nonce;
-pub mod qr;
-pub mod rate;
-pub mod relay;
-pub mod resume;
-pub mod room;
-pub mod sites;
-pub mod stun;
-pub mod tls;
+mod qr;
+mod rate;
+mod relay;
+mod resume;
+mod room;
+mod secrets;
+mod sites;
+mod socket;
+mod state;
+mod stun;
+mod tls;
 pub mod turn_guard;
 pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use signal_protocol::IceServer;
-
 pub use config::Config;
-
-/// State shared by every connection.
-pub struct AppState {
-    /// The server's configuration.
-    pub config: Config,
-    /// All rooms.
-    pub rooms: room::Rooms,
-    /// Where the STUN/TURN server actually listens (its port is advertised to clients).
-    pub stun_addr: SocketAddr,
-    /// The second STUN port (for netcheck).
-    pub stun_alt_addr: SocketAddr,
-    /// Mints credentials for the embedded TURN relay, when it is on.
-    pub turn: Option<credentials::Minter>,
-    /// External TURN servers (`--external-turn`) and the minters of their credentials.
-    pub external_turn: Vec<(String, credentials::Minter)>,
-    /// What the server counts, for `/metrics`.
-    pub metrics: Arc<metrics::Metrics>,
-    /// Open TCP connections, within their limits.
-    pub limits: Arc<accept::ConnectionLimits>,
-    /// The other instances, with `--redis`.
-    pub cluster: Option<Arc<cluster::Cluster>>,
-    /// Turns `true` when the server is shutting down: every WebSocket then closes with
-    /// [`connection::GOING_AWAY`], telling its client to come back (a deploy is a non-event).
-    pub stopping: tokio::sync::watch::Receiver<bool>,
-    /// Which peers may use the embedded relay: granted at welcome, revoked at leave.
-    pub turn_access: relay::TurnAccess,
-    /// Mints and checks the tokens that let a client take back its id.
-    pub resume: resume::ResumeTokens,
-    /// The last connection serial handed out.
-    connections: std::sync::atomic::AtomicU64,
-}
-
-impl AppState {
-    /// A serial number for a new WebSocket connection.
-    pub fn next_connection(&self) -> u64 {
-        self.connections
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            + 1
-    }
-
-    /// The ICE servers handed to a peer in its welcome: STUN, and TURN with fresh credentials.
-    pub fn ice_servers(&self, request_host: Option<&str>, peer_id: &str) -> Vec<IceServer> {
-        let host = self.config.ice_host(request_host);
-        let port = self.stun_addr.port();
-        let mut servers = vec![IceServer {
-            urls: vec![format!("stun:{host}:{port}")],
-            username: None,
-            credential: None,
-        }];
-        if let Some(minter) = &self.turn {
-            let (username, credential) = minter.mint(peer_id);
-            servers.push(IceServer {
-                urls: vec![format!("turn:{host}:{port}?transport=udp")],
-                username: Some(username),
-                credential: Some(credential),
-            });
-        }
-        for (url, minter) in &self.external_turn {
-            let (username, credential) = minter.mint(peer_id);
-            servers.push(IceServer {
-                urls: vec![url.clone()],
-                username: Some(username),
-                credential: Some(credential),
-            });
-        }
-        servers
-    }
-
-    /// The two STUN URLs netcheck compares.
-    pub fn netcheck_urls(&self, request_host: Option<&str>) -> [String; 2] {
-        let host = self.config.ice_host(request_host);
-        [
-            format!("stun:{host}:{}", self.stun_addr.port()),
-            format!("stun:{host}:{}", self.stun_alt_addr.port()),
-        ]
-    }
-}
+use state::AppState;
 
 /// A running server: its bound addresses, and the task serving HTTP.
 pub struct Running {
@@ -137,12 +71,10 @@ pub struct Running {
     pub redirect_addr: Option<SocketAddr>,
     /// Whether the main address speaks https.
     pub tls: bool,
-    /// Obtains and renews the ACME certificate, when `--acme-domain` is set.
-    acme: Option<tokio::task::JoinHandle<()>>,
-    /// This instance's share of the cluster's work, with `--redis`.
-    cluster: Option<tokio::task::JoinHandle<()>>,
-    /// Removes away peers whose grace period ended.
-    expiry: tokio::task::JoinHandle<()>,
+    /// Everything serving beside the main address, owned here and awaited on shutdown: the
+    /// ACME renewal, the cluster's work, the expiry of away peers (all stopped once the main
+    /// address is done), the metrics and redirect addresses (which end on the signal).
+    tasks: tokio::task::JoinSet<()>,
     state: Arc<AppState>,
     stun: stun::StunServer,
     http: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -155,6 +87,7 @@ pub async fn start(
 ) -> anyhow::Result<Running> {
     // What the flags name is checked and loaded before any socket is bound.
     let external_turn = external_turn(&config)?;
+    let mut tasks = tokio::task::JoinSet::new();
     let (tls, acme) = match tls_from(&config)? {
         Some((acceptor, acme)) => (Some(acceptor), acme),
         None => (None, None),
@@ -202,7 +135,7 @@ pub async fn start(
             resume::ResumeTokens::new(&c.resume_secret().await?, true, config.resume_grace)
         }
         (None, None) => {
-            resume::ResumeTokens::new(&resume::random_secret(), false, config.resume_grace)
+            resume::ResumeTokens::new(&secrets::resume_key(), false, config.resume_grace)
         }
     };
     let (stop_tx, stopping) = tokio::sync::watch::channel(false);
@@ -224,10 +157,13 @@ pub async fn start(
         connections: Default::default(),
         config,
     });
+    if let Some(acme) = acme {
+        tasks.spawn(acme);
+    }
     // Peers whose connection was lost and who did not come back in time leave now.
-    let expiry = {
+    {
         let state = state.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
             loop {
                 tick.tick().await;
@@ -235,15 +171,29 @@ pub async fn start(
                     state.turn_access.revoke(&id);
                 }
             }
-        })
-    };
+        });
+    }
 
-    // The operator's addresses (metrics, redirects) are served until the process ends.
+    // The operator's addresses (metrics, redirects) are served until the signal.
+    let until_stopping = || {
+        let mut stopping = state.stopping.clone();
+        async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        }
+    };
     let metrics_addr = match metrics_listener {
         Some(listener) => {
             let addr = listener.local_addr()?;
             let app = http::metrics_router(state.clone());
-            tokio::spawn(async move { axum::serve(listener, app).await });
+            let stop = until_stopping();
+            tasks.spawn(async move {
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await;
+                if let Err(e) = served {
+                    tracing::warn!("the metrics address stopped: {e}");
+                }
+            });
             Some(addr)
         }
         None => None,
@@ -254,12 +204,23 @@ pub async fn start(
             let https_port = http_addr.port();
             let app = axum::Router::new()
                 .fallback(move |headers, uri| tls::redirect(https_port, headers, uri));
-            tokio::spawn(async move { axum::serve(listener, app).await });
+            let stop = until_stopping();
+            tasks.spawn(async move {
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await;
+                if let Err(e) = served {
+                    tracing::warn!("the redirect address stopped: {e}");
+                }
+            });
             Some(addr)
         }
         None => None,
     };
-    let cluster_task = cluster.map(|c| tokio::spawn(c.run(state.clone())));
+    if let Some(cluster) = cluster {
+        let local = state.clone();
+        tasks.spawn(cluster.run(local));
+    }
     // On the signal, tell every WebSocket first, then stop accepting.
     let shutdown = async move {
         shutdown.await;
@@ -286,9 +247,7 @@ pub async fn start(
         metrics_addr,
         redirect_addr,
         tls: tls_on,
-        acme,
-        cluster: cluster_task,
-        expiry,
+        tasks,
         state,
         stun,
         http,
@@ -329,10 +288,7 @@ fn external_turn(config: &Config) -> anyhow::Result<Vec<(String, credentials::Mi
 
 /// The TLS acceptor the flags ask for, if any, and the ACME task when the certificate comes
 /// from ACME.
-type TlsSetup = (
-    tokio_rustls::TlsAcceptor,
-    Option<tokio::task::JoinHandle<()>>,
-);
+type TlsSetup = (tokio_rustls::TlsAcceptor, Option<tls::Renewal>);
 
 fn tls_from(cfg: &Config) -> anyhow::Result<Option<TlsSetup>> {
     if let (Some(cert), Some(key)) = (&cfg.tls_cert, &cfg.tls_key) {
@@ -353,20 +309,13 @@ fn tls_from(cfg: &Config) -> anyhow::Result<Option<TlsSetup>> {
 
 impl Running {
     /// Waits for the HTTP server to finish (after the shutdown signal), then stops STUN.
-    pub async fn wait(self) -> anyhow::Result<()> {
+    pub async fn wait(mut self) -> anyhow::Result<()> {
         let served = self.http.await;
-        if let Some(acme) = &self.acme {
-            acme.abort();
-        }
-        if let Some(cluster) = &self.cluster {
-            cluster.abort();
-        }
-        self.expiry.abort();
         // Give the WebSockets a moment to send their "going away" close before the process ends.
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
-        while self.state.limits.open() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        let closing = self.state.limits.all_closed();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), closing).await;
+        // The metrics and redirect addresses ended on the signal; the rest loop until stopped.
+        self.tasks.shutdown().await;
         self.stun.close().await;
         served??;
         Ok(())

@@ -28,7 +28,7 @@ pub struct Metrics {
     /// Clients that came back presenting a valid resume token (resumed, or re-joined with their
     /// old id after a restart).
     pub reconnects: Counter,
-    /// Peers that left a room (closed, timed out, or dropped); shared with [`crate::room::Rooms`].
+    /// Peers that left a room (closed, timed out, or dropped); shared with the rooms.
     pub leaves: Counter,
     /// Signals relayed from one peer to another.
     pub signals: Counter,

@@ -1028,7 +1028,7 @@ fn bind_relay_socket(ip: IpAddr) -> std::io::Result<(UdpSocket, SocketAddr)> {
     // A data channel's sender bursts a whole congestion window at once (on loopback or a fast
     // LAN, 100+ datagrams of ~1.2 KB in well under a millisecond); the default buffer (~208 KiB,
     // ~90 such datagrams) drops the tail, and SCTP then waits out its 1 s minimum RTO.
-    crate::stun::enlarge_buffers_to(&socket, RELAY_BUFFER_BYTES);
+    crate::socket::enlarge_buffers_to(&socket, RELAY_BUFFER_BYTES);
     let local = socket.local_addr()?;
     Ok((UdpSocket::from_std(socket)?, local))
 }
@@ -1114,11 +1114,6 @@ impl TurnAccess {
         if let Some(r) = &self.relay {
             r.revoke(peer_id);
         }
-    }
-
-    /// Whether `peer_id` may use the relay now.
-    pub fn is_live(&self, peer_id: &str) -> bool {
-        self.relay.as_ref().is_some_and(|r| r.is_live(peer_id))
     }
 
     /// How many allocations are live now (for `/metrics`).

@@ -46,7 +46,7 @@ impl ResumeTokens {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => anyhow::bail!("cannot read --resume-secret-file {}: {e}", path.display()),
         }
-        let secret = random_secret();
+        let secret = crate::secrets::resume_key();
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let mut file = std::fs::OpenOptions::new()
@@ -101,14 +101,6 @@ pub enum Claim {
     Refused,
 }
 
-/// A fresh random secret.
-pub fn random_secret() -> Vec<u8> {
-    use rand::RngCore;
-    let mut secret = vec![0u8; 32];
-    rand::rng().fill_bytes(&mut secret);
-    secret
-}
-
 fn message(room: &str, peer: &str) -> Vec<u8> {
     let mut m = Vec::with_capacity(room.len() + peer.len() + 1);
     m.extend_from_slice(room.as_bytes());
@@ -135,11 +127,15 @@ mod tests {
 
     #[test]
     fn a_restarted_server_without_a_durable_secret_takes_claims_for_a_grace_period() {
-        let fresh = ResumeTokens::new(&random_secret(), false, Duration::from_secs(30));
+        let fresh = ResumeTokens::new(
+            &crate::secrets::resume_key(),
+            false,
+            Duration::from_secs(30),
+        );
         let token = fresh.mint("room", "peer");
         assert_eq!(fresh.check("room", "peer", &token), Claim::Proven);
         assert_eq!(fresh.check("room", "peer", "from-before"), Claim::IfFree);
-        let old = ResumeTokens::new(&random_secret(), false, Duration::ZERO);
+        let old = ResumeTokens::new(&crate::secrets::resume_key(), false, Duration::ZERO);
         assert_eq!(old.check("room", "peer", "from-before"), Claim::Refused);
     }
 }

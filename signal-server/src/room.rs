@@ -268,7 +268,14 @@ impl Rooms {
         let info = profile.into_info(claim.unwrap_or_else(new_peer_id));
         let (members, moved) = cluster
             .join(room, &info, self.max_peers_per_room, self.max_rooms)
-            .await?;
+            .await
+            .map_err(|refused| {
+                let code = match refused {
+                    crate::cluster::JoinRefused::RoomFull(_) => ErrorCode::RoomFull,
+                    _ => ErrorCode::ServerFull,
+                };
+                (code, refused.to_string())
+            })?;
         let joined = encode(&ServerMessage::PeerJoined { peer: info.clone() });
         let dropped = {
             let mut rooms = self.lock();

@@ -35,7 +35,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use tower_http::services::ServeFile;
 
-use crate::AppState;
+use crate::state::AppState;
 
 /// The domain under which sites get their origins, for a page reached at `request_host`.
 pub fn domain_for(configured: Option<&str>, request_host: Option<&str>) -> Option<String> {

@@ -62,18 +62,7 @@ async fn bind(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
 
 /// Asks for big socket buffers (bursts of relayed data); beyond `rmem_max` only root may.
 fn enlarge_buffers(socket: &UdpSocket) {
-    enlarge_buffers_to(socket, LISTEN_BUFFER_BYTES);
-}
-
-/// Asks for `n`-byte socket buffers; beyond `rmem_max`/`wmem_max` only root may.
-pub(crate) fn enlarge_buffers_to(socket: &impl std::os::fd::AsFd, n: usize) {
-    use nix::sys::socket::{setsockopt, sockopt};
-    if setsockopt(socket, sockopt::RcvBufForce, &n).is_err() {
-        let _ = setsockopt(socket, sockopt::RcvBuf, &n);
-    }
-    if setsockopt(socket, sockopt::SndBufForce, &n).is_err() {
-        let _ = setsockopt(socket, sockopt::SndBuf, &n);
-    }
+    crate::socket::enlarge_buffers_to(socket, LISTEN_BUFFER_BYTES);
 }
 
 /// The IP relayed candidates advertise.
@@ -149,7 +138,10 @@ impl StunServer {
         let listeners = vec![Arc::new(main), Arc::new(alt)];
 
         let minter = (!cfg.no_turn).then(|| {
-            let secret = cfg.turn_secret.clone().unwrap_or_else(random_turn_secret);
+            let secret = cfg
+                .turn_secret
+                .clone()
+                .unwrap_or_else(crate::secrets::turn_secret);
             Minter::new(&secret, cfg.turn_ttl)
         });
         let relay = minter.as_ref().map(|minter| {
@@ -318,13 +310,4 @@ async fn serve(
             let _ = send_now(&socket, &out, from);
         }
     }
-}
-
-/// 32 random bytes, base64: a per-start TURN secret when none is configured.
-fn random_turn_secret() -> String {
-    use base64::Engine;
-    use rand::RngCore;
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    base64::engine::general_purpose::STANDARD.encode(bytes)
 }

@@ -108,9 +108,12 @@ pub struct AcmeOptions<'a> {
     pub directory_ca: Option<&'a Path>,
 }
 
-/// A TLS acceptor whose certificate comes from ACME, and the task that obtains and renews it
-/// (it runs until aborted; the server owns it).
-pub fn acme(opts: AcmeOptions<'_>) -> Result<(TlsAcceptor, tokio::task::JoinHandle<()>), TlsError> {
+/// The work that obtains and renews an ACME certificate: runs until dropped (the server owns
+/// it, in its task set).
+pub type Renewal = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// A TLS acceptor whose certificate comes from ACME, and the work that obtains and renews it.
+pub fn acme(opts: AcmeOptions<'_>) -> Result<(TlsAcceptor, Renewal), TlsError> {
     use futures_util::StreamExt;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore {
@@ -141,7 +144,7 @@ pub fn acme(opts: AcmeOptions<'_>) -> Result<(TlsAcceptor, tokio::task::JoinHand
         .with_cert_resolver(state.resolver());
     config.alpn_protocols = alpn(true);
     let domains = opts.domains.join(", ");
-    let task = tokio::spawn(async move {
+    let task = Box::pin(async move {
         while let Some(event) = state.next().await {
             match event {
                 Ok(ok) => tracing::info!(%domains, "ACME: {ok:?}"),

@@ -145,6 +145,55 @@ impl Browser {
         }
     }
 
+    /// Like [`Browser::wait_for`], in the frame reached from the top by `frames` (indexes), entered
+    /// anew before each try: a frame that navigates (a form's POST) may leave WebDriver's current
+    /// context behind. Ends in that frame; a failure prints that frame's text.
+    pub async fn wait_in_frame(&self, frames: &[u16], what: &str, script: &str) -> Value {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let v = match self.enter_frames(frames).await {
+                Ok(()) => self
+                    .client
+                    .execute(script, vec![])
+                    .await
+                    .unwrap_or(Value::Null),
+                Err(_) => Value::Null,
+            };
+            let truthy = match &v {
+                Value::Null => false,
+                Value::Bool(b) => *b,
+                Value::String(s) => !s.is_empty(),
+                Value::Array(a) => !a.is_empty(),
+                _ => true,
+            };
+            if truthy {
+                return v;
+            }
+            if Instant::now() > deadline {
+                let text = self.text("body").await;
+                let url = self
+                    .client
+                    .execute("return location.href;", vec![])
+                    .await
+                    .unwrap_or(Value::Null);
+                panic!("the frame never showed {what}; frame {url}, its text:\n{text}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Enters the frame reached from the top document by `frames` (indexes).
+    pub async fn enter_frames(&self, frames: &[u16]) -> Result<(), fantoccini::error::CmdError> {
+        // Up to the top: a parent switch at the top stays there.
+        for _ in 0..=frames.len() {
+            self.client.enter_parent_frame().await?;
+        }
+        for &i in frames {
+            self.client.enter_frame(i).await?;
+        }
+        Ok(())
+    }
+
     /// Waits until the page lists `peer` as connected.
     pub async fn wait_connected(&self, peer: &str) {
         self.wait_for(

@@ -312,19 +312,16 @@ async fn the_page_opens_a_site_a_native_peer_exposes() {
         .await;
     assert_eq!(width, 3, "the 3x2 PNG decoded");
     page.click("#go").await;
+    // The site's frame navigates to the answer: looked for from the top each time.
     let posted = page
-        .wait_for(
+        .wait_in_frame(
+            &[0, 0],
             "the form's answer",
             "return document.getElementById('posted')?.textContent;",
         )
         .await;
     assert_eq!(posted, "posted: word=burrow");
-    for _ in 0..2 {
-        page.client
-            .enter_parent_frame()
-            .await
-            .expect("back to the page");
-    }
+    page.enter_frames(&[]).await.expect("back to the page");
     page.screenshot(&screenshot_path("site-in-page.png")).await;
     assert!(web.connections.load(std::sync::atomic::Ordering::SeqCst) >= 3);
     exposer.expect_event("connected", &[]);

@@ -545,6 +545,23 @@ impl Session {
                 self.perform(actions).await;
             }
             PeerEvent::IncomingChannel(dc) => {
+                let Some(peer) = self.peers.get(id) else {
+                    return;
+                };
+                match peer.own.classify(&dc) {
+                    crate::own::Origin::Echo => return,
+                    crate::own::Origin::Theirs => {}
+                    crate::own::Origin::Unsure => {
+                        // Asked again once our channels being created have their ids.
+                        let (own, tx, peer) =
+                            (peer.own.clone(), self.peer_tx.clone(), id.to_string());
+                        self.tasks.spawn(async move {
+                            own.settled().await;
+                            let _ = tx.send((peer, PeerEvent::IncomingChannel(dc))).await;
+                        });
+                        return;
+                    }
+                }
                 let label = dc.label().await.unwrap_or_default();
                 if label == CONTROL_LABEL {
                     self.watch_control(id.to_string(), dc.clone());

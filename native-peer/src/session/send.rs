@@ -18,6 +18,7 @@ impl Session {
         self.pending_sends
             .insert(id.to_string(), self.to_send.len());
         let pc = peer.pc.clone();
+        let own = peer.own.clone();
         let files = self.to_send.clone();
         let tx = self.internal_tx.clone();
         let to = id.to_string();
@@ -30,7 +31,7 @@ impl Session {
                     .unwrap_or(0);
                 let label = format!("{} → {to}", path.display());
                 let bar = files::progress(size, &label, hidden);
-                let result = files::send(pc.clone(), &path, bar).await;
+                let result = files::send(pc.clone(), &own, &path, bar).await;
                 let name = peer_core::transfer::safe_file_name(&path.to_string_lossy());
                 let _ = tx.send(Internal::SendDone(to.clone(), name, result)).await;
             }

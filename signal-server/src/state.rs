@@ -1,0 +1,105 @@
+//! What every connection shares: the configuration, the rooms, the relay's access list and
+//! credentials, the limits and the metrics ([`AppState`]).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use signal_protocol::IceServer;
+
+use crate::{accept, cluster, credentials, metrics, relay, resume, room, Config};
+
+/// State shared by every connection.
+pub struct AppState {
+    /// The server's configuration.
+    pub config: Config,
+    /// All rooms.
+    pub rooms: room::Rooms,
+    /// Where the STUN/TURN server actually listens (its port is advertised to clients).
+    pub stun_addr: SocketAddr,
+    /// The second STUN port (for netcheck).
+    pub stun_alt_addr: SocketAddr,
+    /// Mints credentials for the embedded TURN relay, when it is on.
+    pub turn: Option<credentials::Minter>,
+    /// External TURN servers (`--external-turn`) and the minters of their credentials.
+    pub external_turn: Vec<(String, credentials::Minter)>,
+    /// What the server counts, for `/metrics`.
+    pub metrics: Arc<metrics::Metrics>,
+    /// Open TCP connections, within their limits.
+    pub limits: Arc<accept::ConnectionLimits>,
+    /// The other instances, with `--redis`.
+    pub cluster: Option<Arc<cluster::Cluster>>,
+    /// Turns `true` when the server is shutting down: every WebSocket then closes with
+    /// [`connection::GOING_AWAY`], telling its client to come back (a deploy is a non-event).
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Which peers may use the embedded relay: granted at welcome, revoked at leave.
+    pub turn_access: relay::TurnAccess,
+    /// Mints and checks the tokens that let a client take back its id.
+    pub resume: resume::ResumeTokens,
+    /// The last connection serial handed out.
+    pub(crate) connections: std::sync::atomic::AtomicU64,
+}
+
+/// The cluster reaches this instance's peers through its rooms.
+impl cluster::Local for AppState {
+    fn deliver(&self, room: &str, to: &[String], text: String) -> Vec<String> {
+        self.rooms.deliver(room, to, text.into())
+    }
+
+    async fn departed(&self, room: &str, ids: Vec<String>) {
+        self.rooms.departed(room, ids).await
+    }
+
+    fn rooms(&self) -> Vec<String> {
+        self.rooms.local_rooms()
+    }
+
+    fn announce_left(&self, room: &str, ids: &[String]) {
+        self.rooms.announce_left_locally(room, ids)
+    }
+}
+
+impl AppState {
+    /// A serial number for a new WebSocket connection.
+    pub fn next_connection(&self) -> u64 {
+        self.connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1
+    }
+
+    /// The ICE servers handed to a peer in its welcome: STUN, and TURN with fresh credentials.
+    pub fn ice_servers(&self, request_host: Option<&str>, peer_id: &str) -> Vec<IceServer> {
+        let host = self.config.ice_host(request_host);
+        let port = self.stun_addr.port();
+        let mut servers = vec![IceServer {
+            urls: vec![format!("stun:{host}:{port}")],
+            username: None,
+            credential: None,
+        }];
+        if let Some(minter) = &self.turn {
+            let (username, credential) = minter.mint(peer_id);
+            servers.push(IceServer {
+                urls: vec![format!("turn:{host}:{port}?transport=udp")],
+                username: Some(username),
+                credential: Some(credential),
+            });
+        }
+        for (url, minter) in &self.external_turn {
+            let (username, credential) = minter.mint(peer_id);
+            servers.push(IceServer {
+                urls: vec![url.clone()],
+                username: Some(username),
+                credential: Some(credential),
+            });
+        }
+        servers
+    }
+
+    /// The two STUN URLs netcheck compares.
+    pub fn netcheck_urls(&self, request_host: Option<&str>) -> [String; 2] {
+        let host = self.config.ice_host(request_host);
+        [
+            format!("stun:{host}:{}", self.stun_addr.port()),
+            format!("stun:{host}:{}", self.stun_alt_addr.port()),
+        ]
+    }
+}
