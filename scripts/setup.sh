@@ -43,7 +43,7 @@ if [ "$what" = "run" ]; then
 fi
 
 # 5. Browser tests, the NAT lab and the ACME test: Chromium, chromedriver, nftables, conntrack,
-#    iproute2, Pebble.
+#    iproute2, Pebble, dnsmasq.
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
@@ -55,6 +55,7 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)  # several in
 command -v turnserver >/dev/null 2>&1 || missing+=(coturn)  # the reference relay (bench, lab)
 command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)  # voice tests: tones to play, recordings decoded
 command -v ethtool >/dev/null 2>&1 || missing+=(ethtool)  # the wan bench: offloads off under its delay lines
+command -v dnsmasq >/dev/null 2>&1 || missing+=(dnsmasq-base)  # a real DNS server behind a forwarded UDP service
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]} with apt-get"
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi

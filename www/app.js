@@ -159,7 +159,7 @@ async function startRoom(roomId) {
             b.onclick = () => openSite(ev.peer, svc);
             box.append(b);
           } else {
-            box.append(el('span', 'tcp', `tcp “${svc.name}”: use burrow forward`));
+            box.append(el('span', 'tcp', `${svc.kind === 'udp' ? 'udp' : 'tcp'} “${svc.name}”: use burrow forward`));
           }
         }
         p.li.append(box);

@@ -60,6 +60,15 @@ pub enum Event {
         /// When it may try again.
         retry_in_secs: u64,
     },
+    /// `burrow forward` carries datagrams to a UDP service from now on.
+    UdpForwarding {
+        /// The service.
+        service: String,
+        /// The local UDP address clients send to.
+        listen: String,
+        /// The largest datagram carried (bytes); larger ones are dropped.
+        max_datagram: usize,
+    },
     /// A non-fatal problem.
     Warning {
         /// What happened.
@@ -166,6 +175,13 @@ fn human(event: &Event) -> String {
             reason,
             retry_in_secs,
         } => format!("! refused a stream from {peer}: {reason}; retry in {retry_in_secs} s"),
+        Event::UdpForwarding {
+            service,
+            listen,
+            max_datagram,
+        } => format!(
+            "* forwarding datagrams on udp {listen} to '{service}' (up to {max_datagram} bytes each)"
+        ),
         Event::Warning { message } => format!("! {message}"),
 
         Event::Room(room) => human_room(room),

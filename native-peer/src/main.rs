@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use peer_core::channels::{ServiceInfo, ServiceKind};
+use peer_core::channels::ServiceKind;
 use peer_core::link::RoomLink;
 use tracing_subscriber::EnvFilter;
 
@@ -75,24 +75,25 @@ enum Command {
         #[arg(long, value_name = "SIZE", default_value = "128KiB")]
         voice_record_max_rate: bytesize::ByteSize,
     },
-    /// Offer a local service (say a site on 127.0.0.1:8080) to the room, peer to peer.
+    /// Offer local services (say a site on 127.0.0.1:8080) to the room, peer to peer.
     Expose {
-        /// The local address to expose; streams are connected here and nowhere else.
-        local: SocketAddr,
-        /// Room link.
-        link: String,
-        /// The service's name (default: "web" for http, "tcp" otherwise).
-        #[arg(long = "service")]
-        service_name: Option<String>,
-        /// What it speaks: `http` (browsers can open it) or `tcp`.
-        #[arg(long, default_value = "http", value_parser = ["http", "tcp"])]
+        /// The local address to expose (streams are connected there and nowhere else), then the
+        /// room link; or only the room link, with `--service NAME=KIND:ADDR`.
+        #[arg(required = true, num_args = 1..=2, value_name = "[ADDR] ROOM-LINK")]
+        args: Vec<String>,
+        /// A service: `NAME=KIND:ADDR` (KIND `http`, `tcp` or `udp`), as many as wanted; or
+        /// `NAME`, the name of ADDR's service (default: "web" for http, else the kind).
+        #[arg(long = "service", value_name = "NAME[=KIND:ADDR]")]
+        service: Vec<String>,
+        /// What ADDR speaks: `http` (browsers can open it), `tcp` or `udp`.
+        #[arg(long, default_value = "http", value_parser = ["http", "tcp", "udp"])]
         kind: String,
         /// Require this token from peers opening streams (without it, anyone with the room link
         /// can reach the service).
         #[arg(long, env = "BURROW_TOKEN", hide_env_values = true)]
         token: Option<String>,
-        /// Most streams (connections) one peer may have open at once; beyond, its new
-        /// streams are refused, saying so.
+        /// Most streams (connections, UDP sessions) one peer may have open at once, all
+        /// services together; beyond, its new streams are refused, saying so.
         #[arg(long, value_name = "N", default_value_t = peer_core::stream::POOL_MAX as u16,
               value_parser = clap::value_parser!(u16).range(1..))]
         max_streams_per_peer: u16,
@@ -206,46 +207,47 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             session::run(&link, mode, opts).await
         }
         Command::Expose {
-            local,
-            link,
-            service_name,
+            args,
+            service,
             kind,
             token,
             max_streams_per_peer,
         } => {
-            let link = RoomLink::parse(&link, server)?;
-            let kind = if kind == "tcp" {
-                ServiceKind::Tcp
-            } else {
-                ServiceKind::Http
+            let (local, link) = match args.as_slice() {
+                [link] => (None, link),
+                [addr, link] => {
+                    let addr = addr.parse().map_err(|_| {
+                        anyhow::anyhow!("{addr} is not an address like 127.0.0.1:8080")
+                    })?;
+                    (Some(addr), link)
+                }
+                _ => anyhow::bail!("give [ADDR] ROOM-LINK"),
             };
-            let name = service_name.unwrap_or_else(|| match kind {
-                ServiceKind::Http => "web".into(),
-                ServiceKind::Tcp => "tcp".into(),
-            });
-            let service = streams::Exposed {
-                info: ServiceInfo {
-                    name,
-                    kind,
-                    protected: token.is_some(),
-                },
-                addr: local,
-                token,
+            let link = RoomLink::parse(link, server)?;
+            let kind = native_peer::services::kind(&kind).unwrap_or(ServiceKind::Http);
+            let services =
+                native_peer::services::from_cli(local, kind, &service, token.as_deref())?;
+            if !opts.printer.json {
+                for s in &services {
+                    eprintln!(
+                        "exposing {} as '{}' ({:?}) to room {} ({})",
+                        s.addr,
+                        s.info.name,
+                        s.info.kind,
+                        link.page_url(),
+                        if s.token.is_some() {
+                            "token required"
+                        } else {
+                            "anyone with the link can reach it"
+                        }
+                    );
+                }
+            }
+            let mode = Mode::Expose {
+                services,
                 max_streams: usize::from(max_streams_per_peer),
             };
-            if !opts.printer.json {
-                eprintln!(
-                    "exposing {local} as '{}' to room {} ({})",
-                    service.info.name,
-                    link.page_url(),
-                    if service.token.is_some() {
-                        "token required"
-                    } else {
-                        "anyone with the link can reach it"
-                    }
-                );
-            }
-            session::run(&link, Mode::Expose { service }, opts).await
+            session::run(&link, mode, opts).await
         }
         Command::Forward {
             link,

@@ -56,14 +56,24 @@ impl OwnChannels {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Opens a channel labelled `label` on `pc`, recording it as ours.
+    /// Opens a channel labelled `label` on `pc` (reliable, ordered), recording it as ours.
     pub async fn create(
         &self,
         pc: &Arc<dyn PeerConnection>,
         label: &str,
     ) -> webrtc::error::Result<Arc<dyn DataChannel>> {
+        self.create_with(pc, label, None).await
+    }
+
+    /// The same, with `options` (say, unreliable and unordered).
+    pub async fn create_with(
+        &self,
+        pc: &Arc<dyn PeerConnection>,
+        label: &str,
+        options: Option<webrtc::data_channel::RTCDataChannelInit>,
+    ) -> webrtc::error::Result<Arc<dyn DataChannel>> {
         self.state().pending += 1;
-        let made = pc.create_data_channel(label, None).await;
+        let made = pc.create_data_channel(label, options).await;
         {
             let mut s = self.state();
             s.pending -= 1;

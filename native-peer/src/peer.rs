@@ -105,6 +105,8 @@ pub struct Peer {
     pub dialer: Arc<crate::streams::Dialer>,
     /// The channels we opened toward it (so an echo of one is not taken for the peer's).
     pub own: Arc<crate::own::OwnChannels>,
+    /// Its datagram channel and the UDP sessions on it.
+    pub udp: Arc<crate::udp::Link>,
     /// Whether "connected" was reported.
     pub connected: bool,
     /// The ICE agent says the link is up (connection state `connected`).
@@ -154,6 +156,7 @@ impl Peer {
             client: None,
             dialer: crate::streams::Dialer::new(pc.clone(), own.clone()),
             own,
+            udp: Arc::default(),
             pc,
             control: None,
             connected: false,

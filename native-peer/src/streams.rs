@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use peer_core::access::{token_matches, AttemptLimiter, Blocked, LimitPolicy};
-use peer_core::channels::{ServiceInfo, StreamMessage, STREAM_LABEL};
+use peer_core::channels::{ServiceInfo, ServiceKind, StreamMessage, STREAM_LABEL};
 use peer_core::stream::{Heard, Pool, Stream, Take, ANSWER_WAIT, CONNECT_WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -39,9 +39,6 @@ pub struct Exposed {
     pub addr: SocketAddr,
     /// The token a stream must present, if any.
     pub token: Option<String>,
-    /// Most streams one peer may have open at once (`--max-streams-per-peer`); beyond it a
-    /// stream is refused, saying so.
-    pub max_streams: usize,
 }
 
 /// Where `burrow forward` gets the token it presents.
@@ -72,11 +69,13 @@ impl TokenSource {
     }
 }
 
-/// The exposing side's door: the service, and the limit on wrong tokens that all its streams
-/// share (`peer_core::access`).
+/// The exposing side's door: the services, and the limit on wrong tokens that all their
+/// streams share (`peer_core::access`).
 #[derive(Debug)]
 pub struct Gate {
-    service: Exposed,
+    services: std::sync::RwLock<Arc<[Exposed]>>,
+    /// Most streams one peer may have open at once (all services together).
+    max_streams: usize,
     limiter: Mutex<AttemptLimiter<String>>,
     epoch: Instant,
     /// Per peer: streams open, and channels served.
@@ -119,15 +118,16 @@ impl Drop for Held<'_> {
 }
 
 impl Gate {
-    /// A gate for `service` with the default limit (5 wrong tokens, then 60 s, growing).
-    pub fn new(service: Exposed) -> Gate {
-        Gate::with_policy(service, LimitPolicy::default())
+    /// A gate for `services` with the default limit (5 wrong tokens, then 60 s, growing).
+    pub fn new(services: Vec<Exposed>, max_streams: usize) -> Gate {
+        Gate::with_policy(services, max_streams, LimitPolicy::default())
     }
 
     /// A gate with another limit.
-    pub fn with_policy(service: Exposed, policy: LimitPolicy) -> Gate {
+    pub fn with_policy(services: Vec<Exposed>, max_streams: usize, policy: LimitPolicy) -> Gate {
         Gate {
-            service,
+            services: std::sync::RwLock::new(services.into()),
+            max_streams,
             limiter: Mutex::new(AttemptLimiter::new(policy)),
             epoch: Instant::now(),
             counts: Mutex::default(),
@@ -143,10 +143,10 @@ impl Gate {
     fn hold_stream(&self, peer: &str) -> Result<Held<'_>, StreamError> {
         let mut counts = self.counts();
         let c = counts.entry(peer.to_string()).or_default();
-        if c.streams >= self.service.max_streams {
+        if c.streams >= self.max_streams {
             return Err(StreamError::Refused(format!(
                 "too many open streams from this peer (at most {})",
-                self.service.max_streams
+                self.max_streams
             )));
         }
         c.streams += 1;
@@ -172,31 +172,41 @@ impl Gate {
         })
     }
 
-    /// What is exposed.
-    pub fn service(&self) -> &Exposed {
-        &self.service
+    /// What is exposed now.
+    pub fn services(&self) -> Arc<[Exposed]> {
+        self.services
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
-    /// Whether a first message from `client` may open the service, `now` after the gate's
-    /// creation: the right name; and, if the service has a token, a client not cooling down and the right
-    /// token (compared in constant time; wrong ones are counted).
-    fn admit(&self, open: &Heard, client: &str, now: Duration) -> Result<(), StreamError> {
+    /// How peers see what is exposed.
+    pub fn infos(&self) -> Vec<ServiceInfo> {
+        self.services().iter().map(|s| s.info.clone()).collect()
+    }
+
+    /// Which service a first message from `client` may open, `now` after the gate's creation:
+    /// one by that name; and, if it has a token, a client not cooling down and the right token
+    /// (compared in constant time; wrong ones are counted).
+    fn admit(&self, open: &Heard, client: &str, now: Duration) -> Result<Exposed, StreamError> {
         let Heard::Open {
             service: name,
             token,
+            ..
         } = open
         else {
             return Err(StreamError::Refused(
                 "the first message must be open".into(),
             ));
         };
-        if *name != self.service.info.name {
+        let services = self.services();
+        let Some(service) = services.iter().find(|s| s.info.name == *name) else {
             return Err(StreamError::Refused(format!(
                 "no service named '{name}' here"
             )));
-        }
-        let Some(expected) = self.service.token.as_deref() else {
-            return Ok(());
+        };
+        let Some(expected) = service.token.as_deref() else {
+            return Ok(service.clone());
         };
         let client = client.to_string();
         // Never held across an await: the lock only guards a few map operations.
@@ -205,7 +215,7 @@ impl Gate {
         limiter.check(&client, now).map_err(StreamError::Blocked)?;
         if token_matches(Some(expected), token.as_deref()) {
             limiter.succeeded(&client);
-            return Ok(());
+            return Ok(service.clone());
         }
         limiter.failed(&client, now).map_err(StreamError::Blocked)?;
         Err(StreamError::Refused("wrong or missing access token".into()))
@@ -467,23 +477,7 @@ pub async fn open(
     tcp: TcpStream,
 ) -> Result<(), StreamError> {
     let (stream, open) = Stream::dial(service, token);
-    // A channel that fails the `open` itself carried nothing of this stream: another is tried.
-    let mut tries = 0;
-    let mut ch = loop {
-        let ch = dialer.take().await?;
-        match ch.send_text(&open).await {
-            Ok(()) => break ch,
-            Err(e) => {
-                tracing::debug!("a stream channel failed the open ({e}); another");
-                dialer.lost();
-                dialer.retire(ch).await;
-                tries += 1;
-                if tries == OPEN_TRIES {
-                    return Err(e);
-                }
-            }
-        }
-    };
+    let mut ch = start(&dialer, &open).await?;
     let result = pipe(tcp, &mut ch, stream).await;
     match result {
         Ok(Finished { refused }) => {
@@ -507,6 +501,7 @@ pub async fn open(
 pub async fn serve(
     dc: Arc<dyn DataChannel>,
     gate: Arc<Gate>,
+    link: Arc<crate::udp::Link>,
     who: Who<'_>,
     report: impl Fn(StreamError),
 ) {
@@ -519,7 +514,7 @@ pub async fn serve(
     };
     let mut ch = Channel::new(dc);
     loop {
-        match accept(&mut ch, &gate, who, &report).await {
+        match accept(&mut ch, &gate, &link, who, &report).await {
             Ok(Some(_)) => {}
             Ok(None) => return,
             Err(e) => {
@@ -547,6 +542,7 @@ pub struct Who<'a> {
 async fn accept(
     ch: &mut Channel,
     gate: &Gate,
+    link: &Arc<crate::udp::Link>,
     who: Who<'_>,
     report: &impl Fn(StreamError),
 ) -> Result<Option<Finished>, StreamError> {
@@ -562,26 +558,51 @@ async fn accept(
             None | Some(Incoming::Closed) => return Ok(None),
         }
     };
+    let session = match &open {
+        Heard::Open { session, .. } => *session,
+        _ => None,
+    };
     let admitted = gate
         .admit(&open, who.client, gate.epoch.elapsed())
-        .and_then(|()| gate.hold_stream(who.peer));
+        .and_then(|service| Ok((service, gate.hold_stream(who.peer)?)));
     // Counted against the peer until this stream is over.
     let (_held, verdict) = match admitted {
         // The one address this peer was told to expose: nothing in the request can change it.
-        Ok(held) => {
-            let connect = TcpStream::connect(gate.service().addr);
-            let verdict = match tokio::time::timeout(CONNECT_WAIT, connect).await {
-                Ok(connected) => connected.map_err(StreamError::Io),
-                Err(_) => Err(StreamError::Io(std::io::ErrorKind::TimedOut.into())),
+        Ok((service, held)) => {
+            let verdict = match (service.info.kind, session) {
+                (ServiceKind::Udp, Some(id)) => crate::udp::socket_to(service.addr, link, id)
+                    .await
+                    .map(|(id, socket)| Local::Udp(id, socket)),
+                (ServiceKind::Udp, None) => Err(StreamError::Refused(format!(
+                    "'{}' is a UDP service: use burrow forward",
+                    service.info.name
+                ))),
+                (_, Some(_)) => Err(StreamError::Refused(format!(
+                    "'{}' is not a UDP service",
+                    service.info.name
+                ))),
+                _ => {
+                    let connect = TcpStream::connect(service.addr);
+                    match tokio::time::timeout(CONNECT_WAIT, connect).await {
+                        Ok(connected) => connected.map(Local::Tcp).map_err(StreamError::Io),
+                        Err(_) => Err(StreamError::Io(std::io::ErrorKind::TimedOut.into())),
+                    }
+                }
             };
             (Some(held), verdict)
         }
         Err(e) => (None, Err(e)),
     };
     match verdict {
-        Ok(tcp) => {
+        Ok(Local::Tcp(tcp)) => {
             ch.send_text(&stream.decide(Ok(()))).await?;
             pipe(tcp, ch, stream).await.map(Some)
+        }
+        Ok(Local::Udp(id, socket)) => {
+            ch.send_text(&stream.decide(Ok(()))).await?;
+            let served = serve_session(ch, stream, link, id, &socket).await;
+            link.unroute(id);
+            served.map(Some)
         }
         Err(e) => {
             let reason = match &e {
@@ -597,6 +618,165 @@ async fn accept(
             Ok(Some(Finished {
                 refused: Some(reason),
             }))
+        }
+    }
+}
+
+/// What an admitted stream is connected to on this side.
+enum Local {
+    /// A TCP service's connection.
+    Tcp(TcpStream),
+    /// A UDP session's number and its socket, connected to the service.
+    Udp(u32, Arc<tokio::net::UdpSocket>),
+}
+
+/// The exposing side of an accepted UDP session: the service's datagrams go to the peer on the
+/// link (the peer's come in through the link's route), until the session's stream ends.
+async fn serve_session(
+    ch: &mut Channel,
+    mut stream: Stream,
+    link: &crate::udp::Link,
+    id: u32,
+    socket: &tokio::net::UdpSocket,
+) -> Result<Finished, StreamError> {
+    let mut buf = vec![0u8; peer_core::datagram::MAX_DATAGRAM + 1];
+    loop {
+        tokio::select! {
+            got = socket.recv(&mut buf) => match got {
+                Ok(n) => link.send(id, &buf[..n]).await,
+                // The service is not listening (an ICMP error): its next answer may come.
+                Err(e) => {
+                    tracing::debug!(session = id, "udp service: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            },
+            item = ch.rx.recv() => match item {
+                Some(Incoming::Text(t)) => {
+                    let answer = match stream.on_text(&t) {
+                        Heard::Ended => stream.end(),
+                        Heard::Reset(_) => stream.reset("reset by the peer"),
+                        _ => None,
+                    };
+                    if let Some(m) = answer {
+                        ch.send_text(&m).await?;
+                    }
+                    if stream.is_finished() {
+                        return Ok(Finished::default());
+                    }
+                }
+                Some(Incoming::Open | Incoming::Data(_)) => {}
+                None | Some(Incoming::Closed) => return Err(StreamError::Closed),
+            },
+        }
+    }
+}
+
+/// The forwarding side of one UDP session: opens it as a stream on one of `dialer`'s
+/// channels; says `opened` once the peer accepted; ends it when `end` fires (the session was
+/// idle) or the peer ends it. The datagrams themselves go on the link, not here.
+pub async fn udp_session(
+    dialer: Arc<Dialer>,
+    service: &str,
+    token: Option<String>,
+    id: u32,
+    opened: impl std::future::Future<Output = ()>,
+    end: tokio::sync::oneshot::Receiver<()>,
+) -> Result<(), StreamError> {
+    let (mut stream, open) = Stream::dial_session(service, token, Some(id));
+    let mut ch = start(&dialer, &open).await?;
+    let result = async {
+        let mut opened = Some(opened);
+        let mut refused = None;
+        let mut end = std::pin::pin!(end);
+        let mut ending = false;
+        loop {
+            if stream.is_finished() {
+                return Ok(refused);
+            }
+            let wait = if !stream.answered() {
+                Some((ANSWER_WAIT, StreamError::NoAnswer))
+            } else if !stream.may_send() {
+                Some((FINAL_WAIT, StreamError::Closed))
+            } else {
+                None
+            };
+            let item = tokio::select! {
+                _ = &mut end, if !ending && stream.may_send() => {
+                    ending = true;
+                    if let Some(m) = stream.end() {
+                        ch.send_text(&m).await?;
+                    }
+                    continue;
+                }
+                item = async {
+                    match wait {
+                        Some((limit, late)) => tokio::time::timeout(limit, ch.rx.recv())
+                            .await
+                            .map_err(|_| late),
+                        None => Ok(ch.rx.recv().await),
+                    }
+                } => item?,
+            };
+            match item {
+                Some(Incoming::Text(t)) => {
+                    let answer = match stream.on_text(&t) {
+                        Heard::Accepted => {
+                            if let Some(opened) = opened.take() {
+                                opened.await;
+                            }
+                            None
+                        }
+                        Heard::Refused(reason) => {
+                            refused = Some(reason);
+                            stream.reset("refused")
+                        }
+                        Heard::Reset(_) => stream.reset("reset by the peer"),
+                        Heard::Ended => stream.end(),
+                        _ => None,
+                    };
+                    if let Some(m) = answer {
+                        ch.send_text(&m).await?;
+                    }
+                }
+                Some(Incoming::Open | Incoming::Data(_)) => {}
+                None | Some(Incoming::Closed) => return Err(StreamError::Closed),
+            }
+        }
+    }
+    .await;
+    match result {
+        Ok(refused) => {
+            dialer.give_back(ch);
+            match refused {
+                Some(reason) => Err(StreamError::Refused(reason)),
+                None => Ok(()),
+            }
+        }
+        Err(e) => {
+            dialer.lost();
+            dialer.retire(ch).await;
+            Err(e)
+        }
+    }
+}
+
+/// A channel of `dialer`'s with `open` sent on it: a channel that fails the `open` itself
+/// carried nothing of the stream, and another is tried.
+async fn start(dialer: &Dialer, open: &StreamMessage) -> Result<Channel, StreamError> {
+    let mut tries = 0;
+    loop {
+        let ch = dialer.take().await?;
+        match ch.send_text(open).await {
+            Ok(()) => return Ok(ch),
+            Err(e) => {
+                tracing::debug!("a stream channel failed the open ({e}); another");
+                dialer.lost();
+                dialer.retire(ch).await;
+                tries += 1;
+                if tries == OPEN_TRIES {
+                    return Err(e);
+                }
+            }
         }
     }
 }
@@ -791,7 +971,6 @@ mod tests {
             },
             addr: "127.0.0.1:8080".parse().unwrap(),
             token: token.map(str::to_string),
-            max_streams: 2,
         }
     }
 
@@ -799,11 +978,12 @@ mod tests {
         Heard::Open {
             service: name.into(),
             token: token.map(str::to_string),
+            session: None,
         }
     }
 
     fn gate(token: Option<&str>) -> Gate {
-        Gate::new(service(token))
+        Gate::new(vec![service(token)], 2)
     }
 
     const T0: Duration = Duration::from_secs(1);

@@ -4,7 +4,8 @@
 //! | --- | --- | --- | --- |
 //! | `burrow-control` | the offering side, before its offer | reliable, ordered | [`ControlMessage`] as JSON text: chat, the services a peer exposes |
 //! | `burrow-file` | the sending side, one per file | reliable, ordered | one file: a [`FileMessage::Header`] (text), the bytes as binary messages of at most [`crate::transfer::CHUNK_SIZE`], a [`FileMessage::End`] with the SHA-256 (text); the receiver answers [`FileMessage::Received`] or [`FileMessage::Refused`] and the sender closes the channel |
-//! | `burrow-stream` | the connecting side, one per TCP connection | reliable, ordered | one TCP stream: [`StreamMessage::Open`] (text) naming a service, [`StreamMessage::Accepted`] or [`StreamMessage::Refused`] back, then the bytes as binary messages both ways; [`StreamMessage::End`] is a half-close (no more bytes from this side), [`StreamMessage::Reset`] an abort |
+//! | `burrow-stream` | the connecting side, one per TCP connection | reliable, ordered | one TCP stream: [`StreamMessage::Open`] (text) naming a service, [`StreamMessage::Accepted`] or [`StreamMessage::Refused`] back, then the bytes as binary messages both ways; [`StreamMessage::End`] is a half-close (no more bytes from this side), [`StreamMessage::Reset`] an abort. For a UDP service, the same messages open and end one UDP session (its `open` carries the session's number) and no bytes follow |
+//! | `burrow-udp` | the forwarding side, one per connection | unreliable, unordered | the datagrams of every UDP session toward that peer, each one binary message: the session's number, then the datagram ([`crate::datagram`]) |
 //!
 //! Each file and each TCP stream gets its own channel, so a large transfer never holds up chat
 //! or another stream, and the framing needs no ids: everything on a channel is that one file or
@@ -57,7 +58,7 @@ pub enum ControlMessage {
 pub struct ServiceInfo {
     /// The name streams ask for.
     pub name: String,
-    /// `http` (the page can open it) or `tcp`.
+    /// `http` (the page can open it), `tcp` or `udp`.
     pub kind: ServiceKind,
     /// Whether opening a stream needs a token.
     #[serde(default)]
@@ -72,6 +73,8 @@ pub enum ServiceKind {
     Http,
     /// Any TCP protocol.
     Tcp,
+    /// Datagrams (a game server, DNS, WireGuard): `burrow forward` opens a UDP socket.
+    Udp,
 }
 
 /// Text messages on a stream channel (the bytes in between are binary).
@@ -85,6 +88,9 @@ pub enum StreamMessage {
         /// The service's access token, if it has one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         token: Option<String>,
+        /// For a UDP service: the number this session's datagrams carry on `burrow-udp`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<u32>,
     },
     /// The exposing side connected to its local service: bytes may flow.
     Accepted,
@@ -158,6 +164,7 @@ struct ChannelWire {
     sending: bool,
     service: Option<String>,
     token: Option<String>,
+    session: Option<u32>,
     reason: Option<String>,
     name: Option<String>,
     size: Option<u64>,
@@ -195,6 +202,7 @@ impl TryFrom<ChannelWire> for StreamMessage {
             "open" => StreamMessage::Open {
                 service: need(w.service, "service", t)?,
                 token: w.token,
+                session: w.session,
             },
             "accepted" => StreamMessage::Accepted,
             "refused" => StreamMessage::Refused {
@@ -282,6 +290,7 @@ mod tests {
         let open = StreamMessage::Open {
             service: "web".into(),
             token: None,
+            session: None,
         };
         assert_eq!(open.encode(), r#"{"t":"open","service":"web"}"#);
         assert_eq!(
@@ -337,6 +346,12 @@ mod tests {
             StreamMessage::Open {
                 service: "web".into(),
                 token: Some("k".into()),
+                session: None,
+            },
+            StreamMessage::Open {
+                service: "dns".into(),
+                token: None,
+                session: Some(7),
             },
             StreamMessage::Accepted,
             StreamMessage::Refused { reason: "r".into() },

@@ -9,6 +9,7 @@
 //! * [`transfer`]: file chunking and the receiving side's checks (size, SHA-256);
 //! * [`stream`]: one TCP stream's rules on a data channel (open, data, half-close, reset,
 //!   refusal) and the pool of reused stream channels;
+//! * [`datagram`]: UDP services: sessions per local client, datagrams framed on `burrow-udp`;
 //! * [`path`]: naming how a connection goes (direct LAN, hole punched, relayed) from the
 //!   selected ICE candidate pair;
 //! * [`events`]: what a peer tells its user, one set for the CLI and the page;
@@ -21,6 +22,7 @@
 
 pub mod access;
 pub mod channels;
+pub mod datagram;
 pub mod driver;
 pub mod events;
 pub mod link;

@@ -56,6 +56,8 @@ pub enum Heard {
         service: String,
         /// Its access token, if any.
         token: Option<String>,
+        /// For a UDP service, the session's number.
+        session: Option<u32>,
     },
     /// Not a message for this phase (a second `accepted`, an `end` after a reset, garbage):
     /// dropped.
@@ -76,9 +78,20 @@ pub struct Stream {
 impl Stream {
     /// The dialing side: returns the `open` message to send first; bytes may follow it at once.
     pub fn dial(service: &str, token: Option<String>) -> (Stream, StreamMessage) {
+        Stream::dial_session(service, token, None)
+    }
+
+    /// The dialing side of a UDP session numbered `session` (its datagrams go on `burrow-udp`;
+    /// the stream carries no bytes, only the session's opening and end).
+    pub fn dial_session(
+        service: &str,
+        token: Option<String>,
+        session: Option<u32>,
+    ) -> (Stream, StreamMessage) {
         let open = StreamMessage::Open {
             service: service.to_string(),
             token,
+            session,
         };
         (Stream::new(true), open)
     }
@@ -111,9 +124,21 @@ impl Stream {
                 self.phase = Phase::PeerDone;
                 Heard::Refused(crate::text::safe_line(&reason))
             }
-            (Phase::Opening, false, StreamMessage::Open { service, token }) => {
+            (
+                Phase::Opening,
+                false,
+                StreamMessage::Open {
+                    service,
+                    token,
+                    session,
+                },
+            ) => {
                 self.phase = Phase::Deciding;
-                Heard::Open { service, token }
+                Heard::Open {
+                    service,
+                    token,
+                    session,
+                }
             }
             // The dialing side's direction may end before the answer (a request sent whole).
             (Phase::Open | Phase::Deciding, _, StreamMessage::End) => {
@@ -331,7 +356,8 @@ mod tests {
             answerer.on_text(&open.encode()),
             Heard::Open {
                 service: "web".into(),
-                token: Some("t".into())
+                token: Some("t".into()),
+                session: None,
             }
         );
         assert!(answerer.takes_data(), "held until the verdict");

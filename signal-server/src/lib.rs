@@ -185,15 +185,7 @@ pub async fn start(
         Some(listener) => {
             let addr = listener.local_addr()?;
             let app = http::metrics_router(state.clone());
-            let stop = until_stopping();
-            tasks.spawn(async move {
-                let served = axum::serve(listener, app)
-                    .with_graceful_shutdown(stop)
-                    .await;
-                if let Err(e) = served {
-                    tracing::warn!("the metrics address stopped: {e}");
-                }
-            });
+            tasks.spawn(serve_until(listener, app, until_stopping(), "metrics"));
             Some(addr)
         }
         None => None,
@@ -204,15 +196,7 @@ pub async fn start(
             let https_port = http_addr.port();
             let app = axum::Router::new()
                 .fallback(move |headers, uri| tls::redirect(https_port, headers, uri));
-            let stop = until_stopping();
-            tasks.spawn(async move {
-                let served = axum::serve(listener, app)
-                    .with_graceful_shutdown(stop)
-                    .await;
-                if let Err(e) = served {
-                    tracing::warn!("the redirect address stopped: {e}");
-                }
-            });
+            tasks.spawn(serve_until(listener, app, until_stopping(), "redirect"));
             Some(addr)
         }
         None => None,
@@ -252,6 +236,21 @@ pub async fn start(
         stun,
         http,
     })
+}
+
+/// Serves one of the operator's plain addresses until `stop`.
+async fn serve_until(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+    what: &'static str,
+) {
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await;
+    if let Err(e) = served {
+        tracing::warn!("the {what} address stopped: {e}");
+    }
 }
 
 /// Binds a TCP listener, saying which one failed.

@@ -120,28 +120,20 @@ impl Browser {
 
     /// Runs `script` (a function body that may `return`) until it returns something truthy.
     pub async fn wait_for(&self, what: &str, script: &str) -> Value {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let v = self
-                .client
-                .execute(script, vec![])
-                .await
-                .unwrap_or(Value::Null);
-            let truthy = match &v {
-                Value::Null => false,
-                Value::Bool(b) => *b,
-                Value::String(s) => !s.is_empty(),
-                Value::Array(a) => !a.is_empty(),
-                _ => true,
-            };
-            if truthy {
-                return v;
-            }
-            if Instant::now() > deadline {
+        let got = self
+            .poll(|| async {
+                self.client
+                    .execute(script, vec![])
+                    .await
+                    .unwrap_or(Value::Null)
+            })
+            .await;
+        match got {
+            Some(v) => v,
+            None => {
                 let text = self.text("body").await;
                 panic!("the page never showed {what}; page text:\n{text}");
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
@@ -149,16 +141,39 @@ impl Browser {
     /// anew before each try: a frame that navigates (a form's POST) may leave WebDriver's current
     /// context behind. Ends in that frame; a failure prints that frame's text.
     pub async fn wait_in_frame(&self, frames: &[u16], what: &str, script: &str) -> Value {
+        let got = self
+            .poll(|| async {
+                match self.enter_frames(frames).await {
+                    Ok(()) => self
+                        .client
+                        .execute(script, vec![])
+                        .await
+                        .unwrap_or(Value::Null),
+                    Err(_) => Value::Null,
+                }
+            })
+            .await;
+        if let Some(v) = got {
+            return v;
+        }
+        let text = self.text("body").await;
+        let url = self
+            .client
+            .execute("return location.href;", vec![])
+            .await
+            .unwrap_or(Value::Null);
+        panic!("the frame never showed {what}; frame {url}, its text:\n{text}");
+    }
+
+    /// Tries `attempt` every 200 ms until it gives something truthy, for [`PATIENCE`].
+    async fn poll<F, Fut>(&self, mut attempt: F) -> Option<Value>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Value>,
+    {
         let deadline = Instant::now() + PATIENCE;
         loop {
-            let v = match self.enter_frames(frames).await {
-                Ok(()) => self
-                    .client
-                    .execute(script, vec![])
-                    .await
-                    .unwrap_or(Value::Null),
-                Err(_) => Value::Null,
-            };
+            let v = attempt().await;
             let truthy = match &v {
                 Value::Null => false,
                 Value::Bool(b) => *b,
@@ -167,16 +182,10 @@ impl Browser {
                 _ => true,
             };
             if truthy {
-                return v;
+                return Some(v);
             }
             if Instant::now() > deadline {
-                let text = self.text("body").await;
-                let url = self
-                    .client
-                    .execute("return location.href;", vec![])
-                    .await
-                    .unwrap_or(Value::Null);
-                panic!("the frame never showed {what}; frame {url}, its text:\n{text}");
+                return None;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

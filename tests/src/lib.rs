@@ -12,6 +12,7 @@ pub mod netns;
 pub mod sandbox;
 pub mod server;
 pub mod site;
+pub mod udp;
 pub mod ws;
 
 use std::path::PathBuf;

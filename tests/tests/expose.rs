@@ -503,3 +503,144 @@ async fn a_peer_is_held_to_its_stream_limit() {
         );
     }
 }
+
+/// The datagram `i` of the echo test: its own size (1 to 1,400 bytes) and bytes.
+fn datagram(i: u32) -> Vec<u8> {
+    let len = 1 + (i.wrapping_mul(37) % 1400) as usize;
+    (0..len as u32)
+        .map(|j| (i.wrapping_mul(131) ^ j.wrapping_mul(7)) as u8)
+        .collect()
+}
+
+/// The services issue: one `expose` offers a web site, a UDP echo service and a DNS resolver
+/// (dnsmasq); a `forward` for each reaches it by name: the site's page, at least 99 % of
+/// 1,000 datagrams of different sizes back byte-exact (boundaries kept), the largest datagram
+/// UDP can carry, and a DNS query's answer. A TCP connection to a UDP service's forward is
+/// refused, saying why.
+#[tokio::test]
+async fn one_expose_offers_a_site_a_udp_echo_and_a_dns_resolver() {
+    let server = ServerProcess::start(&[]);
+    let link = server.room_link("services");
+    let web = site::web().await;
+    let echo = burrow_tests::udp::echo().await;
+    let dns = burrow_tests::udp::dnsmasq().await;
+    let (web_addr, echo_spec, dns_spec) = (
+        web.addr.to_string(),
+        format!("echo=udp:{}", echo.addr),
+        format!("dns=udp:{}", dns.addr),
+    );
+    let mut exposer = Burrow::start(&[
+        "expose",
+        &web_addr,
+        &link,
+        "--service",
+        "site",
+        "--service",
+        &echo_spec,
+        "--service",
+        &dns_spec,
+    ]);
+    let exposer_id = exposer.peer_id();
+    let forward = |service: &str| {
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let l = listen.to_string();
+        let mut f = Burrow::start(&["forward", &link, "--listen", &l, "--service", service]);
+        let offered = f.expect_event("services", &[("peer", &exposer_id)]);
+        (f, listen, offered)
+    };
+
+    let (_site, site_listen, offered) = forward("site");
+    let kinds: Vec<(String, String)> = offered["services"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or("").into(),
+                s["kind"].as_str().unwrap_or("").into(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = [("site", "http"), ("echo", "udp"), ("dns", "udp")]
+        .iter()
+        .map(|(n, k)| (n.to_string(), k.to_string()))
+        .collect();
+    assert_eq!(kinds, want, "{offered}");
+    let (status, body) = http_get(site_listen, "/").await;
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&body).contains("Hello from behind the NAT"));
+
+    let (mut echo_fwd, echo_listen, _) = forward("echo");
+    let told = echo_fwd.expect_event("udp_forwarding", &[("service", "echo")]);
+    assert_eq!(told["max_datagram"], 65_507, "{told}");
+    let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    client.connect(echo_listen).await.unwrap();
+    // In windows of 50, each window's answers awaited (a while) before the next.
+    let mut back = std::collections::HashSet::new();
+    let mut buf = vec![0u8; 65_536];
+    for window in 0..20u32 {
+        let sent: Vec<u32> = (window * 50..window * 50 + 50).collect();
+        for &i in &sent {
+            let mut d = i.to_be_bytes().to_vec();
+            d.extend_from_slice(&datagram(i));
+            client.send(&d).await.unwrap();
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while !sent.iter().all(|i| back.contains(i)) {
+            let Ok(Ok(n)) = tokio::time::timeout_at(deadline, client.recv(&mut buf)).await else {
+                break;
+            };
+            if n < 4 {
+                continue;
+            }
+            let i = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+            if buf[4..n] == datagram(i)[..] {
+                back.insert(i);
+            }
+        }
+    }
+    assert!(
+        back.len() >= 990,
+        "{} of 1000 datagrams came back intact (the echo service got {})",
+        back.len(),
+        echo.datagrams.load(Ordering::Relaxed)
+    );
+    let largest: Vec<u8> = (0..65_507u32).map(|j| (j % 251) as u8).collect();
+    let mut got_largest = false;
+    for _ in 0..5 {
+        client.send(&largest).await.unwrap();
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(2), client.recv(&mut buf)).await
+        {
+            if buf[..n] == largest[..] {
+                got_largest = true;
+                break;
+            }
+        }
+    }
+    assert!(got_largest, "a 65,507-byte datagram came back whole");
+    let mut tcp = TcpStream::connect(echo_listen).await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut rest)).await;
+    assert!(rest.is_empty());
+    let warned = echo_fwd.expect_event("warning", &[]);
+    assert!(
+        warned["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("'echo' is a UDP service")),
+        "{warned}"
+    );
+
+    let (_dns_fwd, dns_listen, _) = forward("dns");
+    let mut answer = None;
+    for id in 1..=10 {
+        answer = burrow_tests::udp::resolve(dns_listen, "www.burrow.test", id).await;
+        if answer.is_some() {
+            break;
+        }
+    }
+    assert_eq!(
+        answer,
+        Some(burrow_tests::udp::DNS_ANSWER),
+        "the DNS answer through the tunnel"
+    );
+}

@@ -13,8 +13,9 @@ impl Session {
     /// A peer opened a stream channel: serve its streams in the background (closed at once
     /// when nothing is exposed).
     pub(super) async fn accept_stream(&mut self, id: &str, dc: Arc<dyn DataChannel>) {
-        match &self.exposed {
-            Some(gate) => {
+        let link = self.peers.get(id).map(|p| p.udp.clone());
+        match (&self.exposed, link) {
+            (Some(gate), Some(link)) => {
                 let gate = gate.clone();
                 let printer = self.printer;
                 let from = id.to_string();
@@ -37,6 +38,7 @@ impl Session {
                     streams::serve(
                         dc,
                         gate,
+                        link,
                         streams::Who {
                             peer: &from,
                             client: &client,
@@ -46,7 +48,7 @@ impl Session {
                     .await;
                 });
             }
-            None => {
+            _ => {
                 let _ = dc.close().await;
             }
         }

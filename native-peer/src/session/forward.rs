@@ -1,9 +1,41 @@
 //! `burrow forward`: each TCP connection accepted locally becomes a stream to the peer that
-//! offers the service.
+//! offers the service; for a UDP service, each client's datagrams on the same address become a
+//! session to it (`crate::udp`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use peer_core::channels::ServiceKind;
 
 use super::Session;
 use crate::events::Event;
-use crate::streams;
+use crate::{streams, udp};
+
+/// The UDP side of `burrow forward`: its socket is opened once the service turns out to be a
+/// UDP one, and its sessions go to whichever connected peer offers it ([`Session::refresh_udp`]).
+pub(super) struct Udp {
+    listen: SocketAddr,
+    wanted: Option<String>,
+    token: streams::TokenSource,
+    provider: tokio::sync::watch::Sender<Option<udp::Provider>>,
+    bound: bool,
+}
+
+impl Udp {
+    pub(super) fn new(
+        listen: SocketAddr,
+        wanted: Option<String>,
+        token: streams::TokenSource,
+    ) -> Udp {
+        Udp {
+            listen,
+            wanted,
+            token,
+            provider: tokio::sync::watch::channel(None).0,
+            bound: false,
+        }
+    }
+}
 
 impl Session {
     /// Carries one accepted TCP connection to the peer offering the service.
@@ -19,15 +51,27 @@ impl Session {
                 .iter()
                 .find(|s| wanted.is_none_or(|w| s.name == w))?;
             let p = self.peers.get(peer).filter(|p| p.connected)?;
-            Some((p.dialer.clone(), peer.clone(), service.name.clone()))
+            Some((
+                p.dialer.clone(),
+                peer.clone(),
+                service.name.clone(),
+                service.kind,
+            ))
         });
-        let Some((dialer, peer, name)) = provider else {
+        let Some((dialer, peer, name, kind)) = provider else {
             self.warn(format!(
                 "connection from {from} dropped: no connected peer offers {}",
                 wanted.unwrap_or("a service")
             ));
             return;
         };
+        if kind == ServiceKind::Udp {
+            self.warn(format!(
+                "connection from {from} dropped: '{name}' is a UDP service (send datagrams to \
+                 this address instead)"
+            ));
+            return;
+        }
         let printer = self.printer;
         self.tasks.spawn(async move {
             let result = match token.read().await {
@@ -44,6 +88,62 @@ impl Session {
                 });
             }
         });
+    }
+}
+
+impl Session {
+    /// Forward mode: points new UDP sessions at the connected peer offering the service, if it
+    /// is a UDP one; the first time, opens the UDP socket on the listening address.
+    pub(super) async fn refresh_udp(&mut self) {
+        let Some(fwd) = &self.forward_udp else {
+            return;
+        };
+        let wanted = fwd.wanted.as_deref();
+        let provider = self.offered.iter().find_map(|(peer, services)| {
+            let service = services
+                .iter()
+                .find(|s| wanted.is_none_or(|w| s.name == w))
+                .filter(|s| s.kind == ServiceKind::Udp)?;
+            let p = self.peers.get(peer).filter(|p| p.connected)?;
+            Some(udp::Provider {
+                peer: peer.clone(),
+                service: service.name.clone(),
+                dialer: p.dialer.clone(),
+                link: p.udp.clone(),
+                pc: p.pc.clone(),
+                own: p.own.clone(),
+            })
+        });
+        let start = provider.is_some() && !fwd.bound;
+        let (listen, token, service) = (
+            fwd.listen,
+            fwd.token.clone(),
+            provider.as_ref().map(|p| p.service.clone()),
+        );
+        if let Some(fwd) = &mut self.forward_udp {
+            fwd.provider.send_replace(provider);
+        }
+        if !start {
+            return;
+        }
+        match tokio::net::UdpSocket::bind(listen).await {
+            Ok(socket) => {
+                let Some(fwd) = &mut self.forward_udp else {
+                    return;
+                };
+                fwd.bound = true;
+                self.printer.print(Event::UdpForwarding {
+                    service: service.unwrap_or_default(),
+                    listen: listen.to_string(),
+                    max_datagram: peer_core::datagram::MAX_DATAGRAM,
+                });
+                let rx = fwd.provider.subscribe();
+                let printer = self.printer;
+                self.tasks
+                    .spawn(udp::forward(Arc::new(socket), rx, token, printer));
+            }
+            Err(e) => self.warn(format!("cannot listen for datagrams on udp {listen}: {e}")),
+        }
     }
 }
 

@@ -60,10 +60,12 @@ pub enum Mode {
         /// long as it takes).
         timeout: Option<Duration>,
     },
-    /// Offer a local service to the room; streams peers open are connected to it.
+    /// Offer local services to the room; streams peers open are connected to them.
     Expose {
-        /// The service.
-        service: streams::Exposed,
+        /// The services.
+        services: Vec<streams::Exposed>,
+        /// Most streams (and UDP sessions) one peer may have open at once.
+        max_streams: usize,
     },
     /// Turn each TCP connection accepted on `listen` into a stream to the peer exposing
     /// `service` (or the first service offered).
@@ -150,6 +152,8 @@ struct Session {
     offered: HashMap<String, Vec<ServiceInfo>>,
     /// Forward mode: stream channels are opened ahead toward peers that offer services.
     forwarding: bool,
+    /// Forward mode: the UDP side, for when the service is a UDP one.
+    forward_udp: Option<forward::Udp>,
     /// When to say hello again (the join was refused for now).
     hello_at: Option<tokio::time::Instant>,
     /// The last reason the server connection failed, so an outage is described once.
@@ -190,6 +194,7 @@ pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<(
     let (internal_tx, mut internal_rx) = mpsc::channel(256);
     let mut exposed = None;
     let mut forward = None;
+    let mut forward_udp = None;
     let mut give_up = None;
     let mut voice = Voice::default();
     let mut files_at_once = 1;
@@ -208,8 +213,11 @@ pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<(
             give_up = timeout.map(|t| tokio::time::Instant::now() + t);
             (None, false, files)
         }
-        Mode::Expose { service } => {
-            exposed = Some(Arc::new(streams::Gate::new(service)));
+        Mode::Expose {
+            services,
+            max_streams,
+        } => {
+            exposed = Some(Arc::new(streams::Gate::new(services, max_streams)));
             (None, false, Vec::new())
         }
         Mode::Forward {
@@ -220,6 +228,7 @@ pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<(
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
+            forward_udp = Some(forward::Udp::new(listen, service.clone(), token.clone()));
             forward = Some((listener, service, token));
             (None, false, Vec::new())
         }
@@ -247,6 +256,7 @@ pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<(
         exposed,
         offered: HashMap::new(),
         forwarding: forward.is_some(),
+        forward_udp,
         hello_at: None,
         last_loss: None,
         joined_once: false,
@@ -486,6 +496,7 @@ impl Session {
             peer.close().await;
         }
         self.offered.remove(id);
+        self.refresh_udp().await;
         if self.pending_sends.contains_key(id) {
             // Its transfers fail on their own now that the connection is closed.
             tracing::debug!(peer = %id, "left during a transfer");
@@ -570,6 +581,13 @@ impl Session {
                     self.receive_file(id, dc);
                 } else if label == STREAM_LABEL {
                     self.accept_stream(id, dc).await;
+                } else if label == peer_core::datagram::UDP_LABEL {
+                    match (&self.exposed, self.peers.get(id)) {
+                        (Some(_), Some(peer)) => peer.udp.attach(dc).await,
+                        _ => {
+                            let _ = dc.close().await;
+                        }
+                    }
                 } else {
                     tracing::debug!(peer = id, %label, "ignoring unknown channel");
                     let _ = dc.close().await;
@@ -650,7 +668,7 @@ impl Session {
                 }
                 if let (Some(gate), Some(dc)) = (&self.exposed, &peer.control) {
                     let list = ControlMessage::Services {
-                        services: vec![gate.service().info.clone()],
+                        services: gate.infos(),
                     };
                     if let Err(e) = dc.send_text(&list.encode()).await {
                         tracing::debug!(peer = %id, "services not announced: {e}");
@@ -672,6 +690,7 @@ impl Session {
                     self.tasks.spawn(async move { dialer.warm_up().await });
                 }
                 self.offered.insert(peer, services);
+                self.refresh_udp().await;
             }
             Internal::Voice(peer, on, sending) => {
                 self.printer.print(RoomEvent::Voice { peer, on, sending })

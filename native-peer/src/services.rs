@@ -1,0 +1,195 @@
+//! What `burrow expose` offers, from its command line: the positional service
+//! (`burrow expose ADDR LINK`, named by `--service NAME`, of `--kind`), and any number of
+//! `--service NAME=KIND:ADDR` (KIND `http`, `tcp` or `udp`), each a service of its own.
+
+use std::net::SocketAddr;
+
+use peer_core::channels::{ServiceInfo, ServiceKind};
+
+use crate::streams::Exposed;
+
+/// Why the services asked for cannot be offered.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SpecError {
+    /// A `--service NAME=KIND:ADDR` that does not read.
+    #[error("--service {0}: {1}")]
+    Bad(String, String),
+    /// Two services with one name.
+    #[error("two services are named '{0}'")]
+    Twice(String),
+    /// Nothing to expose.
+    #[error("nothing to expose: give ADDR, or --service NAME=KIND:ADDR")]
+    Nothing,
+}
+
+/// A service kind by its name.
+pub fn kind(name: &str) -> Option<ServiceKind> {
+    match name {
+        "http" => Some(ServiceKind::Http),
+        "tcp" => Some(ServiceKind::Tcp),
+        "udp" => Some(ServiceKind::Udp),
+        _ => None,
+    }
+}
+
+/// The default name of a service of `kind`.
+fn default_name(kind: ServiceKind) -> &'static str {
+    match kind {
+        ServiceKind::Http => "web",
+        ServiceKind::Tcp => "tcp",
+        ServiceKind::Udp => "udp",
+    }
+}
+
+/// Whether `name` may name a service: 1 to 64 letters, digits, `.`, `_` or `-` (it is shown on
+/// the page and in terminals, and typed after `--service`).
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// One `NAME=KIND:ADDR`.
+fn parse_spec(spec: &str) -> Result<(String, ServiceKind, SocketAddr), SpecError> {
+    let bad = |why: &str| SpecError::Bad(spec.to_string(), why.to_string());
+    let (name, rest) = spec
+        .split_once('=')
+        .ok_or_else(|| bad("expected NAME=KIND:ADDR"))?;
+    let (kind_name, addr) = rest
+        .split_once(':')
+        .ok_or_else(|| bad("expected NAME=KIND:ADDR"))?;
+    if !valid_name(name) {
+        return Err(bad("a name is 1 to 64 letters, digits, '.', '_' or '-'"));
+    }
+    let kind = kind(kind_name).ok_or_else(|| bad("KIND is http, tcp or udp"))?;
+    let addr = addr
+        .parse()
+        .map_err(|_| bad("ADDR is an IP address and port, like 127.0.0.1:8080"))?;
+    Ok((name.to_string(), kind, addr))
+}
+
+/// The services of one `burrow expose`: `positional` (with `kind`, named by the one `--service`
+/// without `=`, if any) and each `--service NAME=KIND:ADDR`; every one with `token`.
+pub fn from_cli(
+    positional: Option<SocketAddr>,
+    kind: ServiceKind,
+    service_flags: &[String],
+    token: Option<&str>,
+) -> Result<Vec<Exposed>, SpecError> {
+    let (specs, names): (Vec<&String>, Vec<&String>) =
+        service_flags.iter().partition(|s| s.contains('='));
+    let mut services = Vec::new();
+    if let Some(addr) = positional {
+        let name = match names.as_slice() {
+            [] => default_name(kind).to_string(),
+            [name] if valid_name(name) => name.to_string(),
+            [name] => {
+                return Err(SpecError::Bad(
+                    name.to_string(),
+                    "a name is 1 to 64 letters, digits, '.', '_' or '-'".into(),
+                ))
+            }
+            [_, second, ..] => {
+                return Err(SpecError::Bad(
+                    second.to_string(),
+                    "only one --service NAME names ADDR; others are NAME=KIND:ADDR".into(),
+                ))
+            }
+        };
+        services.push((name, kind, addr));
+    } else if let Some(name) = names.first() {
+        return Err(SpecError::Bad(
+            name.to_string(),
+            "expected NAME=KIND:ADDR (no ADDR was given for a plain name)".into(),
+        ));
+    }
+    for spec in specs {
+        services.push(parse_spec(spec)?);
+    }
+    if services.is_empty() {
+        return Err(SpecError::Nothing);
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (name, _, _) in &services {
+        if !seen.insert(name.clone()) {
+            return Err(SpecError::Twice(name.clone()));
+        }
+    }
+    Ok(services
+        .into_iter()
+        .map(|(name, kind, addr)| Exposed {
+            info: ServiceInfo {
+                name,
+                kind,
+                protected: token.is_some(),
+            },
+            addr,
+            token: token.map(str::to_string),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(v: &[Exposed]) -> Vec<(&str, ServiceKind, String)> {
+        v.iter()
+            .map(|s| (s.info.name.as_str(), s.info.kind, s.addr.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_positional_service_and_named_ones() {
+        let addr = Some("127.0.0.1:8080".parse().unwrap());
+        let flags = vec!["dns=udp:127.0.0.1:53".to_string(), "site".to_string()];
+        let got = from_cli(addr, ServiceKind::Http, &flags, Some("k")).unwrap();
+        assert_eq!(
+            names(&got),
+            vec![
+                ("site", ServiceKind::Http, "127.0.0.1:8080".into()),
+                ("dns", ServiceKind::Udp, "127.0.0.1:53".into()),
+            ]
+        );
+        assert!(got
+            .iter()
+            .all(|s| s.token.as_deref() == Some("k") && s.info.protected));
+        let one = from_cli(addr, ServiceKind::Tcp, &[], None).unwrap();
+        assert_eq!(
+            names(&one),
+            vec![("tcp", ServiceKind::Tcp, "127.0.0.1:8080".into())]
+        );
+        let ipv6 = from_cli(None, ServiceKind::Http, &["v6=tcp:[::1]:22".into()], None).unwrap();
+        assert_eq!(
+            names(&ipv6),
+            vec![("v6", ServiceKind::Tcp, "[::1]:22".into())]
+        );
+    }
+
+    #[test]
+    fn bad_specs_say_what_is_wrong() {
+        let bad = |flags: &[&str]| {
+            let flags: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
+            from_cli(None, ServiceKind::Http, &flags, None).unwrap_err()
+        };
+        assert_eq!(bad(&[]), SpecError::Nothing);
+        assert!(
+            matches!(bad(&["x=ftp:127.0.0.1:21"]), SpecError::Bad(_, why) if why.contains("KIND"))
+        );
+        assert!(
+            matches!(bad(&["x=tcp:localhost"]), SpecError::Bad(_, why) if why.contains("ADDR"))
+        );
+        assert!(
+            matches!(bad(&["a b=tcp:127.0.0.1:1"]), SpecError::Bad(_, why) if why.contains("name"))
+        );
+        assert!(
+            matches!(bad(&["web"]), SpecError::Bad(..)),
+            "a plain name needs ADDR"
+        );
+        assert_eq!(
+            bad(&["a=tcp:127.0.0.1:1", "a=udp:127.0.0.1:2"]),
+            SpecError::Twice("a".into())
+        );
+    }
+}
