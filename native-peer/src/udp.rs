@@ -21,6 +21,23 @@ use crate::events::{Event, Printer};
 use crate::own::OwnChannels;
 use crate::streams::{self, Dialer, TokenSource};
 
+/// How long SCTP may try to deliver a datagram (milliseconds) before giving it up.
+const DATAGRAM_LIFETIME_MS: u16 = 1000;
+
+/// Receive and send buffers asked for on the UDP sockets of sessions (the kernel caps them at
+/// `net.core.rmem_max`): a service or client answers in bursts, and a loopback datagram of
+/// 1.2 KB costs ~2.3 KB of the ~208 KiB default, so about 90 were kept and the rest of a burst
+/// dropped before Burrow could read them.
+const SOCKET_BUFFER_BYTES: usize = 4 << 20;
+
+/// `socket` with big buffers (best effort).
+pub fn with_big_buffers(socket: UdpSocket) -> UdpSocket {
+    let sock = socket2::SockRef::from(&socket);
+    let _ = sock.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
+    let _ = sock.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+    socket
+}
+
 /// Where a session's datagrams from the peer go.
 #[derive(Clone)]
 pub enum Route {
@@ -74,10 +91,11 @@ impl Link {
         let made = self
             .channel
             .get_or_try_init(|| async {
-                // Unreliable and unordered, like UDP: nothing is resent or waited for.
+                // Unordered and unreliable, like UDP: a lost datagram is resent only within
+                // its short lifetime, then given up, and no datagram waits for another.
                 let options = RTCDataChannelInit {
                     ordered: false,
-                    max_retransmits: Some(0),
+                    max_packet_life_time: Some(DATAGRAM_LIFETIME_MS),
                     ..Default::default()
                 };
                 let dc = own
@@ -145,6 +163,10 @@ impl Link {
             None => false,
         };
         if !sent {
+            tracing::debug!(
+                session,
+                "datagram from the peer dropped (no route, or the socket failed)"
+            );
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -177,7 +199,8 @@ impl Link {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        if dc.try_send(BytesMut::from(&message[..])).await.is_err() {
+        if let Err(e) = dc.try_send(BytesMut::from(&message[..])).await {
+            tracing::debug!(session, "datagram dropped: {e}");
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -350,7 +373,7 @@ pub async fn socket_to(
         (false, true) => (std::net::Ipv6Addr::LOCALHOST, 0).into(),
         (false, false) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
     };
-    let socket = UdpSocket::bind(any).await?;
+    let socket = with_big_buffers(UdpSocket::bind(any).await?);
     socket.connect(addr).await?;
     let socket = Arc::new(socket);
     if !link.route(id, Route::Service(socket.clone())) {

@@ -539,3 +539,89 @@ fn a_cut_link_is_seen_from_the_path_and_its_return_too() {
     burrow_tests::lab::ip(&format!("-n {router2} link set wan up"));
     a.expect_event("peer_back", &[("peer", &idb)]);
 }
+
+/// A UDP echo service on `ns`'s loopback port 7000 (python3).
+fn local_udp_echo(ns: &str) -> burrow_tests::KillOnDrop {
+    let script = "import socket\n\
+                  s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                  s.bind(('127.0.0.1', 7000))\n\
+                  while True:\n    d, a = s.recvfrom(65536)\n    s.sendto(d, a)\n";
+    let child = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "python3", "-c", script])
+        .spawn()
+        .expect("python3 udp echo");
+    burrow_tests::KillOnDrop(child)
+}
+
+/// From `ns`, sends 200 numbered datagrams of 1,200 bytes to its loopback port 9000 (after a
+/// first one that opens the session) and counts those back intact (python3). Its receive
+/// buffer is 4 MiB: the answers pile up while it sends, and the default keeps about 90.
+fn udp_echoes_in(ns: &str) -> usize {
+    let script = "import socket, time\n\
+                  s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                  s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)\n\
+                  s.connect(('127.0.0.1', 9000))\n\
+                  s.settimeout(1.0)\n\
+                  for _ in range(20):\n    s.send(b'hello')\n    try:\n        if s.recv(65536) == b'hello': break\n    except OSError:\n        time.sleep(0.5)\n\
+                  back = set()\n\
+                  for i in range(200):\n    s.send(i.to_bytes(4, 'big') + bytes([i % 251]) * 1196)\n    if i % 20 == 19: time.sleep(0.02)\n\
+                  s.settimeout(0.2)\n\
+                  end = time.time() + 5\n\
+                  while time.time() < end and len(back) < 200:\n    try:\n        d = s.recv(65536)\n    except OSError:\n        continue\n    i = int.from_bytes(d[:4], 'big')\n    if len(d) == 1200 and d[4:] == bytes([i % 251]) * 1196: back.add(i)\n\
+                  print(len(back))\n";
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "python3", "-c", script])
+        .output()
+        .expect("python3 udp client");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// The services issue: a UDP service on host 1's loopback reached from host 2 through
+/// `burrow forward`, across two NATs of `nat`, on the path named `path`.
+fn udp_across_nats(test: &str, nat: Nat, path: &str) {
+    let Some(mut lab) = Lab::new(test) else {
+        return;
+    };
+    let h1 = lab.behind_nat(1, nat);
+    let h2 = lab.behind_nat(2, nat);
+    let server = lab.server(0);
+    let link = server.room_link("udp");
+    let _echo = local_udp_echo(&h1.ns);
+    let mut exposer = h1.burrow(&["expose", &link, "--service", "echo=udp:127.0.0.1:7000"]);
+    let exposer_id = exposer.peer_id();
+    let mut forwarder = h2.burrow(&[
+        "forward",
+        &link,
+        "--listen",
+        "127.0.0.1:9000",
+        "--service",
+        "echo",
+    ]);
+    let conn = forwarder.expect_event("connected", &[("peer", &exposer_id)]);
+    assert_eq!(conn["path"], path, "{conn}");
+    forwarder.expect_event("udp_forwarding", &[("service", "echo")]);
+    let back = udp_echoes_in(&h2.ns);
+    assert!(
+        back >= 198,
+        "{back} of 200 datagrams came back intact on a {path} path; forward said {:?}",
+        forwarder.seen
+    );
+    exposer.expect_event("connected", &[]);
+}
+
+#[test]
+fn udp_through_a_punched_hole() {
+    udp_across_nats(
+        "udp_through_a_punched_hole",
+        Nat::EndpointIndependent,
+        "hole_punched",
+    );
+}
+
+#[test]
+fn udp_through_the_relay() {
+    udp_across_nats("udp_through_the_relay", Nat::Symmetric, "relayed");
+}

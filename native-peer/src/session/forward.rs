@@ -139,8 +139,8 @@ impl Session {
                 });
                 let rx = fwd.provider.subscribe();
                 let printer = self.printer;
-                self.tasks
-                    .spawn(udp::forward(Arc::new(socket), rx, token, printer));
+                let socket = Arc::new(udp::with_big_buffers(socket));
+                self.tasks.spawn(udp::forward(socket, rx, token, printer));
             }
             Err(e) => self.warn(format!("cannot listen for datagrams on udp {listen}: {e}")),
         }
