@@ -16,6 +16,7 @@ mod signaling;
 mod stun;
 mod throughput;
 mod tunnel;
+mod udp;
 mod voice;
 mod wan;
 
@@ -29,11 +30,11 @@ use signal_server::Config;
 #[derive(Parser)]
 #[command(
     name = "bench",
-    about = "Burrow benchmarks: connect, throughput, signaling, STUN, durable links, voice, the browser, the NAT lab, long and lossy paths beside TCP, the page bundle, the tunnel beside rathole"
+    about = "Burrow benchmarks: connect, throughput, signaling, STUN, durable links, voice, the browser, the NAT lab, long and lossy paths beside TCP, the page bundle, the tunnel beside rathole (TCP and UDP)"
 )]
 struct Args {
     /// Only these benches (connect, throughput, signaling-idle, signaling-relay,
-    /// signaling-cluster, stun, durable, voice, browser, lab, wan, bundle, tunnel).
+    /// signaling-cluster, stun, durable, voice, browser, lab, wan, bundle, tunnel, udp).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Connect rounds.
@@ -142,6 +143,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("tunnel") {
         tunnel::run(&env, &mut all).await;
+    }
+    if wants("udp") {
+        udp::run(&env, &mut all).await;
     }
     if wants("bundle") {
         bundle::run(&mut all);

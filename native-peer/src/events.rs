@@ -60,6 +60,11 @@ pub enum Event {
         /// When it may try again.
         retry_in_secs: u64,
     },
+    /// `burrow expose` read its config file again: what it offers now.
+    ServicesReloaded {
+        /// The services' names.
+        services: Vec<String>,
+    },
     /// `burrow forward` carries datagrams to a UDP service from now on.
     UdpForwarding {
         /// The service.
@@ -175,6 +180,9 @@ fn human(event: &Event) -> String {
             reason,
             retry_in_secs,
         } => format!("! refused a stream from {peer}: {reason}; retry in {retry_in_secs} s"),
+        Event::ServicesReloaded { services } => {
+            format!("* services reloaded: {}", services.join(", "))
+        }
         Event::UdpForwarding {
             service,
             listen,

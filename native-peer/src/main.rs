@@ -85,6 +85,11 @@ enum Command {
         /// `NAME`, the name of ADDR's service (default: "web" for http, else the kind).
         #[arg(long = "service", value_name = "NAME[=KIND:ADDR]")]
         service: Vec<String>,
+        /// Take the services from this TOML file instead (`[services.NAME]` with `kind`,
+        /// `addr`, and `token` or `token_file`); it is read again when it changes or on SIGHUP,
+        /// without cutting the streams already open.
+        #[arg(long, value_name = "FILE", conflicts_with = "service")]
+        config: Option<PathBuf>,
         /// What ADDR speaks: `http` (browsers can open it), `tcp` or `udp`.
         #[arg(long, default_value = "http", value_parser = ["http", "tcp", "udp"])]
         kind: String,
@@ -209,6 +214,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Expose {
             args,
             service,
+            config,
             kind,
             token,
             max_streams_per_peer,
@@ -225,8 +231,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let link = RoomLink::parse(link, server)?;
             let kind = native_peer::services::kind(&kind).unwrap_or(ServiceKind::Http);
-            let services =
-                native_peer::services::from_cli(local, kind, &service, token.as_deref())?;
+            let services = match &config {
+                Some(path) => {
+                    anyhow::ensure!(
+                        local.is_none(),
+                        "give the services either as ADDR/--service or in --config, not both"
+                    );
+                    native_peer::services::from_file(path)?
+                }
+                None => native_peer::services::from_cli(local, kind, &service, token.as_deref())?,
+            };
             if !opts.printer.json {
                 for s in &services {
                     eprintln!(
@@ -246,6 +260,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mode = Mode::Expose {
                 services,
                 max_streams: usize::from(max_streams_per_peer),
+                config,
             };
             session::run(&link, mode, opts).await
         }

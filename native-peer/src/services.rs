@@ -1,6 +1,18 @@
 //! What `burrow expose` offers, from its command line: the positional service
 //! (`burrow expose ADDR LINK`, named by `--service NAME`, of `--kind`), and any number of
-//! `--service NAME=KIND:ADDR` (KIND `http`, `tcp` or `udp`), each a service of its own.
+//! `--service NAME=KIND:ADDR` (KIND `http`, `tcp` or `udp`), each a service of its own; or from
+//! a config file (`--config FILE`, TOML), read again when it changes or on SIGHUP:
+//!
+//! ```toml
+//! [services.site]
+//! kind = "http"
+//! addr = "127.0.0.1:8080"
+//! token_file = "/etc/burrow/site.token"   # or: token = "…"
+//!
+//! [services.dns]
+//! kind = "udp"
+//! addr = "127.0.0.1:53"
+//! ```
 
 use std::net::SocketAddr;
 
@@ -130,6 +142,76 @@ pub fn from_cli(
         .collect())
 }
 
+/// Why a config file cannot be used (the services offered stay as they were).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// It cannot be read.
+    #[error("cannot read {0}: {1}")]
+    Read(String, std::io::Error),
+    /// It is not the TOML asked for.
+    #[error("{0}: {1}")]
+    Toml(String, String),
+    /// A service in it is wrong.
+    #[error("{0}: {1}")]
+    Service(String, SpecError),
+    /// A token file cannot be read.
+    #[error("{0}: service '{1}': cannot read its token file {2}: {3}")]
+    Token(String, String, String, std::io::Error),
+}
+
+/// The file's shape.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    services: std::collections::BTreeMap<String, Entry>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    kind: String,
+    addr: String,
+    token: Option<String>,
+    token_file: Option<std::path::PathBuf>,
+}
+
+/// The services a config file names (in name order); a token file's first line is its token.
+pub fn from_file(path: &std::path::Path) -> Result<Vec<Exposed>, ConfigError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(shown.clone(), e))?;
+    let file: File =
+        toml::from_str(&text).map_err(|e| ConfigError::Toml(shown.clone(), e.to_string()))?;
+    let mut services = Vec::new();
+    for (name, entry) in file.services {
+        let spec = format!("{name}={}:{}", entry.kind, entry.addr);
+        let (name, kind, addr) =
+            parse_spec(&spec).map_err(|e| ConfigError::Service(shown.clone(), e))?;
+        let token = match (entry.token, entry.token_file) {
+            (_, Some(file)) => {
+                let text = std::fs::read_to_string(&file).map_err(|e| {
+                    ConfigError::Token(shown.clone(), name.clone(), file.display().to_string(), e)
+                })?;
+                Some(text.lines().next().unwrap_or("").to_string())
+            }
+            (token, None) => token,
+        };
+        services.push(Exposed {
+            info: ServiceInfo {
+                name,
+                kind,
+                protected: token.is_some(),
+            },
+            addr,
+            token,
+        });
+    }
+    if services.is_empty() {
+        return Err(ConfigError::Service(shown, SpecError::Nothing));
+    }
+    Ok(services)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +247,46 @@ mod tests {
             names(&ipv6),
             vec![("v6", ServiceKind::Tcp, "[::1]:22".into())]
         );
+    }
+
+    #[test]
+    fn a_config_file_names_services_with_tokens() {
+        let dir = std::env::temp_dir().join(format!("burrow-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let token = dir.join("site.token");
+        std::fs::write(&token, "s3cret\nignored\n").unwrap();
+        let config = dir.join("burrow.toml");
+        let text = format!(
+            "[services.site]\nkind = \"http\"\naddr = \"127.0.0.1:8080\"\ntoken_file = {:?}\n\
+             [services.dns]\nkind = \"udp\"\naddr = \"127.0.0.1:53\"\n",
+            token.display().to_string()
+        );
+        std::fs::write(&config, text).unwrap();
+        let got = from_file(&config).unwrap();
+        assert_eq!(
+            names(&got),
+            vec![
+                ("dns", ServiceKind::Udp, "127.0.0.1:53".into()),
+                ("site", ServiceKind::Http, "127.0.0.1:8080".into()),
+            ]
+        );
+        assert_eq!(got[1].token.as_deref(), Some("s3cret"));
+        assert!(got[0].token.is_none() && !got[0].info.protected);
+        std::fs::write(
+            &config,
+            "[services.x]\nkind = \"ftp\"\naddr = \"127.0.0.1:21\"\n",
+        )
+        .unwrap();
+        let e = from_file(&config).unwrap_err().to_string();
+        assert!(e.contains("KIND is http, tcp or udp"), "{e}");
+        std::fs::write(
+            &config,
+            "[services.x]\nkind = \"tcp\"\nadr = \"127.0.0.1:21\"\n",
+        )
+        .unwrap();
+        let e = from_file(&config).unwrap_err().to_string();
+        assert!(e.contains("adr"), "an unknown field is named: {e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -180,6 +180,15 @@ impl Gate {
             .clone()
     }
 
+    /// Replaces what is exposed (a reloaded config): new streams see the new services; open
+    /// ones carry on with theirs.
+    pub fn replace(&self, services: Vec<Exposed>) {
+        *self
+            .services
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = services.into();
+    }
+
     /// How peers see what is exposed.
     pub fn infos(&self) -> Vec<ServiceInfo> {
         self.services().iter().map(|s| s.info.clone()).collect()

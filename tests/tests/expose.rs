@@ -644,3 +644,103 @@ async fn one_expose_offers_a_site_a_udp_echo_and_a_dns_resolver() {
         "the DNS answer through the tunnel"
     );
 }
+
+/// The services issue: `expose --config FILE` serves what the file names; a change to the file
+/// adds a UDP service while a 32 MiB download from the site is under way, and the download
+/// arrives intact; a file that does not read changes nothing and says why.
+#[tokio::test]
+async fn a_config_reload_adds_a_service_while_a_download_goes_on() {
+    let server = ServerProcess::start(&[]);
+    let link = server.room_link("reload");
+    let web = site::web().await;
+    let echo = burrow_tests::udp::echo().await;
+    let dir = burrow_tests::TempDir::new("reload");
+    let config = dir.join("burrow.toml");
+    let site_only = format!(
+        "[services.site]\nkind = \"http\"\naddr = \"{}\"\n",
+        web.addr
+    );
+    std::fs::write(&config, &site_only).unwrap();
+    let config_s = config.display().to_string();
+    let mut exposer = Burrow::start(&["expose", &link, "--config", &config_s]);
+    let exposer_id = exposer.peer_id();
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let l = listen.to_string();
+    let mut site_fwd = Burrow::start(&["forward", &link, "--listen", &l, "--service", "site"]);
+    site_fwd.expect_event("services", &[("peer", &exposer_id)]);
+
+    // The download starts, and stalls (its reader waits) while the file changes.
+    let mut tcp = TcpStream::connect(listen).await.unwrap();
+    tcp.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = vec![0u8; 1 << 20];
+    tcp.read_exact(&mut raw).await.unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "{site_only}[services.echo]\nkind = \"udp\"\naddr = \"{}\"\n",
+            echo.addr
+        ),
+    )
+    .unwrap();
+    let reloaded = exposer.expect_event("services_reloaded", &[]);
+    assert_eq!(
+        reloaded["services"],
+        serde_json::json!(["echo", "site"]),
+        "{reloaded}"
+    );
+    let offered = site_fwd.expect("the two services offered", |v| {
+        v["event"] == "services" && v["services"].as_array().map(Vec::len) == Some(2)
+    });
+    assert_eq!(offered["peer"], exposer_id.as_str(), "{offered}");
+    tokio::time::timeout(Duration::from_secs(60), tcp.read_to_end(&mut raw))
+        .await
+        .expect("the download finished")
+        .unwrap();
+    let body_at = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head")
+        + 4;
+    assert_eq!(
+        Sha256::digest(&raw[body_at..]),
+        Sha256::digest(site::big_body()),
+        "the download that crossed the reload is intact"
+    );
+
+    // The new service works.
+    let ul: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let uls = ul.to_string();
+    let mut echo_fwd = Burrow::start(&["forward", &link, "--listen", &uls, "--service", "echo"]);
+    echo_fwd.expect_event("udp_forwarding", &[("service", "echo")]);
+    let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    client.connect(ul).await.unwrap();
+    let mut buf = [0u8; 64];
+    let mut echoed = false;
+    for _ in 0..20 {
+        client.send(b"after the reload").await.unwrap();
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(500), client.recv(&mut buf)).await
+        {
+            echoed = &buf[..n] == b"after the reload";
+            break;
+        }
+    }
+    assert!(echoed, "the added UDP service answers");
+
+    // A broken file: a warning, and the services stay.
+    std::fs::write(
+        &config,
+        "[services.x]\nkind = \"gopher\"\naddr = \"127.0.0.1:70\"\n",
+    )
+    .unwrap();
+    let warned = exposer.expect_event("warning", &[]);
+    let message = warned["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("config not reloaded") && message.contains("KIND is http, tcp or udp"),
+        "{warned}"
+    );
+    let (status, _) = http_get(listen, "/").await;
+    assert_eq!(status, 200, "the site is still offered");
+}

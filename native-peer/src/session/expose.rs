@@ -1,15 +1,95 @@
-//! `burrow expose`: the streams peers open on each stream channel are let through the service's
-//! gate and connected to it, one after another.
+//! `burrow expose`: the streams peers open on each stream channel are let through the services'
+//! gate and connected to theirs, one after another; the services are told to every peer, and,
+//! from a config file, read again when it changes (streams already open carry on).
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
+use peer_core::channels::ControlMessage;
 use webrtc::data_channel::DataChannel;
 
-use super::Session;
+use super::{Internal, Session};
 use crate::events::Event;
 use crate::streams;
 
+/// Tells `peer` (on its control channel `dc`) what `gate` offers now.
+pub(super) async fn announce(peer: &str, dc: &Arc<dyn DataChannel>, gate: &streams::Gate) {
+    let list = ControlMessage::Services {
+        services: gate.infos(),
+    };
+    if let Err(e) = dc.send_text(&list.encode()).await {
+        tracing::debug!(%peer, "services not announced: {e}");
+    }
+}
+
+/// How often the config file's modification time is looked at.
+const CONFIG_EVERY: Duration = Duration::from_secs(1);
+
+/// Asks the session to read `path` again on SIGHUP or when its modification time changes.
+pub(super) async fn watch_config(path: PathBuf, tx: tokio::sync::mpsc::Sender<Internal>) {
+    let stamp = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut last = stamp(&path);
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut every = tokio::time::interval(CONFIG_EVERY);
+    loop {
+        let hung_up = async {
+            match &mut hup {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = hung_up => {}
+            _ = every.tick() => {
+                let now = stamp(&path);
+                if now == last {
+                    continue;
+                }
+                last = now;
+            }
+        }
+        if tx.send(Internal::Reload).await.is_err() {
+            return;
+        }
+    }
+}
+
 impl Session {
+    /// Reads the config file again: the new services replace the old for new streams (open
+    /// ones carry on), and every connected peer is told; a file that does not read changes
+    /// nothing, and says why.
+    pub(super) async fn reload(&mut self) {
+        let (Some(path), Some(gate)) = (&self.reload_from, &self.exposed) else {
+            return;
+        };
+        match crate::services::from_file(path) {
+            Ok(services) => {
+                let names = services.iter().map(|s| s.info.name.clone()).collect();
+                if gate.infos() == services.iter().map(|s| s.info.clone()).collect::<Vec<_>>()
+                    && gate
+                        .services()
+                        .iter()
+                        .zip(&services)
+                        .all(|(a, b)| a.addr == b.addr && a.token == b.token)
+                {
+                    return;
+                }
+                gate.replace(services);
+                self.printer
+                    .print(Event::ServicesReloaded { services: names });
+                for (id, peer) in &self.peers {
+                    if let (true, Some(dc)) = (peer.connected, &peer.control) {
+                        announce(id, dc, gate).await;
+                    }
+                }
+            }
+            Err(e) => self.warn(format!(
+                "config not reloaded ({e}); the services stay as they were"
+            )),
+        }
+    }
+
     /// A peer opened a stream channel: serve its streams in the background (closed at once
     /// when nothing is exposed).
     pub(super) async fn accept_stream(&mut self, id: &str, dc: Arc<dyn DataChannel>) {

@@ -66,6 +66,8 @@ pub enum Mode {
         services: Vec<streams::Exposed>,
         /// Most streams (and UDP sessions) one peer may have open at once.
         max_streams: usize,
+        /// The config file they came from, read again when it changes or on SIGHUP.
+        config: Option<PathBuf>,
     },
     /// Turn each TCP connection accepted on `listen` into a stream to the peer exposing
     /// `service` (or the first service offered).
@@ -118,6 +120,8 @@ enum Internal {
     Consent(String, bool),
     Services(String, Vec<ServiceInfo>),
     Voice(String, bool, bool),
+    /// Expose mode: the config file changed (or SIGHUP): read it again.
+    Reload,
 }
 
 struct Session {
@@ -154,6 +158,8 @@ struct Session {
     forwarding: bool,
     /// Forward mode: the UDP side, for when the service is a UDP one.
     forward_udp: Option<forward::Udp>,
+    /// Expose mode: the config file the services come from.
+    reload_from: Option<PathBuf>,
     /// When to say hello again (the join was refused for now).
     hello_at: Option<tokio::time::Instant>,
     /// The last reason the server connection failed, so an outage is described once.
@@ -195,6 +201,7 @@ pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<(
     let mut exposed = None;
     let mut forward = None;
     let mut forward_udp = None;
+    let mut reload_from = None;
     let mut give_up = None;
     let mut voice = Voice::default();
     let mut files_at_once = 1;
@@ -216,8 +223,10 @@ pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<(
         Mode::Expose {
             services,
             max_streams,
+            config,
         } => {
             exposed = Some(Arc::new(streams::Gate::new(services, max_streams)));
+            reload_from = config;
             (None, false, Vec::new())
         }
         Mode::Forward {
@@ -257,6 +266,7 @@ pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<(
         offered: HashMap::new(),
         forwarding: forward.is_some(),
         forward_udp,
+        reload_from: None,
         hello_at: None,
         last_loss: None,
         joined_once: false,
@@ -269,6 +279,13 @@ pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<(
         record_stop: tokio::sync::watch::channel(false).0,
         tasks: tokio::task::JoinSet::new(),
     };
+
+    if let Some(path) = reload_from {
+        session.reload_from = Some(path.clone());
+        session
+            .tasks
+            .spawn(expose::watch_config(path, session.internal_tx.clone()));
+    }
 
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let stdin_open = read_stdin;
@@ -667,12 +684,7 @@ impl Session {
                     }
                 }
                 if let (Some(gate), Some(dc)) = (&self.exposed, &peer.control) {
-                    let list = ControlMessage::Services {
-                        services: gate.infos(),
-                    };
-                    if let Err(e) = dc.send_text(&list.encode()).await {
-                        tracing::debug!(peer = %id, "services not announced: {e}");
-                    }
+                    expose::announce(&id, dc, gate).await;
                 }
                 if self.owed.remove(&id) {
                     self.start_sends(&id);
@@ -692,6 +704,7 @@ impl Session {
                 self.offered.insert(peer, services);
                 self.refresh_udp().await;
             }
+            Internal::Reload => self.reload().await,
             Internal::Voice(peer, on, sending) => {
                 self.printer.print(RoomEvent::Voice { peer, on, sending })
             }
