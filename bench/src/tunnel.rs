@@ -284,15 +284,24 @@ async fn burrow(env: &crate::Env, site: SocketAddr) -> anyhow::Result<Tunnel> {
     })
 }
 
-async fn rathole(site: SocketAddr) -> anyhow::Result<Tunnel> {
-    let dir = std::env::temp_dir().join(format!("burrow-bench-rathole-{}", std::process::id()));
+/// Runs a rathole server and client (in that order) carrying one service of `kind` (`tcp` or
+/// `udp`): clients reach `bind`, the client side holds `local`.
+pub(crate) async fn start_rathole(
+    kind: &str,
+    bind: SocketAddr,
+    local: SocketAddr,
+) -> anyhow::Result<[Proc; 2]> {
+    let dir = std::env::temp_dir().join(format!(
+        "burrow-bench-rathole-{kind}-{}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&dir)?;
-    let (control, addr) = (free_addr()?, free_addr()?);
+    let control = free_addr()?;
     let server = format!(
-        "[server]\nbind_addr = \"{control}\"\n[server.services.web]\ntoken = \"bench\"\nbind_addr = \"{addr}\"\n"
+        "[server]\nbind_addr = \"{control}\"\n[server.services.s]\ntype = \"{kind}\"\ntoken = \"bench\"\nbind_addr = \"{bind}\"\n"
     );
     let client = format!(
-        "[client]\nremote_addr = \"{control}\"\n[client.services.web]\ntoken = \"bench\"\nlocal_addr = \"{site}\"\n"
+        "[client]\nremote_addr = \"{control}\"\n[client.services.s]\ntype = \"{kind}\"\ntoken = \"bench\"\nlocal_addr = \"{local}\"\n"
     );
     std::fs::write(dir.join("server.toml"), server)?;
     std::fs::write(dir.join("client.toml"), client)?;
@@ -306,12 +315,18 @@ async fn rathole(site: SocketAddr) -> anyhow::Result<Tunnel> {
                 .spawn()?,
         ))
     };
-    let s = start(&["--server", &dir.join("server.toml").to_string_lossy()])?;
+    let s = start(&["--server", &dir.join("server.toml").to_string_lossy()]);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let c = start(&["--client", &dir.join("client.toml").to_string_lossy()])?;
-    let ok = ready(addr).await;
+    let c = start(&["--client", &dir.join("client.toml").to_string_lossy()]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let _ = std::fs::remove_dir_all(&dir);
-    anyhow::ensure!(ok, "no request went through rathole");
+    Ok([s?, c?])
+}
+
+async fn rathole(site: SocketAddr) -> anyhow::Result<Tunnel> {
+    let addr = free_addr()?;
+    let [s, c] = start_rathole("tcp", addr, site).await?;
+    anyhow::ensure!(ready(addr).await, "no request went through rathole");
     // The client side holds the service, as `expose` does.
     Ok(Tunnel {
         addr,

@@ -6,7 +6,6 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
@@ -152,34 +151,9 @@ async fn burrow(env: &crate::Env, service: SocketAddr) -> anyhow::Result<(Socket
 }
 
 async fn rathole(service: SocketAddr) -> anyhow::Result<(SocketAddr, Vec<Proc>)> {
-    let dir = std::env::temp_dir().join(format!("burrow-bench-rathole-udp-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let control = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let addr = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
-    let server = format!(
-        "[server]\nbind_addr = \"{control}\"\n[server.services.echo]\ntype = \"udp\"\ntoken = \"bench\"\nbind_addr = \"{addr}\"\n"
-    );
-    let client = format!(
-        "[client]\nremote_addr = \"{control}\"\n[client.services.echo]\ntype = \"udp\"\ntoken = \"bench\"\nlocal_addr = \"{service}\"\n"
-    );
-    std::fs::write(dir.join("server.toml"), server)?;
-    std::fs::write(dir.join("client.toml"), client)?;
-    let start = |args: &[&str]| -> anyhow::Result<Proc> {
-        Ok(Proc(
-            Command::new("rathole")
-                .args(args)
-                .env("RUST_LOG", "off")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()?,
-        ))
-    };
-    let s = start(&["--server", &dir.join("server.toml").to_string_lossy()])?;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let c = start(&["--client", &dir.join("client.toml").to_string_lossy()])?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok((addr, vec![s, c]))
+    let procs = crate::tunnel::start_rathole("udp", addr, service).await?;
+    Ok((addr, procs.into()))
 }
 
 /// Runs the UDP bench.

@@ -488,8 +488,18 @@ pub async fn open(
     let (stream, open) = Stream::dial(service, token);
     let mut ch = start(&dialer, &open).await?;
     let result = pipe(tcp, &mut ch, stream).await;
+    settle(&dialer, ch, result.map(|f| f.refused)).await
+}
+
+/// After a stream on `ch`: a finished one gives the channel back to the pool (and says if it
+/// was refused); a broken one retires it.
+async fn settle(
+    dialer: &Dialer,
+    ch: Channel,
+    result: Result<Option<String>, StreamError>,
+) -> Result<(), StreamError> {
     match result {
-        Ok(Finished { refused }) => {
+        Ok(refused) => {
             dialer.give_back(ch);
             match refused {
                 Some(reason) => Err(StreamError::Refused(reason)),
@@ -753,20 +763,7 @@ pub async fn udp_session(
         }
     }
     .await;
-    match result {
-        Ok(refused) => {
-            dialer.give_back(ch);
-            match refused {
-                Some(reason) => Err(StreamError::Refused(reason)),
-                None => Ok(()),
-            }
-        }
-        Err(e) => {
-            dialer.lost();
-            dialer.retire(ch).await;
-            Err(e)
-        }
-    }
+    settle(&dialer, ch, result).await
 }
 
 /// A channel of `dialer`'s with `open` sent on it: a channel that fails the `open` itself
