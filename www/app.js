@@ -153,13 +153,18 @@ async function startRoom(roomId) {
         p.li.querySelector('.services')?.remove();
         const box = el('span', 'services');
         for (const svc of ev.services) {
+          // Down: the exposer's health check finds its local service not answering.
+          const down = svc.down === true;
           if (svc.kind === 'http') {
-            const b = el('button', 'button open', `Open ${svc.name}`);
+            const b = el('button', down ? 'button open down' : 'button open', down ? `${svc.name}: down` : `Open ${svc.name}`);
             b.dataset.service = svc.name;
+            b.disabled = down;
+            b.title = down ? `${svc.name} is down: its local server does not answer` : '';
             b.onclick = () => openSite(ev.peer, svc);
             box.append(b);
           } else {
-            box.append(el('span', 'tcp', `${svc.kind === 'udp' ? 'udp' : 'tcp'} “${svc.name}”: use burrow forward`));
+            const text = `${svc.kind === 'udp' ? 'udp' : 'tcp'} “${svc.name}”: ${down ? 'down' : 'use burrow forward'}`;
+            box.append(el('span', down ? 'tcp down' : 'tcp', text));
           }
         }
         p.li.append(box);

@@ -65,6 +65,23 @@ pub enum Event {
         /// The services' names.
         services: Vec<String>,
     },
+    /// `burrow expose`'s health check finds a local service not answering (peers are told).
+    ServiceDown {
+        /// The service.
+        service: String,
+        /// What the check saw.
+        reason: String,
+    },
+    /// A service that was down answers again.
+    ServiceUp {
+        /// The service.
+        service: String,
+    },
+    /// The status page (`--admin`) is served here; `burrow status` reads it.
+    Admin {
+        /// Its address.
+        url: String,
+    },
     /// `burrow forward` carries datagrams to a UDP service from now on.
     UdpForwarding {
         /// The service.
@@ -183,6 +200,11 @@ fn human(event: &Event) -> String {
         Event::ServicesReloaded { services } => {
             format!("* services reloaded: {}", services.join(", "))
         }
+        Event::ServiceDown { service, reason } => {
+            format!("! service '{service}' is down ({reason}); peers are told")
+        }
+        Event::ServiceUp { service } => format!("* service '{service}' answers again"),
+        Event::Admin { url } => format!("* status page on {url} (burrow status reads it)"),
         Event::UdpForwarding {
             service,
             listen,

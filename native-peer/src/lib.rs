@@ -9,16 +9,21 @@
 //! * [`files`]: sending and receiving files;
 //! * [`streams`]: TCP streams over data channels (`burrow expose` / `burrow forward`);
 //! * `own`: the channels we opened, told apart from echoes the `webrtc` crate announces;
-//! * [`services`]: what `burrow expose` offers, from its command line;
+//! * [`services`]: what `burrow expose` offers, from its command line or a config file;
+//! * [`meter`]: one service's bytes, streams, health and bandwidth cap;
+//! * `health`: the checks that find a local service down or back;
 //! * [`udp`]: UDP services: the datagram channel, and the forwarding side's sessions;
 //! * [`tls`]: whom `burrow` trusts on https room links;
 //! * [`netcheck`]: what this machine's NAT does;
 //! * [`voice`]: voice from an Ogg/Opus file, and recordings of what peers say;
+//! * [`status`]: the `--admin` status page, and `burrow status` that reads it;
 //! * [`events`]: what is printed.
 
 pub mod events;
 pub mod files;
+mod health;
 pub mod kick;
+pub mod meter;
 pub mod netcheck;
 mod own;
 pub mod peer;
@@ -26,6 +31,7 @@ pub mod rtc;
 pub mod services;
 pub mod session;
 pub mod signaling;
+pub mod status;
 pub mod streams;
 pub mod tls;
 pub mod udp;

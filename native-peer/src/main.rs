@@ -102,6 +102,20 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = peer_core::stream::POOL_MAX as u16,
               value_parser = clap::value_parser!(u16).range(1..))]
         max_streams_per_peer: u16,
+        /// Cap each service at this many bytes a second, each way, all its streams together
+        /// (e.g. 2MiB; in --config, `max_rate` per service). UDP beyond it is dropped.
+        #[arg(long, value_name = "RATE", value_parser = native_peer::services::rate)]
+        max_rate: Option<u64>,
+        /// Check every this many seconds that each local service answers (a TCP connection;
+        /// for http, `GET /` with a status below 500), telling peers when one is down or back;
+        /// 0: never.
+        #[arg(long, value_name = "SECS", default_value_t = 10)]
+        health_every: u64,
+        /// Serve a status page (services, peers, streams, bytes) on this loopback address,
+        /// which `burrow status` reads.
+        #[arg(long, value_name = "ADDR", num_args = 0..=1,
+              default_missing_value = native_peer::status::DEFAULT_ADMIN)]
+        admin: Option<SocketAddr>,
     },
     /// Map a service a peer exposes to a local port: each connection to --listen is carried to it.
     Forward {
@@ -120,6 +134,17 @@ enum Command {
         /// (it stays out of the process list, and can change without a restart).
         #[arg(long, value_name = "FILE")]
         token_file: Option<PathBuf>,
+        /// Serve a status page (peers, streams, bytes) on this loopback address, which `burrow
+        /// status` reads.
+        #[arg(long, value_name = "ADDR", num_args = 0..=1,
+              default_missing_value = native_peer::status::DEFAULT_ADMIN)]
+        admin: Option<SocketAddr>,
+    },
+    /// Show what a running `burrow expose` or `forward` (started with --admin) is doing.
+    Status {
+        /// Its --admin address.
+        #[arg(long, value_name = "ADDR", default_value = native_peer::status::DEFAULT_ADMIN)]
+        admin: SocketAddr,
     },
     /// Check what this machine's NAT does: public address, and whether hole punching can work.
     Netcheck {
@@ -173,6 +198,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         printer: Printer { json: cli.json },
         bind: cli.bind,
         relay_only: cli.relay_only,
+        admin: None,
     };
     let server = cli.server.as_deref();
     match cli.command {
@@ -218,7 +244,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             kind,
             token,
             max_streams_per_peer,
+            max_rate,
+            health_every,
+            admin,
         } => {
+            let opts = Options { admin, ..opts };
             let (local, link) = match args.as_slice() {
                 [link] => (None, link),
                 [addr, link] => {
@@ -239,12 +269,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     );
                     native_peer::services::from_file(path)?
                 }
-                None => native_peer::services::from_cli(local, kind, &service, token.as_deref())?,
+                None => native_peer::services::from_cli(
+                    local,
+                    kind,
+                    &service,
+                    token.as_deref(),
+                    max_rate,
+                )?,
             };
             if !opts.printer.json {
                 for s in &services {
                     eprintln!(
-                        "exposing {} as '{}' ({:?}) to room {} ({})",
+                        "exposing {} as '{}' ({:?}) to room {} ({}{})",
                         s.addr,
                         s.info.name,
                         s.info.kind,
@@ -253,6 +289,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             "token required"
                         } else {
                             "anyone with the link can reach it"
+                        },
+                        match s.meter.max_rate() {
+                            Some(r) => format!(", at most {}/s each way", bytesize::ByteSize(r)),
+                            None => String::new(),
                         }
                     );
                 }
@@ -261,6 +301,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 services,
                 max_streams: usize::from(max_streams_per_peer),
                 config,
+                health_every: std::time::Duration::from_secs(health_every),
             };
             session::run(&link, mode, opts).await
         }
@@ -270,7 +311,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             service,
             token,
             token_file,
+            admin,
         } => {
+            let opts = Options { admin, ..opts };
             let link = RoomLink::parse(&link, server)?;
             let token = match (token_file, token) {
                 (Some(path), _) => streams::TokenSource::File(path),
@@ -283,6 +326,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 token,
             };
             session::run(&link, mode, opts).await
+        }
+        Command::Status { admin } => {
+            let status = native_peer::status::fetch(admin).await?;
+            if cli.json {
+                let mut v = serde_json::to_value(&status)?;
+                v["event"] = "status".into();
+                println!("{}", peer_core::text::safe_line(&v.to_string()));
+            } else {
+                for line in native_peer::status::table(&status).lines() {
+                    println!("{}", peer_core::text::safe_line(line));
+                }
+            }
+            Ok(())
         }
         Command::Netcheck { server: arg } => {
             let base = arg.as_deref().or(server).ok_or_else(|| {

@@ -113,6 +113,8 @@ pub struct Peer {
     pub ice_up: bool,
     /// Our checks on the selected pair get answers (see `peer_core::path::Consent`).
     pub consent_up: bool,
+    /// The path last read (for `burrow status`).
+    pub path: Option<crate::rtc::PathInfo>,
     /// The task that watches the path for changes, stopped when the peer goes.
     pub path_watch: Option<tokio::task::AbortHandle>,
     /// The control channel we created (offering side), for [`Peer::nudge`].
@@ -163,6 +165,7 @@ impl Peer {
             ice_up: false,
             consent_up: true,
             path_watch: None,
+            path: None,
             own_control: None,
             options,
             renegotiate: false,

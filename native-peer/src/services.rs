@@ -8,6 +8,7 @@
 //! kind = "http"
 //! addr = "127.0.0.1:8080"
 //! token_file = "/etc/burrow/site.token"   # or: token = "…"
+//! max_rate = "2MiB"                         # a second, each way, all its streams together
 //!
 //! [services.dns]
 //! kind = "udp"
@@ -81,13 +82,28 @@ fn parse_spec(spec: &str) -> Result<(String, ServiceKind, SocketAddr), SpecError
     Ok((name.to_string(), kind, addr))
 }
 
+/// A bandwidth cap as written: a size a second, like `2MiB`, `500KB` or `2MiB/s`.
+pub fn rate(text: &str) -> Result<u64, String> {
+    let size = text.trim().trim_end_matches("/s");
+    let bytes = size
+        .parse::<bytesize::ByteSize>()
+        .map_err(|_| format!("{text:?} is not a rate like 2MiB or 500KB (a second)"))?
+        .as_u64();
+    if bytes == 0 {
+        return Err("a rate of 0 would carry nothing".into());
+    }
+    Ok(bytes)
+}
+
 /// The services of one `burrow expose`: `positional` (with `kind`, named by the one `--service`
-/// without `=`, if any) and each `--service NAME=KIND:ADDR`; every one with `token`.
+/// without `=`, if any) and each `--service NAME=KIND:ADDR`; every one with `token` and capped
+/// at `max_rate` bytes a second.
 pub fn from_cli(
     positional: Option<SocketAddr>,
     kind: ServiceKind,
     service_flags: &[String],
     token: Option<&str>,
+    max_rate: Option<u64>,
 ) -> Result<Vec<Exposed>, SpecError> {
     let (specs, names): (Vec<&String>, Vec<&String>) =
         service_flags.iter().partition(|s| s.contains('='));
@@ -130,14 +146,14 @@ pub fn from_cli(
     }
     Ok(services
         .into_iter()
-        .map(|(name, kind, addr)| Exposed {
-            info: ServiceInfo {
+        .map(|(name, kind, addr)| {
+            let info = ServiceInfo {
                 name,
                 kind,
                 protected: token.is_some(),
-            },
-            addr,
-            token: token.map(str::to_string),
+                down: false,
+            };
+            Exposed::new(info, addr, token.map(str::to_string), max_rate)
         })
         .collect())
 }
@@ -157,6 +173,9 @@ pub enum ConfigError {
     /// A token file cannot be read.
     #[error("{0}: service '{1}': cannot read its token file {2}: {3}")]
     Token(String, String, String, std::io::Error),
+    /// A `max_rate` that does not read.
+    #[error("{0}: service '{1}': max_rate: {2}")]
+    Rate(String, String, String),
 }
 
 /// The file's shape.
@@ -174,6 +193,7 @@ struct Entry {
     addr: String,
     token: Option<String>,
     token_file: Option<std::path::PathBuf>,
+    max_rate: Option<String>,
 }
 
 /// The services a config file names (in name order); a token file's first line is its token.
@@ -196,15 +216,17 @@ pub fn from_file(path: &std::path::Path) -> Result<Vec<Exposed>, ConfigError> {
             }
             (token, None) => token,
         };
-        services.push(Exposed {
-            info: ServiceInfo {
-                name,
-                kind,
-                protected: token.is_some(),
-            },
-            addr,
-            token,
-        });
+        let max_rate = entry
+            .max_rate
+            .map(|r| rate(&r).map_err(|e| ConfigError::Rate(shown.clone(), name.clone(), e)))
+            .transpose()?;
+        let info = ServiceInfo {
+            name,
+            kind,
+            protected: token.is_some(),
+            down: false,
+        };
+        services.push(Exposed::new(info, addr, token, max_rate));
     }
     if services.is_empty() {
         return Err(ConfigError::Service(shown, SpecError::Nothing));
@@ -226,7 +248,7 @@ mod tests {
     fn the_positional_service_and_named_ones() {
         let addr = Some("127.0.0.1:8080".parse().unwrap());
         let flags = vec!["dns=udp:127.0.0.1:53".to_string(), "site".to_string()];
-        let got = from_cli(addr, ServiceKind::Http, &flags, Some("k")).unwrap();
+        let got = from_cli(addr, ServiceKind::Http, &flags, Some("k"), Some(1 << 20)).unwrap();
         assert_eq!(
             names(&got),
             vec![
@@ -237,12 +259,20 @@ mod tests {
         assert!(got
             .iter()
             .all(|s| s.token.as_deref() == Some("k") && s.info.protected));
-        let one = from_cli(addr, ServiceKind::Tcp, &[], None).unwrap();
+        assert!(got.iter().all(|s| s.meter.max_rate() == Some(1 << 20)));
+        let one = from_cli(addr, ServiceKind::Tcp, &[], None, None).unwrap();
         assert_eq!(
             names(&one),
             vec![("tcp", ServiceKind::Tcp, "127.0.0.1:8080".into())]
         );
-        let ipv6 = from_cli(None, ServiceKind::Http, &["v6=tcp:[::1]:22".into()], None).unwrap();
+        let ipv6 = from_cli(
+            None,
+            ServiceKind::Http,
+            &["v6=tcp:[::1]:22".into()],
+            None,
+            None,
+        )
+        .unwrap();
         assert_eq!(
             names(&ipv6),
             vec![("v6", ServiceKind::Tcp, "[::1]:22".into())]
@@ -258,7 +288,7 @@ mod tests {
         let config = dir.join("burrow.toml");
         let text = format!(
             "[services.site]\nkind = \"http\"\naddr = \"127.0.0.1:8080\"\ntoken_file = {:?}\n\
-             [services.dns]\nkind = \"udp\"\naddr = \"127.0.0.1:53\"\n",
+             max_rate = \"2MiB/s\"\n[services.dns]\nkind = \"udp\"\naddr = \"127.0.0.1:53\"\n",
             token.display().to_string()
         );
         std::fs::write(&config, text).unwrap();
@@ -271,6 +301,15 @@ mod tests {
             ]
         );
         assert_eq!(got[1].token.as_deref(), Some("s3cret"));
+        assert_eq!(got[1].meter.max_rate(), Some(2 << 20));
+        assert_eq!(got[0].meter.max_rate(), None);
+        std::fs::write(
+            &config,
+            "[services.x]\nkind = \"tcp\"\naddr = \"127.0.0.1:21\"\nmax_rate = \"fast\"\n",
+        )
+        .unwrap();
+        let e = from_file(&config).unwrap_err().to_string();
+        assert!(e.contains("max_rate") && e.contains("fast"), "{e}");
         assert!(got[0].token.is_none() && !got[0].info.protected);
         std::fs::write(
             &config,
@@ -293,8 +332,11 @@ mod tests {
     fn bad_specs_say_what_is_wrong() {
         let bad = |flags: &[&str]| {
             let flags: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
-            from_cli(None, ServiceKind::Http, &flags, None).unwrap_err()
+            from_cli(None, ServiceKind::Http, &flags, None, None).unwrap_err()
         };
+        assert_eq!(rate("2MiB"), Ok(2 << 20));
+        assert_eq!(rate("500KB/s"), Ok(500_000));
+        assert!(rate("0").is_err() && rate("fast").is_err());
         assert_eq!(bad(&[]), SpecError::Nothing);
         assert!(
             matches!(bad(&["x=ftp:127.0.0.1:21"]), SpecError::Bad(_, why) if why.contains("KIND"))

@@ -21,6 +21,8 @@ use bytes::BytesMut;
 use peer_core::access::{token_matches, AttemptLimiter, Blocked, LimitPolicy};
 use peer_core::channels::{ServiceInfo, ServiceKind, StreamMessage, STREAM_LABEL};
 use peer_core::stream::{Heard, Pool, Stream, Take, ANSWER_WAIT, CONNECT_WAIT};
+
+use crate::meter::{Meter, Way};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
@@ -39,6 +41,34 @@ pub struct Exposed {
     pub addr: SocketAddr,
     /// The token a stream must present, if any.
     pub token: Option<String>,
+    /// Its bytes, streams, health and bandwidth cap (`max_rate`), shared by all its streams.
+    pub meter: Arc<Meter>,
+}
+
+impl Exposed {
+    /// A service offered as `info` at `addr`, behind `token`, capped at `max_rate` bytes a
+    /// second each way.
+    pub fn new(
+        info: ServiceInfo,
+        addr: SocketAddr,
+        token: Option<String>,
+        max_rate: Option<u64>,
+    ) -> Exposed {
+        Exposed {
+            info,
+            addr,
+            token,
+            meter: Arc::new(Meter::new(max_rate)),
+        }
+    }
+
+    /// Whether `other` offers the very same service (a reload that changes nothing of it).
+    pub fn same_as(&self, other: &Exposed) -> bool {
+        self.info == other.info
+            && self.addr == other.addr
+            && self.token == other.token
+            && self.meter.max_rate() == other.meter.max_rate()
+    }
 }
 
 /// Where `burrow forward` gets the token it presents.
@@ -181,17 +211,34 @@ impl Gate {
     }
 
     /// Replaces what is exposed (a reloaded config): new streams see the new services; open
-    /// ones carry on with theirs.
-    pub fn replace(&self, services: Vec<Exposed>) {
+    /// ones carry on with theirs. A service kept at the same address and cap keeps its counters
+    /// and its cap's budget (a reload is no way around `max_rate`).
+    pub fn replace(&self, mut services: Vec<Exposed>) {
+        let old = self.services();
+        for new in &mut services {
+            if let Some(kept) = old.iter().find(|o| {
+                o.info.name == new.info.name
+                    && o.addr == new.addr
+                    && o.meter.max_rate() == new.meter.max_rate()
+            }) {
+                new.meter = kept.meter.clone();
+            }
+        }
         *self
             .services
             .write()
             .unwrap_or_else(PoisonError::into_inner) = services.into();
     }
 
-    /// How peers see what is exposed.
+    /// How peers see what is exposed (with what the health checks found).
     pub fn infos(&self) -> Vec<ServiceInfo> {
-        self.services().iter().map(|s| s.info.clone()).collect()
+        self.services()
+            .iter()
+            .map(|s| ServiceInfo {
+                down: s.meter.is_down(),
+                ..s.info.clone()
+            })
+            .collect()
     }
 
     /// Which service a first message from `client` may open, `now` after the gate's creation:
@@ -484,10 +531,11 @@ pub async fn open(
     service: &str,
     token: Option<String>,
     tcp: TcpStream,
+    meter: &Meter,
 ) -> Result<(), StreamError> {
     let (stream, open) = Stream::dial(service, token);
     let mut ch = start(&dialer, &open).await?;
-    let result = pipe(tcp, &mut ch, stream).await;
+    let result = pipe(tcp, &mut ch, stream, meter).await;
     settle(&dialer, ch, result.map(|f| f.refused)).await
 }
 
@@ -589,9 +637,11 @@ async fn accept(
         // The one address this peer was told to expose: nothing in the request can change it.
         Ok((service, held)) => {
             let verdict = match (service.info.kind, session) {
-                (ServiceKind::Udp, Some(id)) => crate::udp::socket_to(service.addr, link, id)
-                    .await
-                    .map(|(id, socket)| Local::Udp(id, socket)),
+                (ServiceKind::Udp, Some(id)) => {
+                    crate::udp::socket_to(service.addr, link, id, service.meter.clone())
+                        .await
+                        .map(|(id, socket)| Local::Udp(id, socket, service.meter.clone()))
+                }
                 (ServiceKind::Udp, None) => Err(StreamError::Refused(format!(
                     "'{}' is a UDP service: use burrow forward",
                     service.info.name
@@ -603,7 +653,9 @@ async fn accept(
                 _ => {
                     let connect = TcpStream::connect(service.addr);
                     match tokio::time::timeout(CONNECT_WAIT, connect).await {
-                        Ok(connected) => connected.map(Local::Tcp).map_err(StreamError::Io),
+                        Ok(connected) => connected
+                            .map(|tcp| Local::Tcp(tcp, service.meter.clone()))
+                            .map_err(StreamError::Io),
                         Err(_) => Err(StreamError::Io(std::io::ErrorKind::TimedOut.into())),
                     }
                 }
@@ -613,13 +665,13 @@ async fn accept(
         Err(e) => (None, Err(e)),
     };
     match verdict {
-        Ok(Local::Tcp(tcp)) => {
+        Ok(Local::Tcp(tcp, meter)) => {
             ch.send_text(&stream.decide(Ok(()))).await?;
-            pipe(tcp, ch, stream).await.map(Some)
+            pipe(tcp, ch, stream, &meter).await.map(Some)
         }
-        Ok(Local::Udp(id, socket)) => {
+        Ok(Local::Udp(id, socket, meter)) => {
             ch.send_text(&stream.decide(Ok(()))).await?;
-            let served = serve_session(ch, stream, link, id, &socket).await;
+            let served = serve_session(ch, stream, link, (id, &socket), &meter).await;
             link.unroute(id);
             served.map(Some)
         }
@@ -643,26 +695,29 @@ async fn accept(
 
 /// What an admitted stream is connected to on this side.
 enum Local {
-    /// A TCP service's connection.
-    Tcp(TcpStream),
+    /// A TCP service's connection (and the service's meter).
+    Tcp(TcpStream, Arc<Meter>),
     /// A UDP session's number and its socket, connected to the service.
-    Udp(u32, Arc<tokio::net::UdpSocket>),
+    Udp(u32, Arc<tokio::net::UdpSocket>, Arc<Meter>),
 }
 
 /// The exposing side of an accepted UDP session: the service's datagrams go to the peer on the
-/// link (the peer's come in through the link's route), until the session's stream ends.
+/// link (the peer's come in through the link's route), until the session's stream ends. Past
+/// the service's cap, datagrams are dropped.
 async fn serve_session(
     ch: &mut Channel,
     mut stream: Stream,
     link: &crate::udp::Link,
-    id: u32,
-    socket: &tokio::net::UdpSocket,
+    (id, socket): (u32, &tokio::net::UdpSocket),
+    meter: &Meter,
 ) -> Result<Finished, StreamError> {
+    let _open = meter.opened();
     let mut buf = vec![0u8; peer_core::datagram::MAX_DATAGRAM + 1];
     loop {
         tokio::select! {
             got = socket.recv(&mut buf) => match got {
-                Ok(n) => link.send(id, &buf[..n]).await,
+                Ok(n) if meter.admit(Way::Out, n) => link.send(id, &buf[..n]).await,
+                Ok(_) => {}
                 // The service is not listening (an ICMP error): its next answer may come.
                 Err(e) => {
                     tracing::debug!(session = id, "udp service: {e}");
@@ -816,7 +871,14 @@ async fn wait_final(ch: &mut Channel, stream: &mut Stream) -> Result<(), StreamE
 
 /// Moves bytes both ways until the stream is finished on this channel (both finals sent and
 /// heard), so the channel can carry the next one.
-async fn pipe(tcp: TcpStream, ch: &mut Channel, stream: Stream) -> Result<Finished, StreamError> {
+/// Every byte is counted on `meter`, and held to its cap.
+async fn pipe(
+    tcp: TcpStream,
+    ch: &mut Channel,
+    stream: Stream,
+    meter: &Meter,
+) -> Result<Finished, StreamError> {
+    let _open = meter.opened();
     // A tunnel passes bytes on as they come: no Nagle delay on either local socket (a reply
     // written in two pieces would otherwise wait for the client's delayed ACK, 40 ms).
     let _ = tcp.set_nodelay(true);
@@ -856,6 +918,7 @@ async fn pipe(tcp: TcpStream, ch: &mut Channel, stream: Stream) -> Result<Finish
                 }
                 return Ok(());
             }
+            meter.pace(Way::Out, n).await;
             if !state().may_send() {
                 return Ok(());
             }
@@ -891,6 +954,7 @@ async fn pipe(tcp: TcpStream, ch: &mut Channel, stream: Stream) -> Result<Finish
                     if !state().takes_data() || write_failed {
                         continue;
                     }
+                    meter.pace(Way::In, data.len()).await;
                     if let Err(e) = tcp_write.write_all(&data).await {
                         // Our client is gone: reset, and drop the rest up to the peer's final.
                         write_failed = true;
@@ -969,15 +1033,17 @@ mod tests {
     use peer_core::channels::ServiceKind;
 
     fn service(token: Option<&str>) -> Exposed {
-        Exposed {
-            info: ServiceInfo {
+        Exposed::new(
+            ServiceInfo {
                 name: "web".into(),
                 kind: ServiceKind::Http,
                 protected: token.is_some(),
+                down: false,
             },
-            addr: "127.0.0.1:8080".parse().unwrap(),
-            token: token.map(str::to_string),
-        }
+            "127.0.0.1:8080".parse().unwrap(),
+            token.map(str::to_string),
+            None,
+        )
     }
 
     fn open(name: &str, token: Option<&str>) -> Heard {

@@ -18,6 +18,7 @@ use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
 use webrtc::peer_connection::PeerConnection;
 
 use crate::events::{Event, Printer};
+use crate::meter::{Meter, Way};
 use crate::own::OwnChannels;
 use crate::streams::{self, Dialer, TokenSource};
 
@@ -41,10 +42,12 @@ pub fn with_big_buffers(socket: UdpSocket) -> UdpSocket {
 /// Where a session's datagrams from the peer go.
 #[derive(Clone)]
 pub enum Route {
-    /// Exposing side: the session's own socket, connected to the service.
-    Service(Arc<UdpSocket>),
-    /// Forwarding side: the listening socket, and the client the session is for.
-    Client(Arc<UdpSocket>, SocketAddr),
+    /// Exposing side: the session's own socket, connected to the service, and the service's
+    /// meter (datagrams past its cap are dropped).
+    Service(Arc<UdpSocket>, Arc<Meter>),
+    /// Forwarding side: the listening socket, the client the session is for, and what the
+    /// forward's streams and sessions carried.
+    Client(Arc<UdpSocket>, SocketAddr, Arc<Meter>),
 }
 
 /// One peer connection's datagram channel and the sessions routed on it.
@@ -158,8 +161,16 @@ impl Link {
             })
         };
         let sent = match route {
-            Some(Route::Service(socket)) => socket.send(payload).await.is_ok(),
-            Some(Route::Client(socket, client)) => socket.send_to(payload, client).await.is_ok(),
+            Some(Route::Service(socket, meter)) => {
+                if !meter.admit(Way::In, payload.len()) {
+                    return;
+                }
+                socket.send(payload).await.is_ok()
+            }
+            Some(Route::Client(socket, client, meter)) => {
+                meter.admit(Way::In, payload.len());
+                socket.send_to(payload, client).await.is_ok()
+            }
             None => false,
         };
         if !sent {
@@ -245,12 +256,12 @@ struct Open {
 pub const MAX_SESSIONS: usize = 256;
 
 /// The forwarding side: carries each datagram that reaches `socket` to the UDP service
-/// `provider` names, one session per client address, and the answers back; runs until the
-/// session loop drops it.
+/// `provider` names, one session per client address, and the answers back (counted on
+/// `meter`); runs until the session loop drops it.
 pub async fn forward(
     socket: Arc<UdpSocket>,
     provider: watch::Receiver<Option<Provider>>,
-    token: TokenSource,
+    (token, meter): (TokenSource, Arc<Meter>),
     printer: Printer,
 ) {
     let epoch = Instant::now();
@@ -266,6 +277,7 @@ pub async fn forward(
             got = socket.recv_from(&mut buf) => {
                 let Ok((n, client)) = got else { continue };
                 let payload = &buf[..n];
+                meter.admit(Way::Out, n);
                 match sessions.lookup(&client, epoch.elapsed()) {
                     Lookup::Known(id) => match open.get_mut(&id) {
                         Some(s) if s.open => s.link.send(id, payload).await,
@@ -287,7 +299,7 @@ pub async fn forward(
                             }
                             continue;
                         };
-                        p.link.route(id, Route::Client(socket.clone(), client));
+                        p.link.route(id, Route::Client(socket.clone(), client, meter.clone()));
                         let (end_tx, end_rx) = oneshot::channel();
                         open.insert(id, Open {
                             queue: vec![payload.to_vec()],
@@ -297,7 +309,9 @@ pub async fn forward(
                         });
                         let news = news_tx.clone();
                         let token = token.clone();
+                        let meter = meter.clone();
                         tasks.spawn(async move {
+                            let _open = meter.opened();
                             let result = session(&p, id, token, end_rx, &news).await;
                             let failed = result.err().map(|e| (p.peer.clone(), e));
                             let _ = news.send(News::Ended(id, failed)).await;
@@ -365,6 +379,7 @@ pub async fn socket_to(
     addr: SocketAddr,
     link: &Link,
     id: u32,
+    meter: Arc<Meter>,
 ) -> Result<(u32, Arc<UdpSocket>), streams::StreamError> {
     // On loopback for a loopback service: the socket is not reachable from elsewhere at all.
     let any: SocketAddr = match (addr.is_ipv4(), addr.ip().is_loopback()) {
@@ -376,7 +391,7 @@ pub async fn socket_to(
     let socket = with_big_buffers(UdpSocket::bind(any).await?);
     socket.connect(addr).await?;
     let socket = Arc::new(socket);
-    if !link.route(id, Route::Service(socket.clone())) {
+    if !link.route(id, Route::Service(socket.clone(), meter)) {
         return Err(streams::StreamError::Refused(format!(
             "session {id} is open already"
         )));

@@ -63,6 +63,10 @@ pub struct ServiceInfo {
     /// Whether opening a stream needs a token.
     #[serde(default)]
     pub protected: bool,
+    /// The exposing side's health check finds its local service not answering: new streams
+    /// would fail, so the page greys it and `burrow forward` refuses with this reason.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub down: bool,
 }
 
 /// What kind of bytes a service speaks.
@@ -302,12 +306,18 @@ mod tests {
                 name: "web".into(),
                 kind: ServiceKind::Http,
                 protected: false,
+                down: false,
             }],
         };
         assert_eq!(
             services.encode(),
             r#"{"t":"services","services":[{"name":"web","kind":"http","protected":false}]}"#
         );
+        let down = r#"{"t":"services","services":[{"name":"web","kind":"http","down":true}]}"#;
+        let ControlMessage::Services { services } = ControlMessage::decode(down).unwrap() else {
+            panic!("services")
+        };
+        assert!(services[0].down && !services[0].protected);
     }
 
     #[test]

@@ -43,7 +43,14 @@ pub fn big_body() -> Vec<u8> {
 }
 
 async fn serve(handler: fn(TcpStream) -> tokio::task::JoinHandle<()>) -> Service {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    serve_at("127.0.0.1:0".parse().expect("addr"), handler).await
+}
+
+async fn serve_at(
+    addr: SocketAddr,
+    handler: fn(TcpStream) -> tokio::task::JoinHandle<()>,
+) -> Service {
+    let listener = TcpListener::bind(addr).await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let connections = Arc::new(AtomicUsize::new(0));
     let count = connections.clone();
@@ -64,6 +71,11 @@ async fn serve(handler: fn(TcpStream) -> tokio::task::JoinHandle<()>) -> Service
 /// page of 200 assets), `/script.js`, and `POST /form` (echoes the posted body).
 pub async fn web() -> Service {
     serve(|stream| tokio::spawn(handle_http(stream))).await
+}
+
+/// The same web site on `addr` (say, where one that was stopped listened).
+pub async fn web_at(addr: SocketAddr) -> Service {
+    serve_at(addr, |stream| tokio::spawn(handle_http(stream))).await
 }
 
 /// A hostile site: its page probes whether it can reach the room page that opened it (the

@@ -328,6 +328,59 @@ async fn the_page_opens_a_site_a_native_peer_exposes() {
     page.close().await;
 }
 
+/// Services issue, health: a service whose local server does not answer is greyed on the
+/// page (its button cannot be pressed), the other stays open.
+#[tokio::test]
+async fn the_page_greys_a_service_whose_local_server_is_down() {
+    if !sandbox::enter("the_page_greys_a_service_whose_local_server_is_down") {
+        return;
+    }
+    let server = ServerProcess::start(&[]);
+    let link = server.room_link("health");
+    let web = burrow_tests::site::web().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a port");
+    let (site, gone) = (
+        format!("site=http:{}", web.addr),
+        format!("gone=http:{closed}"),
+    );
+    let args = [
+        "--bind",
+        "0.0.0.0",
+        "expose",
+        &link,
+        "--service",
+        &site,
+        "--service",
+        &gone,
+        "--health-every",
+        "1",
+    ];
+    let mut exposer = Burrow::start(&args);
+    let exposer_id = exposer.peer_id();
+    exposer.expect_event("service_down", &[("service", "gone")]);
+    let page = Browser::start().await;
+    page.open(&link).await;
+    let buttons = page
+        .wait_for(
+            "the two services, one greyed",
+            &format!(
+                "const bs = [...document.querySelectorAll('#peers li[data-peer=\"{exposer_id}\"] \
+                 button.open')]; \
+                 const g = bs.find((b) => b.dataset.service === 'gone'); \
+                 return g && g.disabled ? bs.map((b) => `${{b.dataset.service}}:${{b.disabled}}:${{b.className}}`).join(' ') : null;"
+            ),
+        )
+        .await;
+    assert_eq!(
+        buttons, "site:false:button open gone:true:button open down",
+        "{buttons}"
+    );
+    page.screenshot(&screenshot_path("service-down.png")).await;
+    page.close().await;
+}
+
 /// The streams issue: a page with 200 assets (images, scripts, a POST) opened with **Open
 /// web**, every request a new stream right after others ended: every one loads.
 #[tokio::test]

@@ -29,6 +29,11 @@ fn expose_and_forward(
     let link = server.room_link(room);
     let local = local.to_string();
     let mut args = vec!["expose", local.as_str(), link.as_str()];
+    // The tests count the connections their services get: no health checks (which connect
+    // too) unless a test asks for them.
+    if !expose_args.contains(&"--health-every") {
+        args.extend_from_slice(&["--health-every", "0"]);
+    }
     args.extend_from_slice(expose_args);
     let mut exposer = Burrow::start(&args);
     let exposer_id = exposer.peer_id();
@@ -743,4 +748,261 @@ async fn a_config_reload_adds_a_service_while_a_download_goes_on() {
     );
     let (status, _) = http_get(listen, "/").await;
     assert_eq!(status, 200, "the site is still offered");
+}
+
+/// A service that sends `len` bytes to each connection, and one that reads each to its end
+/// and reports how many bytes came and how long they took from the connection's start.
+async fn source_and_sink(
+    len: usize,
+) -> (
+    SocketAddr,
+    SocketAddr,
+    tokio::sync::mpsc::Receiver<(usize, Duration)>,
+    tokio::task::JoinSet<()>,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    let source = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sink = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (source_addr, sink_addr) = (source.local_addr().unwrap(), sink.local_addr().unwrap());
+    tasks.spawn(async move {
+        while let Ok((mut s, _)) = source.accept().await {
+            tokio::spawn(async move {
+                let _ = s.write_all(&vec![7u8; len]).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tasks.spawn(async move {
+        while let Ok((mut s, _)) = sink.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let start = std::time::Instant::now();
+                let mut got = Vec::new();
+                let _ = s.read_to_end(&mut got).await;
+                // (Not the health checks' connections, which send nothing.)
+                if !got.is_empty() {
+                    let _ = tx.send((got.len(), start.elapsed())).await;
+                }
+            });
+        }
+    });
+    (source_addr, sink_addr, rx, tasks)
+}
+
+#[tokio::test]
+async fn a_service_is_held_to_its_max_rate_each_way() {
+    const RATE: f64 = 1024.0 * 1024.0;
+    const LEN: usize = 3 << 20;
+    let server = ServerProcess::start(&[]);
+    let link = server.room_link("rate");
+    let (source, sink, mut sunk, _services) = source_and_sink(LEN).await;
+    let (down, up) = (format!("down=tcp:{source}"), format!("up=tcp:{sink}"));
+    let args = [
+        "expose",
+        &link,
+        "--service",
+        &down,
+        "--service",
+        &up,
+        "--max-rate",
+        "1MiB",
+    ];
+    let mut exposer = Burrow::start(&args);
+    let exposer_id = exposer.peer_id();
+    let forward = |service: &str| {
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let l = listen.to_string();
+        let mut f = Burrow::start(&["forward", &link, "--listen", &l, "--service", service]);
+        f.expect_event("services", &[("peer", &exposer_id)]);
+        (f, listen)
+    };
+    let ((_fd, down_at), (_fu, up_at)) = (forward("down"), forward("up"));
+
+    // Both ways at once: the cap is per direction.
+    let download = async {
+        let start = std::time::Instant::now();
+        let mut tcp = TcpStream::connect(down_at).await.unwrap();
+        let mut got = Vec::new();
+        tcp.read_to_end(&mut got).await.unwrap();
+        (got, start.elapsed())
+    };
+    let upload = async {
+        let mut tcp = TcpStream::connect(up_at).await.unwrap();
+        tcp.write_all(&vec![9u8; LEN]).await.unwrap();
+        tcp.shutdown().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(60), sunk.recv())
+            .await
+            .expect("the upload reached the service")
+            .expect("a report")
+    };
+    let ((got, down_took), (up_len, up_took)) =
+        tokio::time::timeout(Duration::from_secs(60), async {
+            tokio::join!(download, upload)
+        })
+        .await
+        .expect("both transfers ended");
+    assert!(
+        got.len() == LEN && got.iter().all(|&b| b == 7),
+        "download intact"
+    );
+    assert_eq!(up_len, LEN, "upload intact");
+    for (way, took) in [("download", down_took), ("upload", up_took)] {
+        let rate = LEN as f64 / took.as_secs_f64();
+        // Within 10 % above the cap (a tenth of a second's burst is allowed at the start),
+        // and not choked far below it.
+        assert!(
+            (RATE * 0.5..=RATE * 1.1).contains(&rate),
+            "{way}: {:.2} MiB/s against a cap of 1 MiB/s",
+            rate / RATE
+        );
+    }
+}
+
+// Multi-threaded: the site must go on answering while the test waits on burrow's output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_stops_is_told_down_and_forward_says_why() {
+    let server = ServerProcess::start(&[]);
+    let web = site::web().await;
+    let addr = web.addr;
+    let (mut exposer, mut forwarder, listen) =
+        expose_and_forward(&server, "health", addr, &["--health-every", "1"], &[]);
+    let (status, _) = http_get(listen, "/").await;
+    assert_eq!(status, 200);
+
+    drop(web);
+    // The site's tasks end (its port closes) once the runtime gets to them.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let down = exposer.expect_event("service_down", &[("service", "web")]);
+    assert!(
+        down["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("connecting"),
+        "{down}"
+    );
+    forwarder.expect("the service offered as down", |v| {
+        v["event"] == "services" && v["services"][0]["down"] == true
+    });
+    let r = burrow_tests::http::get(listen, "/").await;
+    let body = String::from_utf8_lossy(&r.body).to_string();
+    assert_eq!(r.status, 503, "{body}");
+    assert!(body.contains("'web' is down"), "{body}");
+    let warned = forwarder.expect_event("warning", &[]);
+    assert!(
+        warned["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("is down"),
+        "{warned}"
+    );
+
+    let _back = site::web_at(addr).await;
+    exposer.expect_event("service_up", &[("service", "web")]);
+    // The third list (the first two said up, then down).
+    let lists = std::cell::Cell::new(0);
+    forwarder.expect("the service offered as up again", |v| {
+        if v["event"] != "services" {
+            return false;
+        }
+        lists.set(lists.get() + 1);
+        lists.get() >= 3 && v["services"][0].get("down").is_none()
+    });
+    let (status, body) = http_get(listen, "/").await;
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&body).contains("Hello from behind the NAT"));
+}
+
+/// `burrow status --admin ADDR` (JSON), as a user would run it.
+fn status_of(admin: &str) -> serde_json::Value {
+    let out = Burrow::command(&["status", "--admin", admin])
+        .output()
+        .expect("run burrow status");
+    assert!(
+        out.status.success(),
+        "burrow status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status JSON")
+}
+
+#[tokio::test]
+async fn burrow_status_lists_services_peers_streams_and_bytes() {
+    let server = ServerProcess::start(&[]);
+    let web = site::web().await;
+    let (ea, fa) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let (mut exposer, mut forwarder, listen) = expose_and_forward(
+        &server,
+        "status",
+        web.addr,
+        &["--admin", &ea, "--max-rate", "50MiB"],
+        &["--admin", &fa],
+    );
+    let exposer_id = exposer.peer_id();
+    let forwarder_id = forwarder.peer_id();
+    exposer.expect_event("admin", &[("url", &format!("http://{ea}/"))]);
+    let (status, big) = http_get(listen, "/big").await;
+    assert_eq!((status, big.len()), (200, site::BIG_LEN));
+
+    let e = status_of(&ea);
+    assert_eq!(e["mode"], "expose", "{e}");
+    assert_eq!(e["peer_id"], exposer_id.as_str(), "{e}");
+    let web_status = &e["services"][0];
+    assert_eq!(web_status["name"], "web", "{e}");
+    assert_eq!(web_status["addr"], web.addr.to_string(), "{e}");
+    assert_eq!(web_status["max_rate"], 50 << 20, "{e}");
+    assert!(web_status["carried"]["streams"].as_u64() >= Some(1), "{e}");
+    assert!(
+        web_status["carried"]["bytes_out"].as_u64() >= Some(site::BIG_LEN as u64),
+        "the 32 MiB body was counted: {e}"
+    );
+    let peer = e["peers"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["id"] == forwarder_id.as_str()))
+        .unwrap_or_else(|| panic!("the forwarder is listed: {e}"));
+    assert_eq!(peer["connected"], true, "{e}");
+    assert!(
+        peer["path"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("direct")),
+        "{e}"
+    );
+
+    let f = status_of(&fa);
+    assert_eq!(f["mode"], "forward", "{f}");
+    assert_eq!(f["services"][0]["peer"], exposer_id.as_str(), "{f}");
+    assert!(
+        f["carried"]["bytes_in"].as_u64() >= Some(site::BIG_LEN as u64),
+        "{f}"
+    );
+
+    // The page is there for a browser on this machine, not for a rebound DNS name.
+    let admin: SocketAddr = ea.parse().unwrap();
+    let page = burrow_tests::http::get(admin, "/").await;
+    let html = String::from_utf8_lossy(&page.body).to_string();
+    assert_eq!(page.status, 200);
+    assert!(html.contains("<td>web<td>http"), "{html}");
+    let mut tcp = TcpStream::connect(admin).await.unwrap();
+    tcp.write_all(b"GET /status HTTP/1.1\r\nHost: evil.example:7400\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 403"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    // Not on an address others can reach.
+    let link = server.room_link("status");
+    let out = Burrow::command(&["expose", "127.0.0.1:1", &link, "--admin", "0.0.0.0:7400"])
+        .output()
+        .expect("run burrow");
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("give a loopback address"), "{said}");
 }

@@ -10,8 +10,8 @@ use peer_core::channels::ControlMessage;
 use webrtc::data_channel::DataChannel;
 
 use super::{Internal, Session};
-use crate::events::Event;
-use crate::streams;
+use crate::events::{Event, Printer};
+use crate::{health, streams};
 
 /// Tells `peer` (on its control channel `dc`) what `gate` offers now.
 pub(super) async fn announce(peer: &str, dc: &Arc<dyn DataChannel>, gate: &streams::Gate) {
@@ -55,7 +55,54 @@ pub(super) async fn watch_config(path: PathBuf, tx: tokio::sync::mpsc::Sender<In
     }
 }
 
+/// Checks every service `every` so often: a change (down, or back) is printed, and the
+/// session is asked to tell every peer.
+pub(super) async fn watch_health(
+    gate: Arc<streams::Gate>,
+    every: Duration,
+    printer: Printer,
+    tx: tokio::sync::mpsc::Sender<Internal>,
+) {
+    let mut every = tokio::time::interval(every);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let services = gate.services();
+        let found = futures_util::future::join_all(
+            services.iter().map(|s| health::check(s.info.kind, s.addr)),
+        )
+        .await;
+        let mut changed = false;
+        for (s, found) in services.iter().zip(found) {
+            if !s.meter.set_down(found.is_err()) {
+                continue;
+            }
+            changed = true;
+            let service = s.info.name.clone();
+            match found {
+                Err(reason) => printer.print(Event::ServiceDown { service, reason }),
+                Ok(()) => printer.print(Event::ServiceUp { service }),
+            }
+        }
+        if changed && tx.send(Internal::Announce).await.is_err() {
+            return;
+        }
+    }
+}
+
 impl Session {
+    /// Tells every connected peer what is exposed now.
+    pub(super) async fn announce_all(&self) {
+        let Some(gate) = &self.exposed else {
+            return;
+        };
+        for (id, peer) in &self.peers {
+            if let (true, Some(dc)) = (peer.connected, &peer.control) {
+                announce(id, dc, gate).await;
+            }
+        }
+    }
+
     /// Reads the config file again: the new services replace the old for new streams (open
     /// ones carry on), and every connected peer is told; a file that does not read changes
     /// nothing, and says why.
@@ -66,23 +113,16 @@ impl Session {
         match crate::services::from_file(path) {
             Ok(services) => {
                 let names = services.iter().map(|s| s.info.name.clone()).collect();
-                if gate.infos() == services.iter().map(|s| s.info.clone()).collect::<Vec<_>>()
-                    && gate
-                        .services()
-                        .iter()
-                        .zip(&services)
-                        .all(|(a, b)| a.addr == b.addr && a.token == b.token)
+                let old = gate.services();
+                if old.len() == services.len()
+                    && old.iter().zip(&services).all(|(a, b)| a.same_as(b))
                 {
                     return;
                 }
                 gate.replace(services);
                 self.printer
                     .print(Event::ServicesReloaded { services: names });
-                for (id, peer) in &self.peers {
-                    if let (true, Some(dc)) = (peer.connected, &peer.control) {
-                        announce(id, dc, gate).await;
-                    }
-                }
+                self.announce_all().await;
             }
             Err(e) => self.warn(format!(
                 "config not reloaded ({e}); the services stay as they were"

@@ -46,25 +46,34 @@ impl Session {
         wanted: Option<&str>,
         token: streams::TokenSource,
     ) {
-        let provider = self.offered.iter().find_map(|(peer, services)| {
-            let service = services
-                .iter()
-                .find(|s| wanted.is_none_or(|w| s.name == w))?;
-            let p = self.peers.get(peer).filter(|p| p.connected)?;
-            Some((
-                p.dialer.clone(),
-                peer.clone(),
-                service.name.clone(),
-                service.kind,
-            ))
-        });
-        let Some((dialer, peer, name, kind)) = provider else {
+        // A peer whose service answers, before one whose health check finds it down.
+        let provider = self
+            .offered
+            .iter()
+            .filter_map(|(peer, services)| {
+                let service = services
+                    .iter()
+                    .find(|s| wanted.is_none_or(|w| s.name == w))?;
+                let p = self.peers.get(peer).filter(|p| p.connected)?;
+                Some((p.dialer.clone(), peer.clone(), service.clone()))
+            })
+            .min_by_key(|(_, _, service)| service.down);
+        let Some((dialer, peer, service)) = provider else {
             self.warn(format!(
                 "connection from {from} dropped: no connected peer offers {}",
                 wanted.unwrap_or("a service")
             ));
             return;
         };
+        let (name, kind) = (service.name, service.kind);
+        if service.down {
+            let reason = format!("'{name}' is down at {peer}: its local service does not answer");
+            self.warn(format!("connection from {from} refused: {reason}"));
+            if kind == ServiceKind::Http {
+                self.tasks.spawn(unavailable(tcp, reason));
+            }
+            return;
+        }
         if kind == ServiceKind::Udp {
             self.warn(format!(
                 "connection from {from} dropped: '{name}' is a UDP service (send datagrams to \
@@ -73,9 +82,10 @@ impl Session {
             return;
         }
         let printer = self.printer;
+        let meter = self.carried.clone();
         self.tasks.spawn(async move {
             let result = match token.read().await {
-                Ok(token) => streams::open(dialer, &name, token, tcp).await,
+                Ok(token) => streams::open(dialer, &name, token, tcp, &meter).await,
                 Err(e) => Err(streams::StreamError::Io(std::io::Error::new(
                     e.kind(),
                     format!("cannot read the token file: {e}"),
@@ -89,6 +99,23 @@ impl Session {
             }
         });
     }
+}
+
+/// Answers a browser or an HTTP client whose site is down with a page that says so (instead
+/// of a reset it could not explain), then closes.
+async fn unavailable(mut tcp: tokio::net::TcpStream, reason: String) {
+    use tokio::io::AsyncWriteExt;
+    let body = format!("burrow: {reason}. Try again once it is back.\n");
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\nRetry-After: 5\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let write = async {
+        tcp.write_all(answer.as_bytes()).await?;
+        tcp.shutdown().await
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), write).await;
 }
 
 impl Session {
@@ -140,7 +167,8 @@ impl Session {
                 let rx = fwd.provider.subscribe();
                 let printer = self.printer;
                 let socket = Arc::new(udp::with_big_buffers(socket));
-                self.tasks.spawn(udp::forward(socket, rx, token, printer));
+                let carried = (token, self.carried.clone());
+                self.tasks.spawn(udp::forward(socket, rx, carried, printer));
             }
             Err(e) => self.warn(format!("cannot listen for datagrams on udp {listen}: {e}")),
         }

@@ -29,6 +29,7 @@ use crate::signaling::{self, Link, Outbox};
 use crate::streams;
 use crate::voice;
 
+mod admin;
 mod expose;
 mod forward;
 mod in_voice;
@@ -68,6 +69,8 @@ pub enum Mode {
         max_streams: usize,
         /// The config file they came from, read again when it changes or on SIGHUP.
         config: Option<PathBuf>,
+        /// How often each service's health is checked (zero: never).
+        health_every: Duration,
     },
     /// Turn each TCP connection accepted on `listen` into a stream to the peer exposing
     /// `service` (or the first service offered).
@@ -104,6 +107,8 @@ pub struct Options {
     pub tls: Arc<rustls::ClientConfig>,
     /// Relayed candidates only.
     pub relay_only: bool,
+    /// Serve the status page (`burrow status`) here.
+    pub admin: Option<std::net::SocketAddr>,
 }
 
 /// Things the loop hears about besides the server and the peers' callbacks.
@@ -122,6 +127,8 @@ enum Internal {
     Voice(String, bool, bool),
     /// Expose mode: the config file changed (or SIGHUP): read it again.
     Reload,
+    /// Expose mode: a service went down or came back: tell every peer.
+    Announce,
 }
 
 struct Session {
@@ -158,6 +165,8 @@ struct Session {
     forwarding: bool,
     /// Forward mode: the UDP side, for when the service is a UDP one.
     forward_udp: Option<forward::Udp>,
+    /// Forward mode: what its streams carried.
+    carried: Arc<crate::meter::Meter>,
     /// Expose mode: the config file the services come from.
     reload_from: Option<PathBuf>,
     /// When to say hello again (the join was refused for now).
@@ -202,6 +211,7 @@ pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<(
     let mut forward = None;
     let mut forward_udp = None;
     let mut reload_from = None;
+    let mut health_every = None;
     let mut give_up = None;
     let mut voice = Voice::default();
     let mut files_at_once = 1;
@@ -224,8 +234,10 @@ pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<(
             services,
             max_streams,
             config,
+            health_every: every,
         } => {
             exposed = Some(Arc::new(streams::Gate::new(services, max_streams)));
+            health_every = Some(every).filter(|e| !e.is_zero());
             reload_from = config;
             (None, false, Vec::new())
         }
@@ -266,6 +278,7 @@ pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<(
         offered: HashMap::new(),
         forwarding: forward.is_some(),
         forward_udp,
+        carried: Arc::default(),
         reload_from: None,
         hello_at: None,
         last_loss: None,
@@ -286,6 +299,22 @@ pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<(
             .tasks
             .spawn(expose::watch_config(path, session.internal_tx.clone()));
     }
+    if let (Some(gate), Some(every)) = (&session.exposed, health_every) {
+        let (gate, tx) = (gate.clone(), session.internal_tx.clone());
+        session
+            .tasks
+            .spawn(expose::watch_health(gate, every, printer, tx));
+    }
+
+    // `--admin`: the status page asks the loop for a snapshot (answered between events).
+    let (asks, mut asked) = mpsc::channel(8);
+    if let Some(addr) = opts.admin {
+        let listener = crate::status::listen(addr).await?;
+        session.printer.print(Event::Admin {
+            url: format!("http://{addr}/"),
+        });
+        session.tasks.spawn(crate::status::serve(listener, asks));
+    }
 
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let stdin_open = read_stdin;
@@ -303,6 +332,9 @@ pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<(
             }
             Some((peer, event)) = peer_rx.recv() => session.on_peer_event(&peer, event).await,
             Some(event) = internal_rx.recv() => session.on_internal(event).await,
+            Some(reply) = asked.recv() => {
+                let _ = reply.send(session.status());
+            }
             _ = tick.tick() => {
                 let actions = session.room.tick(session.now());
                 session.perform(actions).await;
@@ -331,6 +363,8 @@ pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<(
             break outcome;
         }
     };
+    // The status page stops first (it waits for this end to go).
+    drop(asked);
     session.close_all().await;
     server.leave().await;
     outcome
@@ -667,9 +701,11 @@ impl Session {
         match event {
             Internal::ControlOpen(id, dc) => self.control_open(id, dc),
             Internal::Connected(id, info) => {
-                let Some(peer) = self.peers.get(&id) else {
+                let Some(peer) = self.peers.get_mut(&id) else {
                     return;
                 };
+                peer.path = info;
+                let peer = &*peer;
                 self.printer.print(RoomEvent::Connected {
                     peer: id.clone(),
                     report: info.into(),
@@ -705,6 +741,7 @@ impl Session {
                 self.refresh_udp().await;
             }
             Internal::Reload => self.reload().await,
+            Internal::Announce => self.announce_all().await,
             Internal::Voice(peer, on, sending) => {
                 self.printer.print(RoomEvent::Voice { peer, on, sending })
             }
@@ -724,10 +761,15 @@ impl Session {
                 let actions = self.room.on_link(&peer, link, now);
                 self.perform(actions).await;
             }
-            Internal::PathChanged(peer, info) => self.printer.print(RoomEvent::PathChanged {
-                peer,
-                report: Some(info).into(),
-            }),
+            Internal::PathChanged(peer, info) => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.path = Some(info);
+                }
+                self.printer.print(RoomEvent::PathChanged {
+                    peer,
+                    report: Some(info).into(),
+                })
+            }
             Internal::Chat(from, text) => {
                 let name = self.peers.get(&from).and_then(|p| p.name.clone());
                 self.printer.print(RoomEvent::Chat { from, name, text });
