@@ -55,6 +55,9 @@ pub(super) async fn watch_config(path: PathBuf, tx: tokio::sync::mpsc::Sender<In
     }
 }
 
+/// How often a service found down is checked again.
+const DOWN_EVERY: Duration = Duration::from_secs(1);
+
 /// Checks every service `every` so often: a change (down, or back) is printed, and the
 /// session is asked to tell every peer.
 pub(super) async fn watch_health(
@@ -63,10 +66,20 @@ pub(super) async fn watch_health(
     printer: Printer,
     tx: tokio::sync::mpsc::Sender<Internal>,
 ) {
-    let mut every = tokio::time::interval(every);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut first = true;
     loop {
-        every.tick().await;
+        // While a service is down, it is looked at every second: one that starts late (or
+        // comes back) is offered again at once, not a whole period later.
+        let any_down = gate.services().iter().any(|s| s.meter.is_down());
+        if !first {
+            tokio::time::sleep(if any_down {
+                DOWN_EVERY.min(every)
+            } else {
+                every
+            })
+            .await;
+        }
+        first = false;
         let services = gate.services();
         let found = futures_util::future::join_all(
             services.iter().map(|s| health::check(s.info.kind, s.addr)),
