@@ -14,6 +14,7 @@
 //! * `health`: the checks that find a local service down or back;
 //! * [`udp`]: UDP services: the datagram channel, and the forwarding side's sessions;
 //! * [`tls`]: whom `burrow` trusts on https room links;
+//! * [`turn_tcp`]: TURN over TCP for the `webrtc` crate, through a local shim;
 //! * [`netcheck`]: what this machine's NAT does;
 //! * [`voice`]: voice from an Ogg/Opus file, and recordings of what peers say;
 //! * [`status`]: the `--admin` status page, and `burrow status` that reads it;
@@ -34,5 +35,6 @@ pub mod signaling;
 pub mod status;
 pub mod streams;
 pub mod tls;
+pub mod turn_tcp;
 pub mod udp;
 pub mod voice;

@@ -19,11 +19,11 @@
 //! (backpressure) with a long path's bandwidth-delay product in flight, and the SCTP receive
 //! window is 8 MiB for throughput.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use peer_core::path::{CandidateType, Endpoint};
+use peer_core::path::{CandidateType, Endpoint, RelayOver};
 use signal_protocol::IceServer;
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfiguration,
@@ -201,12 +201,16 @@ fn mdns_mode() -> rtc::ice::mdns::MulticastDnsMode {
 /// How a connection goes: the shared description from `peer_core`.
 pub type PathInfo = peer_core::path::SelectedPath;
 
+/// Relayed addresses our side reaches over TCP ([`crate::turn_tcp`]).
+pub type TcpRelayed = std::sync::Arc<std::sync::Mutex<std::collections::HashSet<SocketAddr>>>;
+
 /// Reads the selected candidate pair, waiting briefly for the stats to name it (just after a
-/// channel opens they sometimes do not yet).
-pub async fn path_info(pc: &Arc<dyn PeerConnection>) -> Option<PathInfo> {
+/// channel opens they sometimes do not yet); a relayed local candidate in `tcp` is reached
+/// over TCP.
+pub async fn path_info(pc: &Arc<dyn PeerConnection>, tcp: &TcpRelayed) -> Option<PathInfo> {
     for _ in 0..20 {
         let report = pc.get_stats(Instant::now(), StatsSelector::None).await;
-        if let Some(info) = read_path(&report, selected_endpoints(pc).await) {
+        if let Some(info) = read_path(&report, selected_endpoints(pc, tcp).await) {
             return Some(info);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -224,9 +228,10 @@ pub async fn path_info(pc: &Arc<dyn PeerConnection>) -> Option<PathInfo> {
 /// waiting) and its consent reading (see [`consent_answers`]).
 pub async fn path_and_consent(
     pc: &Arc<dyn PeerConnection>,
+    tcp: &TcpRelayed,
 ) -> (Option<PathInfo>, Option<(String, u64)>) {
     let report = pc.get_stats(Instant::now(), StatsSelector::None).await;
-    let selected = selected_endpoints(pc).await;
+    let selected = selected_endpoints(pc, tcp).await;
     (read_path(&report, selected), consent_answers(&report))
 }
 
@@ -235,8 +240,8 @@ enum AgentPair {
     /// None selected (before the first, during an ICE restart, after a failure): the stats
     /// still name the last one, which is no path now.
     NoPair,
-    /// The two ends as the agent knows them.
-    Ends(Endpoint, Endpoint),
+    /// The two ends as the agent knows them, and how our side reaches its relay.
+    Ends(Endpoint, Endpoint, Option<RelayOver>),
     /// The agent could not be asked: judge from the stats alone.
     Unknown,
 }
@@ -245,7 +250,7 @@ enum AgentPair {
 /// a peer-reflexive remote candidate's address: a peer whose checks arrive before its candidates
 /// is learnt as peer-reflexive, and only its address tells a LAN from a hole punched (the
 /// browser on the other end, which got our candidates first, sees a host candidate there).
-async fn selected_endpoints(pc: &Arc<dyn PeerConnection>) -> AgentPair {
+async fn selected_endpoints(pc: &Arc<dyn PeerConnection>, tcp: &TcpRelayed) -> AgentPair {
     let Some(sctp) = pc.sctp().await else {
         return AgentPair::Unknown;
     };
@@ -278,7 +283,18 @@ async fn selected_endpoints(pc: &Arc<dyn PeerConnection>) -> AgentPair {
             remote.kind = CandidateType::Relay;
         }
     }
-    AgentPair::Ends(local, remote)
+    let relay_over = (local.kind == CandidateType::Relay).then(|| {
+        let at = pair
+            .local()
+            .address
+            .parse()
+            .map(|ip| SocketAddr::new(ip, pair.local().port));
+        match at {
+            Ok(at) if crate::turn_tcp::tcp_relayed(tcp, at) => RelayOver::Tcp,
+            _ => RelayOver::Udp,
+        }
+    });
+    AgentPair::Ends(local, remote, relay_over)
 }
 
 /// The selected pair (named with the ICE credentials, which an ICE restart changes) and how
@@ -307,8 +323,8 @@ fn read_path(report: &RTCStatsReport, agent: AgentPair) -> Option<PathInfo> {
     match agent {
         AgentPair::NoPair => return None,
         // (An mDNS name is no address: then the stats' fallback below.)
-        AgentPair::Ends(local, remote) if remote.ip.is_some() => {
-            return Some(PathInfo::between(local, remote, rtt));
+        AgentPair::Ends(local, remote, over) if remote.ip.is_some() => {
+            return Some(PathInfo::between(local, remote, rtt).relayed_over(over));
         }
         _ => {}
     }

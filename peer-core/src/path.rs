@@ -44,6 +44,31 @@ pub enum PathKind {
     Relayed,
 }
 
+/// How our side reaches its TURN relay, when our candidate is relayed: over UDP, or, on a
+/// network that drops UDP, over TCP or TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayOver {
+    /// TURN over UDP.
+    Udp,
+    /// TURN over TCP.
+    Tcp,
+    /// TURN over TLS (`turns:`).
+    Tls,
+}
+
+impl RelayOver {
+    /// Parses the stats spelling (`relayProtocol`: `udp`, `tcp`, `tls`).
+    pub fn parse(s: &str) -> Option<RelayOver> {
+        match s.to_ascii_lowercase().as_str() {
+            "udp" => Some(RelayOver::Udp),
+            "tcp" => Some(RelayOver::Tcp),
+            "tls" => Some(RelayOver::Tls),
+            _ => None,
+        }
+    }
+}
+
 /// The selected candidate pair, as read from a connection's stats.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SelectedPath {
@@ -55,6 +80,8 @@ pub struct SelectedPath {
     pub remote: CandidateType,
     /// Round-trip time of the last ICE check, in milliseconds, if measured.
     pub rtt_ms: Option<f64>,
+    /// How our side reaches the relay, when our candidate is relayed and that is known.
+    pub relay_over: Option<RelayOver>,
 }
 
 impl SelectedPath {
@@ -66,6 +93,25 @@ impl SelectedPath {
             local: local.kind,
             remote: remote.kind,
             rtt_ms,
+            relay_over: None,
+        }
+    }
+
+    /// The same path, our side reaching its relay over `over` (kept only when our candidate is
+    /// relayed).
+    pub fn relayed_over(self, over: Option<RelayOver>) -> SelectedPath {
+        SelectedPath {
+            relay_over: over.filter(|_| self.local == CandidateType::Relay),
+            ..self
+        }
+    }
+
+    /// What a user reads: `relayed (TCP)` when our side reaches the relay over TCP.
+    pub fn label(&self) -> String {
+        match (self.kind, self.relay_over) {
+            (PathKind::Relayed, Some(RelayOver::Tcp)) => "relayed (TCP)".into(),
+            (PathKind::Relayed, Some(RelayOver::Tls)) => "relayed (TLS)".into(),
+            (kind, _) => kind.label().into(),
         }
     }
 }
@@ -76,7 +122,7 @@ impl SelectedPath {
 /// nothing otherwise (a new RTT alone is not news).
 #[derive(Debug, Default)]
 pub struct PathWatch {
-    last: Option<Option<(PathKind, CandidateType, CandidateType)>>,
+    last: Option<Option<(PathKind, CandidateType, CandidateType, Option<RelayOver>)>>,
 }
 
 /// What one reading of the path means.
@@ -93,7 +139,7 @@ pub enum PathNews {
 impl PathWatch {
     /// Takes one reading (`None`: the stats named no pair).
     pub fn observe(&mut self, path: Option<&SelectedPath>) -> PathNews {
-        let now = path.map(|p| (p.kind, p.local, p.remote));
+        let now = path.map(|p| (p.kind, p.local, p.remote, p.relay_over));
         let Some(before) = self.last else {
             self.last = Some(now);
             return PathNews::Connected;
@@ -120,6 +166,9 @@ pub struct PathReport {
     pub remote: Option<CandidateType>,
     /// Round-trip time in ms.
     pub rtt_ms: Option<f64>,
+    /// How our side reaches the relay (`udp`, `tcp`, `tls`), when our candidate is relayed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay_over: Option<RelayOver>,
 }
 
 impl From<Option<SelectedPath>> for PathReport {
@@ -127,11 +176,12 @@ impl From<Option<SelectedPath>> for PathReport {
         PathReport {
             path: p.map(|p| p.kind),
             label: p
-                .map(|p| p.kind.label().to_string())
+                .map(|p| p.label())
                 .unwrap_or_else(|| "connected".into()),
             local: p.map(|p| p.local),
             remote: p.map(|p| p.remote),
             rtt_ms: p.and_then(|p| p.rtt_ms),
+            relay_over: p.and_then(|p| p.relay_over),
         }
     }
 }
@@ -361,12 +411,14 @@ mod tests {
             local: CandidateType::Relay,
             remote: CandidateType::Srflx,
             rtt_ms: Some(1.0),
+            relay_over: None,
         };
         let punched = SelectedPath {
             kind: PathKind::HolePunched,
             local: CandidateType::Host,
             remote: CandidateType::Srflx,
             rtt_ms: Some(0.5),
+            relay_over: None,
         };
         let mut w = PathWatch::default();
         assert_eq!(w.observe(Some(&relayed)), PathNews::Connected);
@@ -378,6 +430,11 @@ mod tests {
         assert_eq!(w.observe(None), PathNews::Same);
         assert_eq!(w.observe(Some(&punched)), PathNews::Changed);
         assert_eq!(w.observe(Some(&punched)), PathNews::Same);
+        // The relay reached over TCP instead: another path, labelled so.
+        let over_tcp = relayed.relayed_over(Some(RelayOver::Tcp));
+        assert_eq!(over_tcp.label(), "relayed (TCP)");
+        assert_eq!(w.observe(Some(&over_tcp)), PathNews::Changed);
+        assert_eq!(punched.relayed_over(Some(RelayOver::Tcp)).relay_over, None);
     }
 
     #[test]

@@ -218,6 +218,15 @@ pub struct Config {
     #[arg(long, env = "BURROW_TURN_MAX_PER_PEER", default_value_t = 32)]
     pub turn_max_allocations_per_peer: usize,
 
+    /// Most TURN-over-TCP connections from one client IP at once (for networks that block
+    /// UDP; served on the STUN port).
+    #[arg(long, env = "BURROW_TURN_TCP_MAX_PER_IP", default_value_t = 16)]
+    pub turn_tcp_max_per_ip: usize,
+
+    /// Most TURN-over-TCP connections at once, in total.
+    #[arg(long, env = "BURROW_TURN_TCP_MAX", default_value_t = 4096)]
+    pub turn_tcp_max: usize,
+
     /// Most TURN allocations at once, in total.
     #[arg(long, env = "BURROW_TURN_MAX_ALLOCATIONS", default_value_t = 2000)]
     pub turn_max_allocations: usize,

@@ -49,6 +49,7 @@ mod state;
 mod stun;
 mod tls;
 pub mod turn_guard;
+mod turn_tcp;
 pub mod wire;
 
 use std::net::SocketAddr;
@@ -150,6 +151,7 @@ pub async fn start(
         limits: limits.clone(),
         stun_addr: stun.local_addr,
         stun_alt_addr: stun.alt_addr,
+        turn_tcp: stun.tcp_addr.is_some(),
         turn: stun.minter.clone(),
         external_turn,
         turn_access: stun.access.clone(),

@@ -1,5 +1,10 @@
-//! Burrow's TURN relay (RFC 8656 over UDP): allocations, permissions, channels, and the
-//! forwarding of datagrams between clients and their peers.
+//! Burrow's TURN relay (RFC 8656; clients over UDP or TCP, peers over UDP): allocations,
+//! permissions, channels, and the forwarding of datagrams between clients and their peers.
+//!
+//! A client reaches the relay on a *listener*: one of the UDP sockets, or one TCP connection
+//! ([`crate::turn_tcp`], for networks that block UDP). Allocations are keyed by listener and
+//! client address (the 5-tuple), and answered on the same listener; a TCP connection's
+//! allocations end with it.
 //!
 //! # What a client does
 //!
@@ -96,11 +101,35 @@ pub struct RelayConfig {
     pub unauthenticated_rate: u32,
 }
 
+/// How the relay reaches a client: its UDP listening socket, or its TCP connection's writer
+/// (a bounded queue: when the client reads too slowly, datagrams are dropped, as UDP would).
+#[derive(Clone)]
+enum Back {
+    Udp(Arc<UdpSocket>),
+    Tcp(tokio::sync::mpsc::Sender<Vec<u8>>),
+}
+
+impl Back {
+    /// Sends `data` to `client` now or never; the bytes sent.
+    fn send(&self, data: &[u8], client: SocketAddr) -> Option<usize> {
+        match self {
+            Back::Udp(socket) => send_now(socket, data, client).ok(),
+            Back::Tcp(tx) => tx.try_send(data.to_vec()).ok().map(|()| data.len()),
+        }
+    }
+}
+
+/// Listener numbers from here on are TCP connections (below: the UDP sockets).
+const FIRST_TCP_LISTENER: usize = 1 << 20;
+
 /// The relay: configuration, the listening sockets (to reach clients) and every allocation.
 pub struct Relay {
     cfg: RelayConfig,
     nonces: Nonces,
     listeners: Vec<Arc<UdpSocket>>,
+    /// The TCP connections' writers, by listener number.
+    tcp: RwLock<HashMap<usize, tokio::sync::mpsc::Sender<Vec<u8>>>>,
+    next_tcp: std::sync::atomic::AtomicUsize,
     table: RwLock<Table>,
     logs: LogBudget,
     /// Unauthenticated answers (401, 438, 400) sent per client network per second: they are
@@ -288,6 +317,8 @@ impl Relay {
             cfg,
             nonces: Nonces::new(),
             listeners,
+            tcp: RwLock::default(),
+            next_tcp: std::sync::atomic::AtomicUsize::new(FIRST_TCP_LISTENER),
             table: RwLock::new(Table::default()),
             challenges: Mutex::new(HashMap::new()),
             logs: LogBudget {
@@ -311,6 +342,49 @@ impl Relay {
             .allocations
             .get(&(listener, client))
             .map(|e| e.alloc.clone())
+    }
+
+    /// A TCP client connection opened: its listener number (answers and relayed data for its
+    /// allocations go to `writer`).
+    pub fn open_tcp(&self, writer: tokio::sync::mpsc::Sender<Vec<u8>>) -> usize {
+        let n = self.next_tcp.fetch_add(1, Ordering::Relaxed);
+        self.tcp
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(n, writer);
+        n
+    }
+
+    /// A TCP client connection closed: its allocations are deleted (RFC 8656 §3.1).
+    pub fn close_tcp(&self, listener: usize) {
+        self.tcp
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&listener);
+        let mut t = self.write();
+        let keys: Vec<_> = t
+            .allocations
+            .keys()
+            .filter(|(l, _)| *l == listener)
+            .copied()
+            .collect();
+        for k in &keys {
+            remove(&mut t, k);
+        }
+    }
+
+    /// How to reach the clients of `listener`.
+    fn back(&self, listener: usize) -> Option<Back> {
+        match self.listeners.get(listener) {
+            Some(socket) => Some(Back::Udp(socket.clone())),
+            None => self
+                .tcp
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&listener)
+                .cloned()
+                .map(Back::Tcp),
+        }
     }
 
     /// Live allocations.
@@ -569,7 +643,7 @@ impl Relay {
                 .min(self.max_lifetime().as_secs() as u32),
             None => self.default_lifetime(),
         };
-        let Some(listener_socket) = self.listeners.get(listener).cloned() else {
+        let Some(back) = self.back(listener) else {
             return Outcome::Refused(500, "Server Error");
         };
         // Count it first (so an over-quota request costs no socket), then open the socket
@@ -639,7 +713,7 @@ impl Relay {
                 channel_of: HashMap::new(),
             }),
         });
-        let task = tokio::spawn(pump(self.clone(), alloc.clone(), listener_socket));
+        let task = tokio::spawn(pump(self.clone(), alloc.clone(), back));
         t.allocations.insert(
             (listener, client),
             Entry {
@@ -928,7 +1002,7 @@ impl Relay {
     fn deliver_to_client(
         &self,
         alloc: &Allocation,
-        listener: &UdpSocket,
+        back: &Back,
         buf: &mut [u8],
         n: usize,
         peer: SocketAddr,
@@ -958,7 +1032,16 @@ impl Relay {
                 let start = HEADROOM - wire::CHANNEL_HEADER_LEN;
                 buf[start..start + 2].copy_from_slice(&number.to_be_bytes());
                 buf[start + 2..HEADROOM].copy_from_slice(&(n as u16).to_be_bytes());
-                &buf[start..HEADROOM + n]
+                // Over TCP, ChannelData is padded to a multiple of 4 bytes (RFC 8656 §12.5).
+                let end = match back {
+                    Back::Udp(_) => HEADROOM + n,
+                    Back::Tcp(_) => HEADROOM + wire::padded(n),
+                };
+                if end > buf.len() {
+                    return;
+                }
+                buf[HEADROOM + n..end].fill(0);
+                &buf[start..end]
             }
             None => {
                 let end = HEADROOM + wire::padded(n);
@@ -975,7 +1058,7 @@ impl Relay {
                 &buf[start..end]
             }
         };
-        if let Ok(n) = send_now(listener, out, alloc.client) {
+        if let Some(n) = back.send(out, alloc.client) {
             self.cfg.metrics.turn_bytes.inc_by(n as u64);
         }
     }
@@ -1050,7 +1133,7 @@ const PUMP_BATCH: usize = 64;
 
 /// One allocation's task: reads its relay socket and hands each datagram to the client, until
 /// aborted (the allocation ended) or the socket fails.
-async fn pump(relay: Arc<Relay>, alloc: Arc<Allocation>, listener: Arc<UdpSocket>) {
+async fn pump(relay: Arc<Relay>, alloc: Arc<Allocation>, back: Back) {
     use rand::RngCore;
     let mut tid = [0u8; 12];
     rand::rng().fill_bytes(&mut tid);
@@ -1065,7 +1148,7 @@ async fn pump(relay: Arc<Relay>, alloc: Arc<Allocation>, listener: Arc<UdpSocket
                 let end = buf.len() - 4;
                 match alloc.socket.try_recv_from(&mut buf[HEADROOM..end]) {
                     Ok((n, peer)) => {
-                        relay.deliver_to_client(&alloc, &listener, &mut buf, n, peer, &mut tid);
+                        relay.deliver_to_client(&alloc, &back, &mut buf, n, peer, &mut tid);
                         false
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => true,

@@ -20,6 +20,8 @@ pub struct AppState {
     pub stun_alt_addr: SocketAddr,
     /// Mints credentials for the embedded TURN relay, when it is on.
     pub turn: Option<credentials::Minter>,
+    /// The relay is also reached over TCP on the STUN port.
+    pub turn_tcp: bool,
     /// External TURN servers (`--external-turn`) and the minters of their credentials.
     pub external_turn: Vec<(String, credentials::Minter)>,
     /// What the server counts, for `/metrics`.
@@ -77,8 +79,13 @@ impl AppState {
         }];
         if let Some(minter) = &self.turn {
             let (username, credential) = minter.mint(peer_id);
+            // UDP first; TCP for networks that drop UDP (tried in parallel, preferred last).
+            let mut urls = vec![format!("turn:{host}:{port}?transport=udp")];
+            if self.turn_tcp {
+                urls.push(format!("turn:{host}:{port}?transport=tcp"));
+            }
             servers.push(IceServer {
-                urls: vec![format!("turn:{host}:{port}?transport=udp")],
+                urls,
                 username: Some(username),
                 credential: Some(credential),
             });

@@ -42,6 +42,8 @@ pub struct StunServer {
     pub local_addr: SocketAddr,
     /// The second STUN address (for netcheck; TURN is served there too).
     pub alt_addr: SocketAddr,
+    /// TURN (and STUN) over TCP, on the main port, when TURN is on and the port was free.
+    pub tcp_addr: Option<SocketAddr>,
     /// Mints TURN credentials, when TURN is on.
     pub minter: Option<Minter>,
     /// Who may use the relay: call [`TurnAccess::grant`] with a peer id at welcome and
@@ -187,9 +189,32 @@ impl StunServer {
         if let Some(r) = &relay {
             tasks.push(tokio::spawn(reaper(Arc::downgrade(r))));
         }
+        // TURN over TCP on the same port, for networks that drop UDP.
+        let mut tcp_addr = None;
+        if relay.is_some() {
+            match tokio::net::TcpListener::bind(local_addr).await {
+                Ok(listener) => {
+                    tcp_addr = listener.local_addr().ok();
+                    let limits = crate::accept::ConnectionLimits::new(
+                        cfg.turn_tcp_max_per_ip,
+                        cfg.turn_tcp_max,
+                    );
+                    tasks.push(tokio::spawn(crate::turn_tcp::serve(
+                        listener,
+                        relay.clone(),
+                        metrics.clone(),
+                        limits,
+                    )));
+                }
+                Err(e) => {
+                    tracing::warn!(%local_addr, "no TURN over TCP (the port is taken on TCP): {e}")
+                }
+            }
+        }
         Ok(StunServer {
             local_addr,
             alt_addr,
+            tcp_addr,
             minter,
             access: TurnAccess::new(relay.clone()),
             relay,
@@ -252,62 +277,68 @@ async fn serve(
                 continue;
             }
         };
-        let datagram = &buf[..n];
-        if datagram.first().is_some_and(|b| b & 0xC0 == 0x40) {
-            if let Some(relay) = &relay {
-                relay.on_channel_data(listener, from, datagram);
-            }
-            continue;
-        }
-        let Some(msg) = Message::parse(datagram) else {
-            continue;
-        };
-        match (msg.method(), msg.class()) {
-            (method::SEND, Class::Indication) => {
-                if let Some(relay) = &relay {
-                    relay.on_send(listener, from, &msg);
-                }
-                continue;
-            }
-            (method::BINDING, Class::Request) => {
-                if !msg.fingerprint_ok() {
-                    continue;
-                }
-                metrics.stun_requests.inc();
-                Builder::new(
-                    &mut out,
-                    method::BINDING,
-                    Class::Success,
-                    msg.transaction_id(),
-                )
-                .xor_address(attr::XOR_MAPPED_ADDRESS, from)
-                .fingerprint();
-            }
-            (
-                method::ALLOCATE
-                | method::REFRESH
-                | method::CREATE_PERMISSION
-                | method::CHANNEL_BIND,
-                Class::Request,
-            ) => {
-                if !msg.fingerprint_ok() {
-                    continue;
-                }
-                match &relay {
-                    Some(relay) => relay.on_request(listener, from, &msg, &mut out),
-                    None => {
-                        Builder::new(&mut out, msg.method(), Class::Error, msg.transaction_id())
-                            .error_code(403, "TURN relay is off")
-                            .fingerprint();
-                    }
-                }
-            }
-            _ => continue,
-        }
+        handle(listener, from, &buf[..n], relay.as_ref(), &metrics, &mut out);
         // A full send buffer drops the answer; the client retransmits. Nothing to send: the
         // relay chose not to answer (e.g. over the unauthenticated-answer budget).
         if !out.is_empty() {
             let _ = send_now(&socket, &out, from);
         }
+    }
+}
+
+/// One message from `from` on `listener` (a UDP socket, or a TCP connection of
+/// [`crate::turn_tcp`]): Binding answered, TURN requests answered by the relay, Send
+/// indications and ChannelData relayed. The answer, if any, is left in `out` (else it is
+/// empty).
+pub fn handle(
+    listener: usize,
+    from: SocketAddr,
+    datagram: &[u8],
+    relay: Option<&Arc<Relay>>,
+    metrics: &crate::metrics::Metrics,
+    out: &mut Vec<u8>,
+) {
+    out.clear();
+    if datagram.first().is_some_and(|b| b & 0xC0 == 0x40) {
+        if let Some(relay) = relay {
+            relay.on_channel_data(listener, from, datagram);
+        }
+        return;
+    }
+    let Some(msg) = Message::parse(datagram) else {
+        return;
+    };
+    match (msg.method(), msg.class()) {
+        (method::SEND, Class::Indication) => {
+            if let Some(relay) = relay {
+                relay.on_send(listener, from, &msg);
+            }
+        }
+        (method::BINDING, Class::Request) => {
+            if !msg.fingerprint_ok() {
+                return;
+            }
+            metrics.stun_requests.inc();
+            Builder::new(out, method::BINDING, Class::Success, msg.transaction_id())
+                .xor_address(attr::XOR_MAPPED_ADDRESS, from)
+                .fingerprint();
+        }
+        (
+            method::ALLOCATE | method::REFRESH | method::CREATE_PERMISSION | method::CHANNEL_BIND,
+            Class::Request,
+        ) => {
+            if !msg.fingerprint_ok() {
+                return;
+            }
+            match relay {
+                Some(relay) => relay.on_request(listener, from, &msg, out),
+                None => {
+                    Builder::new(out, msg.method(), Class::Error, msg.transaction_id())
+                        .error_code(403, "TURN relay is off")
+                        .fingerprint();
+                }
+            }
+        }
+        _ => {}
     }
 }

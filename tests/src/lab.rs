@@ -230,6 +230,19 @@ table inet filter {{
         }
     }
 
+    /// Makes router `i` (see [`Lab::behind_nat`]) drop every UDP datagram its host sends out
+    /// but DNS, as strict corporate networks and some hotels do; TCP passes.
+    pub fn block_udp(&self, i: u8) {
+        let router = format!("{}-nat{i}", self.prefix);
+        run(
+            "ip",
+            &format!(
+                "netns exec {router} nft insert rule inet filter forward \
+                 iifname lan meta l4proto udp udp dport != 53 drop"
+            ),
+        );
+    }
+
     /// Routes router `i`'s uplink (see [`Lab::behind_nat`]) through a delay line holding each
     /// frame `delay_ms` and dropping a share `loss` of them, both ways, at no rate cap: two
     /// slowed uplinks give the peers behind them a round trip of 4 × `delay_ms`.

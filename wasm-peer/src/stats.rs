@@ -60,7 +60,12 @@ pub async fn path_info(pc: &RtcPeerConnection) -> Option<PathInfo> {
     let rtt_ms = get(&selected, "currentRoundTripTime")
         .as_f64()
         .map(|s| s * 1000.0);
-    Some(PathInfo::between(local, remote, rtt_ms))
+    // How the browser reaches its relay (`udp`, `tcp`, `tls`), for a relayed local candidate.
+    let relay_over = get_str(&selected, "localCandidateId")
+        .and_then(|id| by_id(&id))
+        .and_then(|c| get_str(&c, "relayProtocol"))
+        .and_then(|p| peer_core::path::RelayOver::parse(&p));
+    Some(PathInfo::between(local, remote, rtt_ms).relayed_over(relay_over))
 }
 
 /// What arrives on the connection's audio (all its audio receivers together): packets, the

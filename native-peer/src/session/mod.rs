@@ -139,6 +139,8 @@ struct Session {
     /// The shareable link, for the `joined` line.
     page_url: String,
     ice_servers: Vec<IceServer>,
+    /// The shims that carry TURN over TCP for the `webrtc` crate.
+    tcp_relays: crate::turn_tcp::TcpRelays,
     network: Network,
     outbox: Outbox,
     printer: Printer,
@@ -260,6 +262,7 @@ pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<(
         epoch: Instant::now(),
         page_url: link.page_url(),
         ice_servers: Vec::new(),
+        tcp_relays: Default::default(),
         network,
         outbox: server.outbox(),
         printer,
@@ -444,7 +447,7 @@ impl Session {
             Link::Message(msg) => {
                 if let ServerMessage::Welcome { ice_servers, .. } = &msg {
                     // Fresh TURN credentials; ICE restarts use them.
-                    self.ice_servers = ice_servers.clone();
+                    self.ice_servers = self.tcp_relays.adapt(ice_servers);
                 }
                 let now = self.now();
                 let actions = self.room.on_server(msg, now)?;
@@ -693,7 +696,8 @@ impl Session {
         peer.control = Some(dc);
         // Reading the selected pair can take a while (a stats call): the watcher reads it and
         // reports back, so the loop never waits on one peer.
-        let watch = watch_path(self.internal_tx.clone(), id, peer.pc.clone());
+        let tcp = self.tcp_relays.relayed();
+        let watch = watch_path(self.internal_tx.clone(), id, peer.pc.clone(), tcp);
         peer.path_watch = Some(self.tasks.spawn(watch));
     }
 
@@ -826,9 +830,10 @@ async fn watch_path(
     tx: mpsc::Sender<Internal>,
     id: String,
     pc: Arc<dyn webrtc::peer_connection::PeerConnection>,
+    tcp: rtc::TcpRelayed,
 ) {
     use peer_core::path::{Consent, ConsentNews};
-    let first = rtc::path_info(&pc).await;
+    let first = rtc::path_info(&pc, &tcp).await;
     let mut watch = peer_core::path::PathWatch::default();
     watch.observe(first.as_ref());
     if tx
@@ -842,7 +847,7 @@ async fn watch_path(
     let mut consent = Consent::default();
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-        let (info, reading) = rtc::path_and_consent(&pc).await;
+        let (info, reading) = rtc::path_and_consent(&pc, &tcp).await;
         let reading = reading.as_ref().map(|(pair, n)| (pair.as_str(), *n));
         let up = match consent.observe(reading, epoch.elapsed().as_millis() as u64) {
             ConsentNews::Lost => Some(false),

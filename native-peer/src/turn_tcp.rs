@@ -1,0 +1,353 @@
+//! TURN over TCP for the `webrtc` crate, which speaks TURN over UDP only (webrtc-rs/webrtc#539):
+//! each `turn:HOST:PORT?transport=tcp` server the welcome lists is given to the crate as a local
+//! UDP one, `turn:127.0.0.1:N`, and a shim carries what the crate sends there to the real server
+//! over TCP, one connection per crate socket, and the answers back. The crate's own TURN client
+//! does everything else (credentials, allocation, permissions, channels, refreshes): the shim
+//! only moves messages, framed as RFC 8656 §3.1 asks (ChannelData padded to 4 bytes on TCP).
+//!
+//! UDP stays first: before it opens a TCP connection, a shim asks the server a STUN Binding over
+//! UDP; when that is answered, UDP reaches the relay, and the crate's requests to the shim are
+//! dropped (it gives up on that server, and relays over UDP as before, with no second
+//! allocation on the server). Only where UDP does not get through (about a second later) does
+//! TCP carry the relay. The answer is asked again after [`UDP_VERDICT_LIFE`]. The shim
+//! remembers which relayed addresses it saw allocated, so the path can say `relayed (TCP)`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::PoisonError;
+use std::time::Duration;
+
+use signal_protocol::IceServer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+/// How long connecting to the server over TCP may take.
+const CONNECT_WAIT: Duration = Duration::from_secs(5);
+/// Messages queued toward the server on one connection before more are dropped (as UDP would).
+const QUEUE: usize = 256;
+/// The largest frame: a STUN message's header and its longest body.
+const MAX_FRAME: usize = 20 + 65_535;
+/// How long a Binding over UDP may take to be answered before UDP counts as blocked (asked
+/// twice).
+const UDP_PROBE_WAIT: Duration = Duration::from_millis(500);
+/// How long "UDP reaches the relay" holds before it is asked again.
+pub const UDP_VERDICT_LIFE: Duration = Duration::from_secs(60);
+
+/// Whether a STUN Binding over UDP to `server` is answered: then UDP reaches the relay.
+async fn udp_reaches(server: &str) -> bool {
+    let Ok(Some(to)) = tokio::net::lookup_host(server).await.map(|mut a| a.next()) else {
+        return false;
+    };
+    let any: SocketAddr = if to.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let Ok(socket) = UdpSocket::bind(any).await else {
+        return false;
+    };
+    let tid: [u8; 12] = rand::random();
+    let mut request = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+    request.extend_from_slice(&tid);
+    let mut buf = [0u8; 512];
+    for _ in 0..2 {
+        if socket.send_to(&request, to).await.is_err() {
+            return false;
+        }
+        let answer = tokio::time::timeout(UDP_PROBE_WAIT, async {
+            loop {
+                match socket.recv_from(&mut buf).await {
+                    Ok((n, from)) if from == to && n >= 20 && buf[8..20] == tid => return true,
+                    Ok(_) => continue,
+                    Err(_) => return false,
+                }
+            }
+        })
+        .await;
+        if answer == Ok(true) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Relayed addresses allocated over TCP, shared by the shims and the path reader.
+type Relayed = crate::rtc::TcpRelayed;
+
+/// The shims of one session, by TURN server (`host:port`), kept across welcomes (credentials
+/// change; the server's address rarely does); stopped when this is dropped.
+#[derive(Default)]
+pub struct TcpRelays {
+    shims: HashMap<String, SocketAddr>,
+    relayed: Relayed,
+    tasks: JoinSet<()>,
+}
+
+impl TcpRelays {
+    /// `servers` as the crate can use them: every `turn:…?transport=tcp` URL becomes the local
+    /// UDP address of its shim (started on first sight), the rest as they are.
+    pub fn adapt(&mut self, servers: &[IceServer]) -> Vec<IceServer> {
+        servers
+            .iter()
+            .map(|s| IceServer {
+                urls: s
+                    .urls
+                    .iter()
+                    .filter_map(|url| match tcp_server(url) {
+                        Some(server) => self.shim(&server).map(|at| format!("turn:{at}")),
+                        None => Some(url.clone()),
+                    })
+                    .collect(),
+                ..s.clone()
+            })
+            .collect()
+    }
+
+    /// Whether `relayed` (a relay candidate's address) was allocated over TCP.
+    pub fn is_tcp(&self, relayed: SocketAddr) -> bool {
+        tcp_relayed(&self.relayed, relayed)
+    }
+
+    /// A handle the path reader can ask [`tcp_relayed`] with.
+    pub fn relayed(&self) -> Relayed {
+        self.relayed.clone()
+    }
+
+    fn shim(&mut self, server: &str) -> Option<SocketAddr> {
+        if let Some(at) = self.shims.get(server) {
+            return Some(*at);
+        }
+        let socket = std::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+            .and_then(|s| s.set_nonblocking(true).map(|()| s))
+            .and_then(UdpSocket::from_std);
+        let socket = match socket {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("no TURN over TCP to {server}: {e}");
+                return None;
+            }
+        };
+        let at = socket.local_addr().ok()?;
+        tracing::debug!(%server, %at, "TURN over TCP through a local shim");
+        self.tasks
+            .spawn(shim(socket, server.to_string(), self.relayed.clone()));
+        self.shims.insert(server.to_string(), at);
+        Some(at)
+    }
+}
+
+/// Whether `relayed` is in the set of TCP-allocated relayed addresses.
+pub fn tcp_relayed(set: &Relayed, relayed: SocketAddr) -> bool {
+    set.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .contains(&relayed)
+}
+
+/// `HOST:PORT` of a `turn:HOST:PORT?transport=tcp` URL.
+fn tcp_server(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("turn:")?;
+    let (hostport, query) = rest.split_once('?')?;
+    query
+        .split('&')
+        .any(|q| q.eq_ignore_ascii_case("transport=tcp"))
+        .then(|| hostport.to_string())
+}
+
+/// How many bytes the frame at the start of `buf` takes, and how many of them are the message
+/// (ChannelData's padding is not): `None` until its header is there, `Some(Err)` for bytes
+/// that are neither STUN nor ChannelData.
+fn frame(buf: &[u8]) -> Option<Result<(usize, usize), ()>> {
+    let head = buf.get(..4)?;
+    let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+    Some(match head[0] & 0xC0 {
+        0x00 if len % 4 == 0 => Ok((20 + len, 20 + len)),
+        0x40 => Ok((4 + ((len + 3) & !3), 4 + len)),
+        _ => Err(()),
+    })
+}
+
+/// One shim: datagrams from the crate's sockets go to the server on a TCP connection per
+/// socket; what the server sends back goes to the socket it is for.
+async fn shim(socket: UdpSocket, server: String, relayed: Relayed) {
+    let mut legs: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    let mut tasks = JoinSet::new();
+    let (back_tx, mut back) = mpsc::channel::<(SocketAddr, Vec<u8>)>(QUEUE);
+    let mut buf = vec![0u8; MAX_FRAME + 4];
+    loop {
+        tokio::select! {
+            got = socket.recv_from(&mut buf) => {
+                let Ok((n, from)) = got else { continue };
+                let mut message = buf[..n].to_vec();
+                // Over TCP, ChannelData is padded to a multiple of 4 bytes.
+                if message.first().is_some_and(|b| b & 0xC0 == 0x40) {
+                    message.resize((n + 3) & !3, 0);
+                }
+                let leg = legs.entry(from).or_insert_with(|| {
+                    let (tx, rx) = mpsc::channel(QUEUE);
+                    tasks.spawn(leg(server.clone(), from, rx, back_tx.clone()));
+                    tx
+                });
+                if leg.try_send(message).is_err() && leg.is_closed() {
+                    legs.remove(&from);
+                }
+            }
+            Some((to, message)) = back.recv() => {
+                if let Some(addr) = allocated(&message) {
+                    relayed.lock().unwrap_or_else(PoisonError::into_inner).insert(addr);
+                }
+                let _ = socket.send_to(&message, to).await;
+            }
+            Some(ended) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Ok(from) = ended {
+                    legs.remove(&from);
+                }
+            }
+        }
+    }
+}
+
+/// The TCP connection for the crate's socket `from`: `rx` to the server, frames back to `back`.
+/// Returns `from` when the connection ends (the next datagram opens another).
+async fn leg(
+    server: String,
+    from: SocketAddr,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    back: mpsc::Sender<(SocketAddr, Vec<u8>)>,
+) -> SocketAddr {
+    if udp_reaches(&server).await {
+        tracing::debug!(%server, "UDP reaches the relay: no TURN over TCP for now");
+        // The crate's requests go unanswered, so it relays over UDP only.
+        let _ = tokio::time::timeout(UDP_VERDICT_LIFE, async {
+            while rx.recv().await.is_some() {}
+        })
+        .await;
+        return from;
+    }
+    let tcp = match tokio::time::timeout(CONNECT_WAIT, TcpStream::connect(&server)).await {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(e)) => {
+            tracing::debug!(%server, "TURN over TCP: cannot connect: {e}");
+            return from;
+        }
+        Err(_) => {
+            tracing::debug!(%server, "TURN over TCP: no connection in {CONNECT_WAIT:?}");
+            return from;
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    let (mut read, mut write) = tcp.into_split();
+    let to_server = async {
+        while let Some(message) = rx.recv().await {
+            if write.write_all(&message).await.is_err() {
+                return;
+            }
+        }
+    };
+    let from_server = async {
+        let mut buf = Vec::with_capacity(8 * 1024);
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            while let Some(f) = frame(&buf) {
+                let Ok((len, message)) = f else {
+                    return;
+                };
+                if buf.len() < len {
+                    break;
+                }
+                if back.send((from, buf[..message].to_vec())).await.is_err() {
+                    return;
+                }
+                buf.drain(..len);
+            }
+            match read.read(&mut chunk).await {
+                Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                _ => return,
+            }
+        }
+    };
+    tokio::select! {
+        () = to_server => {}
+        () = from_server => {}
+    }
+    from
+}
+
+/// The XOR-RELAYED-ADDRESS of an Allocate success response, if `message` is one.
+fn allocated(message: &[u8]) -> Option<SocketAddr> {
+    const ALLOCATE_SUCCESS: u16 = 0x0103;
+    const XOR_RELAYED_ADDRESS: u16 = 0x0016;
+    const COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
+    if message.get(..2)? != ALLOCATE_SUCCESS.to_be_bytes() || message.get(4..8)? != COOKIE {
+        return None;
+    }
+    let tid = message.get(8..20)?;
+    let mut at = 20;
+    while let Some(head) = message.get(at..at + 4) {
+        let kind = u16::from_be_bytes([head[0], head[1]]);
+        let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+        let value = message.get(at + 4..at + 4 + len)?;
+        if kind == XOR_RELAYED_ADDRESS && value.len() >= 8 {
+            let port = u16::from_be_bytes([value[2] ^ COOKIE[0], value[3] ^ COOKIE[1]]);
+            let ip: std::net::IpAddr = match (value[1], value.len()) {
+                (0x01, _) => {
+                    let b: [u8; 4] = std::array::from_fn(|i| value[4 + i] ^ COOKIE[i]);
+                    b.into()
+                }
+                (0x02, 20..) => {
+                    let key: Vec<u8> = COOKIE.iter().chain(tid).copied().collect();
+                    let b: [u8; 16] = std::array::from_fn(|i| value[4 + i] ^ key[i]);
+                    b.into()
+                }
+                _ => return None,
+            };
+            return Some(SocketAddr::new(ip, port));
+        }
+        at += 4 + ((len + 3) & !3);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_tcp_turn_urls_go_through_a_shim() {
+        assert_eq!(
+            tcp_server("turn:relay.example:3478?transport=tcp").as_deref(),
+            Some("relay.example:3478")
+        );
+        assert_eq!(
+            tcp_server("turn:[2001:db8::1]:3478?transport=tcp").as_deref(),
+            Some("[2001:db8::1]:3478")
+        );
+        assert_eq!(tcp_server("turn:relay.example:3478?transport=udp"), None);
+        assert_eq!(tcp_server("stun:relay.example:3478"), None);
+    }
+
+    #[test]
+    fn frames_keep_channel_data_without_its_padding() {
+        assert_eq!(frame(&[0x40, 0x00, 0x00, 0x05]), Some(Ok((12, 9))));
+        assert_eq!(frame(&[0x01, 0x03, 0x00, 0x0c]), Some(Ok((32, 32))));
+        assert_eq!(frame(&[0x40, 0x00]), None);
+        assert_eq!(frame(&[0xff, 0, 0, 0]), Some(Err(())));
+    }
+
+    #[test]
+    fn the_relayed_address_is_read_from_an_allocate_success() {
+        // XOR-RELAYED-ADDRESS 203.0.113.7:50000.
+        let cookie = [0x21u8, 0x12, 0xA4, 0x42];
+        let port = (50000u16 ^ 0x2112).to_be_bytes();
+        let ip = [203u8, 0, 113, 7];
+        let mut m = vec![0x01, 0x03, 0x00, 0x0c];
+        m.extend_from_slice(&cookie);
+        m.extend_from_slice(&[7; 12]);
+        m.extend_from_slice(&[0x00, 0x16, 0x00, 0x08, 0x00, 0x01, port[0], port[1]]);
+        m.extend((0..4).map(|i| ip[i] ^ cookie[i]));
+        assert_eq!(allocated(&m), Some("203.0.113.7:50000".parse().unwrap()));
+        m[1] = 0x01; // a Binding success: not an allocation
+        assert_eq!(allocated(&m), None);
+    }
+}

@@ -1,0 +1,180 @@
+//! TURN (and STUN) over TCP, on the STUN port: for clients whose network drops UDP. The relay
+//! still talks UDP to peers; only the client's leg is TCP (RFC 8656 §3.1).
+//!
+//! A TCP connection carries the same messages as a UDP datagram, back to back: STUN messages
+//! (first two bits `00`, length in bytes 2–3, 20-byte header) and ChannelData (first two bits
+//! `01`, length in bytes 2–3, 4-byte header, padded to a multiple of 4). Each connection is one
+//! listener of the relay: its allocations are keyed by it, answered on it, and deleted when it
+//! closes.
+//!
+//! The same limits as the HTTP listener and the UDP relay hold: connections per client IP and
+//! in all ([`crate::accept::ConnectionLimits`]); a first message within [`FIRST_WAIT`] and some
+//! message every [`IDLE`]; unauthenticated answers and allocation quotas are the relay's, counted
+//! by the client's real address; a client that reads too slowly has its data dropped (a bounded
+//! queue, as a full UDP buffer would) and, past [`WRITE_WAIT`], is disconnected.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+use crate::accept::ConnectionLimits;
+use crate::relay::Relay;
+
+/// How long a new connection may take to send its first whole message.
+pub const FIRST_WAIT: Duration = Duration::from_secs(10);
+/// How long a connection may stay silent (clients refresh permissions every 5 minutes at most).
+pub const IDLE: Duration = Duration::from_secs(11 * 60);
+/// How long one write to a client may take before it is disconnected.
+pub const WRITE_WAIT: Duration = Duration::from_secs(10);
+/// Messages queued toward one client before more are dropped.
+const QUEUE: usize = 256;
+/// The largest frame: a STUN message's header and its longest body.
+const MAX_FRAME: usize = 20 + 65_535;
+
+/// Accepts TURN clients on `listener` until the task is aborted; their connections are owned
+/// here (aborted with it).
+pub async fn serve(
+    listener: TcpListener,
+    relay: Option<Arc<Relay>>,
+    metrics: Arc<crate::metrics::Metrics>,
+    limits: Arc<ConnectionLimits>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (tcp, from) = match accepted {
+                    Ok(got) => got,
+                    Err(e) => {
+                        tracing::debug!("TURN/TCP accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let slot = match limits.admit(from.ip()) {
+                    Ok(slot) => slot,
+                    Err(refused) => {
+                        tracing::debug!(%from, "TURN/TCP connection refused: {refused:?}");
+                        continue;
+                    }
+                };
+                let (relay, metrics) = (relay.clone(), metrics.clone());
+                connections.spawn(async move {
+                    let _slot = slot;
+                    connection(tcp, from, relay, &metrics).await;
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+/// How many bytes the frame at the start of `buf` takes: `None` until its header is there,
+/// `Some(Err)` for bytes that are neither STUN nor ChannelData.
+fn frame_len(buf: &[u8]) -> Option<Result<usize, ()>> {
+    let head = buf.get(..4)?;
+    let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+    Some(match head[0] & 0xC0 {
+        // STUN: its length a multiple of 4, then the magic cookie.
+        0x00 => match buf.get(4..8) {
+            None if len % 4 == 0 => return None,
+            Some(&[0x21, 0x12, 0xA4, 0x42]) if len % 4 == 0 => Ok(20 + len),
+            _ => Err(()),
+        },
+        0x40 => Ok(4 + crate::wire::padded(len)),
+        _ => Err(()),
+    })
+}
+
+/// One client: frames read and handled as the UDP listener handles datagrams; answers and
+/// relayed data written back in order by a writer task.
+async fn connection(
+    tcp: TcpStream,
+    from: SocketAddr,
+    relay: Option<Arc<Relay>>,
+    metrics: &crate::metrics::Metrics,
+) {
+    let _ = tcp.set_nodelay(true);
+    let (mut read, mut write) = tcp.into_split();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(QUEUE);
+    let listener = match &relay {
+        Some(r) => r.open_tcp(tx.clone()),
+        None => usize::MAX,
+    };
+    let writer = async move {
+        while let Some(frame) = rx.recv().await {
+            match tokio::time::timeout(WRITE_WAIT, write.write_all(&frame)).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
+        }
+    };
+    let reader = async {
+        let mut buf = Vec::with_capacity(8 * 1024);
+        let mut chunk = vec![0u8; 64 * 1024];
+        let mut out = Vec::with_capacity(512);
+        let mut wait = FIRST_WAIT;
+        loop {
+            // Handle every whole frame read so far.
+            while let Some(len) = frame_len(&buf) {
+                let Ok(len) = len else {
+                    tracing::debug!(%from, "TURN/TCP: not STUN or ChannelData; closed");
+                    return;
+                };
+                if len > MAX_FRAME {
+                    return;
+                }
+                if buf.len() < len {
+                    break;
+                }
+                crate::stun::handle(listener, from, &buf[..len], relay.as_ref(), metrics, &mut out);
+                if !out.is_empty() {
+                    // A full queue drops the answer; the client retransmits.
+                    let _ = tx.try_send(out.clone());
+                }
+                buf.drain(..len);
+                wait = IDLE;
+            }
+            let n = match tokio::time::timeout(wait, read.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => n,
+                _ => return,
+            };
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::select! {
+        () = reader => {}
+        () = writer => {}
+    }
+    if let Some(r) = &relay {
+        r.close_tcp(listener);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_told_apart_by_their_first_bits() {
+        // A Binding request with an 8-byte body; ChannelData of 5 bytes (padded to 8).
+        let cookie = [0x21, 0x12, 0xA4, 0x42];
+        let binding = [[0x00, 0x01, 0x00, 0x08], cookie].concat();
+        assert_eq!(frame_len(&binding), Some(Ok(28)));
+        assert_eq!(frame_len(&binding[..6]), None);
+        assert_eq!(frame_len(&[0x40, 0x00, 0x00, 0x05]), Some(Ok(12)));
+        assert_eq!(frame_len(&[0x40, 0x00]), None);
+        // TLS: neither (HTTP reads as ChannelData to no channel: dropped by the relay).
+        assert_eq!(
+            frame_len(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01]),
+            Some(Err(()))
+        );
+        // A STUN length is a multiple of 4.
+        assert_eq!(frame_len(&[0x00, 0x01, 0x00, 0x07]), Some(Err(())));
+        assert_eq!(frame_len(&[0x00, 0x01, 0x00, 0x08, 1, 2, 3, 4]), Some(Err(())));
+    }
+}
