@@ -201,8 +201,9 @@ fn mdns_mode() -> rtc::ice::mdns::MulticastDnsMode {
 /// How a connection goes: the shared description from `peer_core`.
 pub type PathInfo = peer_core::path::SelectedPath;
 
-/// Relayed addresses our side reaches over TCP ([`crate::turn_tcp`]).
-pub type TcpRelayed = std::sync::Arc<std::sync::Mutex<std::collections::HashSet<SocketAddr>>>;
+/// Relayed addresses our side reaches over TCP or TLS ([`crate::turn_tcp`]), and how.
+pub type TcpRelayed =
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<SocketAddr, RelayOver>>>;
 
 /// Reads the selected candidate pair, waiting briefly for the stats to name it (just after a
 /// channel opens they sometimes do not yet); a relayed local candidate in `tcp` is reached
@@ -289,10 +290,9 @@ async fn selected_endpoints(pc: &Arc<dyn PeerConnection>, tcp: &TcpRelayed) -> A
             .address
             .parse()
             .map(|ip| SocketAddr::new(ip, pair.local().port));
-        match at {
-            Ok(at) if crate::turn_tcp::tcp_relayed(tcp, at) => RelayOver::Tcp,
-            _ => RelayOver::Udp,
-        }
+        at.ok()
+            .and_then(|at| crate::turn_tcp::tcp_relayed(tcp, at))
+            .unwrap_or(RelayOver::Udp)
     });
     AgentPair::Ends(local, remote, relay_over)
 }

@@ -1,12 +1,13 @@
-//! TURN over TCP for the `webrtc` crate, which speaks TURN over UDP only (webrtc-rs/webrtc#539):
-//! each `turn:HOST:PORT?transport=tcp` server the welcome lists is given to the crate as a local
-//! UDP one, `turn:127.0.0.1:N`, and a shim carries what the crate sends there to the real server
-//! over TCP, one connection per crate socket, and the answers back. The crate's own TURN client
+//! TURN over TCP and TLS for the `webrtc` crate, which speaks TURN over UDP only
+//! (webrtc-rs/webrtc#539): each `turn:HOST:PORT?transport=tcp` and `turns:HOST:PORT` server the
+//! welcome lists is given to the crate as a local UDP one, `turn:127.0.0.1:N`, and a shim
+//! carries what the crate sends there to the real server over TCP (or TLS, trusting what the
+//! room link's https trusts), one connection per crate socket, and the answers back. The crate's own TURN client
 //! does everything else (credentials, allocation, permissions, channels, refreshes): the shim
 //! only moves messages, framed as RFC 8656 §3.1 asks (ChannelData padded to 4 bytes on TCP).
 //!
-//! UDP stays first: before it opens a TCP connection, a shim asks the server a STUN Binding over
-//! UDP; when that is answered, UDP reaches the relay, and the crate's requests to the shim are
+//! UDP stays first: before it opens a TCP connection, a shim asks the server's UDP TURN address
+//! (listed beside it) a STUN Binding; when that is answered, UDP reaches the relay, and the crate's requests to the shim are
 //! dropped (it gives up on that server, and relays over UDP as before, with no second
 //! allocation on the server). Only where UDP does not get through (about a second later) does
 //! TCP carry the relay. The answer is asked again after [`UDP_VERDICT_LIFE`]. The shim
@@ -14,7 +15,9 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::PoisonError;
+use std::sync::{Arc, PoisonError};
+
+use peer_core::path::RelayOver;
 use std::time::Duration;
 
 use signal_protocol::IceServer;
@@ -76,38 +79,50 @@ async fn udp_reaches(server: &str) -> bool {
 /// Relayed addresses allocated over TCP, shared by the shims and the path reader.
 type Relayed = crate::rtc::TcpRelayed;
 
-/// The shims of one session, by TURN server (`host:port`), kept across welcomes (credentials
-/// change; the server's address rarely does); stopped when this is dropped.
-#[derive(Default)]
+/// The shims of one session, by transport and TURN server (`host:port`), kept across
+/// welcomes (credentials change; the server's address rarely does); stopped when this is
+/// dropped.
 pub struct TcpRelays {
-    shims: HashMap<String, SocketAddr>,
+    shims: HashMap<(RelayOver, String), SocketAddr>,
     relayed: Relayed,
+    tls: Arc<rustls::ClientConfig>,
     tasks: JoinSet<()>,
 }
 
 impl TcpRelays {
-    /// `servers` as the crate can use them: every `turn:…?transport=tcp` URL becomes the local
+    /// No shims yet; TLS ones trust what `tls` trusts.
+    pub fn new(tls: Arc<rustls::ClientConfig>) -> TcpRelays {
+        TcpRelays {
+            shims: HashMap::new(),
+            relayed: Relayed::default(),
+            tls,
+            tasks: JoinSet::new(),
+        }
+    }
+
+    /// `servers` as the crate can use them: every TURN URL over TCP or TLS becomes the local
     /// UDP address of its shim (started on first sight), the rest as they are.
     pub fn adapt(&mut self, servers: &[IceServer]) -> Vec<IceServer> {
         servers
             .iter()
-            .map(|s| IceServer {
-                urls: s
-                    .urls
-                    .iter()
-                    .filter_map(|url| match tcp_server(url) {
-                        Some(server) => self.shim(&server).map(|at| format!("turn:{at}")),
-                        None => Some(url.clone()),
-                    })
-                    .collect(),
-                ..s.clone()
+            .map(|s| {
+                // The server's UDP face, asked before TCP is used.
+                let probe = s.urls.iter().find_map(|u| udp_server(u));
+                IceServer {
+                    urls: s
+                        .urls
+                        .iter()
+                        .filter_map(|url| match stream_server(url) {
+                            Some(server) => self
+                                .shim(server, probe.clone())
+                                .map(|at| format!("turn:{at}")),
+                            None => Some(url.clone()),
+                        })
+                        .collect(),
+                    ..s.clone()
+                }
             })
             .collect()
-    }
-
-    /// Whether `relayed` (a relay candidate's address) was allocated over TCP.
-    pub fn is_tcp(&self, relayed: SocketAddr) -> bool {
-        tcp_relayed(&self.relayed, relayed)
     }
 
     /// A handle the path reader can ask [`tcp_relayed`] with.
@@ -115,8 +130,8 @@ impl TcpRelays {
         self.relayed.clone()
     }
 
-    fn shim(&mut self, server: &str) -> Option<SocketAddr> {
-        if let Some(at) = self.shims.get(server) {
+    fn shim(&mut self, server: (RelayOver, String), probe: Option<String>) -> Option<SocketAddr> {
+        if let Some(at) = self.shims.get(&server) {
             return Some(*at);
         }
         let socket = std::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0))
@@ -125,34 +140,79 @@ impl TcpRelays {
         let socket = match socket {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!("no TURN over TCP to {server}: {e}");
+                tracing::warn!("no TURN over {:?} to {}: {e}", server.0, server.1);
                 return None;
             }
         };
         let at = socket.local_addr().ok()?;
-        tracing::debug!(%server, %at, "TURN over TCP through a local shim");
-        self.tasks
-            .spawn(shim(socket, server.to_string(), self.relayed.clone()));
-        self.shims.insert(server.to_string(), at);
+        tracing::debug!(server = %server.1, over = ?server.0, %at, "TURN over a stream through a local shim");
+        let to = To {
+            over: server.0,
+            server: server.1.clone(),
+            probe,
+            tls: self.tls.clone(),
+        };
+        self.tasks.spawn(shim(socket, to, self.relayed.clone()));
+        self.shims.insert(server, at);
         Some(at)
     }
 }
 
-/// Whether `relayed` is in the set of TCP-allocated relayed addresses.
-pub fn tcp_relayed(set: &Relayed, relayed: SocketAddr) -> bool {
+/// How `relayed` (a relay candidate's address) is reached, if over TCP or TLS.
+pub fn tcp_relayed(set: &Relayed, relayed: SocketAddr) -> Option<RelayOver> {
     set.lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .contains(&relayed)
+        .get(&relayed)
+        .copied()
 }
 
-/// `HOST:PORT` of a `turn:HOST:PORT?transport=tcp` URL.
-fn tcp_server(url: &str) -> Option<String> {
-    let rest = url.strip_prefix("turn:")?;
-    let (hostport, query) = rest.split_once('?')?;
-    query
+/// The transport and `HOST:PORT` of a TURN URL over TCP (`turn:…?transport=tcp`) or TLS
+/// (`turns:…`).
+fn stream_server(url: &str) -> Option<(RelayOver, String)> {
+    let (over, rest) = match url.split_once(':')? {
+        ("turn", rest) => (RelayOver::Tcp, rest),
+        ("turns", rest) => (RelayOver::Tls, rest),
+        _ => return None,
+    };
+    let (hostport, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let tcp = query
         .split('&')
-        .any(|q| q.eq_ignore_ascii_case("transport=tcp"))
-        .then(|| hostport.to_string())
+        .any(|q| q.eq_ignore_ascii_case("transport=tcp"));
+    match over {
+        RelayOver::Tcp if !tcp => None,
+        RelayOver::Tls => Some((over, with_port(hostport, 443))),
+        _ => Some((over, with_port(hostport, 3478))),
+    }
+}
+
+/// `HOST:PORT` of a TURN URL over UDP.
+fn udp_server(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("turn:")?;
+    let (hostport, query) = rest.split_once('?').unwrap_or((rest, ""));
+    (query.is_empty() || query.eq_ignore_ascii_case("transport=udp"))
+        .then(|| with_port(hostport, 3478))
+}
+
+/// `host` with `port` unless it names one.
+fn with_port(host: &str, port: u16) -> String {
+    let named = host.rsplit_once(':').is_some_and(|(h, p)| {
+        p.parse::<u16>().is_ok() && (!h.starts_with('[') || h.ends_with(']'))
+    });
+    if named {
+        host.to_string()
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Where a shim's connections go.
+#[derive(Clone)]
+struct To {
+    over: RelayOver,
+    server: String,
+    /// The server's UDP TURN address, asked first.
+    probe: Option<String>,
+    tls: Arc<rustls::ClientConfig>,
 }
 
 /// How many bytes the frame at the start of `buf` takes, and how many of them are the message
@@ -170,7 +230,7 @@ fn frame(buf: &[u8]) -> Option<Result<(usize, usize), ()>> {
 
 /// One shim: datagrams from the crate's sockets go to the server on a TCP connection per
 /// socket; what the server sends back goes to the socket it is for.
-async fn shim(socket: UdpSocket, server: String, relayed: Relayed) {
+async fn shim(socket: UdpSocket, to: To, relayed: Relayed) {
     let mut legs: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
     let mut tasks = JoinSet::new();
     let (back_tx, mut back) = mpsc::channel::<(SocketAddr, Vec<u8>)>(QUEUE);
@@ -186,18 +246,18 @@ async fn shim(socket: UdpSocket, server: String, relayed: Relayed) {
                 }
                 let leg = legs.entry(from).or_insert_with(|| {
                     let (tx, rx) = mpsc::channel(QUEUE);
-                    tasks.spawn(leg(server.clone(), from, rx, back_tx.clone()));
+                    tasks.spawn(leg(to.clone(), from, rx, back_tx.clone()));
                     tx
                 });
                 if leg.try_send(message).is_err() && leg.is_closed() {
                     legs.remove(&from);
                 }
             }
-            Some((to, message)) = back.recv() => {
+            Some((back_to, message)) = back.recv() => {
                 if let Some(addr) = allocated(&message) {
-                    relayed.lock().unwrap_or_else(PoisonError::into_inner).insert(addr);
+                    relayed.lock().unwrap_or_else(PoisonError::into_inner).insert(addr, to.over);
                 }
-                let _ = socket.send_to(&message, to).await;
+                let _ = socket.send_to(&message, back_to).await;
             }
             Some(ended) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Ok(from) = ended {
@@ -211,33 +271,69 @@ async fn shim(socket: UdpSocket, server: String, relayed: Relayed) {
 /// The TCP connection for the crate's socket `from`: `rx` to the server, frames back to `back`.
 /// Returns `from` when the connection ends (the next datagram opens another).
 async fn leg(
-    server: String,
+    to: To,
     from: SocketAddr,
     mut rx: mpsc::Receiver<Vec<u8>>,
     back: mpsc::Sender<(SocketAddr, Vec<u8>)>,
 ) -> SocketAddr {
-    if udp_reaches(&server).await {
-        tracing::debug!(%server, "UDP reaches the relay: no TURN over TCP for now");
-        // The crate's requests go unanswered, so it relays over UDP only.
-        let _ = tokio::time::timeout(UDP_VERDICT_LIFE, async {
-            while rx.recv().await.is_some() {}
-        })
-        .await;
-        return from;
+    let server = &to.server;
+    if let Some(probe) = &to.probe {
+        if udp_reaches(probe).await {
+            tracing::debug!(%server, "UDP reaches the relay: no TURN over a stream for now");
+            // The crate's requests go unanswered, so it relays over UDP only.
+            let _ = tokio::time::timeout(UDP_VERDICT_LIFE, async {
+                while rx.recv().await.is_some() {}
+            })
+            .await;
+            return from;
+        }
     }
-    let tcp = match tokio::time::timeout(CONNECT_WAIT, TcpStream::connect(&server)).await {
-        Ok(Ok(tcp)) => tcp,
-        Ok(Err(e)) => {
-            tracing::debug!(%server, "TURN over TCP: cannot connect: {e}");
-            return from;
-        }
-        Err(_) => {
-            tracing::debug!(%server, "TURN over TCP: no connection in {CONNECT_WAIT:?}");
-            return from;
-        }
-    };
+    let connected = tokio::time::timeout(CONNECT_WAIT, connect(&to)).await;
+    match connected {
+        Ok(Ok(Stream::Tcp(tcp))) => carry(tcp, from, rx, back).await,
+        Ok(Ok(Stream::Tls(tls))) => carry(*tls, from, rx, back).await,
+        Ok(Err(e)) => tracing::debug!(%server, "TURN over a stream: cannot connect: {e}"),
+        Err(_) => tracing::debug!(%server, "TURN over a stream: no connection in {CONNECT_WAIT:?}"),
+    }
+    from
+}
+
+/// A connection to the server, plain or TLS.
+enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+async fn connect(to: &To) -> std::io::Result<Stream> {
+    let tcp = TcpStream::connect(&to.server).await?;
     let _ = tcp.set_nodelay(true);
-    let (mut read, mut write) = tcp.into_split();
+    if to.over != RelayOver::Tls {
+        return Ok(Stream::Tcp(tcp));
+    }
+    let host = to
+        .server
+        .rsplit_once(':')
+        .map_or(to.server.as_str(), |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let tls = tokio_rustls::TlsConnector::from(to.tls.clone())
+        .connect(name, tcp)
+        .await?;
+    Ok(Stream::Tls(Box::new(tls)))
+}
+
+/// Moves messages both ways on `stream` until either side ends.
+async fn carry<S>(
+    stream: S,
+    from: SocketAddr,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    back: mpsc::Sender<(SocketAddr, Vec<u8>)>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+{
+    let (mut read, mut write) = tokio::io::split(stream);
     let to_server = async {
         while let Some(message) = rx.recv().await {
             if write.write_all(&message).await.is_err() {
@@ -271,7 +367,6 @@ async fn leg(
         () = to_server => {}
         () = from_server => {}
     }
-    from
 }
 
 /// The XOR-RELAYED-ADDRESS of an Allocate success response, if `message` is one.
@@ -314,17 +409,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_tcp_turn_urls_go_through_a_shim() {
+    fn only_turn_urls_over_tcp_or_tls_go_through_a_shim() {
+        let tcp = |h: &str| Some((RelayOver::Tcp, h.to_string()));
+        let tls = |h: &str| Some((RelayOver::Tls, h.to_string()));
         assert_eq!(
-            tcp_server("turn:relay.example:3478?transport=tcp").as_deref(),
+            stream_server("turn:relay.example:3478?transport=tcp"),
+            tcp("relay.example:3478")
+        );
+        assert_eq!(
+            stream_server("turn:[2001:db8::1]:3478?transport=tcp"),
+            tcp("[2001:db8::1]:3478")
+        );
+        assert_eq!(
+            stream_server("turns:burrow.example?transport=tcp"),
+            tls("burrow.example:443")
+        );
+        assert_eq!(
+            stream_server("turns:[2001:db8::1]"),
+            tls("[2001:db8::1]:443")
+        );
+        assert_eq!(stream_server("turn:relay.example:3478?transport=udp"), None);
+        assert_eq!(stream_server("stun:relay.example:3478"), None);
+        assert_eq!(
+            udp_server("turn:relay.example:3478?transport=udp").as_deref(),
             Some("relay.example:3478")
         );
-        assert_eq!(
-            tcp_server("turn:[2001:db8::1]:3478?transport=tcp").as_deref(),
-            Some("[2001:db8::1]:3478")
-        );
-        assert_eq!(tcp_server("turn:relay.example:3478?transport=udp"), None);
-        assert_eq!(tcp_server("stun:relay.example:3478"), None);
+        assert_eq!(udp_server("turn:relay.example?transport=tcp"), None);
     }
 
     #[test]

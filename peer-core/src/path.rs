@@ -46,7 +46,7 @@ pub enum PathKind {
 
 /// How our side reaches its TURN relay, when our candidate is relayed: over UDP, or, on a
 /// network that drops UDP, over TCP or TLS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RelayOver {
     /// TURN over UDP.
@@ -122,8 +122,11 @@ impl SelectedPath {
 /// nothing otherwise (a new RTT alone is not news).
 #[derive(Debug, Default)]
 pub struct PathWatch {
-    last: Option<Option<(PathKind, CandidateType, CandidateType, Option<RelayOver>)>>,
+    last: Option<Option<Shape>>,
 }
+
+/// What tells one path from another: its kind, both candidate types, the relay's transport.
+type Shape = (PathKind, CandidateType, CandidateType, Option<RelayOver>);
 
 /// What one reading of the path means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,9 +178,7 @@ impl From<Option<SelectedPath>> for PathReport {
     fn from(p: Option<SelectedPath>) -> PathReport {
         PathReport {
             path: p.map(|p| p.kind),
-            label: p
-                .map(|p| p.label())
-                .unwrap_or_else(|| "connected".into()),
+            label: p.map(|p| p.label()).unwrap_or_else(|| "connected".into()),
             local: p.map(|p| p.local),
             remote: p.map(|p| p.remote),
             rtt_ms: p.and_then(|p| p.rtt_ms),

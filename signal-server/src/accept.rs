@@ -257,6 +257,8 @@ pub struct Policy {
     pub idle_timeout: Duration,
     /// TLS, when on (`--tls-cert`).
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The TURN relay, served over TLS on this port to clients whose first bytes are STUN.
+    pub turn: Option<Arc<crate::relay::Relay>>,
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, within `policy`.
@@ -272,6 +274,7 @@ pub async fn serve(
         header_timeout,
         idle_timeout,
         tls,
+        turn,
     } = policy;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -321,6 +324,7 @@ pub async fn serve(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
+        let (turn, turn_metrics) = (turn.clone(), metrics.clone());
         connections.spawn(async move {
             // hyper's header deadline starts once it reads a request head; a client that never
             // sends a byte would wait before that, in protocol detection, for ever.
@@ -343,7 +347,28 @@ pub async fn serve(
                             // A TLS-ALPN-01 validation: the handshake was the answer.
                             tracing::debug!(%peer, "ACME challenge handshake answered");
                         }
-                        Ok(Ok(stream)) => {
+                        Ok(Ok(mut stream)) => {
+                            // TURN over TLS shares the port: its first bytes are STUN.
+                            let Some(first) = first_bytes(&mut stream, header_timeout).await else {
+                                return;
+                            };
+                            if turn.is_some() && crate::turn_tcp::is_stun(&first) {
+                                let _slot = slot;
+                                crate::turn_tcp::connection(
+                                    stream,
+                                    first,
+                                    peer,
+                                    turn,
+                                    &turn_metrics,
+                                )
+                                .await;
+                                return;
+                            }
+                            let stream = Prefixed {
+                                first,
+                                at: 0,
+                                stream,
+                            };
                             serve_io(stream, slot, idle_timeout, builder, app, peer, watcher).await
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
@@ -362,6 +387,81 @@ pub async fn serve(
     }
     connections.shutdown().await;
     Ok(())
+}
+
+/// How many first bytes tell STUN from HTTP.
+const FIRST_BYTES: usize = 8;
+
+/// Reads a connection's first [`FIRST_BYTES`] (fewer if it ends or pauses past `wait` after
+/// sending some); `None` if it sends nothing in time.
+async fn first_bytes<S: AsyncRead + Unpin>(stream: &mut S, wait: Duration) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut first = vec![0u8; FIRST_BYTES];
+    let mut got = 0;
+    let deadline = tokio::time::Instant::now() + wait;
+    while got < FIRST_BYTES {
+        match tokio::time::timeout_at(deadline, stream.read(&mut first[got..])).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got += n,
+            Err(_) => break,
+        }
+    }
+    first.truncate(got);
+    (got > 0).then_some(first)
+}
+
+/// A stream whose first bytes were read already: they are read again first.
+struct Prefixed<S> {
+    first: Vec<u8>,
+    at: usize,
+    stream: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.at < self.first.len() {
+            let n = (self.first.len() - self.at).min(buf.remaining());
+            let at = self.at;
+            buf.put_slice(&self.first[at..at + n]);
+            self.at += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
 }
 
 /// Serves HTTP (1 or 2, with upgrades to WebSocket) on one accepted connection, which holds

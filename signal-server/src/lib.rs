@@ -152,6 +152,7 @@ pub async fn start(
         stun_addr: stun.local_addr,
         stun_alt_addr: stun.alt_addr,
         turn_tcp: stun.tcp_addr.is_some(),
+        turn_tls: tls.is_some() && stun.relay().is_some(),
         turn: stun.minter.clone(),
         external_turn,
         turn_access: stun.access.clone(),
@@ -223,6 +224,7 @@ pub async fn start(
             .idle_timeout
             .max(state.config.ping_interval * 2),
         tls,
+        turn: stun.relay(),
     };
     let app = http::router(state.clone());
     let http = tokio::spawn(accept::serve(listener, app, policy, shutdown));

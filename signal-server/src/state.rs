@@ -22,6 +22,8 @@ pub struct AppState {
     pub turn: Option<credentials::Minter>,
     /// The relay is also reached over TCP on the STUN port.
     pub turn_tcp: bool,
+    /// The relay is also reached over TLS on the HTTPS port (`turns:`).
+    pub turn_tls: bool,
     /// External TURN servers (`--external-turn`) and the minters of their credentials.
     pub external_turn: Vec<(String, credentials::Minter)>,
     /// What the server counts, for `/metrics`.
@@ -83,6 +85,20 @@ impl AppState {
             let mut urls = vec![format!("turn:{host}:{port}?transport=udp")];
             if self.turn_tcp {
                 urls.push(format!("turn:{host}:{port}?transport=tcp"));
+            }
+            // On the page's own name and port: what its certificate is for, and what a network
+            // that lets only HTTPS out still lets out.
+            if let (true, Some(page)) = (self.turn_tls, request_host) {
+                let page = if page
+                    .rsplit_once(':')
+                    .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+                    && !page.ends_with(']')
+                {
+                    page.to_string()
+                } else {
+                    format!("{page}:443")
+                };
+                urls.push(format!("turns:{page}?transport=tcp"));
             }
             servers.push(IceServer {
                 urls,

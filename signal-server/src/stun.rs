@@ -222,6 +222,11 @@ impl StunServer {
         })
     }
 
+    /// The relay, when TURN is on (the HTTPS listener serves it over TLS too).
+    pub fn relay(&self) -> Option<Arc<Relay>> {
+        self.relay.clone()
+    }
+
     /// Stops answering: the listening tasks end, every allocation is closed.
     pub async fn close(mut self) {
         self.stop();
@@ -277,7 +282,14 @@ async fn serve(
                 continue;
             }
         };
-        handle(listener, from, &buf[..n], relay.as_ref(), &metrics, &mut out);
+        handle(
+            listener,
+            from,
+            &buf[..n],
+            relay.as_ref(),
+            &metrics,
+            &mut out,
+        );
         // A full send buffer drops the answer; the client retransmits. Nothing to send: the
         // relay chose not to answer (e.g. over the unauthenticated-answer budget).
         if !out.is_empty() {

@@ -7,6 +7,9 @@
 //! listener of the relay: its allocations are keyed by it, answered on it, and deleted when it
 //! closes.
 //!
+//! Over TLS the relay is on the HTTPS port ([`crate::accept`]): after the handshake, a client
+//! whose first bytes are a STUN message is handed to [`connection`], every other one to HTTP.
+//!
 //! The same limits as the HTTP listener and the UDP relay hold: connections per client IP and
 //! in all ([`crate::accept::ConnectionLimits`]); a first message within [`FIRST_WAIT`] and some
 //! message every [`IDLE`]; unauthenticated answers and allocation quotas are the relay's, counted
@@ -18,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::accept::ConnectionLimits;
@@ -63,9 +66,10 @@ pub async fn serve(
                     }
                 };
                 let (relay, metrics) = (relay.clone(), metrics.clone());
+                let _ = tcp.set_nodelay(true);
                 connections.spawn(async move {
                     let _slot = slot;
-                    connection(tcp, from, relay, &metrics).await;
+                    connection(tcp, Vec::new(), from, relay, &metrics).await;
                 });
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -90,16 +94,24 @@ fn frame_len(buf: &[u8]) -> Option<Result<usize, ()>> {
     })
 }
 
-/// One client: frames read and handled as the UDP listener handles datagrams; answers and
-/// relayed data written back in order by a writer task.
-async fn connection(
-    tcp: TcpStream,
+/// Whether a connection's first bytes are a STUN message (its first two bits zero, then the
+/// magic cookie): the HTTPS listener tells TURN over TLS from HTTP by them.
+pub fn is_stun(first: &[u8]) -> bool {
+    first.len() >= 8 && first[0] & 0xC0 == 0 && first[4..8] == [0x21, 0x12, 0xA4, 0x42]
+}
+
+/// One client (`first`: bytes already read from it): frames read and handled as the UDP
+/// listener handles datagrams; answers and relayed data written back in order by a writer task.
+pub async fn connection<S>(
+    stream: S,
+    first: Vec<u8>,
     from: SocketAddr,
     relay: Option<Arc<Relay>>,
     metrics: &crate::metrics::Metrics,
-) {
-    let _ = tcp.set_nodelay(true);
-    let (mut read, mut write) = tcp.into_split();
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
+    let (mut read, mut write) = tokio::io::split(stream);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(QUEUE);
     let listener = match &relay {
         Some(r) => r.open_tcp(tx.clone()),
@@ -114,7 +126,8 @@ async fn connection(
         }
     };
     let reader = async {
-        let mut buf = Vec::with_capacity(8 * 1024);
+        let mut buf = first;
+        buf.reserve(8 * 1024);
         let mut chunk = vec![0u8; 64 * 1024];
         let mut out = Vec::with_capacity(512);
         let mut wait = FIRST_WAIT;
@@ -131,7 +144,14 @@ async fn connection(
                 if buf.len() < len {
                     break;
                 }
-                crate::stun::handle(listener, from, &buf[..len], relay.as_ref(), metrics, &mut out);
+                crate::stun::handle(
+                    listener,
+                    from,
+                    &buf[..len],
+                    relay.as_ref(),
+                    metrics,
+                    &mut out,
+                );
                 if !out.is_empty() {
                     // A full queue drops the answer; the client retransmits.
                     let _ = tx.try_send(out.clone());
@@ -175,6 +195,9 @@ mod tests {
         );
         // A STUN length is a multiple of 4.
         assert_eq!(frame_len(&[0x00, 0x01, 0x00, 0x07]), Some(Err(())));
-        assert_eq!(frame_len(&[0x00, 0x01, 0x00, 0x08, 1, 2, 3, 4]), Some(Err(())));
+        assert_eq!(
+            frame_len(&[0x00, 0x01, 0x00, 0x08, 1, 2, 3, 4]),
+            Some(Err(()))
+        );
     }
 }

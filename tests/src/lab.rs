@@ -108,6 +108,15 @@ impl Lab {
         ))
     }
 
+    /// The rendezvous server as [`Lab::server`], with `extra` flags.
+    pub fn server_with(&self, port: u16, extra: &[&str]) -> crate::server::ServerProcess {
+        use crate::server::ServerProcess;
+        ServerProcess::spawn(Lab::wrap(
+            &self.internet,
+            &ServerProcess::command_at(SERVER_IP, port, extra),
+        ))
+    }
+
     /// Builds the internet with the server's address; `None` (reason printed) if impossible.
     pub fn new(test: &str) -> Option<Lab> {
         if let Some(reason) = unavailable() {
@@ -241,6 +250,21 @@ table inet filter {{
                  iifname lan meta l4proto udp udp dport != 53 drop"
             ),
         );
+    }
+
+    /// Makes router `i` let out only DNS and HTTPS (TCP port 443), as the strictest networks
+    /// do: no UDP, no other TCP port.
+    pub fn allow_only_https(&self, i: u8) {
+        let router = format!("{}-nat{i}", self.prefix);
+        for rule in [
+            "iifname lan meta l4proto udp udp dport != 53 drop",
+            "iifname lan meta l4proto tcp tcp dport != 443 drop",
+        ] {
+            run(
+                "ip",
+                &format!("netns exec {router} nft insert rule inet filter forward {rule}"),
+            );
+        }
     }
 
     /// Routes router `i`'s uplink (see [`Lab::behind_nat`]) through a delay line holding each

@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod burrow;
+pub mod certs;
 pub mod delay;
 pub mod http;
 pub mod lab;

@@ -672,3 +672,101 @@ fn a_network_that_blocks_udp_is_relayed_over_tcp() {
     assert!(sender.wait().success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Reach issue: the page behind a router that drops UDP but DNS reaches `burrow` (behind a
+/// plain NAT) through the relay over TCP, which Chromium speaks itself; its badge says so.
+#[tokio::test]
+async fn the_page_behind_a_network_that_blocks_udp_is_relayed_over_tcp() {
+    let Some(mut lab) = Lab::new("the_page_behind_a_network_that_blocks_udp_is_relayed_over_tcp")
+    else {
+        return;
+    };
+    let h1 = lab.behind_nat(1, Nat::EndpointIndependent);
+    let h2 = lab.behind_nat(2, Nat::EndpointIndependent);
+    lab.block_udp(1);
+    let server = lab.server(0);
+    let link = server.room_link("page-no-udp");
+    let mut native = h2.burrow(&["join", &link]);
+    let native_id = native.peer_id();
+    let page = Browser::start_in_lab(&h1.ns).await;
+    page.open(&link).await;
+    let badge_script = format!(
+        "const li = document.querySelector('#peers li[data-peer=\"{native_id}\"]'); \
+         return li && li.querySelector('.badge').textContent === 'relayed (TCP)';"
+    );
+    page.wait_for("the native peer connected, relayed over TCP", &badge_script)
+        .await;
+    let conn = native.expect_event("connected", &[]);
+    assert_eq!(conn["path"], "relayed", "{conn}");
+    let page_id = conn["peer"].as_str().unwrap().to_string();
+    native.say("reached over TCP");
+    page.wait_chat("reached over TCP").await;
+    page.client
+        .find(fantoccini::Locator::Css("#chat-input"))
+        .await
+        .unwrap()
+        .send_keys("and back")
+        .await
+        .unwrap();
+    page.click("#chat-send").await;
+    assert_eq!(
+        native.expect_event("chat", &[("from", &page_id)])["text"],
+        "and back"
+    );
+    page.close().await;
+}
+
+/// Reach issue: host 1's network lets out only DNS and HTTPS. The server listens on 443 with a
+/// certificate (a test CA); host 1 reaches the relay over TLS on that same port (the first
+/// bytes after the handshake tell TURN from HTTP): chat and a file arrive, relayed over TLS.
+#[test]
+fn a_network_that_lets_only_https_out_is_relayed_over_tls_on_443() {
+    let Some(mut lab) = Lab::new("a_network_that_lets_only_https_out_is_relayed_over_tls_on_443")
+    else {
+        return;
+    };
+    let h1 = lab.behind_nat(1, Nat::EndpointIndependent);
+    let h2 = lab.behind_nat(2, Nat::EndpointIndependent);
+    lab.allow_only_https(1);
+    let (certs, ca, cert, key) =
+        burrow_tests::certs::certificates("lab-443", &[burrow_tests::lab::SERVER_IP]);
+    let server = lab.server_with(
+        443,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let link = format!("https://{}/r/only-https", server.http);
+    let ca = ca.to_str().unwrap();
+    let dir = tempdir("only-https");
+    let inbox = dir.join("inbox");
+    let mut a = h1.burrow(&[
+        "--ca-cert",
+        ca,
+        "join",
+        "--accept",
+        inbox.to_str().unwrap(),
+        &link,
+    ]);
+    let mut b = h2.burrow(&["--ca-cert", ca, "join", &link]);
+    let (ca_event, cb) = connect_and_chat(&mut a, &mut b);
+    for c in [&ca_event, &cb] {
+        assert_eq!(c["path"], "relayed", "{c}");
+    }
+    assert_eq!(
+        ca_event["relay_over"], "tls",
+        "host 1 relays over TLS: {ca_event}"
+    );
+    assert_eq!(ca_event["label"], "relayed (TLS)", "{ca_event}");
+    let src = dir.join("over-tls.bin");
+    let want = random_file(&src, 4 * 1024 * 1024);
+    let mut sender = h2.burrow(&["--ca-cert", ca, "send", src.to_str().unwrap(), &link]);
+    let got = a.expect_event("file_received", &[]);
+    assert_eq!(got["sha256"], want.as_str());
+    assert!(sender.wait().success());
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&certs);
+}

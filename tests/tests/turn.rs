@@ -86,6 +86,25 @@ struct Client {
     server: SocketAddr,
     realm: String,
     nonce: String,
+    /// Over TCP instead (TURN over TCP on the STUN port): the connection, and bytes read
+    /// beyond the last whole frame.
+    tcp: Option<Tcp>,
+}
+
+struct Tcp {
+    read: tokio::sync::Mutex<(tokio::net::tcp::OwnedReadHalf, Vec<u8>)>,
+    write: tokio::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>,
+}
+
+/// The length of the frame at the start of `buf` (STUN, or ChannelData padded to 4), if whole.
+fn tcp_frame(buf: &[u8]) -> Option<usize> {
+    let len = usize::from(u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?]));
+    let whole = if buf[0] & 0xC0 == 0x40 {
+        4 + len.div_ceil(4) * 4
+    } else {
+        20 + len
+    };
+    (buf.len() >= whole).then_some(whole)
 }
 
 impl Client {
@@ -95,6 +114,35 @@ impl Client {
             server,
             realm: String::new(),
             nonce: String::new(),
+            tcp: None,
+        }
+    }
+
+    /// A client over TCP, challenged as [`Client::challenged`].
+    async fn challenged_over_tcp(server: SocketAddr) -> Client {
+        let (read, write) = tokio::net::TcpStream::connect(server)
+            .await
+            .expect("TURN over TCP on the STUN port")
+            .into_split();
+        let mut c = Client::new(server).await;
+        c.tcp = Some(Tcp {
+            read: tokio::sync::Mutex::new((read, Vec::new())),
+            write: tokio::sync::Mutex::new(write),
+        });
+        let r = c.allocate_anonymously().await;
+        assert_eq!(code(&r), 401);
+        c
+    }
+
+    async fn send(&self, bytes: &[u8]) {
+        match &self.tcp {
+            Some(tcp) => {
+                use tokio::io::AsyncWriteExt;
+                tcp.write.lock().await.write_all(bytes).await.unwrap();
+            }
+            None => {
+                self.sock.send_to(bytes, self.server).await.unwrap();
+            }
         }
     }
 
@@ -108,6 +156,23 @@ impl Client {
 
     /// The next datagram within `wait`.
     async fn recv_raw(&self, wait: Duration) -> Option<Vec<u8>> {
+        if let Some(tcp) = &self.tcp {
+            use tokio::io::AsyncReadExt;
+            let mut guard = tcp.read.lock().await;
+            let (read, pending) = &mut *guard;
+            let deadline = Instant::now() + wait;
+            loop {
+                if let Some(n) = tcp_frame(pending) {
+                    return Some(pending.drain(..n).collect());
+                }
+                let left = deadline.checked_duration_since(Instant::now())?;
+                let mut chunk = [0u8; 8192];
+                match tokio::time::timeout(left, read.read(&mut chunk)).await {
+                    Ok(Ok(n)) if n > 0 => pending.extend_from_slice(&chunk[..n]),
+                    _ => return None,
+                }
+            }
+        }
         let mut buf = vec![0u8; 65_536];
         match tokio::time::timeout(wait, self.sock.recv_from(&mut buf)).await {
             Ok(Ok((n, _))) => {
@@ -122,7 +187,7 @@ impl Client {
     /// (relayed data) are skipped.
     async fn exchange(&self, req: &Message) -> Message {
         for _ in 0..5 {
-            self.sock.send_to(&req.raw, self.server).await.unwrap();
+            self.send(&req.raw).await;
             let deadline = Instant::now() + Duration::from_secs(1);
             while let Some(left) = deadline.checked_duration_since(Instant::now()) {
                 let Some(raw) = self.recv_raw(left).await else {
@@ -237,7 +302,7 @@ impl Client {
             Box::new(FINGERPRINT),
         ])
         .unwrap();
-        self.sock.send_to(&m.raw, self.server).await.unwrap();
+        self.send(&m.raw).await;
     }
 
     async fn send_channel_data(&self, number: u16, data: &[u8]) {
@@ -247,7 +312,7 @@ impl Client {
             ..Default::default()
         };
         cd.encode(); // padded, as RFC 5766 clients do: the server must accept it
-        self.sock.send_to(&cd.raw, self.server).await.unwrap();
+        self.send(&cd.raw).await;
     }
 
     /// The next relayed datagram within `wait` (responses are skipped).
@@ -1069,4 +1134,99 @@ async fn a_takeover_by_resume_keeps_the_relay() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let r = holder.refresh(&creds, Duration::from_secs(600)).await;
     assert_eq!(class(&r), CLASS_SUCCESS_RESPONSE, "{}", show(&r));
+}
+
+/// Reach issue: a client over TCP (as behind a network that drops UDP) allocates, relays both
+/// ways with a client over UDP (Send and Data indications, ChannelData padded to 4 bytes on
+/// its TCP leg), loses its allocation with its connection, and is held to the TCP limits:
+/// connections per IP, and bytes that are neither STUN nor ChannelData.
+#[tokio::test]
+async fn turn_over_tcp_relays_and_holds_its_limits() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = ServerProcess::start(&["--turn-secret", SECRET, "--turn-tcp-max-per-ip", "3"]);
+    let (_wa, alice, _) = join(&server, "tcp").await;
+    let (_wb, bob, _) = join(&server, "tcp").await;
+    let a = Client::challenged_over_tcp(server.stun).await;
+    let b = Client::challenged(server.stun).await;
+    let ra = a.allocated(&alice).await;
+    let rb = b.allocated(&bob).await;
+    const WAIT: Duration = Duration::from_secs(5);
+    assert_eq!(class(&a.permit(&alice, rb).await), CLASS_SUCCESS_RESPONSE);
+    assert_eq!(class(&b.permit(&bob, ra).await), CLASS_SUCCESS_RESPONSE);
+    a.send_indication(rb, b"over tcp").await;
+    assert_eq!(
+        b.recv_relayed(WAIT).await,
+        Some(Relayed::Indication(ra, b"over tcp".to_vec()))
+    );
+    b.send_indication(ra, b"back over udp").await;
+    assert_eq!(
+        a.recv_relayed(WAIT).await,
+        Some(Relayed::Indication(rb, b"back over udp".to_vec()))
+    );
+    assert_eq!(
+        class(&a.bind_channel(&alice, 0x4000, rb).await),
+        CLASS_SUCCESS_RESPONSE
+    );
+    assert_eq!(
+        class(&b.bind_channel(&bob, 0x4001, ra).await),
+        CLASS_SUCCESS_RESPONSE
+    );
+    a.send_channel_data(0x4000, b"odd").await;
+    assert_eq!(
+        b.recv_relayed(WAIT).await,
+        Some(Relayed::Channel(0x4001, b"odd".to_vec()))
+    );
+    let big: Vec<u8> = (0..1201u32).map(|i| i as u8).collect();
+    b.send_channel_data(0x4001, &big).await;
+    assert_eq!(
+        a.recv_relayed(WAIT).await,
+        Some(Relayed::Channel(0x4000, big)),
+        "a padded ChannelData frame, whole"
+    );
+
+    // Its connection closed, its allocation is gone at once (bob's stays).
+    let live = || async {
+        let m = burrow_tests::http::get(server.http, "/metrics").await;
+        String::from_utf8_lossy(&m.body)
+            .lines()
+            .find_map(|l| l.strip_prefix("burrow_turn_allocations "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    assert_eq!(live().await, Some(2.0));
+    drop(a);
+    let mut left = None;
+    for _ in 0..50 {
+        left = live().await;
+        if left == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        left,
+        Some(1.0),
+        "the TCP client's allocation ended with its connection"
+    );
+    let again = Client::challenged_over_tcp(server.stun).await;
+
+    // Three connections from one IP at most: a fourth is closed unanswered.
+    let _held: Vec<_> =
+        futures_util::future::join_all((0..2).map(|_| tokio::net::TcpStream::connect(server.stun)))
+            .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut fourth = tokio::net::TcpStream::connect(server.stun).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(WAIT, fourth.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    drop(again);
+    drop(_held);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // Bytes that are neither STUN nor ChannelData (a TLS hello): closed.
+    let mut tls = tokio::net::TcpStream::connect(server.stun).await.unwrap();
+    tls.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0x03, 0x03])
+        .await
+        .unwrap();
+    let read = tokio::time::timeout(WAIT, tls.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
 }

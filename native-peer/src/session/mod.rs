@@ -262,7 +262,7 @@ pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<(
         epoch: Instant::now(),
         page_url: link.page_url(),
         ice_servers: Vec::new(),
-        tcp_relays: Default::default(),
+        tcp_relays: crate::turn_tcp::TcpRelays::new(opts.tls.clone()),
         network,
         outbox: server.outbox(),
         printer,
