@@ -11,6 +11,7 @@ mod durable;
 mod lab;
 mod pair;
 mod procs;
+mod relay;
 mod report;
 mod signaling;
 mod stun;
@@ -30,11 +31,11 @@ use signal_server::Config;
 #[derive(Parser)]
 #[command(
     name = "bench",
-    about = "Burrow benchmarks: connect, throughput, signaling, STUN, durable links, voice, the browser, the NAT lab, long and lossy paths beside TCP, the page bundle, the tunnel beside rathole (TCP and UDP)"
+    about = "Burrow benchmarks: connect, throughput, signaling, STUN, durable links, voice, the browser, the NAT lab, long and lossy paths beside TCP, the page bundle, the tunnel beside rathole (TCP and UDP), the relay over UDP, TCP and TLS"
 )]
 struct Args {
     /// Only these benches (connect, throughput, signaling-idle, signaling-relay,
-    /// signaling-cluster, stun, durable, voice, browser, lab, wan, bundle, tunnel, udp).
+    /// signaling-cluster, stun, durable, voice, browser, lab, wan, bundle, tunnel, udp, relay).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Connect rounds.
@@ -146,6 +147,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("udp") {
         udp::run(&env, &mut all).await;
+    }
+    if wants("relay") {
+        relay::run(&mut all);
     }
     if wants("bundle") {
         bundle::run(&mut all);

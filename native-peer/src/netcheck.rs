@@ -45,9 +45,8 @@ pub async fn run(base: &str, tls: Arc<rustls::ClientConfig>) -> anyhow::Result<R
         let target = resolve(url).await?;
         mapped.push(binding(&socket, target).await.with_context(|| {
             format!(
-                "UDP blocked? no STUN answer from {url}: this network may drop UDP, and peers \
-                 then connect from here only through a relay over TCP or TLS, which `burrow` \
-                 cannot use yet (browsers can)"
+                "UDP blocked: no STUN answer from {url}. Burrow will relay over TCP/TLS \
+                 (the server's relay on its STUN port over TCP, or on its https port over TLS)"
             )
         })?);
     }
