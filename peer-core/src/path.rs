@@ -169,8 +169,8 @@ pub struct PathReport {
     pub remote: Option<CandidateType>,
     /// Round-trip time in ms.
     pub rtt_ms: Option<f64>,
-    /// How our side reaches the relay (`udp`, `tcp`, `tls`), when our candidate is relayed.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// How our side reaches the relay (`udp`, `tcp`, `tls`) when our candidate is relayed;
+    /// `null` otherwise (always present: both peers' events have the same fields).
     pub relay_over: Option<RelayOver>,
 }
 
