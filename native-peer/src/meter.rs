@@ -28,11 +28,25 @@ pub struct Meter {
     down: AtomicBool,
 }
 
-/// The most bytes let through at once above the rate: a tenth of a second's worth, and at
-/// least one chunk (what one read or one datagram can be).
+/// The cap counts bytes in cells of this many (the limiter's clock has nanosecond steps: in
+/// single bytes, rates above a few hundred MB/s would round off).
+const CELL: u64 = 64;
+
+/// Cells for `n` bytes.
+fn cells(n: usize) -> u32 {
+    u32::try_from((n as u64).div_ceil(CELL)).unwrap_or(u32::MAX)
+}
+
+/// The most cells let through at once above the rate (`rate` in cells a second): a tenth of a
+/// second's worth, and at least one chunk (what one read or one datagram can be).
 fn burst(rate: u32) -> NonZeroU32 {
-    let chunk = peer_core::transfer::CHUNK_SIZE.max(peer_core::datagram::MAX_DATAGRAM) as u32;
+    let chunk = cells(peer_core::transfer::CHUNK_SIZE.max(peer_core::datagram::MAX_DATAGRAM));
     NonZeroU32::new((rate / 10).max(chunk)).unwrap_or(NonZeroU32::MIN)
+}
+
+/// A rate in bytes a second as cells a second.
+fn rate_cells(rate: u64) -> u32 {
+    u32::try_from((rate / CELL).max(1)).unwrap_or(u32::MAX)
 }
 
 /// A snapshot of a meter, for `burrow status`.
@@ -54,7 +68,7 @@ impl Meter {
     /// A meter capping each direction at `max_rate` bytes a second (none: no cap).
     pub fn new(max_rate: Option<u64>) -> Meter {
         let caps = max_rate.map(|rate| {
-            let rate = u32::try_from(rate.max(1)).unwrap_or(u32::MAX);
+            let rate = rate_cells(rate);
             let quota = Quota::per_second(NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN))
                 .allow_burst(burst(rate));
             [RateLimiter::direct(quota), RateLimiter::direct(quota)]
@@ -85,8 +99,8 @@ impl Meter {
             return;
         };
         let cap = &caps[Self::index(way)];
-        let most = burst(u32::try_from(self.max_rate.unwrap_or(0)).unwrap_or(u32::MAX)).get();
-        let mut left = u32::try_from(n).unwrap_or(u32::MAX);
+        let most = burst(rate_cells(self.max_rate.unwrap_or(0))).get();
+        let mut left = cells(n);
         while let Some(now) = NonZeroU32::new(left.min(most)) {
             // `now` is within the burst, so it always fits eventually.
             let _ = cap.until_n_ready(now).await;
@@ -97,10 +111,7 @@ impl Meter {
     /// Whether one datagram of `n` bytes may go `way` now (over the cap it is dropped, as a
     /// router policing a rate would); counted either way.
     pub fn admit(&self, way: Way, n: usize) -> bool {
-        let fits = match (
-            &self.caps,
-            NonZeroU32::new(u32::try_from(n).unwrap_or(u32::MAX)),
-        ) {
+        let fits = match (&self.caps, NonZeroU32::new(cells(n))) {
             (Some(caps), Some(n)) => matches!(caps[Self::index(way)].check_n(n), Ok(Ok(()))),
             _ => true,
         };

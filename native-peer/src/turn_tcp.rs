@@ -35,6 +35,11 @@ const MAX_FRAME: usize = 20 + 65_535;
 /// How long a Binding over UDP may take to be answered before UDP counts as blocked (asked
 /// twice).
 const UDP_PROBE_WAIT: Duration = Duration::from_millis(500);
+/// Crate sockets one shim carries at once (a connection each); datagrams from more are dropped.
+const MAX_LEGS: usize = 64;
+/// How long a connection stays open with nothing from its crate socket (a used relay carries
+/// consent checks every few seconds; an unused one is let go).
+const LEG_IDLE: Duration = Duration::from_secs(120);
 /// How long "UDP reaches the relay" holds before it is asked again.
 pub const UDP_VERDICT_LIFE: Duration = Duration::from_secs(60);
 
@@ -231,7 +236,10 @@ fn frame(buf: &[u8]) -> Option<Result<(usize, usize), ()>> {
 /// One shim: datagrams from the crate's sockets go to the server on a TCP connection per
 /// socket; what the server sends back goes to the socket it is for.
 async fn shim(socket: UdpSocket, to: To, relayed: Relayed) {
-    let mut legs: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    // By crate socket: its leg's number and queue; and the relayed address it was allocated.
+    let mut legs: HashMap<SocketAddr, (u64, mpsc::Sender<Vec<u8>>)> = HashMap::new();
+    let mut allocations: HashMap<SocketAddr, SocketAddr> = HashMap::new();
+    let mut next = 0u64;
     let mut tasks = JoinSet::new();
     let (back_tx, mut back) = mpsc::channel::<(SocketAddr, Vec<u8>)>(QUEUE);
     let mut buf = vec![0u8; MAX_FRAME + 4];
@@ -239,43 +247,67 @@ async fn shim(socket: UdpSocket, to: To, relayed: Relayed) {
         tokio::select! {
             got = socket.recv_from(&mut buf) => {
                 let Ok((n, from)) = got else { continue };
+                // Only TURN (STUN or ChannelData), from a bounded number of sockets (the shim is
+                // on loopback: only this machine reaches it; the crate's sockets send from
+                // their own addresses).
+                if !matches!(frame(&buf[..n]), Some(Ok(_))) {
+                    continue;
+                }
                 let mut message = buf[..n].to_vec();
                 // Over TCP, ChannelData is padded to a multiple of 4 bytes.
                 if message.first().is_some_and(|b| b & 0xC0 == 0x40) {
                     message.resize((n + 3) & !3, 0);
                 }
-                let leg = legs.entry(from).or_insert_with(|| {
-                    let (tx, rx) = mpsc::channel(QUEUE);
-                    tasks.spawn(leg(to.clone(), from, rx, back_tx.clone()));
-                    tx
-                });
-                if leg.try_send(message).is_err() && leg.is_closed() {
+                if legs.get(&from).is_some_and(|(_, tx)| tx.is_closed()) {
                     legs.remove(&from);
                 }
+                if !legs.contains_key(&from) && legs.len() >= MAX_LEGS {
+                    continue;
+                }
+                let (_, leg_tx) = legs.entry(from).or_insert_with(|| {
+                    let (tx, rx) = mpsc::channel(QUEUE);
+                    next += 1;
+                    let number = next;
+                    let to = to.clone();
+                    let back = back_tx.clone();
+                    tasks.spawn(async move {
+                        leg(to, from, rx, back).await;
+                        (from, number)
+                    });
+                    (number, tx)
+                });
+                let _ = leg_tx.try_send(message);
             }
             Some((back_to, message)) = back.recv() => {
                 if let Some(addr) = allocated(&message) {
                     relayed.lock().unwrap_or_else(PoisonError::into_inner).insert(addr, to.over);
+                    allocations.insert(back_to, addr);
                 }
                 let _ = socket.send_to(&message, back_to).await;
             }
             Some(ended) = tasks.join_next(), if !tasks.is_empty() => {
-                if let Ok(from) = ended {
+                let Ok((from, number)) = ended else { continue };
+                // Only the leg that ended (a newer one for the same socket stays).
+                if legs.get(&from).is_some_and(|(n, _)| *n == number) {
                     legs.remove(&from);
+                }
+                // Its allocation ended with its connection.
+                if let Some(addr) = allocations.remove(&from) {
+                    relayed.lock().unwrap_or_else(PoisonError::into_inner).remove(&addr);
                 }
             }
         }
     }
 }
 
-/// The TCP connection for the crate's socket `from`: `rx` to the server, frames back to `back`.
-/// Returns `from` when the connection ends (the next datagram opens another).
+/// The TCP connection for the crate's socket `from`: `rx` to the server, frames back to `back`,
+/// until either ends or the crate is silent for [`LEG_IDLE`] (the next datagram opens another).
 async fn leg(
     to: To,
     from: SocketAddr,
     mut rx: mpsc::Receiver<Vec<u8>>,
     back: mpsc::Sender<(SocketAddr, Vec<u8>)>,
-) -> SocketAddr {
+) {
     let server = &to.server;
     if let Some(probe) = &to.probe {
         if udp_reaches(probe).await {
@@ -285,7 +317,7 @@ async fn leg(
                 while rx.recv().await.is_some() {}
             })
             .await;
-            return from;
+            return;
         }
     }
     let connected = tokio::time::timeout(CONNECT_WAIT, connect(&to)).await;
@@ -295,7 +327,6 @@ async fn leg(
         Ok(Err(e)) => tracing::debug!(%server, "TURN over a stream: cannot connect: {e}"),
         Err(_) => tracing::debug!(%server, "TURN over a stream: no connection in {CONNECT_WAIT:?}"),
     }
-    from
 }
 
 /// A connection to the server, plain or TLS.
@@ -335,7 +366,7 @@ async fn carry<S>(
 {
     let (mut read, mut write) = tokio::io::split(stream);
     let to_server = async {
-        while let Some(message) = rx.recv().await {
+        while let Ok(Some(message)) = tokio::time::timeout(LEG_IDLE, rx.recv()).await {
             if write.write_all(&message).await.is_err() {
                 return;
             }

@@ -101,12 +101,11 @@ pub struct RelayConfig {
     pub unauthenticated_rate: u32,
 }
 
-/// How the relay reaches a client: its UDP listening socket, or its TCP connection's writer
-/// (a bounded queue: when the client reads too slowly, datagrams are dropped, as UDP would).
+/// How the relay reaches a client: its UDP listening socket, or its TCP connection's writer.
 #[derive(Clone)]
 enum Back {
     Udp(Arc<UdpSocket>),
-    Tcp(tokio::sync::mpsc::Sender<Vec<u8>>),
+    Tcp(TcpWriter),
 }
 
 impl Back {
@@ -114,8 +113,43 @@ impl Back {
     fn send(&self, data: &[u8], client: SocketAddr) -> Option<usize> {
         match self {
             Back::Udp(socket) => send_now(socket, data, client).ok(),
-            Back::Tcp(tx) => tx.try_send(data.to_vec()).ok().map(|()| data.len()),
+            Back::Tcp(writer) => writer.try_send(data).then_some(data.len()),
         }
+    }
+}
+
+/// Most bytes queued toward one TCP client: past them, what comes is dropped, as a full UDP
+/// buffer would drop it (a client that does not read cannot make the relay hold more).
+pub const TCP_QUEUE_BYTES: usize = 1 << 20;
+
+/// The queue toward one TCP client (answers and relayed data, in order), bounded in bytes.
+#[derive(Clone)]
+pub struct TcpWriter {
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl TcpWriter {
+    /// A writer, and the queue its connection's writer task drains.
+    pub fn new() -> (TcpWriter, tokio::sync::mpsc::Receiver<Vec<u8>>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let queued = Arc::default();
+        (TcpWriter { tx, queued }, rx)
+    }
+
+    /// Queues `data`; `false` (dropped) when the queue is full.
+    pub fn try_send(&self, data: &[u8]) -> bool {
+        let before = self.queued.fetch_add(data.len(), Ordering::Relaxed);
+        if before + data.len() <= TCP_QUEUE_BYTES && self.tx.try_send(data.to_vec()).is_ok() {
+            return true;
+        }
+        self.queued.fetch_sub(data.len(), Ordering::Relaxed);
+        false
+    }
+
+    /// `n` bytes of the queue were written to the client.
+    pub fn written(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::Relaxed);
     }
 }
 
@@ -128,7 +162,7 @@ pub struct Relay {
     nonces: Nonces,
     listeners: Vec<Arc<UdpSocket>>,
     /// The TCP connections' writers, by listener number.
-    tcp: RwLock<HashMap<usize, tokio::sync::mpsc::Sender<Vec<u8>>>>,
+    tcp: RwLock<HashMap<usize, TcpWriter>>,
     next_tcp: std::sync::atomic::AtomicUsize,
     table: RwLock<Table>,
     logs: LogBudget,
@@ -346,7 +380,7 @@ impl Relay {
 
     /// A TCP client connection opened: its listener number (answers and relayed data for its
     /// allocations go to `writer`).
-    pub fn open_tcp(&self, writer: tokio::sync::mpsc::Sender<Vec<u8>>) -> usize {
+    pub fn open_tcp(&self, writer: TcpWriter) -> usize {
         let n = self.next_tcp.fetch_add(1, Ordering::Relaxed);
         self.tcp
             .write()
@@ -371,6 +405,11 @@ impl Relay {
         for k in &keys {
             remove(&mut t, k);
         }
+    }
+
+    /// Whether a TCP connection's client holds an allocation.
+    pub fn has_allocation(&self, listener: usize) -> bool {
+        self.read().allocations.keys().any(|(l, _)| *l == listener)
     }
 
     /// How to reach the clients of `listener`.
@@ -424,6 +463,7 @@ impl Relay {
 
     /// Stops everything: every allocation is closed and nobody is live any more.
     pub fn close(&self) {
+        self.tcp.write().unwrap_or_else(|p| p.into_inner()).clear();
         let mut t = self.write();
         t.closed = true;
         t.live.clear();

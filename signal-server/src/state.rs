@@ -62,6 +62,31 @@ impl cluster::Local for AppState {
     }
 }
 
+/// `HOST:PORT` for a `turns:` URL from a request's `Host` (a DNS name, an IPv4 address or a
+/// bracketed IPv6 one, and an optional port; 443 when none): `None` for anything else, which
+/// then gets no `turns:` entry.
+fn tls_authority(host: &str) -> Option<String> {
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) if !host.ends_with(']') => (name, Some(port)),
+        _ => (host, None),
+    };
+    let port = match port {
+        Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0)?,
+        None => 443,
+    };
+    let ok = match name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            !name.is_empty()
+                && name.len() <= 253
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        }
+    };
+    ok.then(|| format!("{name}:{port}"))
+}
+
 impl AppState {
     /// A serial number for a new WebSocket connection.
     pub fn next_connection(&self) -> u64 {
@@ -88,16 +113,7 @@ impl AppState {
             }
             // On the page's own name and port: what its certificate is for, and what a network
             // that lets only HTTPS out still lets out.
-            if let (true, Some(page)) = (self.turn_tls, request_host) {
-                let page = if page
-                    .rsplit_once(':')
-                    .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-                    && !page.ends_with(']')
-                {
-                    page.to_string()
-                } else {
-                    format!("{page}:443")
-                };
+            if let (true, Some(page)) = (self.turn_tls, request_host.and_then(tls_authority)) {
                 urls.push(format!("turns:{page}?transport=tcp"));
             }
             servers.push(IceServer {
@@ -124,5 +140,35 @@ impl AppState {
             format!("stun:{host}:{}", self.stun_addr.port()),
             format!("stun:{host}:{}", self.stun_alt_addr.port()),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tls_authority;
+
+    #[test]
+    fn a_turns_url_takes_only_a_plain_host_and_port() {
+        assert_eq!(
+            tls_authority("burrow.example").as_deref(),
+            Some("burrow.example:443")
+        );
+        assert_eq!(
+            tls_authority("203.0.113.10:8443").as_deref(),
+            Some("203.0.113.10:8443")
+        );
+        assert_eq!(tls_authority("[::1]").as_deref(), Some("[::1]:443"));
+        assert_eq!(tls_authority("[::1]:8443").as_deref(), Some("[::1]:8443"));
+        for bad in [
+            "x?transport=udp",
+            "a b",
+            "example.com:",
+            "::1",
+            "[zz]",
+            "h:0",
+            "",
+        ] {
+            assert_eq!(tls_authority(bad), None, "{bad}");
+        }
     }
 }

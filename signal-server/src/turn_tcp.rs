@@ -11,10 +11,11 @@
 //! whose first bytes are a STUN message is handed to [`connection`], every other one to HTTP.
 //!
 //! The same limits as the HTTP listener and the UDP relay hold: connections per client IP and
-//! in all ([`crate::accept::ConnectionLimits`]); a first message within [`FIRST_WAIT`] and some
-//! message every [`IDLE`]; unauthenticated answers and allocation quotas are the relay's, counted
-//! by the client's real address; a client that reads too slowly has its data dropped (a bounded
-//! queue, as a full UDP buffer would) and, past [`WRITE_WAIT`], is disconnected.
+//! in all ([`crate::accept::ConnectionLimits`]); each message whole within [`FIRST_WAIT`] of its
+//! first byte; some message every [`NO_ALLOCATION_WAIT`], or [`IDLE`] while it holds an
+//! allocation; unauthenticated answers and allocation quotas are the relay's, counted by the
+//! client's real address; a client that reads too slowly has its data dropped (a queue bounded
+//! in bytes, as a full UDP buffer would) and, past [`WRITE_WAIT`], is disconnected.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,16 +26,17 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::accept::ConnectionLimits;
-use crate::relay::Relay;
+use crate::relay::{Relay, TcpWriter};
 
 /// How long a new connection may take to send its first whole message.
 pub const FIRST_WAIT: Duration = Duration::from_secs(10);
-/// How long a connection may stay silent (clients refresh permissions every 5 minutes at most).
+/// How long a connection holding an allocation may stay silent (clients refresh permissions
+/// every 5 minutes at most).
 pub const IDLE: Duration = Duration::from_secs(11 * 60);
+/// How long a connection without an allocation may stay silent.
+pub const NO_ALLOCATION_WAIT: Duration = Duration::from_secs(60);
 /// How long one write to a client may take before it is disconnected.
 pub const WRITE_WAIT: Duration = Duration::from_secs(10);
-/// Messages queued toward one client before more are dropped.
-const QUEUE: usize = 256;
 /// The largest frame: a STUN message's header and its longest body.
 const MAX_FRAME: usize = 20 + 65_535;
 
@@ -112,15 +114,16 @@ pub async fn connection<S>(
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
 {
     let (mut read, mut write) = tokio::io::split(stream);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(QUEUE);
-    let listener = match &relay {
-        Some(r) => r.open_tcp(tx.clone()),
-        None => usize::MAX,
-    };
+    let (tx, mut rx) = TcpWriter::new();
+    // Its allocations end with it, however it ends (even aborted at shutdown).
+    let listener = relay.as_ref().map(|r| (r.clone(), r.open_tcp(tx.clone())));
+    let _closed = Closed(listener.clone());
+    let key = listener.as_ref().map_or(usize::MAX, |(_, n)| *n);
+    let queue = tx.clone();
     let writer = async move {
         while let Some(frame) = rx.recv().await {
             match tokio::time::timeout(WRITE_WAIT, write.write_all(&frame)).await {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => queue.written(frame.len()),
                 _ => return,
             }
         }
@@ -130,10 +133,15 @@ pub async fn connection<S>(
         buf.reserve(8 * 1024);
         let mut chunk = vec![0u8; 64 * 1024];
         let mut out = Vec::with_capacity(512);
-        let mut wait = FIRST_WAIT;
+        let start = tokio::time::Instant::now();
+        // A frame (the first one, or one begun) must be whole within FIRST_WAIT of its start.
+        let mut partial_since = Some(start);
+        let mut last_frame = start;
+        let mut quiet_until = start + NO_ALLOCATION_WAIT;
         loop {
-            // Handle every whole frame read so far.
-            while let Some(len) = frame_len(&buf) {
+            // Every whole frame read so far, then the rest moved to the front once.
+            let mut at = 0;
+            while let Some(len) = frame_len(&buf[at..]) {
                 let Ok(len) = len else {
                     tracing::debug!(%from, "TURN/TCP: not STUN or ChannelData; closed");
                     return;
@@ -141,37 +149,61 @@ pub async fn connection<S>(
                 if len > MAX_FRAME {
                     return;
                 }
-                if buf.len() < len {
+                if buf.len() - at < len {
                     break;
                 }
-                crate::stun::handle(
-                    listener,
-                    from,
-                    &buf[..len],
-                    relay.as_ref(),
-                    metrics,
-                    &mut out,
-                );
+                let frame = &buf[at..at + len];
+                crate::stun::handle(key, from, frame, relay.as_ref(), metrics, &mut out);
+                // A full queue drops the answer; the client retransmits.
                 if !out.is_empty() {
-                    // A full queue drops the answer; the client retransmits.
-                    let _ = tx.try_send(out.clone());
+                    tx.try_send(&out);
                 }
-                buf.drain(..len);
-                wait = IDLE;
+                at += len;
             }
-            let n = match tokio::time::timeout(wait, read.read(&mut chunk)).await {
-                Ok(Ok(n)) if n > 0 => n,
-                _ => return,
+            let now = tokio::time::Instant::now();
+            if at > 0 {
+                buf.drain(..at);
+                last_frame = now;
+                quiet_until = now + NO_ALLOCATION_WAIT;
+                partial_since = None;
+            }
+            if !buf.is_empty() && partial_since.is_none() {
+                partial_since = Some(now);
+            }
+            let deadline = match partial_since {
+                Some(since) => since + FIRST_WAIT,
+                None => quiet_until,
             };
-            buf.extend_from_slice(&chunk[..n]);
+            match tokio::time::timeout_at(deadline, read.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                Ok(_) => return,
+                // Quiet: a client with an allocation may be quiet up to IDLE, others not.
+                Err(_) if partial_since.is_none() => {
+                    let holds = listener.as_ref().is_some_and(|(r, n)| r.has_allocation(*n));
+                    let longest = last_frame + IDLE;
+                    if !holds || tokio::time::Instant::now() >= longest {
+                        return;
+                    }
+                    quiet_until = longest;
+                }
+                Err(_) => return,
+            }
         }
     };
     tokio::select! {
         () = reader => {}
         () = writer => {}
     }
-    if let Some(r) = &relay {
-        r.close_tcp(listener);
+}
+
+/// Closes a connection's allocations when it goes.
+struct Closed(Option<(Arc<Relay>, usize)>);
+
+impl Drop for Closed {
+    fn drop(&mut self) {
+        if let Some((relay, listener)) = &self.0 {
+            relay.close_tcp(*listener);
+        }
     }
 }
 

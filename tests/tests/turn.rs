@@ -1230,3 +1230,29 @@ async fn turn_over_tcp_relays_and_holds_its_limits() {
     let read = tokio::time::timeout(WAIT, tls.read(&mut buf)).await;
     assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
 }
+
+/// A TCP client that begins a message and trickles it (a byte every 3 s, never whole) is
+/// closed once the message is 10 s old: it cannot hold a connection slot with no credentials.
+#[tokio::test]
+async fn a_tcp_client_that_never_finishes_a_message_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = ServerProcess::start(&[]);
+    let mut tcp = tokio::net::TcpStream::connect(server.stun).await.unwrap();
+    // A Binding request's header claiming a 65,532-byte body.
+    tcp.write_all(&[0x00, 0x01, 0xFF, 0xFC, 0x21, 0x12, 0xA4, 0x42])
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let closed = loop {
+        if tcp.write_all(&[0]).await.is_err() {
+            break true;
+        }
+        match tokio::time::timeout(Duration::from_secs(3), tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            _ if started.elapsed() > Duration::from_secs(20) => break false,
+            _ => {}
+        }
+    };
+    assert!(closed, "still open after {:?}", started.elapsed());
+}

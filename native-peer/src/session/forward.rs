@@ -104,18 +104,31 @@ impl Session {
 /// Answers a browser or an HTTP client whose site is down with a page that says so (instead
 /// of a reset it could not explain), then closes.
 async fn unavailable(mut tcp: tokio::net::TcpStream, reason: String) {
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let body = format!("burrow: {reason}. Try again once it is back.\n");
     let answer = format!(
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
          Content-Length: {}\r\nRetry-After: 5\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    let write = async {
+    let mut buf = [0u8; 4096];
+    let answered = async {
+        // The request first (a socket closed on unread bytes is reset, and the client would
+        // show that instead of the answer), up to the end of its head, at most 16 KiB.
+        let mut head = Vec::new();
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
         tcp.write_all(answer.as_bytes()).await?;
-        tcp.shutdown().await
+        tcp.shutdown().await?;
+        // Then whatever else it sends, until it closes.
+        while tcp.read(&mut buf).await? > 0 {}
+        Ok::<(), std::io::Error>(())
     };
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), write).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), answered).await;
 }
 
 impl Session {
