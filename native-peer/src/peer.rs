@@ -115,6 +115,8 @@ pub struct Peer {
     pub consent_up: bool,
     /// The path last read (for `burrow status`).
     pub path: Option<crate::rtc::PathInfo>,
+    /// How the peer reaches its relay, as it told us (read by the path watcher).
+    pub peer_relay_over: Arc<std::sync::Mutex<Option<peer_core::path::RelayOver>>>,
     /// The task that watches the path for changes, stopped when the peer goes.
     pub path_watch: Option<tokio::task::AbortHandle>,
     /// The control channel we created (offering side), for [`Peer::nudge`].
@@ -166,6 +168,7 @@ impl Peer {
             consent_up: true,
             path_watch: None,
             path: None,
+            peer_relay_over: Arc::default(),
             own_control: None,
             options,
             renegotiate: false,

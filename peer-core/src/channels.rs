@@ -42,6 +42,13 @@ pub enum ControlMessage {
         /// What can be opened.
         services: Vec<ServiceInfo>,
     },
+    /// How this peer reaches its TURN relay, when not over UDP (`tcp`, `tls`; `null`: no longer),
+    /// so the other side's path label says `relayed (TCP)` too.
+    Relay {
+        /// Its transport to the relay.
+        #[serde(default)]
+        over: Option<crate::path::RelayOver>,
+    },
     /// Whether this peer is in voice (sent on connect when it is, and on every change). Its
     /// audio track comes by renegotiation on the same connection.
     Voice {
@@ -174,6 +181,7 @@ struct ChannelWire {
     size: Option<u64>,
     mime: Option<String>,
     sha256: Option<String>,
+    over: Option<crate::path::RelayOver>,
 }
 
 impl TryFrom<ChannelWire> for ControlMessage {
@@ -188,6 +196,7 @@ impl TryFrom<ChannelWire> for ControlMessage {
             "services" => ControlMessage::Services {
                 services: need(w.services, "services", t)?,
             },
+            "relay" => ControlMessage::Relay { over: w.over },
             "voice" => ControlMessage::Voice {
                 on: need(w.on, "on", t)?,
                 sending: w.sending,
@@ -329,6 +338,10 @@ mod tests {
                 sending: false,
             },
             ControlMessage::Services { services: vec![] },
+            ControlMessage::Relay {
+                over: Some(crate::path::RelayOver::Tls),
+            },
+            ControlMessage::Relay { over: None },
         ];
         for m in control {
             assert_eq!(ControlMessage::decode(&m.encode()).unwrap(), m);

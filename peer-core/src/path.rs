@@ -82,6 +82,8 @@ pub struct SelectedPath {
     pub rtt_ms: Option<f64>,
     /// How our side reaches the relay, when our candidate is relayed and that is known.
     pub relay_over: Option<RelayOver>,
+    /// How the peer reaches its relay, as it told us, when its candidate is relayed.
+    pub peer_relay_over: Option<RelayOver>,
 }
 
 impl SelectedPath {
@@ -94,6 +96,16 @@ impl SelectedPath {
             remote: remote.kind,
             rtt_ms,
             relay_over: None,
+            peer_relay_over: None,
+        }
+    }
+
+    /// The same path, the peer reaching its relay over `over`, as it told us (kept only when
+    /// its candidate is relayed).
+    pub fn peer_relayed_over(self, over: Option<RelayOver>) -> SelectedPath {
+        SelectedPath {
+            peer_relay_over: over.filter(|_| self.remote == CandidateType::Relay),
+            ..self
         }
     }
 
@@ -106,9 +118,14 @@ impl SelectedPath {
         }
     }
 
-    /// What a user reads: `relayed (TCP)` when our side reaches the relay over TCP.
+    /// What a user reads: `relayed (TCP)` when a side (ours first, else the peer's) reaches
+    /// the relay over TCP, the same on both peers.
     pub fn label(&self) -> String {
-        match (self.kind, self.relay_over) {
+        let over = match self.relay_over {
+            Some(RelayOver::Udp) | None => self.peer_relay_over,
+            ours => ours,
+        };
+        match (self.kind, over) {
             (PathKind::Relayed, Some(RelayOver::Tcp)) => "relayed (TCP)".into(),
             (PathKind::Relayed, Some(RelayOver::Tls)) => "relayed (TLS)".into(),
             (kind, _) => kind.label().into(),
@@ -123,10 +140,18 @@ impl SelectedPath {
 #[derive(Debug, Default)]
 pub struct PathWatch {
     last: Option<Option<Shape>>,
+    /// What we last told the peer of how we reach the relay.
+    told: Option<Option<RelayOver>>,
 }
 
 /// What tells one path from another: its kind, both candidate types, the relay's transport.
-type Shape = (PathKind, CandidateType, CandidateType, Option<RelayOver>);
+type Shape = (
+    PathKind,
+    CandidateType,
+    CandidateType,
+    Option<RelayOver>,
+    Option<RelayOver>,
+);
 
 /// What one reading of the path means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,9 +165,17 @@ pub enum PathNews {
 }
 
 impl PathWatch {
+    /// What to tell the peer of how our side reaches the relay (over TCP or TLS, or no longer),
+    /// when that changed with this reading: so its label says `relayed (TCP)` too.
+    pub fn to_tell(&mut self, path: Option<&SelectedPath>) -> Option<Option<RelayOver>> {
+        let now = path?.relay_over.filter(|o| *o != RelayOver::Udp);
+        let before = self.told.replace(now);
+        (before != Some(now) && (now.is_some() || before.is_some())).then_some(now)
+    }
+
     /// Takes one reading (`None`: the stats named no pair).
     pub fn observe(&mut self, path: Option<&SelectedPath>) -> PathNews {
-        let now = path.map(|p| (p.kind, p.local, p.remote, p.relay_over));
+        let now = path.map(|p| (p.kind, p.local, p.remote, p.relay_over, p.peer_relay_over));
         let Some(before) = self.last else {
             self.last = Some(now);
             return PathNews::Connected;
@@ -172,6 +205,9 @@ pub struct PathReport {
     /// How our side reaches the relay (`udp`, `tcp`, `tls`) when our candidate is relayed;
     /// `null` otherwise (always present: both peers' events have the same fields).
     pub relay_over: Option<RelayOver>,
+    /// How the peer reaches its relay, as it told us (`tcp`, `tls`), when its candidate is
+    /// relayed; `null` otherwise.
+    pub peer_relay_over: Option<RelayOver>,
 }
 
 impl From<Option<SelectedPath>> for PathReport {
@@ -183,6 +219,7 @@ impl From<Option<SelectedPath>> for PathReport {
             remote: p.map(|p| p.remote),
             rtt_ms: p.and_then(|p| p.rtt_ms),
             relay_over: p.and_then(|p| p.relay_over),
+            peer_relay_over: p.and_then(|p| p.peer_relay_over),
         }
     }
 }
@@ -413,6 +450,7 @@ mod tests {
             remote: CandidateType::Srflx,
             rtt_ms: Some(1.0),
             relay_over: None,
+            peer_relay_over: None,
         };
         let punched = SelectedPath {
             kind: PathKind::HolePunched,
@@ -420,6 +458,7 @@ mod tests {
             remote: CandidateType::Srflx,
             rtt_ms: Some(0.5),
             relay_over: None,
+            peer_relay_over: None,
         };
         let mut w = PathWatch::default();
         assert_eq!(w.observe(Some(&relayed)), PathNews::Connected);
@@ -436,6 +475,27 @@ mod tests {
         assert_eq!(over_tcp.label(), "relayed (TCP)");
         assert_eq!(w.observe(Some(&over_tcp)), PathNews::Changed);
         assert_eq!(punched.relayed_over(Some(RelayOver::Tcp)).relay_over, None);
+        // What the peer is told: once when it starts, once when it ends.
+        let mut w = PathWatch::default();
+        assert_eq!(w.to_tell(Some(&relayed)), None);
+        assert_eq!(w.to_tell(Some(&over_tcp)), Some(Some(RelayOver::Tcp)));
+        assert_eq!(w.to_tell(Some(&over_tcp)), None);
+        assert_eq!(w.to_tell(None), None);
+        assert_eq!(w.to_tell(Some(&punched)), Some(None));
+        // The peer's side (its candidate relayed, ours not): the same label.
+        let theirs = SelectedPath {
+            local: CandidateType::Srflx,
+            remote: CandidateType::Relay,
+            ..relayed
+        }
+        .peer_relayed_over(Some(RelayOver::Tcp));
+        assert_eq!(theirs.label(), "relayed (TCP)");
+        assert_eq!(
+            relayed
+                .peer_relayed_over(Some(RelayOver::Tcp))
+                .peer_relay_over,
+            None
+        );
     }
 
     #[test]

@@ -660,6 +660,14 @@ fn a_network_that_blocks_udp_is_relayed_over_tcp() {
     }
     assert_eq!(ca["local"], "relay", "{ca}");
     assert_eq!(ca["relay_over"], "tcp", "host 1 relays over TCP: {ca}");
+    // Host 2 is told, and says so too.
+    let ida = a.peer_id();
+    let told = b.expect("host 2's label: relayed (TCP)", |v| {
+        (v["event"] == "connected" || v["event"] == "path_changed")
+            && v["peer"] == ida.as_str()
+            && v["label"] == "relayed (TCP)"
+    });
+    assert_eq!(told["peer_relay_over"], "tcp", "{told}");
     let src = dir.join("over-tcp.bin");
     let want = random_file(&src, 16 * 1024 * 1024);
     let mut sender = h2.burrow(&["send", src.to_str().unwrap(), &link]);
@@ -699,6 +707,10 @@ async fn the_page_behind_a_network_that_blocks_udp_is_relayed_over_tcp() {
     let conn = native.expect_event("connected", &[]);
     assert_eq!(conn["path"], "relayed", "{conn}");
     let page_id = conn["peer"].as_str().unwrap().to_string();
+    // The page tells `burrow` how it reaches the relay: the same label on both.
+    native.expect("burrow's label: relayed (TCP)", |v| {
+        (v["event"] == "connected" || v["event"] == "path_changed") && v["label"] == "relayed (TCP)"
+    });
     native.say("reached over TCP");
     page.wait_chat("reached over TCP").await;
     page.client

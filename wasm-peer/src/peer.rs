@@ -61,6 +61,8 @@ pub struct Peer {
     busy: Cell<bool>,
     /// The stream channels kept toward this peer (`crate::streams`).
     pub(crate) streams: RefCell<crate::streams::Pool>,
+    /// How the peer reaches its relay, as it told us.
+    peer_relay_over: Cell<Option<peer_core::path::RelayOver>>,
 }
 
 /// `{type, sdp}` for setLocal/RemoteDescription.
@@ -117,6 +119,7 @@ impl Peer {
             inbox: RefCell::new(std::collections::VecDeque::new()),
             busy: Cell::new(false),
             streams: RefCell::new(Default::default()),
+            peer_relay_over: Cell::new(None),
         });
         Peer::wire(&peer);
         Ok(peer)
@@ -394,6 +397,7 @@ impl Peer {
                     on,
                     sending,
                 }),
+                Ok(ControlMessage::Relay { over }) => peer.peer_relay_over.set(over),
                 Err(_) => {}
             }
         });
@@ -426,7 +430,12 @@ impl Peer {
             while peer.room.upgrade().is_some()
                 && peer.pc.connection_state() != RtcPeerConnectionState::Closed
             {
-                let info = crate::stats::path_info(&peer.pc).await;
+                let info = crate::stats::path_info(&peer.pc)
+                    .await
+                    .map(|p| p.peer_relayed_over(peer.peer_relay_over.get()));
+                if let Some(over) = watch.to_tell(info.as_ref()) {
+                    peer.send_control(&ControlMessage::Relay { over });
+                }
                 if info.is_some() || waited >= 1000 {
                     let id = peer.id.clone();
                     let report = info.into();

@@ -129,6 +129,10 @@ enum Internal {
     Reload,
     /// Expose mode: a service went down or came back: tell every peer.
     Announce,
+    /// Tell the peer how we reach the relay now (the path watcher saw it change).
+    TellRelay(String, Option<peer_core::path::RelayOver>),
+    /// The peer told us how it reaches its relay.
+    PeerRelay(String, Option<peer_core::path::RelayOver>),
 }
 
 struct Session {
@@ -673,6 +677,9 @@ impl Session {
                             Ok(ControlMessage::Voice { on, sending }) => {
                                 let _ = tx.send(Internal::Voice(peer.clone(), on, sending)).await;
                             }
+                            Ok(ControlMessage::Relay { over }) => {
+                                let _ = tx.send(Internal::PeerRelay(peer.clone(), over)).await;
+                            }
                             Err(e) => tracing::debug!(%peer, "{e}"),
                         }
                     }
@@ -697,7 +704,8 @@ impl Session {
         // Reading the selected pair can take a while (a stats call): the watcher reads it and
         // reports back, so the loop never waits on one peer.
         let tcp = self.tcp_relays.relayed();
-        let watch = watch_path(self.internal_tx.clone(), id, peer.pc.clone(), tcp);
+        let theirs = peer.peer_relay_over.clone();
+        let watch = watch_path(self.internal_tx.clone(), id, peer.pc.clone(), (tcp, theirs));
         peer.path_watch = Some(self.tasks.spawn(watch));
     }
 
@@ -746,6 +754,21 @@ impl Session {
             }
             Internal::Reload => self.reload().await,
             Internal::Announce => self.announce_all().await,
+            Internal::TellRelay(id, over) => {
+                if let Some(dc) = self.peers.get(&id).and_then(|p| p.control.clone()) {
+                    let m = ControlMessage::Relay { over };
+                    if let Err(e) = dc.send_text(&m.encode()).await {
+                        tracing::debug!(peer = %id, "relay transport not told: {e}");
+                    }
+                }
+            }
+            Internal::PeerRelay(id, over) => {
+                if let Some(p) = self.peers.get(&id) {
+                    *p.peer_relay_over
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = over;
+                }
+            }
             Internal::Voice(peer, on, sending) => {
                 self.printer.print(RoomEvent::Voice { peer, on, sending })
             }
@@ -830,18 +853,33 @@ async fn watch_path(
     tx: mpsc::Sender<Internal>,
     id: String,
     pc: Arc<dyn webrtc::peer_connection::PeerConnection>,
-    tcp: rtc::TcpRelayed,
+    (tcp, theirs): (
+        rtc::TcpRelayed,
+        Arc<std::sync::Mutex<Option<peer_core::path::RelayOver>>>,
+    ),
 ) {
     use peer_core::path::{Consent, ConsentNews};
-    let first = rtc::path_info(&pc, &tcp).await;
+    // The peer's own transport to its relay, as it told us, goes into each reading.
+    let told = || {
+        *theirs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    let first = rtc::path_info(&pc, &tcp)
+        .await
+        .map(|p| p.peer_relayed_over(told()));
     let mut watch = peer_core::path::PathWatch::default();
     watch.observe(first.as_ref());
+    let tell = watch.to_tell(first.as_ref());
     if tx
         .send(Internal::Connected(id.clone(), first))
         .await
         .is_err()
     {
         return;
+    }
+    if let Some(over) = tell {
+        let _ = tx.send(Internal::TellRelay(id.clone(), over)).await;
     }
     let epoch = Instant::now();
     let mut consent = Consent::default();
@@ -859,9 +897,18 @@ async fn watch_path(
                 break;
             }
         }
-        let Some(info) = info else {
+        let Some(info) = info.map(|p| p.peer_relayed_over(told())) else {
             continue;
         };
+        if let Some(over) = watch.to_tell(Some(&info)) {
+            if tx
+                .send(Internal::TellRelay(id.clone(), over))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
         if watch.observe(Some(&info)) == peer_core::path::PathNews::Changed
             && tx
                 .send(Internal::PathChanged(id.clone(), info))
