@@ -155,6 +155,7 @@ mod tests {
     async fn connection() -> Arc<dyn PeerConnection> {
         let network = crate::rtc::Network {
             bind: std::net::Ipv4Addr::LOCALHOST.into(),
+            ipv6: false,
         };
         crate::rtc::new_connection(&[], network, Arc::new(Quiet), Default::default())
             .await

@@ -42,6 +42,8 @@ pub const SEND_BUFFER_LIMIT: usize = 4 << 20;
 pub struct Network {
     /// The local IP to bind (`0.0.0.0` for all interfaces).
     pub bind: IpAddr,
+    /// Also every IPv6 interface (`[::]`): the machine has a global IPv6 address.
+    pub ipv6: bool,
 }
 
 impl Network {
@@ -49,7 +51,7 @@ impl Network {
     /// with no other interface), all interfaces otherwise.
     pub fn for_server_host(host: &str, bind: Option<IpAddr>) -> Network {
         if let Some(bind) = bind {
-            return Network { bind };
+            return Network { bind, ipv6: false };
         }
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let loopback = host == "localhost"
@@ -63,7 +65,36 @@ impl Network {
             } else {
                 IpAddr::from([0, 0, 0, 0])
             },
+            ipv6: !loopback && has_global_ipv6(),
         }
+    }
+
+    /// The addresses the connection's UDP sockets bind (wildcards: one per interface).
+    fn udp_addrs(&self) -> Vec<String> {
+        let mut addrs = vec![SocketAddr::new(self.bind, 0).to_string()];
+        if self.ipv6 {
+            addrs.push("[::]:0".into());
+        }
+        addrs
+    }
+}
+
+/// Whether this machine routes IPv6 to the internet from a global address (a UDP socket
+/// "connected" toward a global address picks one; nothing is sent). Without one, an IPv6
+/// wildcard would give no usable candidate.
+fn has_global_ipv6() -> bool {
+    let Ok(socket) = std::net::UdpSocket::bind("[::]:0") else {
+        return false;
+    };
+    // A documentation-range address: any global route will do, and nothing is sent.
+    if socket.connect("[2001:db8::1]:9").is_err() {
+        return false;
+    }
+    match socket.local_addr().map(|a| a.ip()) {
+        Ok(IpAddr::V6(v6)) => {
+            !v6.is_loopback() && !v6.is_unspecified() && (v6.segments()[0] & 0xffc0) != 0xfe80
+        }
+        _ => false,
     }
 }
 
@@ -129,7 +160,7 @@ pub async fn new_connection(
         .with_configuration(config)
         .with_setting_engine(settings)
         .with_handler(handler)
-        .with_udp_addrs(vec![format!("{}:0", network.bind)])
+        .with_udp_addrs(network.udp_addrs())
         .with_data_channel_send_buffer_limit(SEND_BUFFER_LIMIT)
         .build()
         .await?;

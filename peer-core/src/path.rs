@@ -251,6 +251,15 @@ pub fn is_private(ip: IpAddr) -> bool {
     }
 }
 
+/// Whether two addresses share a network: the same IPv4 /24, or the same IPv6 /64.
+fn same_network(a: IpAddr, b: IpAddr) -> bool {
+    match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => a.octets()[..3] == b.octets()[..3],
+        (IpAddr::V6(a), IpAddr::V6(b)) => a.segments()[..4] == b.segments()[..4],
+        _ => false,
+    }
+}
+
 impl PathKind {
     /// Classifies the selected candidate pair by type alone.
     pub fn classify(local: CandidateType, remote: CandidateType) -> PathKind {
@@ -285,7 +294,9 @@ impl PathKind {
             (Some(l), Some(r)) if is_private(l) && is_private(r) => PathKind::DirectLan,
             _ if remote_private_host => PathKind::DirectLan,
             (Some(l), Some(r)) if local.kind == Host && remote.kind == Host => {
-                if is_private(l) != is_private(r) {
+                // Two global addresses on different networks (IPv6 homes: no NAT, a stateful
+                // firewall each side, opened by the checks going out): through the internet.
+                if is_private(l) != is_private(r) || !same_network(l, r) {
                     PathKind::HolePunched
                 } else {
                     PathKind::DirectLan
@@ -398,6 +409,16 @@ mod tests {
 
     #[test]
     fn classification_with_addresses() {
+        // Two IPv6 homes (global addresses, stateful firewalls): through the internet; one
+        // IPv6 network: a LAN.
+        assert_eq!(
+            PathKind::classify_pair(ep(Host, "2001:db8:1::2"), ep(Host, "2001:db8:2::2")),
+            PathKind::HolePunched
+        );
+        assert_eq!(
+            PathKind::classify_pair(ep(Host, "2001:db8:1::2"), ep(Host, "2001:db8:1::3")),
+            PathKind::DirectLan
+        );
         // Same LAN, browser's mDNS host learnt as prflx: still LAN.
         assert_eq!(
             PathKind::classify_pair(ep(Host, "192.168.1.2"), ep(Prflx, "192.168.1.3")),

@@ -25,6 +25,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// The server's address on the lab's internet.
 pub const SERVER_IP: &str = "203.0.113.10";
 
+/// The server's IPv6 address on the lab's internet (with [`Lab::ipv6`]).
+pub const SERVER_IP6: &str = "2001:db8::10";
+
 /// How a NAT router maps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Nat {
@@ -236,6 +239,84 @@ table inet filter {{
         Host {
             ns,
             ip: format!("10.0.{i}.2"),
+        }
+    }
+
+    /// Gives the lab's internet IPv6 too: the server's [`SERVER_IP6`] beside its IPv4 address.
+    pub fn ipv6(&self) {
+        let inet = &self.internet;
+        run(
+            "ip",
+            &format!("netns exec {inet} sysctl -qw net.ipv6.conf.all.forwarding=1"),
+        );
+        ip(&format!(
+            "-n {inet} -6 addr add {SERVER_IP6}/64 dev br0 nodad"
+        ));
+    }
+
+    /// A host on its own IPv6-only network number `i` (1..=9, 2001:db8:i::/64, no NAT: every
+    /// address is global) behind a stateful firewall, as IPv6 homes are: out goes anything,
+    /// in only what answers it. Needs [`Lab::ipv6`].
+    pub fn behind_firewall_v6(&mut self, i: u8) -> Host {
+        let router = format!("{}-fw{i}", self.prefix);
+        let ns = format!("{}-v6h{i}", self.prefix);
+        self.add_ns(&router);
+        self.add_ns(&ns);
+        ip(&format!(
+            "-n {router} link add wan type veth peer name f{i} netns {}",
+            self.internet
+        ));
+        self.attach(&format!("f{i}"));
+        ip(&format!(
+            "-n {router} -6 addr add 2001:db8::{i}/64 dev wan nodad"
+        ));
+        ip(&format!("-n {router} link set wan up"));
+        ip(&format!(
+            "-n {router} link add lan type veth peer name eth0 netns {ns}"
+        ));
+        ip(&format!(
+            "-n {router} -6 addr add 2001:db8:{i}::1/64 dev lan nodad"
+        ));
+        ip(&format!("-n {router} link set lan up"));
+        ip(&format!(
+            "-n {ns} -6 addr add 2001:db8:{i}::2/64 dev eth0 nodad"
+        ));
+        ip(&format!("-n {ns} link set eth0 up"));
+        ip(&format!("-n {ns} -6 route add default via 2001:db8:{i}::1"));
+        ip(&format!(
+            "-n {router} -6 route add default via {SERVER_IP6}"
+        ));
+        ip(&format!(
+            "-n {} -6 route add 2001:db8:{i}::/64 via 2001:db8::{i}",
+            self.internet
+        ));
+        run(
+            "ip",
+            &format!("netns exec {router} sysctl -qw net.ipv6.conf.all.forwarding=1"),
+        );
+        let rules = "table inet filter {
+  chain forward {
+    type filter hook forward priority filter; policy drop;
+    iifname \"lan\" oifname \"wan\" accept
+    ct state established,related accept
+    meta l4proto ipv6-icmp accept
+  }
+}
+";
+        let mut nft = Command::new("ip")
+            .args(["netns", "exec", &router, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("run nft");
+        nft.stdin
+            .take()
+            .expect("nft stdin")
+            .write_all(rules.as_bytes())
+            .expect("write nft rules");
+        assert!(nft.wait().expect("nft").success(), "nft rules failed");
+        Host {
+            ns,
+            ip: format!("2001:db8:{i}::2"),
         }
     }
 

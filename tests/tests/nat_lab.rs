@@ -782,3 +782,43 @@ fn a_network_that_lets_only_https_out_is_relayed_over_tls_on_443() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&certs);
 }
+
+/// Reach issue, IPv6: two hosts on IPv6-only networks (global addresses, no NAT) behind
+/// stateful firewalls that let in only answers. Each side's checks open its firewall for the
+/// other's: the connection is direct, between the two global addresses, and a file arrives.
+#[test]
+fn two_ipv6_only_homes_behind_stateful_firewalls_connect_directly() {
+    let Some(mut lab) = Lab::new("two_ipv6_only_homes_behind_stateful_firewalls_connect_directly")
+    else {
+        return;
+    };
+    lab.ipv6();
+    let h1 = lab.behind_firewall_v6(1);
+    let h2 = lab.behind_firewall_v6(2);
+    let server = burrow_tests::server::ServerProcess::spawn(Lab::wrap(
+        &lab.internet,
+        &burrow_tests::server::ServerProcess::command_at(
+            &format!("[{}]", burrow_tests::lab::SERVER_IP6),
+            0,
+            &[],
+        ),
+    ));
+    let link = server.room_link("v6");
+    assert!(link.contains("[2001:db8::10]"), "{link}");
+    let dir = tempdir("v6");
+    let inbox = dir.join("inbox");
+    let mut a = h1.burrow(&["join", "--accept", inbox.to_str().unwrap(), &link]);
+    let mut b = h2.burrow(&["join", &link]);
+    let (ca, cb) = connect_and_chat(&mut a, &mut b);
+    for c in [&ca, &cb] {
+        assert_eq!(c["path"], "hole_punched", "{c}");
+        assert!(!is_relay(c), "{c}");
+    }
+    let src = dir.join("over-v6.bin");
+    let want = random_file(&src, 4 * 1024 * 1024);
+    let mut sender = h2.burrow(&["send", src.to_str().unwrap(), &link]);
+    let got = a.expect_event("file_received", &[]);
+    assert_eq!(got["sha256"], want.as_str());
+    assert!(sender.wait().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
