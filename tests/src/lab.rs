@@ -254,6 +254,35 @@ table inet filter {{
         ));
     }
 
+    /// Makes host `i` behind its NAT router (see [`Lab::behind_nat`]) dual-stack: IPv6 beside
+    /// its IPv4 (global, 2001:db8:i::2, not translated; the router's firewall lets in only
+    /// answers, for both families). Needs [`Lab::ipv6`].
+    pub fn dual_stack(&self, i: u8) {
+        let router = format!("{}-nat{i}", self.prefix);
+        let ns = format!("{}-h{i}", self.prefix);
+        ip(&format!(
+            "-n {router} -6 addr add 2001:db8::{i}/64 dev wan nodad"
+        ));
+        ip(&format!(
+            "-n {router} -6 addr add 2001:db8:{i}::1/64 dev lan nodad"
+        ));
+        ip(&format!(
+            "-n {ns} -6 addr add 2001:db8:{i}::2/64 dev eth0 nodad"
+        ));
+        ip(&format!("-n {ns} -6 route add default via 2001:db8:{i}::1"));
+        ip(&format!(
+            "-n {router} -6 route add default via {SERVER_IP6}"
+        ));
+        ip(&format!(
+            "-n {} -6 route add 2001:db8:{i}::/64 via 2001:db8::{i}",
+            self.internet
+        ));
+        run(
+            "ip",
+            &format!("netns exec {router} sysctl -qw net.ipv6.conf.all.forwarding=1"),
+        );
+    }
+
     /// A host on its own IPv6-only network number `i` (1..=9, 2001:db8:i::/64, no NAT: every
     /// address is global) behind a stateful firewall, as IPv6 homes are: out goes anything,
     /// in only what answers it. Needs [`Lab::ipv6`].

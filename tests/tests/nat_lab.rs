@@ -822,3 +822,32 @@ fn two_ipv6_only_homes_behind_stateful_firewalls_connect_directly() {
     assert!(sender.wait().success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Reach issue, IPv6: a dual-stack host (IPv4 behind a NAT, global IPv6 behind the same
+/// router's firewall) and an IPv4-only one behind a NAT, the server on both families: they
+/// connect (over IPv4, the family they share) and chat.
+#[test]
+fn a_dual_stack_peer_reaches_an_ipv4_only_one() {
+    let Some(mut lab) = Lab::new("a_dual_stack_peer_reaches_an_ipv4_only_one") else {
+        return;
+    };
+    lab.ipv6();
+    let h1 = lab.behind_nat(1, Nat::EndpointIndependent);
+    let h2 = lab.behind_nat(2, Nat::EndpointIndependent);
+    lab.dual_stack(1);
+    let server = burrow_tests::server::ServerProcess::spawn(Lab::wrap(
+        &lab.internet,
+        &burrow_tests::server::ServerProcess::command_at("[::]", 0, &[]),
+    ));
+    let link = format!(
+        "http://{}:{}/r/dual",
+        burrow_tests::lab::SERVER_IP,
+        server.http.port()
+    );
+    let mut a = h1.burrow(&["join", &link]);
+    let mut b = h2.burrow(&["join", &link]);
+    let (ca, cb) = connect_and_chat(&mut a, &mut b);
+    for c in [&ca, &cb] {
+        assert_eq!(c["path"], "hole_punched", "{c}");
+    }
+}
