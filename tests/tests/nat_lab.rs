@@ -681,6 +681,53 @@ fn a_network_that_blocks_udp_is_relayed_over_tcp() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Reach issue: both routers drop every UDP datagram but DNS. Each side reaches the relay over
+/// TCP through its own shim; the relay carries the pair between its two TCP clients: chat both
+/// ways, a file intact, and both say relayed (TCP) of both sides.
+#[test]
+fn two_networks_that_block_udp_are_relayed_over_tcp_on_both_sides() {
+    let Some(mut lab) = Lab::new("two_networks_that_block_udp_are_relayed_over_tcp_on_both_sides")
+    else {
+        return;
+    };
+    let h1 = lab.behind_nat(1, Nat::EndpointIndependent);
+    let h2 = lab.behind_nat(2, Nat::EndpointIndependent);
+    lab.block_udp(1);
+    lab.block_udp(2);
+    let server = lab.server(0);
+    let link = server.room_link("both-no-udp");
+    let dir = tempdir("both-no-udp");
+    let inbox = dir.join("inbox");
+    let mut a = h1.burrow(&["join", "--accept", inbox.to_str().unwrap(), &link]);
+    let mut b = h2.burrow(&["join", &link]);
+    let (ca, cb) = connect_and_chat(&mut a, &mut b);
+    for c in [&ca, &cb] {
+        assert_eq!(c["path"], "relayed", "{c}");
+        assert_eq!(c["local"], "relay", "{c}");
+        assert_eq!(c["relay_over"], "tcp", "each side relays over TCP: {c}");
+    }
+    let (ida, idb) = (a.peer_id(), b.peer_id());
+    for (me, other) in [(&mut a, &idb), (&mut b, &ida)] {
+        let told = me.expect("both sides over TCP", |v| {
+            (v["event"] == "connected" || v["event"] == "path_changed")
+                && v["peer"] == other.as_str()
+                && v["peer_relay_over"] == "tcp"
+        });
+        assert_eq!(told["label"], "relayed (TCP)", "{told}");
+    }
+    let src = dir.join("both-tcp.bin");
+    let want = random_file(&src, 4 * 1024 * 1024);
+    let mut sender = h2.burrow(&["send", src.to_str().unwrap(), &link]);
+    let got = a.expect_event("file_received", &[]);
+    assert_eq!(got["sha256"], want.as_str());
+    assert_eq!(
+        sha256_file(&PathBuf::from(got["path"].as_str().unwrap())),
+        want
+    );
+    assert!(sender.wait().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Reach issue: the page behind a router that drops UDP but DNS reaches `burrow` (behind a
 /// plain NAT) through the relay over TCP, which Chromium speaks itself; its badge says so.
 #[tokio::test]
@@ -780,6 +827,69 @@ fn a_network_that_lets_only_https_out_is_relayed_over_tls_on_443() {
     assert_eq!(got["sha256"], want.as_str());
     assert!(sender.wait().success());
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&certs);
+}
+
+/// Reach issue: the page on a network that lets out only DNS and HTTPS. The server listens on
+/// 443 with a certificate (a test CA; Chromium told to accept it); Chromium reaches the relay
+/// with `turns:` on that same port, and its badge says relayed (TLS); `burrow`, told, says the
+/// same; chat both ways.
+#[tokio::test]
+async fn the_page_behind_a_network_that_lets_only_https_out_is_relayed_over_tls() {
+    let Some(mut lab) =
+        Lab::new("the_page_behind_a_network_that_lets_only_https_out_is_relayed_over_tls")
+    else {
+        return;
+    };
+    let h1 = lab.behind_nat(1, Nat::EndpointIndependent);
+    let h2 = lab.behind_nat(2, Nat::EndpointIndependent);
+    lab.allow_only_https(1);
+    let (certs, ca, cert, key) =
+        burrow_tests::certs::certificates("lab-page-443", &[burrow_tests::lab::SERVER_IP]);
+    let server = lab.server_with(
+        443,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let link = format!("https://{}/r/page-only-https", server.http);
+    let mut native = h2.burrow(&["--ca-cert", ca.to_str().unwrap(), "join", &link]);
+    let native_id = native.peer_id();
+    let rules = format!(
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE {}",
+        burrow_tests::lab::SERVER_IP
+    );
+    let page = Browser::start_in(Some(&h1.ns), &[&rules, "--ignore-certificate-errors"]).await;
+    page.open(&link).await;
+    let badge_script = format!(
+        "const li = document.querySelector('#peers li[data-peer=\"{native_id}\"]'); \
+         return li && li.querySelector('.badge').textContent === 'relayed (TLS)';"
+    );
+    page.wait_for("the native peer connected, relayed over TLS", &badge_script)
+        .await;
+    native.expect("burrow's label: relayed (TLS)", |v| {
+        (v["event"] == "connected" || v["event"] == "path_changed") && v["label"] == "relayed (TLS)"
+    });
+    let conn = native.expect_event("connected", &[]);
+    let page_id = conn["peer"].as_str().unwrap().to_string();
+    native.say("reached over TLS");
+    page.wait_chat("reached over TLS").await;
+    page.client
+        .find(fantoccini::Locator::Css("#chat-input"))
+        .await
+        .unwrap()
+        .send_keys("and back over 443")
+        .await
+        .unwrap();
+    page.click("#chat-send").await;
+    assert_eq!(
+        native.expect_event("chat", &[("from", &page_id)])["text"],
+        "and back over 443"
+    );
+    page.close().await;
     let _ = std::fs::remove_dir_all(&certs);
 }
 
