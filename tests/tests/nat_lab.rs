@@ -933,6 +933,51 @@ fn two_ipv6_only_homes_behind_stateful_firewalls_connect_directly() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Reach issue, IPv6: the same two IPv6-only homes, told to use the relay only. The server's
+/// relay listens and relays on its IPv6 address: both sides are relayed (over UDP), and a file
+/// arrives intact. (Private IPv6 ranges stay refused: `turn_guard`'s unit tests.)
+#[test]
+fn two_ipv6_only_homes_are_relayed_over_ipv6() {
+    let Some(mut lab) = Lab::new("two_ipv6_only_homes_are_relayed_over_ipv6") else {
+        return;
+    };
+    lab.ipv6();
+    let h1 = lab.behind_firewall_v6(1);
+    let h2 = lab.behind_firewall_v6(2);
+    let server = burrow_tests::server::ServerProcess::spawn(Lab::wrap(
+        &lab.internet,
+        &burrow_tests::server::ServerProcess::command_at(
+            &format!("[{}]", burrow_tests::lab::SERVER_IP6),
+            0,
+            &[],
+        ),
+    ));
+    let link = server.room_link("v6-relayed");
+    let dir = tempdir("v6-relayed");
+    let inbox = dir.join("inbox");
+    let mut a = h1.burrow(&[
+        "--relay-only",
+        "join",
+        "--accept",
+        inbox.to_str().unwrap(),
+        &link,
+    ]);
+    let mut b = h2.burrow(&["--relay-only", "join", &link]);
+    let (ca, cb) = connect_and_chat(&mut a, &mut b);
+    for c in [&ca, &cb] {
+        assert_eq!(c["path"], "relayed", "{c}");
+        assert_eq!(c["local"], "relay", "{c}");
+        assert_eq!(c["relay_over"], "udp", "{c}");
+    }
+    let src = dir.join("relayed-v6.bin");
+    let want = random_file(&src, 4 * 1024 * 1024);
+    let mut sender = h2.burrow(&["--relay-only", "send", src.to_str().unwrap(), &link]);
+    let got = a.expect_event("file_received", &[]);
+    assert_eq!(got["sha256"], want.as_str());
+    assert!(sender.wait().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Reach issue, IPv6: a dual-stack host (IPv4 behind a NAT, global IPv6 behind the same
 /// router's firewall) and an IPv4-only one behind a NAT, the server on both families: they
 /// connect (over IPv4, the family they share) and chat.
