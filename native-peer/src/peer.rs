@@ -186,17 +186,19 @@ impl Peer {
     /// credentials. DTLS and SCTP carry on over the new path, and so do the data channels.
     /// An offer of ours still unanswered is rolled back first (a repeat means it was lost, e.g.
     /// with the server connection); while answering the peer's offer, nothing is done.
-    pub async fn restart_ice(
-        &mut self,
-        ice_servers: &[signal_protocol::IceServer],
-    ) -> webrtc::error::Result<()> {
-        if !ice_servers.is_empty() {
-            let config = rtc::configuration(ice_servers, self.options);
-            if let Err(e) = self.pc.set_configuration(config).await {
-                tracing::debug!(peer = %self.id, "ICE servers not updated: {e}");
-            }
-        }
+    pub async fn restart_ice(&mut self) -> webrtc::error::Result<()> {
         self.driver.restart_ice().await
+    }
+
+    /// Gathers with `ice_servers` from the next ICE restart on (a new welcome's credentials).
+    pub async fn use_ice_servers(&self, ice_servers: &[signal_protocol::IceServer]) {
+        if ice_servers.is_empty() {
+            return;
+        }
+        let config = rtc::configuration(ice_servers, self.options);
+        if let Err(e) = self.pc.set_configuration(config).await {
+            tracing::debug!(peer = %self.id, "ICE servers not updated: {e}");
+        }
     }
 
     /// Handles a signal from this peer (perfect negotiation is the engine's: [`Driver`]).

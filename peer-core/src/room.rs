@@ -175,6 +175,14 @@ pub enum Action {
         /// Who.
         peer: PeerId,
     },
+    /// Use these ICE servers from now on, for every connection (new and existing): each welcome
+    /// brings fresh TURN credentials, and a restarted server has a new secret, so a connection
+    /// that kept the old ones (even one only answering the other's ICE restart) would be refused
+    /// by the relay. Comes before the welcome's other actions.
+    UseIceServers {
+        /// The welcome's servers.
+        servers: Vec<signal_protocol::IceServer>,
+    },
     /// Restart ICE with `peer`: new credentials, an offer through the server.
     RestartIce {
         /// Who.
@@ -319,8 +327,14 @@ impl Room {
                 peers,
                 resume_token,
                 resumed,
+                ice_servers,
                 ..
-            } => self.on_welcome(peer_id, room, peers, resume_token, resumed, now, &mut out),
+            } => {
+                out.push(Action::UseIceServers {
+                    servers: ice_servers,
+                });
+                self.on_welcome(peer_id, room, peers, resume_token, resumed, now, &mut out)
+            }
             ServerMessage::PeerJoined { peer } => {
                 if peer.id == self.me.clone().unwrap_or_default() {
                     return Ok(out);
@@ -678,6 +692,48 @@ mod tests {
         assert_eq!(
             (resume.peer_id.as_str(), resume.token.as_str()),
             ("a", "token-a")
+        );
+    }
+
+    /// A restarted server mints TURN credentials from a new secret: the welcome's servers are
+    /// handed on first, for every connection, also one that only answers the other's restarts.
+    #[test]
+    fn each_welcome_hands_on_its_ice_servers_first() {
+        let turn = |user: &str| signal_protocol::IceServer {
+            urls: vec!["turn:relay.example:3478".into()],
+            username: Some(user.into()),
+            credential: Some("c".into()),
+        };
+        let mut room = Room::new(None, PeerKind::Browser);
+        room.hello();
+        let mut w = welcome("a", &["b"], false);
+        if let ServerMessage::Welcome { ice_servers, .. } = &mut w {
+            *ice_servers = vec![turn("old")];
+        }
+        let first = room.on_server(w, 0).unwrap();
+        assert_eq!(
+            first[0],
+            Action::UseIceServers {
+                servers: vec![turn("old")]
+            }
+        );
+        room.on_link("b", LinkState::Connected, 10);
+        room.server_lost(1_000, 0.5);
+        room.hello();
+        let mut w = welcome("a", &["b"], false);
+        if let ServerMessage::Welcome { ice_servers, .. } = &mut w {
+            *ice_servers = vec![turn("new")];
+        }
+        let back = room.on_server(w, 2_000).unwrap();
+        assert_eq!(
+            back[0],
+            Action::UseIceServers {
+                servers: vec![turn("new")]
+            }
+        );
+        assert!(
+            connects(&back).is_empty(),
+            "the connection is kept: {back:?}"
         );
     }
 

@@ -307,12 +307,15 @@ fn turn_refusals(lab: &Lab) -> u64 {
 /// it): the link is rebuilt with the new welcome's credentials, relayed again, chat flows, and
 /// the new relay is not stormed with requests for allocations it never made (the reach issue:
 /// a hundred 437s a second, for ever).
-fn relayed_link_rebuilt_after_restart(test: &str, down: Duration) {
+fn relayed_link_rebuilt_after_restart(test: &str, down: Duration, over: &str) {
     let Some(mut lab) = Lab::new(test) else {
         return;
     };
     let h1 = lab.behind_nat(1, Nat::Symmetric);
     let h2 = lab.behind_nat(2, Nat::Symmetric);
+    if over == "tcp" {
+        lab.block_udp(1);
+    }
     let mut server = lab.server(PORT);
     let link = server.room_link("relayed-restart");
     let mut a = h1.burrow(&["join", &link]);
@@ -321,6 +324,7 @@ fn relayed_link_rebuilt_after_restart(test: &str, down: Duration) {
     let idb = b.peer_id();
     let first = a.expect_event("connected", &[("peer", &idb)]);
     assert_eq!(first["path"], "relayed", "{first}");
+    assert_eq!(first["relay_over"], over, "{first}");
     b.expect_event("connected", &[("peer", &ida)]);
 
     server.kill();
@@ -385,6 +389,7 @@ fn a_relayed_link_is_rebuilt_after_the_server_restarts() {
     relayed_link_rebuilt_after_restart(
         "a_relayed_link_is_rebuilt_after_the_server_restarts",
         Duration::ZERO,
+        "udp",
     );
 }
 
@@ -393,5 +398,92 @@ fn a_relayed_link_is_rebuilt_after_the_server_is_down_2_s() {
     relayed_link_rebuilt_after_restart(
         "a_relayed_link_is_rebuilt_after_the_server_is_down_2_s",
         Duration::from_secs(2),
+        "udp",
     );
+}
+
+/// The same with host 1's router dropping UDP: its side of the relayed link goes over TCP
+/// (burrow's shim), and comes back over TCP after the restart.
+#[test]
+fn a_link_relayed_over_tcp_is_rebuilt_after_the_server_restarts() {
+    relayed_link_rebuilt_after_restart(
+        "a_link_relayed_over_tcp_is_rebuilt_after_the_server_restarts",
+        Duration::ZERO,
+        "tcp",
+    );
+}
+
+/// The page and `burrow`, both behind symmetric NATs (relayed through the server's TURN); the
+/// server crashes and comes back at once, with a new TURN secret: the page rebuilds its side
+/// (Chromium's own TURN client, with the new welcome's credentials) and chat flows both ways
+/// again, relayed, within 15 s.
+#[tokio::test]
+async fn the_page_rebuilds_a_relayed_link_after_the_server_restarts() {
+    let Some(mut lab) = Lab::new("the_page_rebuilds_a_relayed_link_after_the_server_restarts")
+    else {
+        return;
+    };
+    let h1 = lab.behind_nat(1, Nat::Symmetric);
+    let h2 = lab.behind_nat(2, Nat::Symmetric);
+    let mut server = lab.server(PORT);
+    let link = server.room_link("page-relayed-restart");
+    let mut native = h2.burrow(&["join", &link]);
+    let native_id = native.peer_id();
+    let page = Browser::start_in_lab(&h1.ns).await;
+    page.open(&link).await;
+    let relayed = format!(
+        "const li = document.querySelector('#peers li[data-peer=\"{native_id}\"]'); \
+         return li && li.dataset.state === 'connected' && \
+           li.querySelector('.badge').textContent === 'relayed';"
+    );
+    page.wait_for("the native peer connected, relayed", &relayed)
+        .await;
+    let first = native.expect_event("connected", &[]);
+    assert_eq!(first["path"], "relayed", "{first}");
+    let page_id = first["peer"].as_str().unwrap().to_string();
+
+    server.kill();
+    let _server = lab.server(PORT);
+    let back = Instant::now();
+    native.expect_event("server_back", &[]);
+    // Said until it arrives: the first lines may go before the link is back.
+    let mut n = 0;
+    let took = loop {
+        n += 1;
+        page.run_async(&format!(
+            "window.burrowRoom.sendChat('page relayed again {n}'); \
+             arguments[arguments.length - 1](true);"
+        ))
+        .await;
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let mut arrived = false;
+        while Instant::now() < deadline && !arrived {
+            native.drain();
+            arrived = native.seen.iter().any(|v| {
+                v["event"] == "chat"
+                    && v["from"] == page_id.as_str()
+                    && v["text"]
+                        .as_str()
+                        .is_some_and(|t| t.starts_with("page relayed again"))
+            });
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if arrived {
+            break back.elapsed();
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(60),
+            "the page's link never came back: {:?}",
+            native.seen
+        );
+    };
+    eprintln!(
+        "the page's relayed link carries chat {:.1} s after the restart",
+        took.as_secs_f64()
+    );
+    assert!(took < Duration::from_secs(15), "back in {took:?}");
+    native.say("burrow relayed again");
+    page.wait_chat("burrow relayed again").await;
+    page.wait_for("still relayed", &relayed).await;
+    page.close().await;
 }

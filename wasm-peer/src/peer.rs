@@ -327,20 +327,29 @@ impl Peer {
     /// Restarts ICE (the link stayed down): an offer with new ICE credentials; the data
     /// channels carry on over the new path. An offer of ours still unanswered is rolled back
     /// first (a repeat means it was lost); while answering the peer's offer, nothing is done.
-    pub async fn restart_ice(self: Rc<Self>, ice_servers: JsValue) {
-        // The server may have restarted (new TURN credentials) or be another instance.
-        if !ice_servers.is_undefined() {
-            let config = js_sys::Object::new();
-            let set = Reflect::set(&config, &"iceServers".into(), &ice_servers).is_ok();
-            if let Ok(f) = Reflect::get(&self.pc, &"setConfiguration".into()) {
-                if let (true, Some(f)) = (set, f.dyn_ref::<js_sys::Function>()) {
-                    let _ = f.call1(&self.pc, &config);
-                }
-            }
-        }
+    pub async fn restart_ice(self: Rc<Self>) {
         let result = self.driver.restart_ice().await;
         if let Err(e) = result {
             web_sys::console::warn_2(&"ICE restart failed".into(), &e);
+        }
+    }
+
+    /// Gathers with `ice_servers` from the next ICE restart on (a new welcome's credentials:
+    /// the server may have restarted, or be another instance), ours or the peer's.
+    pub fn use_ice_servers(&self, ice_servers: &JsValue) {
+        if ice_servers.is_undefined() {
+            return;
+        }
+        let config = self.pc.get_configuration();
+        if Reflect::set(&config, &"iceServers".into(), ice_servers).is_err() {
+            return;
+        }
+        if let Ok(f) = Reflect::get(&self.pc, &"setConfiguration".into()) {
+            if let Some(f) = f.dyn_ref::<js_sys::Function>() {
+                if let Err(e) = f.call1(&self.pc, &config) {
+                    web_sys::console::warn_2(&"ICE servers not updated".into(), &e);
+                }
+            }
         }
     }
 

@@ -384,10 +384,6 @@ impl Inner {
     }
 
     fn on_server(this: &Rc<Inner>, msg: ServerMessage) {
-        if let ServerMessage::Welcome { ice_servers, .. } = &msg {
-            *this.ice_servers.borrow_mut() =
-                serde_wasm_bindgen::to_value(ice_servers).unwrap_or(JsValue::UNDEFINED);
-        }
         let result = this.room.borrow_mut().on_server(msg, Inner::now());
         match result {
             Ok(actions) => Inner::perform(this, actions),
@@ -414,11 +410,17 @@ impl Inner {
                         p.close();
                     }
                 }
+                Action::UseIceServers { servers } => {
+                    let ice = serde_wasm_bindgen::to_value(&servers).unwrap_or(JsValue::UNDEFINED);
+                    for p in this.peers.borrow().values() {
+                        p.use_ice_servers(&ice);
+                    }
+                    *this.ice_servers.borrow_mut() = ice;
+                }
                 Action::RestartIce { peer } => {
                     let found = this.peers.borrow().get(&peer).cloned();
                     if let Some(p) = found {
-                        let ice = this.ice_servers.borrow().clone();
-                        wasm_bindgen_futures::spawn_local(p.restart_ice(ice));
+                        wasm_bindgen_futures::spawn_local(p.restart_ice());
                     }
                 }
                 Action::Signal { peer, data } => {

@@ -14,7 +14,7 @@ use anyhow::{anyhow, Context};
 use peer_core::channels::{ControlMessage, ServiceInfo, CONTROL_LABEL, FILE_LABEL, STREAM_LABEL};
 use peer_core::link::RoomLink;
 use peer_core::room::{Action, LinkState, Notice, Room};
-use signal_protocol::{IceServer, PeerInfo, ServerMessage};
+use signal_protocol::{IceServer, PeerInfo};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
@@ -449,10 +449,6 @@ impl Session {
                 self.outbox.send(hello);
             }
             Link::Message(msg) => {
-                if let ServerMessage::Welcome { ice_servers, .. } = &msg {
-                    // Fresh TURN credentials; ICE restarts use them.
-                    self.ice_servers = self.tcp_relays.adapt(ice_servers);
-                }
                 let now = self.now();
                 let actions = self.room.on_server(msg, now)?;
                 self.perform(actions).await;
@@ -501,9 +497,17 @@ impl Session {
                     }
                 }
                 Action::Close { peer } => self.drop_peer(&peer).await,
+                Action::UseIceServers { servers } => {
+                    // Fresh TURN credentials: new connections and ICE restarts (ours or the
+                    // peer's) gather with them.
+                    self.ice_servers = self.tcp_relays.adapt(&servers);
+                    for p in self.peers.values() {
+                        p.use_ice_servers(&self.ice_servers).await;
+                    }
+                }
                 Action::RestartIce { peer } => {
                     if let Some(p) = self.peers.get_mut(&peer) {
-                        if let Err(e) = p.restart_ice(&self.ice_servers).await {
+                        if let Err(e) = p.restart_ice().await {
                             tracing::debug!(%peer, "ICE restart failed: {e}");
                         }
                     }
