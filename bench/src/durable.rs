@@ -1,4 +1,5 @@
-//! `durable`: how fast a room is whole again after the server restarts, and how fast a link
+//! `durable`: how fast a room is whole again after the server restarts, how fast a relayed link
+//! carries data again after the server (and its TURN relay) restarted, and how fast a link
 //! carries data again after its path went silent long enough to be restarted. Real processes on
 //! loopback: a `signal-server` and two `burrow join --json`.
 //!
@@ -21,6 +22,8 @@ fn server(port: u16, secret: &std::path::Path) -> anyhow::Result<Proc> {
         .args(["--stun-listen", "127.0.0.1:0", "--www", "www"])
         .arg("--resume-secret-file")
         .arg(secret)
+        // The relayed measurement relays between loopback peers (refused by default).
+        .args(["--turn-allowed-peer", "127.0.0.0/8"])
         .env("RUST_LOG", "error")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -145,7 +148,69 @@ fn measure() -> anyhow::Result<Vec<Figure>> {
     );
     drop(a);
     drop(b);
+    figures.extend(relayed_restart(&mut srv, port, &secret)?);
     drop(srv);
     let _ = std::fs::remove_file(&secret);
     Ok(figures)
+}
+
+/// Two `--relay-only` peers linked through the server's TURN relay; the server is SIGKILLed
+/// and started again at once (a new TURN secret, no allocation kept): from the new server
+/// listening to a chat line arriving over the rebuilt relayed link, A saying a line every
+/// 100 ms until B hears one.
+fn relayed_restart(
+    srv: &mut Proc,
+    port: u16,
+    secret: &std::path::Path,
+) -> anyhow::Result<Vec<Figure>> {
+    const ROUNDS: usize = 3;
+    let wait = Duration::from_secs(30);
+    let link = format!("http://127.0.0.1:{port}/r/durable-relayed");
+    let mut a = Peer::start_with(&["--relay-only", "join", &link])?;
+    a.next("joined", wait)
+        .ok_or_else(|| anyhow::anyhow!("a never joined"))?;
+    let b = Peer::start_with(&["--relay-only", "join", &link])?;
+    for p in [&a, &b] {
+        let (_, c) = p
+            .next("connected", wait)
+            .ok_or_else(|| anyhow::anyhow!("the relayed peers never connected"))?;
+        anyhow::ensure!(c["path"] == "relayed", "not relayed: {c}");
+    }
+    let mut back = Vec::new();
+    for round in 0..ROUNDS {
+        // SIGKILL, then a new server on the same port.
+        let _ = srv.0.kill();
+        let _ = srv.0.wait();
+        *srv = server(port, secret)?;
+        let up = Instant::now();
+        let mut heard = None;
+        for n in 0.. {
+            if up.elapsed() > wait {
+                break;
+            }
+            a.say(&format!("relayed {round} {n}"))?;
+            if let Some((at, _)) = b.next("chat", Duration::from_millis(100)) {
+                heard = Some(at);
+                break;
+            }
+        }
+        if let Some(at) = heard {
+            back.push(at.duration_since(up).as_secs_f64() * 1000.0);
+        }
+        // Let the rest of this round's lines arrive before the next round.
+        std::thread::sleep(Duration::from_secs(1));
+        while b.next("chat", Duration::from_millis(50)).is_some() {}
+    }
+    let rounds = back.len();
+    Ok(vec![Figure::new(
+        "durable",
+        "relayed link carrying chat after a server restart, median",
+        quantile(&mut back, 0.5),
+        "ms",
+    )
+    .note(format!(
+        "{rounds}/{ROUNDS} rounds; --relay-only peers through the embedded TURN; the server \
+         SIGKILLed and started at once (new TURN secret); from the new server listening to the \
+         first chat line heard over the rebuilt link (the reach issue asks for 10 s)"
+    ))])
 }

@@ -72,6 +72,17 @@ impl Peer {
         self.stdin.take();
     }
 
+    /// Writes `line` to stdin (`join` says it as chat).
+    pub fn say(&mut self, line: &str) -> anyhow::Result<()> {
+        use std::io::Write;
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("stdin closed"))?;
+        writeln!(stdin, "{line}")?;
+        Ok(stdin.flush()?)
+    }
+
     /// The time of the next event named `name` (others are skipped), within `wait`.
     pub fn next(&self, name: &str, wait: Duration) -> Option<(Instant, Value)> {
         self.next_counting(name, "", wait).map(|(at, v, _)| (at, v))
