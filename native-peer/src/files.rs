@@ -62,6 +62,8 @@ pub const MAX_FILES_IN_ALL: usize = 64;
 /// a rejoin under a new id brings no new places.
 pub struct Intake {
     per_client: usize,
+    /// The largest file accepted (`--max-file-size`); none: as much as the disk has free.
+    max_file: Option<u64>,
     open: Mutex<HashMap<String, usize>>,
 }
 
@@ -72,10 +74,12 @@ pub struct Place {
 }
 
 impl Intake {
-    /// At most `per_client` files at once from one client (and [`MAX_FILES_IN_ALL`] in all).
-    pub fn new(per_client: usize) -> Arc<Intake> {
+    /// At most `per_client` files at once from one client (and [`MAX_FILES_IN_ALL`] in all),
+    /// each at most `max_file` bytes.
+    pub fn new(per_client: usize, max_file: Option<u64>) -> Arc<Intake> {
         Arc::new(Intake {
             per_client,
+            max_file,
             open: Mutex::new(HashMap::new()),
         })
     }
@@ -100,6 +104,27 @@ impl Intake {
         Ok(Place {
             intake: self.clone(),
             client: client.to_string(),
+        })
+    }
+}
+
+impl Place {
+    /// Why a file of `size` announced bytes is refused here up front, if it is: over
+    /// `--max-file-size`, or over the disk's free space in `dir`.
+    fn refuses(&self, size: u64, dir: &Path) -> Option<String> {
+        if let Some(max) = self.intake.max_file.filter(|max| size > *max) {
+            return Some(format!(
+                "too large: this peer accepts files up to {} ({} announced)",
+                indicatif::HumanBytes(max),
+                indicatif::HumanBytes(size)
+            ));
+        }
+        free_space(dir).filter(|free| size > *free).map(|free| {
+            format!(
+                "not enough free disk space here ({} announced, {} free)",
+                indicatif::HumanBytes(size),
+                indicatif::HumanBytes(free)
+            )
         })
     }
 }
@@ -312,16 +337,11 @@ pub async fn receive(
                         refuse(&dc, reason.into()).await;
                         return Err(FileError::Refused(reason.into()));
                     };
-                    if let Err(reason) = &place {
-                        refuse(&dc, reason.clone()).await;
-                        return Err(FileError::Refused(reason.clone()));
-                    }
-                    if let Some(free) = free_space(dir).filter(|free| file.size > *free) {
-                        let reason = format!(
-                            "not enough free disk space here ({} announced, {} free)",
-                            indicatif::HumanBytes(file.size),
-                            indicatif::HumanBytes(free)
-                        );
+                    let refused = match &place {
+                        Err(reason) => Some(reason.clone()),
+                        Ok(place) => place.refuses(file.size, dir),
+                    };
+                    if let Some(reason) = refused {
                         refuse(&dc, reason.clone()).await;
                         return Err(FileError::Refused(reason));
                     }

@@ -58,6 +58,10 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = 4,
               value_parser = clap::value_parser!(u16).range(1..))]
         max_files_at_once: u16,
+        /// The largest file accepted (e.g. 4GiB); a larger one is refused up front, saying so.
+        /// Without it, files up to the disk's free space are accepted.
+        #[arg(long, value_name = "SIZE")]
+        max_file_size: Option<bytesize::ByteSize>,
         /// Do not read stdin; run until Ctrl-C (for use in the background).
         #[arg(long)]
         no_stdin: bool,
@@ -102,6 +106,11 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = peer_core::stream::POOL_MAX as u16,
               value_parser = clap::value_parser!(u16).range(1..))]
         max_streams_per_peer: u16,
+        /// Most streams one service may have open at once, all peers together (in --config,
+        /// `max_streams` per service); beyond, new ones are refused, saying so.
+        #[arg(long, value_name = "N", default_value_t = native_peer::meter::DEFAULT_MAX_STREAMS as u32,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        max_streams_per_service: u32,
         /// Cap each service at this many bytes a second, each way, all its streams together
         /// (e.g. 2MiB; in --config, `max_rate` per service). UDP beyond it is dropped.
         #[arg(long, value_name = "RATE", value_parser = native_peer::services::rate)]
@@ -206,6 +215,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             link,
             accept,
             max_files_at_once,
+            max_file_size,
             no_stdin,
             voice_play,
             voice_record,
@@ -225,6 +235,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mode = Mode::Join {
                 accept,
                 max_files_at_once: usize::from(max_files_at_once),
+                max_file_size: max_file_size.map(|s| s.as_u64()),
                 read_stdin: !no_stdin,
                 voice: session::Voice {
                     clip,
@@ -244,6 +255,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             kind,
             token,
             max_streams_per_peer,
+            max_streams_per_service,
             max_rate,
             health_every,
             admin,
@@ -274,7 +286,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     kind,
                     &service,
                     token.as_deref(),
-                    max_rate,
+                    native_peer::meter::Limits {
+                        max_rate,
+                        max_streams: max_streams_per_service as usize,
+                    },
                 )?,
             };
             if !opts.printer.json {

@@ -1,6 +1,7 @@
 //! What one exposed service carries: its bytes each way, its streams, whether its health check
-//! finds it answering, and its bandwidth cap (`max_rate`, each direction on its own), shared
-//! by every stream and UDP session of the service, whichever peer opened it.
+//! finds it answering, and its limits (`max_rate`, each direction on its own; `max_streams`
+//! open at once), shared by every stream and UDP session of the service, whichever peer opened
+//! it.
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -16,10 +17,34 @@ pub enum Way {
     Out,
 }
 
-/// The counters and the cap of one service.
+/// What one service may carry, all its peers together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes a second, each way (none: no cap).
+    pub max_rate: Option<u64>,
+    /// Streams (connections, UDP sessions) open at once; beyond, new ones are refused, saying
+    /// so: many peers together cannot make the exposer hold more sockets to the service.
+    pub max_streams: usize,
+}
+
+/// Streams one service may have open at once unless told otherwise (`--max-streams-per-service`,
+/// `max_streams` in `--config`): four peers' full pools.
+pub const DEFAULT_MAX_STREAMS: usize = 4 * peer_core::stream::POOL_MAX;
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_rate: None,
+            max_streams: DEFAULT_MAX_STREAMS,
+        }
+    }
+}
+
+/// The counters and the limits of one service.
 #[derive(Debug, Default)]
 pub struct Meter {
     max_rate: Option<u64>,
+    max_streams: usize,
     caps: Option<[DefaultDirectRateLimiter; 2]>,
     bytes: [AtomicU64; 2],
     open: AtomicUsize,
@@ -65,8 +90,9 @@ pub struct Reading {
 }
 
 impl Meter {
-    /// A meter capping each direction at `max_rate` bytes a second (none: no cap).
-    pub fn new(max_rate: Option<u64>) -> Meter {
+    /// A meter holding a service to `limits`.
+    pub fn new(limits: Limits) -> Meter {
+        let max_rate = limits.max_rate;
         let caps = max_rate.map(|rate| {
             let rate = rate_cells(rate);
             let quota = Quota::per_second(NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN))
@@ -75,14 +101,33 @@ impl Meter {
         });
         Meter {
             max_rate,
+            max_streams: limits.max_streams,
             caps,
             ..Meter::default()
         }
     }
 
-    /// The cap this meter was made with.
+    /// The limits this meter was made with.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_rate: self.max_rate,
+            max_streams: self.max_streams,
+        }
+    }
+
+    /// The bandwidth cap this meter was made with.
     pub fn max_rate(&self) -> Option<u64> {
         self.max_rate
+    }
+
+    /// Why a new stream may not open now (the service has `max_streams` open), if so.
+    pub fn full(&self) -> Option<String> {
+        (self.open.load(Ordering::Relaxed) >= self.max_streams).then(|| {
+            format!(
+                "this service has too many streams open (at most {}); try again later",
+                self.max_streams
+            )
+        })
     }
 
     fn index(way: Way) -> usize {
@@ -167,14 +212,17 @@ mod tests {
 
     #[test]
     fn datagrams_over_the_cap_are_dropped_and_counted() {
-        let m = Meter::new(Some(100_000));
+        let m = Meter::new(Limits {
+            max_rate: Some(100_000),
+            ..Limits::default()
+        });
         // The burst (at least one largest datagram) goes at once; then the cap holds.
         let sent = (0..100).filter(|_| m.admit(Way::Out, 1_200)).count();
         assert!((50..100).contains(&sent), "{sent} of 100 let through");
         let r = m.read();
         assert_eq!(r.bytes_out, sent as u64 * 1_200);
         assert_eq!(r.dropped, 100 - sent as u64);
-        assert!(Meter::new(None).admit(Way::In, 65_507));
+        assert!(Meter::new(Limits::default()).admit(Way::In, 65_507));
     }
 
     #[test]
@@ -194,7 +242,10 @@ mod tests {
 
     #[tokio::test]
     async fn pacing_holds_a_stream_to_the_cap() {
-        let m = Meter::new(Some(1_000_000));
+        let m = Meter::new(Limits {
+            max_rate: Some(1_000_000),
+            ..Limits::default()
+        });
         let start = std::time::Instant::now();
         for _ in 0..40 {
             m.pace(Way::In, 16 * 1024).await;

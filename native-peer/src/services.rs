@@ -9,6 +9,7 @@
 //! addr = "127.0.0.1:8080"
 //! token_file = "/etc/burrow/site.token"   # or: token = "…"
 //! max_rate = "2MiB"                         # a second, each way, all its streams together
+//! max_streams = 100                          # open at once, all peers together (default 1024)
 //!
 //! [services.dns]
 //! kind = "udp"
@@ -19,6 +20,7 @@ use std::net::SocketAddr;
 
 use peer_core::channels::{ServiceInfo, ServiceKind};
 
+use crate::meter::{Limits, DEFAULT_MAX_STREAMS};
 use crate::streams::Exposed;
 
 /// Why the services asked for cannot be offered.
@@ -97,13 +99,13 @@ pub fn rate(text: &str) -> Result<u64, String> {
 
 /// The services of one `burrow expose`: `positional` (with `kind`, named by the one `--service`
 /// without `=`, if any) and each `--service NAME=KIND:ADDR`; every one with `token` and capped
-/// at `max_rate` bytes a second.
+/// by `limits`.
 pub fn from_cli(
     positional: Option<SocketAddr>,
     kind: ServiceKind,
     service_flags: &[String],
     token: Option<&str>,
-    max_rate: Option<u64>,
+    limits: Limits,
 ) -> Result<Vec<Exposed>, SpecError> {
     let (specs, names): (Vec<&String>, Vec<&String>) =
         service_flags.iter().partition(|s| s.contains('='));
@@ -153,7 +155,7 @@ pub fn from_cli(
                 protected: token.is_some(),
                 down: false,
             };
-            Exposed::new(info, addr, token.map(str::to_string), max_rate)
+            Exposed::new(info, addr, token.map(str::to_string), limits)
         })
         .collect())
 }
@@ -194,6 +196,7 @@ struct Entry {
     token: Option<String>,
     token_file: Option<std::path::PathBuf>,
     max_rate: Option<String>,
+    max_streams: Option<usize>,
 }
 
 /// The services a config file names (in name order); a token file's first line is its token.
@@ -226,7 +229,11 @@ pub fn from_file(path: &std::path::Path) -> Result<Vec<Exposed>, ConfigError> {
             protected: token.is_some(),
             down: false,
         };
-        services.push(Exposed::new(info, addr, token, max_rate));
+        let limits = Limits {
+            max_rate,
+            max_streams: entry.max_streams.unwrap_or(DEFAULT_MAX_STREAMS).max(1),
+        };
+        services.push(Exposed::new(info, addr, token, limits));
     }
     if services.is_empty() {
         return Err(ConfigError::Service(shown, SpecError::Nothing));
@@ -248,7 +255,17 @@ mod tests {
     fn the_positional_service_and_named_ones() {
         let addr = Some("127.0.0.1:8080".parse().unwrap());
         let flags = vec!["dns=udp:127.0.0.1:53".to_string(), "site".to_string()];
-        let got = from_cli(addr, ServiceKind::Http, &flags, Some("k"), Some(1 << 20)).unwrap();
+        let got = from_cli(
+            addr,
+            ServiceKind::Http,
+            &flags,
+            Some("k"),
+            Limits {
+                max_rate: Some(1 << 20),
+                ..Limits::default()
+            },
+        )
+        .unwrap();
         assert_eq!(
             names(&got),
             vec![
@@ -260,7 +277,7 @@ mod tests {
             .iter()
             .all(|s| s.token.as_deref() == Some("k") && s.info.protected));
         assert!(got.iter().all(|s| s.meter.max_rate() == Some(1 << 20)));
-        let one = from_cli(addr, ServiceKind::Tcp, &[], None, None).unwrap();
+        let one = from_cli(addr, ServiceKind::Tcp, &[], None, Limits::default()).unwrap();
         assert_eq!(
             names(&one),
             vec![("tcp", ServiceKind::Tcp, "127.0.0.1:8080".into())]
@@ -270,7 +287,7 @@ mod tests {
             ServiceKind::Http,
             &["v6=tcp:[::1]:22".into()],
             None,
-            None,
+            Limits::default(),
         )
         .unwrap();
         assert_eq!(
@@ -288,7 +305,7 @@ mod tests {
         let config = dir.join("burrow.toml");
         let text = format!(
             "[services.site]\nkind = \"http\"\naddr = \"127.0.0.1:8080\"\ntoken_file = {:?}\n\
-             max_rate = \"2MiB/s\"\n[services.dns]\nkind = \"udp\"\naddr = \"127.0.0.1:53\"\n",
+             max_rate = \"2MiB/s\"\nmax_streams = 3\n[services.dns]\nkind = \"udp\"\naddr = \"127.0.0.1:53\"\n",
             token.display().to_string()
         );
         std::fs::write(&config, text).unwrap();
@@ -303,6 +320,8 @@ mod tests {
         assert_eq!(got[1].token.as_deref(), Some("s3cret"));
         assert_eq!(got[1].meter.max_rate(), Some(2 << 20));
         assert_eq!(got[0].meter.max_rate(), None);
+        assert_eq!(got[1].meter.limits().max_streams, 3);
+        assert_eq!(got[0].meter.limits().max_streams, DEFAULT_MAX_STREAMS);
         std::fs::write(
             &config,
             "[services.x]\nkind = \"tcp\"\naddr = \"127.0.0.1:21\"\nmax_rate = \"fast\"\n",
@@ -332,7 +351,7 @@ mod tests {
     fn bad_specs_say_what_is_wrong() {
         let bad = |flags: &[&str]| {
             let flags: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
-            from_cli(None, ServiceKind::Http, &flags, None, None).unwrap_err()
+            from_cli(None, ServiceKind::Http, &flags, None, Limits::default()).unwrap_err()
         };
         assert_eq!(rate("2MiB"), Ok(2 << 20));
         assert_eq!(rate("500KB/s"), Ok(500_000));

@@ -46,19 +46,18 @@ pub struct Exposed {
 }
 
 impl Exposed {
-    /// A service offered as `info` at `addr`, behind `token`, capped at `max_rate` bytes a
-    /// second each way.
+    /// A service offered as `info` at `addr`, behind `token`, held to `limits`.
     pub fn new(
         info: ServiceInfo,
         addr: SocketAddr,
         token: Option<String>,
-        max_rate: Option<u64>,
+        limits: crate::meter::Limits,
     ) -> Exposed {
         Exposed {
             info,
             addr,
             token,
-            meter: Arc::new(Meter::new(max_rate)),
+            meter: Arc::new(Meter::new(limits)),
         }
     }
 
@@ -67,7 +66,7 @@ impl Exposed {
         self.info == other.info
             && self.addr == other.addr
             && self.token == other.token
-            && self.meter.max_rate() == other.meter.max_rate()
+            && self.meter.limits() == other.meter.limits()
     }
 }
 
@@ -631,7 +630,10 @@ async fn accept(
     };
     let admitted = gate
         .admit(&open, who.client, gate.epoch.elapsed())
-        .and_then(|service| Ok((service, gate.hold_stream(who.peer)?)));
+        .and_then(|service| match service.meter.full() {
+            Some(why) => Err(StreamError::Refused(why)),
+            None => Ok((service, gate.hold_stream(who.peer)?)),
+        });
     // Counted against the peer until this stream is over.
     let (_held, verdict) = match admitted {
         // The one address this peer was told to expose: nothing in the request can change it.
@@ -1042,7 +1044,7 @@ mod tests {
             },
             "127.0.0.1:8080".parse().unwrap(),
             token.map(str::to_string),
-            None,
+            crate::meter::Limits::default(),
         )
     }
 

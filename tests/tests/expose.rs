@@ -509,6 +509,58 @@ async fn a_peer_is_held_to_its_stream_limit() {
     }
 }
 
+/// Many peers together cannot make `expose` hold more than `--max-streams-per-service`
+/// connections to one service: two forwarders (two peers) hold two streams each against a cap
+/// of 3; the fourth is refused, both sides say why, and the service saw three.
+#[tokio::test]
+async fn a_service_is_held_to_its_stream_limit_across_peers() {
+    let server = ServerProcess::start(&[]);
+    let echo = site::echo().await;
+    let (mut exposer, mut first, listen) = expose_and_forward(
+        &server,
+        "service-cap",
+        echo.addr,
+        &["--kind", "tcp", "--max-streams-per-service", "3"],
+        &[],
+    );
+    let link = server.room_link("service-cap");
+    let listen2: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let listen2_s = listen2.to_string();
+    let mut second = Burrow::start(&["forward", &link, "--listen", &listen2_s]);
+    second.expect_event("services", &[]);
+    let mut held = Vec::new();
+    for (i, at) in [listen, listen, listen2].into_iter().enumerate() {
+        let mut s = TcpStream::connect(at).await.unwrap();
+        assert!(echoes(&mut s, &format!("hello {i}\n")).await, "stream {i}");
+        held.push(s);
+    }
+    let mut fourth = TcpStream::connect(listen2).await.unwrap();
+    let _ = fourth.write_all(b"over the service's limit\n").await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), fourth.read_to_end(&mut buf)).await;
+    assert!(buf.is_empty(), "nothing from a refused stream");
+    let why = "this service has too many streams open (at most 3); try again later";
+    let told = second.expect_event("stream_failed", &[]);
+    assert_eq!(told["reason"], format!("refused: {why}"), "{told}");
+    let seen = exposer.expect_event("stream_failed", &[]);
+    assert_eq!(seen["reason"], format!("refused: {why}"), "{seen}");
+    assert!(
+        !first.has_seen("stream_failed"),
+        "the first peer was not refused"
+    );
+    assert_eq!(
+        echo.connections.load(Ordering::SeqCst),
+        3,
+        "the service saw three"
+    );
+    for mut s in held {
+        assert!(
+            echoes(&mut s, "still here\n").await,
+            "the held streams were untouched"
+        );
+    }
+}
+
 /// The datagram `i` of the echo test: its own size (1 to 1,400 bytes) and bytes.
 fn datagram(i: u32) -> Vec<u8> {
     let len = 1 + (i.wrapping_mul(37) % 1400) as usize;

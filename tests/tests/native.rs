@@ -431,6 +431,55 @@ fn a_file_larger_than_the_free_disk_is_refused_up_front() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `--max-file-size`: a file announced larger is refused before a byte is written (the sender
+/// told why, nothing left in the folder); one within it arrives intact.
+#[test]
+fn a_file_over_max_file_size_is_refused_and_one_within_it_arrives() {
+    let server = ServerProcess::start(&[]);
+    let link = server.room_link("max-size");
+    let dir = tempdir("max-size");
+    let big = dir.join("big.bin");
+    random_file(&big, 300_000);
+    let small = dir.join("small.bin");
+    let want = random_file(&small, 200_000);
+    let inbox = dir.join("inbox");
+    let mut receiver = Burrow::start(&[
+        "join",
+        "--accept",
+        inbox.to_str().unwrap(),
+        "--max-file-size",
+        "256KiB",
+        &link,
+    ]);
+    receiver.peer_id();
+    let mut sender = Burrow::start(&["send", big.to_str().unwrap(), &link]);
+    let told = sender.expect_event("file_failed", &[]);
+    assert_eq!(
+        told["reason"],
+        "the receiver refused it: too large: this peer accepts files up to 256.00 KiB (292.97 KiB announced)",
+        "{told}"
+    );
+    assert!(!sender.wait().success(), "the send failed");
+    let seen = receiver.expect_event("file_failed", &[]);
+    assert!(
+        seen["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("too large"),
+        "{seen}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&inbox).unwrap().count(),
+        0,
+        "nothing written"
+    );
+    let mut sender = Burrow::start(&["send", small.to_str().unwrap(), &link]);
+    let got = receiver.expect_event("file_received", &[]);
+    assert_eq!(got["sha256"], want.as_str());
+    assert!(sender.wait().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A file whose name is near the file system's 255-byte limit arrives, its name cut to fit
 /// (extension kept), its bytes intact: the receiver's temporary name no longer grows with it.
 #[test]

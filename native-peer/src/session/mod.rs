@@ -48,6 +48,8 @@ pub enum Mode {
         accept: Option<PathBuf>,
         /// Most files one client may send us at once.
         max_files_at_once: usize,
+        /// The largest file accepted (none: what the disk has free).
+        max_file_size: Option<u64>,
         /// Read chat lines from stdin; its end quits.
         read_stdin: bool,
         /// Voice: what to send, where to record.
@@ -221,15 +223,18 @@ pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<(
     let mut give_up = None;
     let mut voice = Voice::default();
     let mut files_at_once = 1;
+    let mut max_file = None;
     let (accept, read_stdin, to_send) = match mode {
         Mode::Join {
             accept,
             max_files_at_once,
+            max_file_size,
             read_stdin,
             voice: v,
         } => {
             voice = v;
             files_at_once = max_files_at_once;
+            max_file = max_file_size;
             (accept, read_stdin, Vec::new())
         }
         Mode::Send { files, timeout } => {
@@ -274,7 +279,7 @@ pub async fn run(link: &RoomLink, mode: Mode, opts: Options) -> anyhow::Result<(
         peer_tx,
         internal_tx,
         accept,
-        intake: files::Intake::new(files_at_once),
+        intake: files::Intake::new(files_at_once, max_file),
         to_send,
         owed: HashSet::new(),
         pending_sends: HashMap::new(),
