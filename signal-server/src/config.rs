@@ -233,7 +233,9 @@ pub struct Config {
 
     /// External TURN servers to list too (e.g. `turn:turn1.example.org:3478`; repeatable: the
     /// relay scales out over several coturn boxes), each with credentials minted from the
-    /// --external-turn-secret at the same position.
+    /// --external-turn-secret at the same position. One box reached several ways is one entry
+    /// with its URLs separated by spaces (`"turn:t1:3478 turn:t1:3478?transport=tcp
+    /// turns:t1:443?transport=tcp"`), so networks that block UDP reach it over TCP or TLS.
     #[arg(
         long,
         env = "BURROW_EXTERNAL_TURN",

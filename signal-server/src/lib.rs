@@ -266,7 +266,9 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpLis
 
 /// `--external-turn` servers with the minters of their credentials (one secret each, or one
 /// for all).
-fn external_turn(config: &Config) -> anyhow::Result<Vec<(String, credentials::Minter)>> {
+/// Each `--external-turn` box: its URLs (several, space-separated, for one box reached over UDP,
+/// TCP and TLS: one credential for all), each a `turn:`, `turns:` or `stun:` URL.
+fn external_turn(config: &Config) -> anyhow::Result<Vec<(Vec<String>, credentials::Minter)>> {
     let (urls, secrets) = (&config.external_turn, &config.external_turn_secret);
     if !urls.is_empty() && secrets.len() != 1 && secrets.len() != urls.len() {
         anyhow::bail!(
@@ -276,17 +278,23 @@ fn external_turn(config: &Config) -> anyhow::Result<Vec<(String, credentials::Mi
             secrets.len()
         );
     }
-    Ok(urls
-        .iter()
-        .enumerate()
-        .filter_map(|(i, url)| {
-            let secret = secrets.get(i).or(secrets.first())?;
-            Some((
-                url.clone(),
-                credentials::Minter::new(secret, config.turn_ttl),
-            ))
-        })
-        .collect())
+    let mut boxes = Vec::new();
+    for (i, entry) in urls.iter().enumerate() {
+        let Some(secret) = secrets.get(i).or(secrets.first()) else {
+            continue;
+        };
+        let box_urls: Vec<String> = entry.split_whitespace().map(str::to_string).collect();
+        anyhow::ensure!(!box_urls.is_empty(), "--external-turn: an empty entry");
+        for url in &box_urls {
+            anyhow::ensure!(
+                ["turn:", "turns:", "stun:"].iter().any(|s| url.starts_with(s)),
+                "--external-turn {url:?}: expected turn:HOST:PORT, turns:HOST:PORT or stun:HOST:PORT \
+                 (several URLs of one box separated by spaces)"
+            );
+        }
+        boxes.push((box_urls, credentials::Minter::new(secret, config.turn_ttl)));
+    }
+    Ok(boxes)
 }
 
 /// The TLS acceptor the flags ask for, if any, and the ACME task when the certificate comes

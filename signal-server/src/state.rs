@@ -24,8 +24,9 @@ pub struct AppState {
     pub turn_tcp: bool,
     /// The relay is also reached over TLS on the HTTPS port (`turns:`).
     pub turn_tls: bool,
-    /// External TURN servers (`--external-turn`) and the minters of their credentials.
-    pub external_turn: Vec<(String, credentials::Minter)>,
+    /// External TURN servers (`--external-turn`: each box's URLs) and the minters of their
+    /// credentials.
+    pub external_turn: Vec<(Vec<String>, credentials::Minter)>,
     /// What the server counts, for `/metrics`.
     pub metrics: Arc<metrics::Metrics>,
     /// Open TCP connections, within their limits.
@@ -122,10 +123,10 @@ impl AppState {
                 credential: Some(credential),
             });
         }
-        for (url, minter) in &self.external_turn {
+        for (urls, minter) in &self.external_turn {
             let (username, credential) = minter.mint(peer_id);
             servers.push(IceServer {
-                urls: vec![url.clone()],
+                urls: urls.clone(),
                 username: Some(username),
                 credential: Some(credential),
             });

@@ -163,7 +163,20 @@ fn case3_both_symmetric_go_through_the_relay() {
 /// when the test fails).
 #[test]
 fn case3_through_coturn() {
-    let Some(mut lab) = Lab::new("case3_through_coturn") else {
+    through_coturn("case3_through_coturn", false);
+}
+
+/// The same with host 1's router dropping UDP: the server lists the coturn box with a TCP URL
+/// beside its UDP one (`--external-turn "turn:H:P turn:H:P?transport=tcp"`, one box, one
+/// credential), and host 1 reaches coturn over TCP (burrow's shim): relayed over TCP, a file
+/// intact.
+#[test]
+fn case3_through_coturn_over_tcp_when_udp_is_blocked() {
+    through_coturn("case3_through_coturn_over_tcp_when_udp_is_blocked", true);
+}
+
+fn through_coturn(test: &str, block_udp: bool) {
+    let Some(mut lab) = Lab::new(test) else {
         return;
     };
     if std::process::Command::new("turnserver")
@@ -172,13 +185,16 @@ fn case3_through_coturn() {
         .is_err()
     {
         burrow_tests::skip(
-            "case3_through_coturn",
+            test,
             "coturn is not installed (scripts/setup.sh test installs it)",
         );
         return;
     }
     let h1 = lab.behind_nat(1, Nat::Symmetric);
     let h2 = lab.behind_nat(2, Nat::Symmetric);
+    if block_udp {
+        lab.block_udp(1);
+    }
     let mut coturn = std::process::Command::new("turnserver");
     coturn.args([
         "-c",
@@ -201,7 +217,7 @@ fn case3_through_coturn() {
         "stdout",
         "-v",
     ]);
-    let dir = tempdir("coturn");
+    let dir = tempdir(test);
     let log = std::fs::File::create(dir.join("coturn.log")).expect("coturn log");
     // Killed (by PID) when dropped, even if the test fails, before the lab's namespaces go.
     let _coturn = KillOnDrop(
@@ -211,7 +227,11 @@ fn case3_through_coturn() {
             .spawn()
             .expect("start turnserver"),
     );
-    let turn_url = format!("turn:{SERVER_IP}:3490");
+    let turn_url = if block_udp {
+        format!("turn:{SERVER_IP}:3490 turn:{SERVER_IP}:3490?transport=tcp")
+    } else {
+        format!("turn:{SERVER_IP}:3490")
+    };
     let server = ServerProcess::spawn(Lab::wrap(
         &lab.internet,
         &ServerProcess::command(
@@ -237,6 +257,12 @@ fn case3_through_coturn() {
     for c in [&ca, &cb] {
         assert_eq!(c["path"], "relayed", "{c}");
         assert!(is_relay(c), "a relay candidate in the selected pair: {c}");
+    }
+    if block_udp {
+        assert_eq!(
+            ca["relay_over"], "tcp",
+            "host 1 reaches coturn over TCP: {ca}"
+        );
     }
     let got = a.expect_event("file_received", &[]);
     assert_eq!(got["sha256"], want.as_str());

@@ -358,7 +358,8 @@ async fn several_external_turn_servers_each_get_their_own_credentials() {
         "--external-turn-secret",
         "first-secret",
         "--external-turn",
-        "turn:turn2.example.org:3478",
+        // One box reached over UDP and over TLS on 443: one entry, one credential.
+        "turn:turn2.example.org:3478 turns:turn2.example.org:443?transport=tcp",
         "--external-turn-secret",
         "second-secret",
     ]);
@@ -381,4 +382,16 @@ async fn several_external_turn_servers_each_get_their_own_credentials() {
             .encode(ring::hmac::sign(&key, user.as_bytes()));
         assert_eq!(s.credential.as_deref(), Some(want.as_str()), "{url}");
     }
+    let second = ice_servers
+        .iter()
+        .find(|s| s.urls.iter().any(|u| u == "turn:turn2.example.org:3478"))
+        .expect("the second box");
+    assert_eq!(
+        second.urls,
+        [
+            "turn:turn2.example.org:3478",
+            "turns:turn2.example.org:443?transport=tcp"
+        ],
+        "both of its URLs, under one credential"
+    );
 }
