@@ -516,7 +516,7 @@ async fn a_peer_is_held_to_its_stream_limit() {
 async fn a_service_is_held_to_its_stream_limit_across_peers() {
     let server = ServerProcess::start(&[]);
     let echo = site::echo().await;
-    let (mut exposer, mut first, listen) = expose_and_forward(
+    let (mut exposer, first, listen) = expose_and_forward(
         &server,
         "service-cap",
         echo.addr,
