@@ -107,16 +107,15 @@ pub struct Peer {
     pub own: Arc<crate::own::OwnChannels>,
     /// Its datagram channel and the UDP sessions on it.
     pub udp: Arc<crate::udp::Link>,
-    /// Whether "connected" was reported.
-    pub connected: bool,
+    /// The control channel's rules (the engine's): what the peer says, what we say first,
+    /// what a path reading is worth telling.
+    pub control_state: peer_core::control::Control,
     /// The ICE agent says the link is up (connection state `connected`).
     pub ice_up: bool,
     /// Our checks on the selected pair get answers (see `peer_core::path::Consent`).
     pub consent_up: bool,
     /// The path last read (for `burrow status`).
     pub path: Option<crate::rtc::PathInfo>,
-    /// How the peer reaches its relay, as it told us (read by the path watcher).
-    pub peer_relay_over: Arc<std::sync::Mutex<Option<peer_core::path::RelayOver>>>,
     /// The task that watches the path for changes, stopped when the peer goes.
     pub path_watch: Option<tokio::task::AbortHandle>,
     /// The control channel we created (offering side), for [`Peer::nudge`].
@@ -130,6 +129,11 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// Whether the link is up (its control channel opened).
+    pub fn is_connected(&self) -> bool {
+        self.control_state.is_open()
+    }
+
     /// Creates the connection (nothing is sent yet).
     #[allow(clippy::too_many_arguments)]
     pub async fn new(
@@ -163,12 +167,11 @@ impl Peer {
             udp: Arc::default(),
             pc,
             control: None,
-            connected: false,
+            control_state: Default::default(),
             ice_up: false,
             consent_up: true,
             path_watch: None,
             path: None,
-            peer_relay_over: Arc::default(),
             own_control: None,
             options,
             renegotiate: false,

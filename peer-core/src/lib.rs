@@ -6,6 +6,8 @@
 //! * [`driver`]: perfect negotiation performed over a small `Connection` trait each peer
 //!   implements (rollback, answer, early candidates, ICE restart);
 //! * [`channels`]: the data-channel layout and the messages carried on it (chat, file framing);
+//! * [`control`]: one peer's control channel: what its messages mean, what we say first, what a
+//!   path reading is worth telling;
 //! * [`transfer`]: file chunking and the receiving side's checks (size, SHA-256);
 //! * [`stream`]: one TCP stream's rules on a data channel (open, data, half-close, reset,
 //!   refusal) and the pool of reused stream channels;
@@ -22,6 +24,7 @@
 
 pub mod access;
 pub mod channels;
+pub mod control;
 pub mod datagram;
 pub mod driver;
 pub mod events;

@@ -6,6 +6,7 @@ use std::rc::{Rc, Weak};
 
 use js_sys::Reflect;
 use peer_core::channels::{ControlMessage, CONTROL_LABEL, FILE_LABEL};
+use peer_core::control::{Control, Heard, Offer};
 use peer_core::driver::{Connection, Driver, Signaling};
 use peer_core::negotiation::DescriptionKind;
 use peer_core::path::PathNews;
@@ -30,8 +31,8 @@ pub(crate) trait Host {
     fn emit(&self, event: Event);
     /// Gives the page a peer's audio track to play.
     fn emit_track(&self, peer: &str, stream: &JsValue, track: &JsValue);
-    /// What to tell a newly connected peer about our voice, if we are in it.
-    fn voice_announcement(&self) -> Option<ControlMessage>;
+    /// In voice: whether we send audio (`None`: not in voice), told to each peer on connect.
+    fn voice_sending(&self) -> Option<bool>;
     /// Sends a message to the server.
     fn send(&self, msg: &ClientMessage);
     /// A new id for a file transfer shown in the page.
@@ -51,7 +52,8 @@ pub struct Peer {
     /// Perfect negotiation, performed by the shared engine over [`Web`].
     driver: Driver<Web>,
     control: RefCell<Option<RtcDataChannel>>,
-    connected: Cell<bool>,
+    /// The control channel's rules (the engine's): what the peer says, what we say first.
+    control_state: RefCell<Control>,
     handlers: RefCell<Vec<Handler>>,
     /// Our audio's sender (or receive-only transceiver) while in voice.
     voice: RefCell<Option<JsValue>>,
@@ -61,8 +63,6 @@ pub struct Peer {
     busy: Cell<bool>,
     /// The stream channels kept toward this peer (`crate::streams`).
     pub(crate) streams: RefCell<crate::streams::Pool>,
-    /// How the peer reaches its relay, as it told us.
-    peer_relay_over: Cell<Option<peer_core::path::RelayOver>>,
 }
 
 /// `{type, sdp}` for setLocal/RemoteDescription.
@@ -113,13 +113,12 @@ impl Peer {
             pc,
             room: room.clone(),
             control: RefCell::new(None),
-            connected: Cell::new(false),
+            control_state: RefCell::default(),
             handlers: RefCell::new(Vec::new()),
             voice: RefCell::new(None),
             inbox: RefCell::new(std::collections::VecDeque::new()),
             busy: Cell::new(false),
             streams: RefCell::new(Default::default()),
-            peer_relay_over: Cell::new(None),
         });
         Peer::wire(&peer);
         Ok(peer)
@@ -160,7 +159,7 @@ impl Peer {
                 "closed" => LinkState::Closed,
                 _ => LinkState::Connecting,
             };
-            if link == LinkState::Failed && !peer.connected.get() {
+            if link == LinkState::Failed && !peer.is_connected() {
                 peer.emit(RoomEvent::ConnectionFailed {
                     peer: peer.id.clone(),
                 });
@@ -242,7 +241,7 @@ impl Peer {
 
     /// Whether the control channel is open.
     pub fn is_connected(&self) -> bool {
-        self.connected.get()
+        self.control_state.borrow().is_open()
     }
 
     /// Opens the control channel and sends the first offer (we are the newcomer).
@@ -391,23 +390,23 @@ impl Peer {
             let Some(text) = ev.unchecked_into::<MessageEvent>().data().as_string() else {
                 return;
             };
-            match ControlMessage::decode(&text) {
-                Ok(ControlMessage::Chat { text }) => peer.emit(RoomEvent::Chat {
+            let heard = peer.control_state.borrow_mut().on_text(&text);
+            match heard {
+                Ok(Heard::Chat(text)) => peer.emit(RoomEvent::Chat {
                     from: peer.id.clone(),
                     name: peer.name.clone(),
                     text,
                 }),
-                Ok(ControlMessage::Services { services }) => peer.emit(RoomEvent::Services {
+                Ok(Heard::Services(services)) => peer.emit(RoomEvent::Services {
                     peer: peer.id.clone(),
                     services,
                 }),
-                Ok(ControlMessage::Voice { on, sending }) => peer.emit(RoomEvent::Voice {
+                Ok(Heard::Voice { on, sending }) => peer.emit(RoomEvent::Voice {
                     peer: peer.id.clone(),
                     on,
                     sending,
                 }),
-                Ok(ControlMessage::Relay { over }) => peer.peer_relay_over.set(over),
-                Err(_) => {}
+                Ok(Heard::Nothing) | Err(_) => {}
             }
         });
         dc.set_onopen(Some(on_open.as_ref().unchecked_ref()));
@@ -421,13 +420,16 @@ impl Peer {
     }
 
     fn opened(this: &Rc<Peer>) {
-        if this.connected.replace(true) {
+        let voice = this.room.upgrade().and_then(|room| room.voice_sending());
+        let first = this.control_state.borrow_mut().opened(Offer {
+            voice,
+            services: None,
+        });
+        let Some(first) = first else {
             return;
-        }
-        if let Some(room) = this.room.upgrade() {
-            if let Some(msg) = room.voice_announcement() {
-                this.send_control(&msg);
-            }
+        };
+        for msg in &first {
+            this.send_control(msg);
         }
         let peer = this.clone();
         wasm_bindgen_futures::spawn_local(async move {
@@ -435,20 +437,18 @@ impl Peer {
             // (`path_changed`: the browser may move from a relay to a hole punched, or ICE was
             // restarted) as the CLI does; the RTT shown is refreshed with `path_stats`.
             let mut waited = 0;
-            let mut watch = peer_core::path::PathWatch::default();
             while peer.room.upgrade().is_some()
                 && peer.pc.connection_state() != RtcPeerConnectionState::Closed
             {
-                let info = crate::stats::path_info(&peer.pc)
-                    .await
-                    .map(|p| p.peer_relayed_over(peer.peer_relay_over.get()));
-                if let Some(over) = watch.to_tell(info.as_ref()) {
-                    peer.send_control(&ControlMessage::Relay { over });
-                }
+                let info = crate::stats::path_info(&peer.pc).await;
                 if info.is_some() || waited >= 1000 {
+                    let reading = peer.control_state.borrow_mut().on_path(info);
+                    if let Some(msg) = &reading.tell {
+                        peer.send_control(msg);
+                    }
                     let id = peer.id.clone();
-                    let report = info.into();
-                    match watch.observe(info.as_ref()) {
+                    let report = reading.path.into();
+                    match reading.news {
                         PathNews::Connected => peer.emit(RoomEvent::Connected { peer: id, report }),
                         PathNews::Changed => peer.emit(RoomEvent::PathChanged { peer: id, report }),
                         PathNews::Same => peer.emit(Event::PathStats { peer: id, report }),

@@ -141,7 +141,10 @@ impl Room {
             }
         };
         *self.inner.voice.borrow_mut() = Some((track.clone(), stream.clone()));
-        let msg = self.inner.voice_announcement();
+        let msg = self
+            .inner
+            .voice_sending()
+            .map(|sending| ControlMessage::Voice { on: true, sending });
         for peer in self.inner.peers.borrow().values() {
             peer.add_voice(&track, &stream);
             if let Some(msg) = &msg {
@@ -243,14 +246,11 @@ impl Inner {
         }
     }
 
-    /// What to tell a newly connected peer about our voice, if we are in it.
-    pub(crate) fn voice_announcement(&self) -> Option<peer_core::channels::ControlMessage> {
+    /// In voice: whether we send audio (`None`: not in voice).
+    pub(crate) fn voice_sending(&self) -> Option<bool> {
         let voice = self.voice.borrow();
         let (track, _) = voice.as_ref()?;
-        Some(peer_core::channels::ControlMessage::Voice {
-            on: true,
-            sending: !track.is_null(),
-        })
+        Some(!track.is_null())
     }
 
     /// A fresh transfer id.
@@ -480,8 +480,8 @@ impl Host for Inner {
         let _ = self.on_event.call1(&JsValue::NULL, &o);
     }
 
-    fn voice_announcement(&self) -> Option<ControlMessage> {
-        Inner::voice_announcement(self)
+    fn voice_sending(&self) -> Option<bool> {
+        Inner::voice_sending(self)
     }
 
     fn send(&self, msg: &ClientMessage) {

@@ -56,7 +56,7 @@ impl Session {
             .map(|p| PeerStatus {
                 id: p.id.clone(),
                 name: p.name.clone(),
-                connected: p.connected,
+                connected: p.is_connected(),
                 path: p.path.as_ref().map(|path| path.kind.label().to_string()),
                 rtt_ms: p.path.as_ref().and_then(|path| path.rtt_ms),
             })

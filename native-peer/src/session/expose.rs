@@ -110,7 +110,7 @@ impl Session {
             return;
         };
         for (id, peer) in &self.peers {
-            if let (true, Some(dc)) = (peer.connected, &peer.control) {
+            if let (true, Some(dc)) = (peer.is_connected(), &peer.control) {
                 announce(id, dc, gate).await;
             }
         }

@@ -54,7 +54,7 @@ impl Session {
                 let service = services
                     .iter()
                     .find(|s| wanted.is_none_or(|w| s.name == w))?;
-                let p = self.peers.get(peer).filter(|p| p.connected)?;
+                let p = self.peers.get(peer).filter(|p| p.is_connected())?;
                 Some((p.dialer.clone(), peer.clone(), service.clone()))
             })
             .min_by_key(|(_, _, service)| service.down);
@@ -144,7 +144,7 @@ impl Session {
                 .iter()
                 .find(|s| wanted.is_none_or(|w| s.name == w))
                 .filter(|s| s.kind == ServiceKind::Udp)?;
-            let p = self.peers.get(peer).filter(|p| p.connected)?;
+            let p = self.peers.get(peer).filter(|p| p.is_connected())?;
             Some(udp::Provider {
                 peer: peer.clone(),
                 service: service.name.clone(),

@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
 use peer_core::channels::{ControlMessage, ServiceInfo, CONTROL_LABEL, FILE_LABEL, STREAM_LABEL};
+use peer_core::control::Heard;
 use peer_core::link::RoomLink;
+use peer_core::path::PathNews;
 use peer_core::room::{Action, LinkState, Notice, Room};
 use signal_protocol::{IceServer, PeerInfo};
 use std::time::{Duration, Instant};
@@ -116,25 +118,19 @@ pub struct Options {
 /// Things the loop hears about besides the server and the peers' callbacks.
 enum Internal {
     ControlOpen(String, Arc<dyn DataChannel>),
-    /// The control channel is open and the path was read (off the session loop).
-    Connected(String, Option<rtc::PathInfo>),
-    Chat(String, String),
+    /// A text on a peer's control channel (`peer_core::control` says what it means).
+    ControlText(String, String),
+    /// A reading of a peer's path, off the session loop (the first one even without a pair).
+    Path(String, Option<rtc::PathInfo>),
     SendDone(String, String, Result<files::Done, files::FileError>),
     Received(String, Result<files::Done, (String, files::FileError)>),
-    PathChanged(String, rtc::PathInfo),
     /// The selected pair stopped answering (or answers again): the link is down (or back)
     /// whatever the ICE agent says.
     Consent(String, bool),
-    Services(String, Vec<ServiceInfo>),
-    Voice(String, bool, bool),
     /// Expose mode: the config file changed (or SIGHUP): read it again.
     Reload,
     /// Expose mode: a service went down or came back: tell every peer.
     Announce,
-    /// Tell the peer how we reach the relay now (the path watcher saw it change).
-    TellRelay(String, Option<peer_core::path::RelayOver>),
-    /// The peer told us how it reaches its relay.
-    PeerRelay(String, Option<peer_core::path::RelayOver>),
 }
 
 struct Session {
@@ -596,7 +592,7 @@ impl Session {
                     }
                     RTCPeerConnectionState::Disconnected => LinkState::Disconnected,
                     RTCPeerConnectionState::Failed => {
-                        if !peer.connected {
+                        if !peer.is_connected() {
                             self.printer.print(RoomEvent::ConnectionFailed {
                                 peer: id.to_string(),
                             });
@@ -643,7 +639,7 @@ impl Session {
                 let label = dc.label().await.unwrap_or_default();
                 if label == CONTROL_LABEL {
                     self.watch_control(id.to_string(), dc.clone());
-                    self.control_open(id.to_string(), dc);
+                    self.control_open(id.to_string(), dc).await;
                 } else if label == FILE_LABEL {
                     self.receive_file(id, dc);
                 } else if label == STREAM_LABEL {
@@ -675,22 +671,8 @@ impl Session {
                             .await;
                     }
                     DataChannelEvent::OnMessage(m) if m.is_string => {
-                        let text = String::from_utf8_lossy(&m.data);
-                        match ControlMessage::decode(&text) {
-                            Ok(ControlMessage::Chat { text }) => {
-                                let _ = tx.send(Internal::Chat(peer.clone(), text)).await;
-                            }
-                            Ok(ControlMessage::Services { services }) => {
-                                let _ = tx.send(Internal::Services(peer.clone(), services)).await;
-                            }
-                            Ok(ControlMessage::Voice { on, sending }) => {
-                                let _ = tx.send(Internal::Voice(peer.clone(), on, sending)).await;
-                            }
-                            Ok(ControlMessage::Relay { over }) => {
-                                let _ = tx.send(Internal::PeerRelay(peer.clone(), over)).await;
-                            }
-                            Err(e) => tracing::debug!(%peer, "{e}"),
-                        }
+                        let text = String::from_utf8_lossy(&m.data).into_owned();
+                        let _ = tx.send(Internal::ControlText(peer.clone(), text)).await;
                     }
                     DataChannelEvent::OnClose => break,
                     _ => {}
@@ -700,87 +682,114 @@ impl Session {
     }
 
     /// A peer's control channel is open (ours or theirs, whichever comes first): the link is
-    /// up, and the path watcher starts.
-    fn control_open(&mut self, id: String, dc: Arc<dyn DataChannel>) {
+    /// up; what we offer is said first (voice, services), and the path watcher starts.
+    async fn control_open(&mut self, id: String, dc: Arc<dyn DataChannel>) {
+        let services = self.exposed.as_ref().map(|gate| gate.infos());
+        let offer = peer_core::control::Offer {
+            voice: self.voice_on.then_some(self.player.is_some()),
+            services: services.as_deref(),
+        };
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
-        if peer.connected {
+        let Some(first) = peer.control_state.opened(offer) else {
             return;
+        };
+        peer.control = Some(dc.clone());
+        for msg in first {
+            if let Err(e) = dc.send_text(&msg.encode()).await {
+                tracing::debug!(peer = %id, "not told on connect: {e}");
+            }
         }
-        peer.connected = true;
-        peer.control = Some(dc);
         // Reading the selected pair can take a while (a stats call): the watcher reads it and
         // reports back, so the loop never waits on one peer.
         let tcp = self.tcp_relays.relayed();
-        let theirs = peer.peer_relay_over.clone();
-        let watch = watch_path(self.internal_tx.clone(), id, peer.pc.clone(), (tcp, theirs));
-        peer.path_watch = Some(self.tasks.spawn(watch));
+        let watch = watch_path(self.internal_tx.clone(), id.clone(), peer.pc.clone(), tcp);
+        if let Some(peer) = self.peers.get_mut(&id) {
+            peer.path_watch = Some(self.tasks.spawn(watch));
+        }
     }
 
-    async fn on_internal(&mut self, event: Internal) {
-        match event {
-            Internal::ControlOpen(id, dc) => self.control_open(id, dc),
-            Internal::Connected(id, info) => {
-                let Some(peer) = self.peers.get_mut(&id) else {
-                    return;
-                };
-                peer.path = info;
-                let peer = &*peer;
+    /// A path reading for `id`: reported when it is news, the peer told how we reach the
+    /// relay when that changed (`peer_core::control`).
+    async fn on_path(&mut self, id: String, info: Option<rtc::PathInfo>) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let reading = peer.control_state.on_path(info);
+        if reading.path.is_some() {
+            peer.path = reading.path;
+        }
+        if let (Some(msg), Some(dc)) = (&reading.tell, &peer.control) {
+            if let Err(e) = dc.send_text(&msg.encode()).await {
+                tracing::debug!(peer = %id, "relay transport not told: {e}");
+            }
+        }
+        match reading.news {
+            PathNews::Connected => {
                 self.printer.print(RoomEvent::Connected {
                     peer: id.clone(),
-                    report: info.into(),
+                    report: reading.path.into(),
                 });
-                if let (true, Some(dc)) = (self.voice_on, &peer.control) {
-                    let voice = ControlMessage::Voice {
-                        on: true,
-                        sending: self.player.is_some(),
-                    };
-                    if let Err(e) = dc.send_text(&voice.encode()).await {
-                        tracing::debug!(peer = %id, "voice not announced: {e}");
-                    }
-                }
-                if let (Some(gate), Some(dc)) = (&self.exposed, &peer.control) {
-                    expose::announce(&id, dc, gate).await;
-                }
                 if self.owed.remove(&id) {
                     self.start_sends(&id);
                 }
             }
-            Internal::Services(peer, services) => {
-                self.printer.print(RoomEvent::Services {
-                    peer: peer.clone(),
-                    services: services.clone(),
+            PathNews::Changed => self.printer.print(RoomEvent::PathChanged {
+                peer: id,
+                report: reading.path.into(),
+            }),
+            PathNews::Same => {}
+        }
+    }
+
+    /// A text on `id`'s control channel, as `peer_core::control` reads it.
+    async fn on_control_text(&mut self, id: String, text: &str) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        match peer.control_state.on_text(text) {
+            Ok(Heard::Chat(text)) => {
+                let name = peer.name.clone();
+                self.printer.print(RoomEvent::Chat {
+                    from: id,
+                    name,
+                    text,
                 });
-                // Forwarding: channels ready before the first connection comes.
-                let dialer = self.peers.get(&peer).map(|p| p.dialer.clone());
-                if let (Some(dialer), true, false) = (dialer, self.forwarding, services.is_empty())
-                {
-                    self.tasks.spawn(async move { dialer.warm_up().await });
-                }
-                self.offered.insert(peer, services);
-                self.refresh_udp().await;
             }
+            Ok(Heard::Services(services)) => self.on_services(id, services).await,
+            Ok(Heard::Voice { on, sending }) => self.printer.print(RoomEvent::Voice {
+                peer: id,
+                on,
+                sending,
+            }),
+            Ok(Heard::Nothing) => {}
+            Err(e) => tracing::debug!(peer = %id, "{e}"),
+        }
+    }
+
+    /// The services `peer` offers now.
+    async fn on_services(&mut self, peer: String, services: Vec<ServiceInfo>) {
+        self.printer.print(RoomEvent::Services {
+            peer: peer.clone(),
+            services: services.clone(),
+        });
+        // Forwarding: channels ready before the first connection comes.
+        let dialer = self.peers.get(&peer).map(|p| p.dialer.clone());
+        if let (Some(dialer), true, false) = (dialer, self.forwarding, services.is_empty()) {
+            self.tasks.spawn(async move { dialer.warm_up().await });
+        }
+        self.offered.insert(peer, services);
+        self.refresh_udp().await;
+    }
+
+    async fn on_internal(&mut self, event: Internal) {
+        match event {
+            Internal::ControlOpen(id, dc) => self.control_open(id, dc).await,
+            Internal::ControlText(id, text) => self.on_control_text(id, &text).await,
+            Internal::Path(id, info) => self.on_path(id, info).await,
             Internal::Reload => self.reload().await,
             Internal::Announce => self.announce_all().await,
-            Internal::TellRelay(id, over) => {
-                if let Some(dc) = self.peers.get(&id).and_then(|p| p.control.clone()) {
-                    let m = ControlMessage::Relay { over };
-                    if let Err(e) = dc.send_text(&m.encode()).await {
-                        tracing::debug!(peer = %id, "relay transport not told: {e}");
-                    }
-                }
-            }
-            Internal::PeerRelay(id, over) => {
-                if let Some(p) = self.peers.get(&id) {
-                    *p.peer_relay_over
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = over;
-                }
-            }
-            Internal::Voice(peer, on, sending) => {
-                self.printer.print(RoomEvent::Voice { peer, on, sending })
-            }
             Internal::Consent(peer, up) => {
                 tracing::debug!(%peer, up, "consent of the selected pair");
                 let Some(p) = self.peers.get_mut(&peer) else {
@@ -796,19 +805,6 @@ impl Session {
                 let now = self.now();
                 let actions = self.room.on_link(&peer, link, now);
                 self.perform(actions).await;
-            }
-            Internal::PathChanged(peer, info) => {
-                if let Some(p) = self.peers.get_mut(&peer) {
-                    p.path = Some(info);
-                }
-                self.printer.print(RoomEvent::PathChanged {
-                    peer,
-                    report: Some(info).into(),
-                })
-            }
-            Internal::Chat(from, text) => {
-                let name = self.peers.get(&from).and_then(|p| p.name.clone());
-                self.printer.print(RoomEvent::Chat { from, name, text });
             }
             Internal::SendDone(to, name, result) => self.on_send_done(to, name, result),
             Internal::Received(from, result) => self.on_received(from, result),
@@ -855,40 +851,19 @@ impl Session {
     }
 }
 
-/// Reads the path of a connection that just opened and reports it connected, then re-reads it
-/// every few seconds and reports when it changes (the controlling side may move the connection,
-/// e.g. from the relay to a hole punched once its checks succeed).
+/// Reads the path of a connection that just opened, then every few seconds, and hands each
+/// reading to the session (which tells what is news: `peer_core::control`); watches the
+/// selected pair's consent too. Off the session loop: a stats call can take a while.
 async fn watch_path(
     tx: mpsc::Sender<Internal>,
     id: String,
     pc: Arc<dyn webrtc::peer_connection::PeerConnection>,
-    (tcp, theirs): (
-        rtc::TcpRelayed,
-        Arc<std::sync::Mutex<Option<peer_core::path::RelayOver>>>,
-    ),
+    tcp: rtc::TcpRelayed,
 ) {
     use peer_core::path::{Consent, ConsentNews};
-    // The peer's own transport to its relay, as it told us, goes into each reading.
-    let told = || {
-        *theirs
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    };
-    let first = rtc::path_info(&pc, &tcp)
-        .await
-        .map(|p| p.peer_relayed_over(told()));
-    let mut watch = peer_core::path::PathWatch::default();
-    watch.observe(first.as_ref());
-    let tell = watch.to_tell(first.as_ref());
-    if tx
-        .send(Internal::Connected(id.clone(), first))
-        .await
-        .is_err()
-    {
+    let first = rtc::path_info(&pc, &tcp).await;
+    if tx.send(Internal::Path(id.clone(), first)).await.is_err() {
         return;
-    }
-    if let Some(over) = tell {
-        let _ = tx.send(Internal::TellRelay(id.clone(), over)).await;
     }
     let epoch = Instant::now();
     let mut consent = Consent::default();
@@ -906,24 +881,7 @@ async fn watch_path(
                 break;
             }
         }
-        let Some(info) = info.map(|p| p.peer_relayed_over(told())) else {
-            continue;
-        };
-        if let Some(over) = watch.to_tell(Some(&info)) {
-            if tx
-                .send(Internal::TellRelay(id.clone(), over))
-                .await
-                .is_err()
-            {
-                break;
-            }
-        }
-        if watch.observe(Some(&info)) == peer_core::path::PathNews::Changed
-            && tx
-                .send(Internal::PathChanged(id.clone(), info))
-                .await
-                .is_err()
-        {
+        if info.is_some() && tx.send(Internal::Path(id.clone(), info)).await.is_err() {
             break;
         }
     }
