@@ -192,6 +192,7 @@ impl From<Notice> for Event {
             },
             Notice::PeerJoined { peer, name } => Event::PeerJoined { peer, name },
             Notice::PeerLeft { peer } => Event::PeerLeft { peer },
+            Notice::ConnectionFailed { peer } => Event::ConnectionFailed { peer },
             Notice::PeerUnreachable { peer } => Event::PeerUnreachable { peer },
             Notice::PeerBack { peer, after } => Event::PeerBack {
                 peer,

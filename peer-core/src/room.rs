@@ -131,6 +131,11 @@ pub enum Notice {
         /// Its id.
         peer: PeerId,
     },
+    /// The connection to a peer failed before it ever came up (no path was found).
+    ConnectionFailed {
+        /// Its id.
+        peer: PeerId,
+    },
     /// A peer's path went quiet.
     PeerUnreachable {
         /// Its id.
@@ -226,6 +231,8 @@ struct Known {
     restarted_at: Option<u64>,
     /// Reported unreachable, not yet back.
     unreachable: bool,
+    /// The connection came up at least once.
+    linked: bool,
     /// What it runs on.
     kind: PeerKind,
 }
@@ -466,6 +473,7 @@ impl Room {
         known.state = state;
         match state {
             LinkState::Connected => {
+                known.linked = true;
                 let down = known.down_since.take();
                 known.restarted_at = None;
                 if std::mem::take(&mut known.unreachable) {
@@ -476,6 +484,11 @@ impl Room {
                 }
             }
             LinkState::Disconnected | LinkState::Failed => {
+                if state == LinkState::Failed && !known.linked {
+                    out.push(Action::Notify(Notice::ConnectionFailed {
+                        peer: peer.to_string(),
+                    }));
+                }
                 known.down_since.get_or_insert(now);
                 if !std::mem::replace(&mut known.unreachable, true) {
                     out.push(Action::Notify(Notice::PeerUnreachable {
@@ -562,6 +575,7 @@ impl Known {
             down_since: None,
             restarted_at: None,
             unreachable: false,
+            linked: false,
         }
     }
 }
@@ -735,6 +749,28 @@ mod tests {
             connects(&back).is_empty(),
             "the connection is kept: {back:?}"
         );
+    }
+
+    /// Both peers say a connection that never came up failed (no path), once; one that was up
+    /// and failed later is only unreachable (and repaired).
+    #[test]
+    fn a_connection_that_never_came_up_is_told_failed() {
+        let failed = |out: &[Action]| {
+            out.iter()
+                .filter(|a| matches!(a, Action::Notify(Notice::ConnectionFailed { .. })))
+                .count()
+        };
+        let mut room = Room::new(None, PeerKind::Native);
+        room.hello();
+        room.on_server(welcome("a", &["b", "c"], false), 0).unwrap();
+        let out = room.on_link("b", LinkState::Failed, 10);
+        assert_eq!(failed(&out), 1, "{out:?}");
+        room.on_link("c", LinkState::Connected, 10);
+        let out = room.on_link("c", LinkState::Failed, 20);
+        assert_eq!(failed(&out), 0, "{out:?}");
+        assert!(out.contains(&Action::Notify(Notice::PeerUnreachable {
+            peer: "c".into()
+        })));
     }
 
     #[test]

@@ -151,6 +151,29 @@ fn case3_both_symmetric_go_through_the_relay() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Both peers behind symmetric NATs and no relay at all (`--no-turn`): no path can be found,
+/// and both say so (`connection_failed`: "could not connect to X: no path found"), neither
+/// claims a connection.
+#[test]
+fn case3_without_a_relay_both_say_no_path_was_found() {
+    let Some(mut lab) = Lab::new("case3_without_a_relay_both_say_no_path_was_found") else {
+        return;
+    };
+    let h1 = lab.behind_nat(1, Nat::Symmetric);
+    let h2 = lab.behind_nat(2, Nat::Symmetric);
+    let server = ServerProcess::spawn(Lab::wrap(
+        &lab.internet,
+        &ServerProcess::command(SERVER_IP, &["--no-turn"]),
+    ));
+    let link = server.room_link("no-relay");
+    let mut a = h1.burrow(&["join", &link]);
+    let mut b = h2.burrow(&["join", &link]);
+    let (ida, idb) = (a.peer_id(), b.peer_id());
+    a.expect_event("connection_failed", &[("peer", &idb)]);
+    b.expect_event("connection_failed", &[("peer", &ida)]);
+    assert!(!a.has_seen("connected") && !b.has_seen("connected"));
+}
+
 /// coturn as the relay (how operators scale TURN out): the server lists it with
 /// `--external-turn` and mints its credentials from its `static-auth-secret`; two peers behind
 /// symmetric NATs connect through it and a file arrives intact.

@@ -159,11 +159,6 @@ impl Peer {
                 "closed" => LinkState::Closed,
                 _ => LinkState::Connecting,
             };
-            if link == LinkState::Failed && !peer.is_connected() {
-                peer.emit(RoomEvent::ConnectionFailed {
-                    peer: peer.id.clone(),
-                });
-            }
             peer.emit(Event::PeerState {
                 peer: peer.id.clone(),
                 state,

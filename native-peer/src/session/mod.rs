@@ -591,14 +591,7 @@ impl Session {
                         LinkState::Connected
                     }
                     RTCPeerConnectionState::Disconnected => LinkState::Disconnected,
-                    RTCPeerConnectionState::Failed => {
-                        if !peer.is_connected() {
-                            self.printer.print(RoomEvent::ConnectionFailed {
-                                peer: id.to_string(),
-                            });
-                        }
-                        LinkState::Failed
-                    }
+                    RTCPeerConnectionState::Failed => LinkState::Failed,
                     RTCPeerConnectionState::Closed => LinkState::Closed,
                     _ => LinkState::Connecting,
                 };
