@@ -233,6 +233,10 @@ struct Known {
     unreachable: bool,
     /// The connection came up at least once.
     linked: bool,
+    /// Its selected path goes through a TURN relay (as the platform last read it).
+    relayed: bool,
+    /// The server came back without it: restart once it is listed again (its relay is gone).
+    restart_when_listed: bool,
     /// What it runs on.
     kind: PeerKind,
 }
@@ -348,7 +352,10 @@ impl Room {
                 }
                 match self.peers.get_mut(&peer.id) {
                     // It re-joined a restarted server: the same peer, the same connection.
-                    Some(known) => known.listed = true,
+                    Some(known) => {
+                        known.listed = true;
+                        out.extend(self.restart_if_relayed(&peer.id, now));
+                    }
                     None => {
                         self.peers.insert(peer.id.clone(), Known::new(peer.kind));
                         out.push(Action::Notify(Notice::PeerJoined {
@@ -438,11 +445,18 @@ impl Room {
             if lost_at.is_some() {
                 // Restart offers sent while the server was away may be lost: send anew.
                 known.restarted_at = None;
+                // A relayed link went through the server's relay, which a restarted server
+                // (or another instance) no longer has: repaired at once, as soon as both
+                // peers are back in the room, rather than after the link is seen down.
+                known.restart_when_listed = known.relayed;
             }
         }
         for info in peers {
             match self.peers.get_mut(&info.id) {
-                Some(known) => known.listed = true,
+                Some(known) => {
+                    known.listed = true;
+                    out.extend(self.restart_if_relayed(&info.id, now));
+                }
                 None => {
                     let mut known = Known::new(info.kind);
                     known.listed = true;
@@ -559,6 +573,43 @@ impl Room {
         out
     }
 
+    /// The platform read `peer`'s selected path: through a TURN relay or not.
+    pub fn set_relayed(&mut self, peer: &str, relayed: bool) {
+        if let Some(known) = self.peers.get_mut(peer) {
+            known.relayed = relayed;
+        }
+    }
+
+    /// `peer` is listed again after the server came back: its relayed link is restarted now
+    /// by the side that restarts first (the leader between a browser and `burrow`, else the
+    /// impolite side; the other follows by [`Room::tick`] if the link is then seen down).
+    fn restart_if_relayed(&mut self, peer: &str, now: u64) -> Vec<Action> {
+        let me = self.me.clone().unwrap_or_default();
+        let us = self.kind;
+        let Some(known) = self.peers.get_mut(peer) else {
+            return Vec::new();
+        };
+        if !std::mem::take(&mut known.restart_when_listed) {
+            return Vec::new();
+        }
+        let first = match Room::we_lead(us, known.kind) {
+            Some(lead) => lead,
+            None => me.as_str() < peer,
+        };
+        if !first {
+            return Vec::new();
+        }
+        known.restarted_at = Some(now);
+        vec![
+            Action::RestartIce {
+                peer: peer.to_string(),
+            },
+            Action::Notify(Notice::IceRestart {
+                peer: peer.to_string(),
+            }),
+        ]
+    }
+
     /// Forgets a peer whose connection the platform had to give up (e.g. it could not be
     /// created).
     pub fn forget(&mut self, peer: &str) {
@@ -576,6 +627,8 @@ impl Known {
             restarted_at: None,
             unreachable: false,
             linked: false,
+            relayed: false,
+            restart_when_listed: false,
         }
     }
 }
@@ -771,6 +824,68 @@ mod tests {
         assert!(out.contains(&Action::Notify(Notice::PeerUnreachable {
             peer: "c".into()
         })));
+    }
+
+    /// A relayed link went through the server's relay, gone with a restart: it is restarted as
+    /// soon as both peers are back in the room (listed in the welcome, or re-joining after us),
+    /// by the side that restarts first; a direct link is left alone.
+    #[test]
+    fn relayed_links_are_restarted_once_the_server_and_the_peer_are_back() {
+        let mut room = Room::new(None, PeerKind::Native);
+        room.hello();
+        room.on_server(welcome("a", &["b", "c", "d"], false), 0)
+            .unwrap();
+        for p in ["b", "c", "d"] {
+            room.on_link(p, LinkState::Connected, 10);
+        }
+        room.set_relayed("b", true);
+        room.set_relayed("c", true);
+        room.server_lost(1_000, 0.5);
+        room.hello();
+        // Back: b and d are listed, c re-joins later.
+        let back = room
+            .on_server(welcome("a", &["b", "d"], false), 2_000)
+            .unwrap();
+        assert_eq!(
+            restarts(&back),
+            ["b"],
+            "only the relayed peer that is back: {back:?}"
+        );
+        let c = room
+            .on_server(ServerMessage::PeerJoined { peer: info("c") }, 2_500)
+            .unwrap();
+        assert_eq!(restarts(&c), ["c"]);
+        assert!(restarts(&room.tick(3_000)).is_empty(), "not again at once");
+
+        // Between two `burrow`s, the polite side (the larger id) leaves it to the other.
+        let with_native = |me: &str| {
+            let mut w = welcome(me, &[], false);
+            if let ServerMessage::Welcome { peers, .. } = &mut w {
+                peers.push(PeerInfo {
+                    kind: PeerKind::Native,
+                    ..info("b")
+                });
+            }
+            w
+        };
+        let mut polite = Room::new(None, PeerKind::Native);
+        polite.hello();
+        polite.on_server(with_native("z"), 0).unwrap();
+        polite.on_link("b", LinkState::Connected, 10);
+        polite.set_relayed("b", true);
+        polite.server_lost(1_000, 0.5);
+        polite.hello();
+        let back = polite.on_server(with_native("z"), 2_000).unwrap();
+        assert!(restarts(&back).is_empty(), "{back:?}");
+        // And a page leaves every restart to `burrow`.
+        let mut page = Room::new(None, PeerKind::Browser);
+        page.hello();
+        page.on_server(with_native("a"), 0).unwrap();
+        page.on_link("b", LinkState::Connected, 10);
+        page.set_relayed("b", true);
+        page.server_lost(1_000, 0.5);
+        page.hello();
+        assert!(restarts(&page.on_server(with_native("a"), 2_000).unwrap()).is_empty());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use peer_core::channels::{ControlMessage, CONTROL_LABEL, FILE_LABEL};
 use peer_core::control::{Control, Heard, Offer};
 use peer_core::driver::{Connection, Driver, Signaling};
 use peer_core::negotiation::DescriptionKind;
-use peer_core::path::PathNews;
+use peer_core::path::{PathKind, PathNews};
 use peer_core::room::LinkState;
 use serde::Serialize;
 use signal_protocol::{ClientMessage, PeerSignal};
@@ -39,6 +39,8 @@ pub(crate) trait Host {
     fn transfer_id(&self) -> u32;
     /// A peer connection changed state.
     fn on_link(self: Rc<Self>, peer: &str, state: LinkState);
+    /// A peer's selected path was read: through a TURN relay or not.
+    fn set_relayed(&self, peer: &str, relayed: bool);
     /// The peer opened a file channel.
     fn file_channel(&self, peer: Rc<Peer>, dc: RtcDataChannel);
 }
@@ -440,6 +442,9 @@ impl Peer {
                     let reading = peer.control_state.borrow_mut().on_path(info);
                     if let Some(msg) = &reading.tell {
                         peer.send_control(msg);
+                    }
+                    if let (Some(path), Some(room)) = (&reading.path, peer.room.upgrade()) {
+                        room.set_relayed(&peer.id, path.kind == PathKind::Relayed);
                     }
                     let id = peer.id.clone();
                     let report = reading.path.into();

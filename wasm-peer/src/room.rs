@@ -484,6 +484,10 @@ impl Host for Inner {
         Inner::voice_sending(self)
     }
 
+    fn set_relayed(&self, peer: &str, relayed: bool) {
+        self.room.borrow_mut().set_relayed(peer, relayed);
+    }
+
     fn send(&self, msg: &ClientMessage) {
         Inner::send(self, msg);
     }

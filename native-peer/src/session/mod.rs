@@ -710,9 +710,14 @@ impl Session {
             return;
         };
         let reading = peer.control_state.on_path(info);
-        if reading.path.is_some() {
-            peer.path = reading.path;
+        if let Some(path) = reading.path {
+            peer.path = Some(path);
+            self.room
+                .set_relayed(&id, path.kind == peer_core::path::PathKind::Relayed);
         }
+        let Some(peer) = self.peers.get(&id) else {
+            return;
+        };
         if let (Some(msg), Some(dc)) = (&reading.tell, &peer.control) {
             if let Err(e) = dc.send_text(&msg.encode()).await {
                 tracing::debug!(peer = %id, "relay transport not told: {e}");
