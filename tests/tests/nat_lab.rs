@@ -34,6 +34,55 @@ fn connect_and_chat(a: &mut Burrow, b: &mut Burrow) -> (Value, Value) {
     (ca, cb)
 }
 
+/// `from` sends a random file of `size` bytes (made in `dir`) with `burrow FLAGS… send`: it
+/// arrives at `to` (a `join --accept`) with its SHA-256, and so does the file saved.
+fn a_file_arrives(
+    from: &burrow_tests::lab::Host,
+    flags: &[&str],
+    to: &mut Burrow,
+    dir: &std::path::Path,
+    link: &str,
+    size: usize,
+) {
+    let src = dir.join(format!("sent-{size}.bin"));
+    let want = random_file(&src, size);
+    let mut args = flags.to_vec();
+    args.extend(["send", src.to_str().unwrap(), link]);
+    let mut sender = from.burrow(&args);
+    let got = to.expect_event("file_received", &[]);
+    assert_eq!(got["sha256"], want.as_str());
+    assert_eq!(
+        sha256_file(&PathBuf::from(got["path"].as_str().unwrap())),
+        want
+    );
+    assert!(sender.wait().success());
+}
+
+/// Chat both ways between the page and `burrow`: `burrow` says `to_page`, the page shows it;
+/// the page types `to_native` and sends it, `burrow` prints it from `page_id`.
+async fn chat_both_ways(
+    page: &Browser,
+    native: &mut Burrow,
+    page_id: &str,
+    to_page: &str,
+    to_native: &str,
+) {
+    native.say(to_page);
+    page.wait_chat(to_page).await;
+    page.client
+        .find(fantoccini::Locator::Css("#chat-input"))
+        .await
+        .unwrap()
+        .send_keys(to_native)
+        .await
+        .unwrap();
+    page.click("#chat-send").await;
+    assert_eq!(
+        native.expect_event("chat", &[("from", page_id)])["text"],
+        to_native
+    );
+}
+
 fn is_relay(v: &Value) -> bool {
     v["local"] == "relay" || v["remote"] == "relay"
 }
@@ -359,20 +408,14 @@ async fn case5_browser_and_native_across_nats() {
         (v["event"] == "connected" || v["event"] == "path_changed") && v["path"] == "hole_punched"
     });
 
-    page.client
-        .find(fantoccini::Locator::Css("#chat-input"))
-        .await
-        .unwrap()
-        .send_keys("hello from behind NAT 1")
-        .await
-        .unwrap();
-    page.click("#chat-send").await;
-    assert_eq!(
-        native.expect_event("chat", &[("from", &page_id)])["text"],
-        "hello from behind NAT 1"
-    );
-    native.say("hello from behind NAT 2");
-    page.wait_chat("hello from behind NAT 2").await;
+    chat_both_ways(
+        &page,
+        &mut native,
+        &page_id,
+        "hello from behind NAT 2",
+        "hello from behind NAT 1",
+    )
+    .await;
     page.close().await;
 }
 
@@ -691,43 +734,7 @@ fn udp_through_the_relay() {
 /// says its side goes over TCP.
 #[test]
 fn a_network_that_blocks_udp_is_relayed_over_tcp() {
-    let Some(mut lab) = Lab::new("a_network_that_blocks_udp_is_relayed_over_tcp") else {
-        return;
-    };
-    let h1 = lab.behind_nat(1, Nat::EndpointIndependent);
-    let h2 = lab.behind_nat(2, Nat::EndpointIndependent);
-    lab.block_udp(1);
-    let server = lab.server(0);
-    let link = server.room_link("no-udp");
-    let dir = tempdir("no-udp");
-    let inbox = dir.join("inbox");
-    let mut a = h1.burrow(&["join", "--accept", inbox.to_str().unwrap(), &link]);
-    let mut b = h2.burrow(&["join", &link]);
-    let (ca, cb) = connect_and_chat(&mut a, &mut b);
-    for c in [&ca, &cb] {
-        assert_eq!(c["path"], "relayed", "{c}");
-    }
-    assert_eq!(ca["local"], "relay", "{ca}");
-    assert_eq!(ca["relay_over"], "tcp", "host 1 relays over TCP: {ca}");
-    // Host 2 is told, and says so too.
-    let ida = a.peer_id();
-    let told = b.expect("host 2's label: relayed (TCP)", |v| {
-        (v["event"] == "connected" || v["event"] == "path_changed")
-            && v["peer"] == ida.as_str()
-            && v["label"] == "relayed (TCP)"
-    });
-    assert_eq!(told["peer_relay_over"], "tcp", "{told}");
-    let src = dir.join("over-tcp.bin");
-    let want = random_file(&src, 16 * 1024 * 1024);
-    let mut sender = h2.burrow(&["send", src.to_str().unwrap(), &link]);
-    let got = a.expect_event("file_received", &[]);
-    assert_eq!(got["sha256"], want.as_str());
-    assert_eq!(
-        sha256_file(&PathBuf::from(got["path"].as_str().unwrap())),
-        want
-    );
-    assert!(sender.wait().success());
-    let _ = std::fs::remove_dir_all(&dir);
+    relayed_over_tcp("a_network_that_blocks_udp_is_relayed_over_tcp", false);
 }
 
 /// Reach issue: both routers drop every UDP datagram but DNS. Each side reaches the relay over
@@ -735,45 +742,57 @@ fn a_network_that_blocks_udp_is_relayed_over_tcp() {
 /// ways, a file intact, and both say relayed (TCP) of both sides.
 #[test]
 fn two_networks_that_block_udp_are_relayed_over_tcp_on_both_sides() {
-    let Some(mut lab) = Lab::new("two_networks_that_block_udp_are_relayed_over_tcp_on_both_sides")
-    else {
+    relayed_over_tcp(
+        "two_networks_that_block_udp_are_relayed_over_tcp_on_both_sides",
+        true,
+    );
+}
+
+/// Host 1's router (and host 2's too when `both`) drops UDP but DNS: each such side relays over
+/// TCP, says so, and the other side is told (its label says relayed (TCP) too).
+fn relayed_over_tcp(test: &str, both: bool) {
+    let Some(mut lab) = Lab::new(test) else {
         return;
     };
     let h1 = lab.behind_nat(1, Nat::EndpointIndependent);
     let h2 = lab.behind_nat(2, Nat::EndpointIndependent);
     lab.block_udp(1);
-    lab.block_udp(2);
+    if both {
+        lab.block_udp(2);
+    }
     let server = lab.server(0);
-    let link = server.room_link("both-no-udp");
-    let dir = tempdir("both-no-udp");
+    let link = server.room_link("no-udp");
+    let dir = tempdir(test);
     let inbox = dir.join("inbox");
     let mut a = h1.burrow(&["join", "--accept", inbox.to_str().unwrap(), &link]);
     let mut b = h2.burrow(&["join", &link]);
     let (ca, cb) = connect_and_chat(&mut a, &mut b);
     for c in [&ca, &cb] {
         assert_eq!(c["path"], "relayed", "{c}");
-        assert_eq!(c["local"], "relay", "{c}");
-        assert_eq!(c["relay_over"], "tcp", "each side relays over TCP: {c}");
     }
+    let blocked = if both { vec![&ca, &cb] } else { vec![&ca] };
+    for c in blocked {
+        assert_eq!(c["local"], "relay", "{c}");
+        assert_eq!(
+            c["relay_over"], "tcp",
+            "a blocked side relays over TCP: {c}"
+        );
+    }
+    // The other side is told, and says so too.
     let (ida, idb) = (a.peer_id(), b.peer_id());
-    for (me, other) in [(&mut a, &idb), (&mut b, &ida)] {
-        let told = me.expect("both sides over TCP", |v| {
+    let mut told: Vec<(&mut Burrow, &String)> = vec![(&mut b, &ida)];
+    if both {
+        told.push((&mut a, &idb));
+    }
+    for (me, other) in told {
+        let seen = me.expect("the label: relayed (TCP)", |v| {
             (v["event"] == "connected" || v["event"] == "path_changed")
                 && v["peer"] == other.as_str()
                 && v["peer_relay_over"] == "tcp"
         });
-        assert_eq!(told["label"], "relayed (TCP)", "{told}");
+        assert_eq!(seen["label"], "relayed (TCP)", "{seen}");
     }
-    let src = dir.join("both-tcp.bin");
-    let want = random_file(&src, 4 * 1024 * 1024);
-    let mut sender = h2.burrow(&["send", src.to_str().unwrap(), &link]);
-    let got = a.expect_event("file_received", &[]);
-    assert_eq!(got["sha256"], want.as_str());
-    assert_eq!(
-        sha256_file(&PathBuf::from(got["path"].as_str().unwrap())),
-        want
-    );
-    assert!(sender.wait().success());
+    a_file_arrives(&h2, &[], &mut a, &dir, &link, 16 * 1024 * 1024);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -807,21 +826,25 @@ async fn the_page_behind_a_network_that_blocks_udp_is_relayed_over_tcp() {
     native.expect("burrow's label: relayed (TCP)", |v| {
         (v["event"] == "connected" || v["event"] == "path_changed") && v["label"] == "relayed (TCP)"
     });
-    native.say("reached over TCP");
-    page.wait_chat("reached over TCP").await;
-    page.client
-        .find(fantoccini::Locator::Css("#chat-input"))
-        .await
-        .unwrap()
-        .send_keys("and back")
-        .await
-        .unwrap();
-    page.click("#chat-send").await;
-    assert_eq!(
-        native.expect_event("chat", &[("from", &page_id)])["text"],
-        "and back"
-    );
+    chat_both_ways(&page, &mut native, &page_id, "reached over TCP", "and back").await;
     page.close().await;
+}
+
+/// The lab's server on 443 with a certificate for its address from a test CA (`tag` names
+/// the files): the server, the folder of the certificates (to remove), the CA's certificate.
+fn server_on_443(lab: &mut Lab, tag: &str) -> (ServerProcess, PathBuf, PathBuf) {
+    let (certs, ca, cert, key) =
+        burrow_tests::certs::certificates(tag, &[burrow_tests::lab::SERVER_IP]);
+    let server = lab.server_with(
+        443,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    (server, certs, ca)
 }
 
 /// Reach issue: host 1's network lets out only DNS and HTTPS. The server listens on 443 with a
@@ -836,17 +859,7 @@ fn a_network_that_lets_only_https_out_is_relayed_over_tls_on_443() {
     let h1 = lab.behind_nat(1, Nat::EndpointIndependent);
     let h2 = lab.behind_nat(2, Nat::EndpointIndependent);
     lab.allow_only_https(1);
-    let (certs, ca, cert, key) =
-        burrow_tests::certs::certificates("lab-443", &[burrow_tests::lab::SERVER_IP]);
-    let server = lab.server_with(
-        443,
-        &[
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-        ],
-    );
+    let (server, certs, ca) = server_on_443(&mut lab, "lab-443");
     let link = format!("https://{}/r/only-https", server.http);
     let ca = ca.to_str().unwrap();
     let dir = tempdir("only-https");
@@ -869,12 +882,14 @@ fn a_network_that_lets_only_https_out_is_relayed_over_tls_on_443() {
         "host 1 relays over TLS: {ca_event}"
     );
     assert_eq!(ca_event["label"], "relayed (TLS)", "{ca_event}");
-    let src = dir.join("over-tls.bin");
-    let want = random_file(&src, 4 * 1024 * 1024);
-    let mut sender = h2.burrow(&["--ca-cert", ca, "send", src.to_str().unwrap(), &link]);
-    let got = a.expect_event("file_received", &[]);
-    assert_eq!(got["sha256"], want.as_str());
-    assert!(sender.wait().success());
+    a_file_arrives(
+        &h2,
+        &["--ca-cert", ca],
+        &mut a,
+        &dir,
+        &link,
+        4 * 1024 * 1024,
+    );
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&certs);
 }
@@ -893,17 +908,7 @@ async fn the_page_behind_a_network_that_lets_only_https_out_is_relayed_over_tls(
     let h1 = lab.behind_nat(1, Nat::EndpointIndependent);
     let h2 = lab.behind_nat(2, Nat::EndpointIndependent);
     lab.allow_only_https(1);
-    let (certs, ca, cert, key) =
-        burrow_tests::certs::certificates("lab-page-443", &[burrow_tests::lab::SERVER_IP]);
-    let server = lab.server_with(
-        443,
-        &[
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-        ],
-    );
+    let (server, certs, ca) = server_on_443(&mut lab, "lab-page-443");
     let link = format!("https://{}/r/page-only-https", server.http);
     let mut native = h2.burrow(&["--ca-cert", ca.to_str().unwrap(), "join", &link]);
     let native_id = native.peer_id();
@@ -924,20 +929,14 @@ async fn the_page_behind_a_network_that_lets_only_https_out_is_relayed_over_tls(
     });
     let conn = native.expect_event("connected", &[]);
     let page_id = conn["peer"].as_str().unwrap().to_string();
-    native.say("reached over TLS");
-    page.wait_chat("reached over TLS").await;
-    page.client
-        .find(fantoccini::Locator::Css("#chat-input"))
-        .await
-        .unwrap()
-        .send_keys("and back over 443")
-        .await
-        .unwrap();
-    page.click("#chat-send").await;
-    assert_eq!(
-        native.expect_event("chat", &[("from", &page_id)])["text"],
-        "and back over 443"
-    );
+    chat_both_ways(
+        &page,
+        &mut native,
+        &page_id,
+        "reached over TLS",
+        "and back over 443",
+    )
+    .await;
     page.close().await;
     let _ = std::fs::remove_dir_all(&certs);
 }
@@ -947,8 +946,24 @@ async fn the_page_behind_a_network_that_lets_only_https_out_is_relayed_over_tls(
 /// other's: the connection is direct, between the two global addresses, and a file arrives.
 #[test]
 fn two_ipv6_only_homes_behind_stateful_firewalls_connect_directly() {
-    let Some(mut lab) = Lab::new("two_ipv6_only_homes_behind_stateful_firewalls_connect_directly")
-    else {
+    ipv6_homes(
+        "two_ipv6_only_homes_behind_stateful_firewalls_connect_directly",
+        false,
+    );
+}
+
+/// Reach issue, IPv6: the same two IPv6-only homes, told to use the relay only. The server's
+/// relay listens and relays on its IPv6 address: both sides are relayed (over UDP), and a file
+/// arrives intact. (Private IPv6 ranges stay refused: `turn_guard`'s unit tests.)
+#[test]
+fn two_ipv6_only_homes_are_relayed_over_ipv6() {
+    ipv6_homes("two_ipv6_only_homes_are_relayed_over_ipv6", true);
+}
+
+/// Two IPv6-only homes behind stateful firewalls, the server on IPv6: connected directly, or
+/// through the relay with `relay_only`; chat and a file arrive.
+fn ipv6_homes(test: &str, relay_only: bool) {
+    let Some(mut lab) = Lab::new(test) else {
         return;
     };
     lab.ipv6();
@@ -964,66 +979,24 @@ fn two_ipv6_only_homes_behind_stateful_firewalls_connect_directly() {
     ));
     let link = server.room_link("v6");
     assert!(link.contains("[2001:db8::10]"), "{link}");
-    let dir = tempdir("v6");
+    let dir = tempdir(test);
     let inbox = dir.join("inbox");
-    let mut a = h1.burrow(&["join", "--accept", inbox.to_str().unwrap(), &link]);
-    let mut b = h2.burrow(&["join", &link]);
+    let flags: &[&str] = if relay_only { &["--relay-only"] } else { &[] };
+    let inbox = inbox.to_str().unwrap();
+    let mut a = h1.burrow(&[flags, &["join", "--accept", inbox, &link]].concat());
+    let mut b = h2.burrow(&[flags, &["join", &link]].concat());
     let (ca, cb) = connect_and_chat(&mut a, &mut b);
     for c in [&ca, &cb] {
-        assert_eq!(c["path"], "hole_punched", "{c}");
-        assert!(!is_relay(c), "{c}");
+        if relay_only {
+            assert_eq!(c["path"], "relayed", "{c}");
+            assert_eq!(c["local"], "relay", "{c}");
+            assert_eq!(c["relay_over"], "udp", "{c}");
+        } else {
+            assert_eq!(c["path"], "hole_punched", "{c}");
+            assert!(!is_relay(c), "{c}");
+        }
     }
-    let src = dir.join("over-v6.bin");
-    let want = random_file(&src, 4 * 1024 * 1024);
-    let mut sender = h2.burrow(&["send", src.to_str().unwrap(), &link]);
-    let got = a.expect_event("file_received", &[]);
-    assert_eq!(got["sha256"], want.as_str());
-    assert!(sender.wait().success());
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Reach issue, IPv6: the same two IPv6-only homes, told to use the relay only. The server's
-/// relay listens and relays on its IPv6 address: both sides are relayed (over UDP), and a file
-/// arrives intact. (Private IPv6 ranges stay refused: `turn_guard`'s unit tests.)
-#[test]
-fn two_ipv6_only_homes_are_relayed_over_ipv6() {
-    let Some(mut lab) = Lab::new("two_ipv6_only_homes_are_relayed_over_ipv6") else {
-        return;
-    };
-    lab.ipv6();
-    let h1 = lab.behind_firewall_v6(1);
-    let h2 = lab.behind_firewall_v6(2);
-    let server = burrow_tests::server::ServerProcess::spawn(Lab::wrap(
-        &lab.internet,
-        &burrow_tests::server::ServerProcess::command_at(
-            &format!("[{}]", burrow_tests::lab::SERVER_IP6),
-            0,
-            &[],
-        ),
-    ));
-    let link = server.room_link("v6-relayed");
-    let dir = tempdir("v6-relayed");
-    let inbox = dir.join("inbox");
-    let mut a = h1.burrow(&[
-        "--relay-only",
-        "join",
-        "--accept",
-        inbox.to_str().unwrap(),
-        &link,
-    ]);
-    let mut b = h2.burrow(&["--relay-only", "join", &link]);
-    let (ca, cb) = connect_and_chat(&mut a, &mut b);
-    for c in [&ca, &cb] {
-        assert_eq!(c["path"], "relayed", "{c}");
-        assert_eq!(c["local"], "relay", "{c}");
-        assert_eq!(c["relay_over"], "udp", "{c}");
-    }
-    let src = dir.join("relayed-v6.bin");
-    let want = random_file(&src, 4 * 1024 * 1024);
-    let mut sender = h2.burrow(&["--relay-only", "send", src.to_str().unwrap(), &link]);
-    let got = a.expect_event("file_received", &[]);
-    assert_eq!(got["sha256"], want.as_str());
-    assert!(sender.wait().success());
+    a_file_arrives(&h2, flags, &mut a, &dir, &link, 4 * 1024 * 1024);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
