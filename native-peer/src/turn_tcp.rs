@@ -10,7 +10,9 @@
 //! (listed beside it) a STUN Binding; when that is answered, UDP reaches the relay, and the crate's requests to the shim are
 //! dropped (it gives up on that server, and relays over UDP as before, with no second
 //! allocation on the server). Only where UDP does not get through (about a second later) does
-//! TCP carry the relay. The answer is asked again after [`UDP_VERDICT_LIFE`]. The shim
+//! TCP carry the relay. The answer is asked again after [`UDP_VERDICT_LIFE`]. TLS comes after
+//! TCP the same way: where the server is listed over both, a TLS shim waits for the TCP one's
+//! connection and stands aside when it connects, so one allocation is made, not two. The shim
 //! remembers which relayed addresses it saw allocated, so the path can say `relayed (TCP)`.
 
 use std::collections::HashMap;
@@ -89,6 +91,8 @@ type Relayed = crate::rtc::TcpRelayed;
 /// dropped.
 pub struct TcpRelays {
     shims: HashMap<(RelayOver, String), SocketAddr>,
+    /// Per TCP shim: when its last connection was tried, and whether it connected.
+    verdicts: HashMap<(RelayOver, String), Verdict>,
     relayed: Relayed,
     tls: Arc<rustls::ClientConfig>,
     tasks: JoinSet<()>,
@@ -99,6 +103,7 @@ impl TcpRelays {
     pub fn new(tls: Arc<rustls::ClientConfig>) -> TcpRelays {
         TcpRelays {
             shims: HashMap::new(),
+            verdicts: HashMap::new(),
             relayed: Relayed::default(),
             tls,
             tasks: JoinSet::new(),
@@ -111,16 +116,26 @@ impl TcpRelays {
         servers
             .iter()
             .map(|s| {
-                // The server's UDP face, asked before TCP is used.
+                // The server's UDP face, asked before TCP is used; its TCP face, before TLS.
                 let probe = s.urls.iter().find_map(|u| udp_server(u));
+                let tcp = s
+                    .urls
+                    .iter()
+                    .filter_map(|u| stream_server(u))
+                    .find(|(over, _)| *over == RelayOver::Tcp);
                 IceServer {
                     urls: s
                         .urls
                         .iter()
                         .filter_map(|url| match stream_server(url) {
-                            Some(server) => self
-                                .shim(server, probe.clone())
-                                .map(|at| format!("turn:{at}")),
+                            Some(server) => {
+                                let before = match (&server.0, &tcp) {
+                                    (RelayOver::Tls, Some(tcp)) => Some(self.verdict(tcp)),
+                                    _ => None,
+                                };
+                                self.shim(server, probe.clone(), before)
+                                    .map(|at| format!("turn:{at}"))
+                            }
                             None => Some(url.clone()),
                         })
                         .collect(),
@@ -135,10 +150,24 @@ impl TcpRelays {
         self.relayed.clone()
     }
 
-    fn shim(&mut self, server: (RelayOver, String), probe: Option<String>) -> Option<SocketAddr> {
+    /// The verdict `server`'s shim gives on its connections (made when first asked).
+    fn verdict(&mut self, server: &(RelayOver, String)) -> Verdict {
+        self.verdicts
+            .entry(server.clone())
+            .or_insert_with(|| Arc::new(tokio::sync::watch::Sender::new(None)))
+            .clone()
+    }
+
+    fn shim(
+        &mut self,
+        server: (RelayOver, String),
+        probe: Option<String>,
+        before: Option<Verdict>,
+    ) -> Option<SocketAddr> {
         if let Some(at) = self.shims.get(&server) {
             return Some(*at);
         }
+        let verdict = (server.0 == RelayOver::Tcp).then(|| self.verdict(&server));
         let socket = std::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0))
             .and_then(|s| s.set_nonblocking(true).map(|()| s))
             .and_then(UdpSocket::from_std);
@@ -155,6 +184,8 @@ impl TcpRelays {
             over: server.0,
             server: server.1.clone(),
             probe,
+            before,
+            verdict,
             tls: self.tls.clone(),
         };
         self.tasks.spawn(shim(socket, to, self.relayed.clone()));
@@ -210,6 +241,16 @@ fn with_port(host: &str, port: u16) -> String {
     }
 }
 
+/// A TCP shim's last connection attempt: when it was made, and whether it connected; TLS
+/// shims of the same server wait for it.
+type Verdict = Arc<tokio::sync::watch::Sender<Option<(tokio::time::Instant, bool)>>>;
+
+/// How long a TLS shim waits for the TCP shim's verdict, after its own UDP probe (the TCP
+/// shim probed at the same time): a TCP connection that gets through does in a round trip;
+/// where TCP is dropped (a network that lets only HTTPS out), TLS is not held up for the TCP
+/// shim's whole [`CONNECT_WAIT`].
+const TCP_VERDICT_WAIT: Duration = Duration::from_secs(1);
+
 /// Where a shim's connections go.
 #[derive(Clone)]
 struct To {
@@ -217,6 +258,10 @@ struct To {
     server: String,
     /// The server's UDP TURN address, asked first.
     probe: Option<String>,
+    /// TLS: the same server's TCP shim, whose connection is waited for first.
+    before: Option<Verdict>,
+    /// TCP: where this shim's connections are told, for the TLS shim.
+    verdict: Option<Verdict>,
     tls: Arc<rustls::ClientConfig>,
 }
 
@@ -320,7 +365,32 @@ async fn leg(
             return;
         }
     }
+    if let Some(tcp) = &to.before {
+        // A verdict from this gathering (the TCP shim is asked at the same moment) or a
+        // recent one.
+        let mut seen = tcp.subscribe();
+        let tcp_works = tokio::time::timeout(
+            TCP_VERDICT_WAIT,
+            seen.wait_for(|v| v.is_some_and(|(at, _)| at.elapsed() < UDP_VERDICT_LIFE)),
+        )
+        .await
+        .ok()
+        .and_then(|got| got.ok().and_then(|v| *v))
+        .is_some_and(|(_, connected)| connected);
+        if tcp_works {
+            tracing::debug!(%server, "TCP reaches the relay: no TURN over TLS for now");
+            let _ = tokio::time::timeout(UDP_VERDICT_LIFE, async {
+                while rx.recv().await.is_some() {}
+            })
+            .await;
+            return;
+        }
+    }
+    let tried = tokio::time::Instant::now();
     let connected = tokio::time::timeout(CONNECT_WAIT, connect(&to)).await;
+    if let Some(verdict) = &to.verdict {
+        verdict.send_replace(Some((tried, matches!(connected, Ok(Ok(_))))));
+    }
     match connected {
         Ok(Ok(Stream::Tcp(tcp))) => carry(tcp, from, rx, back).await,
         Ok(Ok(Stream::Tls(tls))) => carry(*tls, from, rx, back).await,

@@ -894,6 +894,41 @@ fn a_network_that_lets_only_https_out_is_relayed_over_tls_on_443() {
     let _ = std::fs::remove_dir_all(&certs);
 }
 
+/// Reach issue: host 1's router drops UDP, but TCP gets out, and the server is listed over
+/// TCP and over TLS on 443. Host 1 relays over TCP, and over TCP only: its TLS shim waits for
+/// the TCP one and stands aside, so the relay holds one allocation for each peer (host 2's
+/// over UDP), not two for host 1.
+#[test]
+fn where_tcp_gets_through_tls_is_not_allocated_too() {
+    let Some(mut lab) = Lab::new("where_tcp_gets_through_tls_is_not_allocated_too") else {
+        return;
+    };
+    let h1 = lab.behind_nat(1, Nat::EndpointIndependent);
+    let h2 = lab.behind_nat(2, Nat::EndpointIndependent);
+    lab.block_udp(1);
+    let (server, certs, ca) = server_on_443(&mut lab, "lab-tcp-not-tls");
+    let link = format!("https://{}/r/tcp-not-tls", server.http);
+    let ca = ca.to_str().unwrap();
+    let mut a = h1.burrow(&["--ca-cert", ca, "join", &link]);
+    let mut b = h2.burrow(&["--ca-cert", ca, "join", &link]);
+    let (ca_event, _) = connect_and_chat(&mut a, &mut b);
+    assert_eq!(ca_event["relay_over"], "tcp", "{ca_event}");
+    // Past the TLS shim's wait for the TCP verdict, and the crate's retries.
+    std::thread::sleep(std::time::Duration::from_secs(8));
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.internet, "curl", "-sk"])
+        .arg(format!("https://{}/metrics", server.http))
+        .output()
+        .expect("curl in the lab");
+    let metrics = String::from_utf8_lossy(&out.stdout);
+    let live: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("burrow_turn_allocations"))
+        .collect();
+    assert_eq!(live, ["burrow_turn_allocations 2"], "{metrics}");
+    let _ = std::fs::remove_dir_all(&certs);
+}
+
 /// Reach issue: the page on a network that lets out only DNS and HTTPS. The server listens on
 /// 443 with a certificate (a test CA; Chromium told to accept it); Chromium reaches the relay
 /// with `turns:` on that same port, and its badge says relayed (TLS); `burrow`, told, says the
