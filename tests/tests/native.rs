@@ -431,6 +431,89 @@ fn a_file_larger_than_the_free_disk_is_refused_up_front() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A small disk: the receiver's folder is a 3 MiB tmpfs in a mount namespace of its own (only
+/// it sees the mount, gone with it; the receiver checks each file's SHA-256 itself). Two 2 MiB files sent at once each fit what is free when
+/// announced, not both: one arrives intact, the other is refused (up front if the first had
+/// already taken the space, else at the write that ran out), its sender told why; nothing
+/// half-written is left, and a file that fits what is left arrives.
+#[test]
+fn a_small_disk_takes_what_fits_and_refuses_the_rest_with_the_reason() {
+    const TEST: &str = "a_small_disk_takes_what_fits_and_refuses_the_rest_with_the_reason";
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        burrow_tests::skip(TEST, "mounting a tmpfs needs root");
+        return;
+    }
+    let server = ServerProcess::start(&[]);
+    let link = server.room_link("small-disk");
+    let dir = tempdir("small-disk");
+    let inbox = dir.join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount -t tmpfs -o size=3m burrow-test \"$0\" && exec \"$@\"")
+        .arg(&inbox)
+        .arg(burrow_tests::binary("burrow"))
+        .args(["--json", "join", "--accept"])
+        .arg(&inbox)
+        .arg(&link);
+    let mut receiver = Burrow::spawn(cmd);
+    receiver.peer_id();
+    let files: Vec<_> = (0..2)
+        .map(|i| {
+            let path = dir.join(format!("two-mib-{i}.bin"));
+            let sha = random_file(&path, 2 << 20);
+            (path, sha)
+        })
+        .collect();
+    let mut senders: Vec<Burrow> = files
+        .iter()
+        .map(|(path, _)| Burrow::start(&["send", path.to_str().unwrap(), &link]))
+        .collect();
+    let got = receiver.expect_event("file_received", &[]);
+    let failed = receiver.expect_event("file_failed", &[]);
+    assert!(
+        files.iter().any(|(_, sha)| got["sha256"] == sha.as_str()),
+        "{got}"
+    );
+    // Each sender also offers its file to the other sender (a `burrow send` in the room, which
+    // refuses it): only what each was told of the receiver counts.
+    let rid = receiver.peer_id();
+    let told: Vec<serde_json::Value> = senders
+        .iter_mut()
+        .filter_map(|s| {
+            s.wait();
+            s.seen
+                .iter()
+                .find(|v| v["event"] == "file_failed" && v["peer"] == rid.as_str())
+                .cloned()
+        })
+        .collect();
+    assert_eq!(
+        told.len(),
+        1,
+        "one sender is refused by the receiver: {told:?}"
+    );
+    let reason = told[0]["reason"].as_str().unwrap_or_default();
+    eprintln!("the refused sender was told: {reason}");
+    assert!(
+        reason.contains("not enough free disk space here")
+            || reason.contains("cannot write the file here"),
+        "the sender is told why: {}; the receiver said {failed}",
+        told[0]
+    );
+    // Nothing half-written stays: the refused file's part is removed, so what fits in the
+    // 1 MiB left still arrives (the mount is the receiver's own: this process cannot look).
+    let small = dir.join("small.bin");
+    let want = random_file(&small, 300_000);
+    let mut sender = Burrow::start(&["send", small.to_str().unwrap(), &link]);
+    let got = receiver.expect_event("file_received", &[("name", "small.bin")]);
+    assert_eq!(got["sha256"], want.as_str());
+    assert!(sender.wait().success());
+    drop(receiver);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `--max-file-size`: a file announced larger is refused before a byte is written (the sender
 /// told why, nothing left in the folder); one within it arrives intact.
 #[test]
