@@ -375,7 +375,8 @@ async fn measure(addr: SocketAddr, pids: Option<[u32; 2]>) -> Row {
     let _ = new_connections(addr, "/mid", MID, 256, 64).await;
     let _ = done_tx.send(true);
     let rss_peak64 = sampler.await.ok().flatten();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Past `burrow`'s memory trim (every 10 s), as a long-running tunnel would be.
+    tokio::time::sleep(Duration::from_secs(11)).await;
     Row {
         fresh16,
         fresh1,
