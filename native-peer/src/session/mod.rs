@@ -543,7 +543,7 @@ impl Session {
     /// peak for the whole session).
     fn give_back_memory(&mut self) {
         self.ticks = self.ticks.wrapping_add(1);
-        if self.ticks % TRIM_EVERY != 0 {
+        if !self.ticks.is_multiple_of(TRIM_EVERY) {
             return;
         }
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
