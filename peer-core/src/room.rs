@@ -544,13 +544,13 @@ impl Room {
                 forget.push(id.clone());
                 continue;
             }
-            // Between a browser and `burrow`, `burrow` restarts: a browser that offers a restart
-            // may take ICE control back.
-            if !online || Room::we_lead(us, known.kind) == Some(false) {
+            let Some(first) = Room::restarts_first(us, &me, known.kind, id) else {
+                continue;
+            };
+            if !online {
                 continue;
             }
-            // The impolite side (the smaller id) restarts first.
-            let wait = if me.as_str() < id.as_str() || known.state == LinkState::Failed {
+            let wait = if first || known.state == LinkState::Failed {
                 RESTART_AFTER
             } else {
                 POLITE_RESTART_AFTER
@@ -573,16 +573,29 @@ impl Room {
         out
     }
 
-    /// The platform read `peer`'s selected path: through a TURN relay or not.
-    pub fn set_relayed(&mut self, peer: &str, relayed: bool) {
+    /// Whether we restart ICE with a peer (`peer_kind`, `peer_id`) first (`Some(true)`), after
+    /// it (`Some(false)`), or never (`None`): between a browser and `burrow`, only `burrow`
+    /// restarts (a browser that offers a restart may take ICE control back); between two of a
+    /// kind, the impolite side (the smaller id) goes first.
+    fn restarts_first(us: PeerKind, me: &str, peer_kind: PeerKind, peer_id: &str) -> Option<bool> {
+        match Room::we_lead(us, peer_kind) {
+            Some(false) => None,
+            Some(true) => Some(true),
+            None => Some(me < peer_id),
+        }
+    }
+
+    /// The platform read `peer`'s selected path (the room repairs relayed links at once when
+    /// the server comes back: see [`Room::on_server`]).
+    pub fn on_path(&mut self, peer: &str, path: &crate::path::SelectedPath) {
         if let Some(known) = self.peers.get_mut(peer) {
-            known.relayed = relayed;
+            known.relayed = path.kind == crate::path::PathKind::Relayed;
         }
     }
 
     /// `peer` is listed again after the server came back: its relayed link is restarted now
-    /// by the side that restarts first (the leader between a browser and `burrow`, else the
-    /// impolite side; the other follows by [`Room::tick`] if the link is then seen down).
+    /// by the side that restarts first ([`Room::restarts_first`]; the other follows by
+    /// [`Room::tick`] if the link is then seen down).
     fn restart_if_relayed(&mut self, peer: &str, now: u64) -> Vec<Action> {
         let me = self.me.clone().unwrap_or_default();
         let us = self.kind;
@@ -592,11 +605,7 @@ impl Room {
         if !std::mem::take(&mut known.restart_when_listed) {
             return Vec::new();
         }
-        let first = match Room::we_lead(us, known.kind) {
-            Some(lead) => lead,
-            None => me.as_str() < peer,
-        };
-        if !first {
+        if Room::restarts_first(us, &me, known.kind, peer) != Some(true) {
             return Vec::new();
         }
         known.restarted_at = Some(now);
@@ -826,6 +835,15 @@ mod tests {
         })));
     }
 
+    const RELAYED: crate::path::SelectedPath = crate::path::SelectedPath {
+        kind: crate::path::PathKind::Relayed,
+        local: crate::path::CandidateType::Relay,
+        remote: crate::path::CandidateType::Srflx,
+        rtt_ms: None,
+        relay_over: None,
+        peer_relay_over: None,
+    };
+
     /// A relayed link went through the server's relay, gone with a restart: it is restarted as
     /// soon as both peers are back in the room (listed in the welcome, or re-joining after us),
     /// by the side that restarts first; a direct link is left alone.
@@ -838,8 +856,8 @@ mod tests {
         for p in ["b", "c", "d"] {
             room.on_link(p, LinkState::Connected, 10);
         }
-        room.set_relayed("b", true);
-        room.set_relayed("c", true);
+        room.on_path("b", &RELAYED);
+        room.on_path("c", &RELAYED);
         room.server_lost(1_000, 0.5);
         room.hello();
         // Back: b and d are listed, c re-joins later.
@@ -872,7 +890,7 @@ mod tests {
         polite.hello();
         polite.on_server(with_native("z"), 0).unwrap();
         polite.on_link("b", LinkState::Connected, 10);
-        polite.set_relayed("b", true);
+        polite.on_path("b", &RELAYED);
         polite.server_lost(1_000, 0.5);
         polite.hello();
         let back = polite.on_server(with_native("z"), 2_000).unwrap();
@@ -882,7 +900,7 @@ mod tests {
         page.hello();
         page.on_server(with_native("a"), 0).unwrap();
         page.on_link("b", LinkState::Connected, 10);
-        page.set_relayed("b", true);
+        page.on_path("b", &RELAYED);
         page.server_lost(1_000, 0.5);
         page.hello();
         assert!(restarts(&page.on_server(with_native("a"), 2_000).unwrap()).is_empty());

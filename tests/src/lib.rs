@@ -99,6 +99,14 @@ impl TempDir {
     }
 }
 
+impl From<PathBuf> for TempDir {
+    /// Takes over a folder made elsewhere (e.g. by [`certs::certificates`]): removed when
+    /// dropped, however the test ends.
+    fn from(dir: PathBuf) -> TempDir {
+        TempDir(dir)
+    }
+}
+
 impl std::ops::Deref for TempDir {
     type Target = std::path::Path;
     fn deref(&self) -> &std::path::Path {

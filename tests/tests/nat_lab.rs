@@ -11,11 +11,9 @@ use burrow_tests::server::ServerProcess;
 use burrow_tests::KillOnDrop;
 use serde_json::Value;
 
-fn tempdir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("burrow-lab-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+/// A folder for one test, removed when the test ends, however it ends.
+fn tempdir(tag: &str) -> burrow_tests::TempDir {
+    burrow_tests::TempDir::new(&format!("lab-{tag}"))
 }
 
 /// Two peers join; each reports the other connected; a line each way arrives intact.
@@ -150,8 +148,6 @@ fn case2_both_behind_cone_nats_punch_a_hole() {
         want
     );
     assert!(sender.wait().success());
-    let _ = std::fs::remove_dir_all(&src_dir);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Both behind symmetric NATs (`masquerade fully-random`: a new public port per destination).
@@ -197,7 +193,6 @@ fn case3_both_symmetric_go_through_the_relay() {
         want
     );
     assert!(b.wait().success(), "{:?}", b.seen);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Both peers behind symmetric NATs and no relay at all (`--no-turn`): no path can be found,
@@ -349,7 +344,6 @@ fn through_coturn(test: &str, block_udp: bool) {
         log.contains("ALLOCATE processed, success"),
         "coturn allocated nothing"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Symmetric NAT on one side (S), endpoint-independent mapping with port-restricted filtering
@@ -542,7 +536,6 @@ fn expose_and_forward_across_nats() {
     assert_eq!(hex::encode(sha2::Sha256::digest(&body)), want);
     let _ = site.kill();
     let _ = site.wait();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The streams issue: across two NATs whose uplinks are slowed to a 100 ms round trip between
@@ -793,7 +786,6 @@ fn relayed_over_tcp(test: &str, both: bool) {
         assert_eq!(seen["label"], "relayed (TCP)", "{seen}");
     }
     a_file_arrives(&h2, &[], &mut a, &dir, &link, 16 * 1024 * 1024);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Reach issue: the page behind a router that drops UDP but DNS reaches `burrow` (behind a
@@ -831,8 +823,9 @@ async fn the_page_behind_a_network_that_blocks_udp_is_relayed_over_tcp() {
 }
 
 /// The lab's server on 443 with a certificate for its address from a test CA (`tag` names
-/// the files): the server, the folder of the certificates (to remove), the CA's certificate.
-fn server_on_443(lab: &mut Lab, tag: &str) -> (ServerProcess, PathBuf, PathBuf) {
+/// the files): the server, the folder of the certificates (removed when dropped), the CA's
+/// certificate.
+fn server_on_443(lab: &mut Lab, tag: &str) -> (ServerProcess, burrow_tests::TempDir, PathBuf) {
     let (certs, ca, cert, key) =
         burrow_tests::certs::certificates(tag, &[burrow_tests::lab::SERVER_IP]);
     let server = lab.server_with(
@@ -844,7 +837,7 @@ fn server_on_443(lab: &mut Lab, tag: &str) -> (ServerProcess, PathBuf, PathBuf) 
             key.to_str().unwrap(),
         ],
     );
-    (server, certs, ca)
+    (server, certs.into(), ca)
 }
 
 /// Reach issue: host 1's network lets out only DNS and HTTPS. The server listens on 443 with a
@@ -859,7 +852,7 @@ fn a_network_that_lets_only_https_out_is_relayed_over_tls_on_443() {
     let h1 = lab.behind_nat(1, Nat::EndpointIndependent);
     let h2 = lab.behind_nat(2, Nat::EndpointIndependent);
     lab.allow_only_https(1);
-    let (server, certs, ca) = server_on_443(&mut lab, "lab-443");
+    let (server, _certs, ca) = server_on_443(&mut lab, "lab-443");
     let link = format!("https://{}/r/only-https", server.http);
     let ca = ca.to_str().unwrap();
     let dir = tempdir("only-https");
@@ -890,8 +883,6 @@ fn a_network_that_lets_only_https_out_is_relayed_over_tls_on_443() {
         &link,
         4 * 1024 * 1024,
     );
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_dir_all(&certs);
 }
 
 /// Reach issue: host 1's router drops UDP, but TCP gets out, and the server is listed over
@@ -906,7 +897,7 @@ fn where_tcp_gets_through_tls_is_not_allocated_too() {
     let h1 = lab.behind_nat(1, Nat::EndpointIndependent);
     let h2 = lab.behind_nat(2, Nat::EndpointIndependent);
     lab.block_udp(1);
-    let (server, certs, ca) = server_on_443(&mut lab, "lab-tcp-not-tls");
+    let (server, _certs, ca) = server_on_443(&mut lab, "lab-tcp-not-tls");
     let link = format!("https://{}/r/tcp-not-tls", server.http);
     let ca = ca.to_str().unwrap();
     let mut a = h1.burrow(&["--ca-cert", ca, "join", &link]);
@@ -926,7 +917,6 @@ fn where_tcp_gets_through_tls_is_not_allocated_too() {
         .filter(|l| l.starts_with("burrow_turn_allocations"))
         .collect();
     assert_eq!(live, ["burrow_turn_allocations 2"], "{metrics}");
-    let _ = std::fs::remove_dir_all(&certs);
 }
 
 /// Reach issue: the page on a network that lets out only DNS and HTTPS. The server listens on
@@ -943,7 +933,7 @@ async fn the_page_behind_a_network_that_lets_only_https_out_is_relayed_over_tls(
     let h1 = lab.behind_nat(1, Nat::EndpointIndependent);
     let h2 = lab.behind_nat(2, Nat::EndpointIndependent);
     lab.allow_only_https(1);
-    let (server, certs, ca) = server_on_443(&mut lab, "lab-page-443");
+    let (server, _certs, ca) = server_on_443(&mut lab, "lab-page-443");
     let link = format!("https://{}/r/page-only-https", server.http);
     let mut native = h2.burrow(&["--ca-cert", ca.to_str().unwrap(), "join", &link]);
     let native_id = native.peer_id();
@@ -973,7 +963,6 @@ async fn the_page_behind_a_network_that_lets_only_https_out_is_relayed_over_tls(
     )
     .await;
     page.close().await;
-    let _ = std::fs::remove_dir_all(&certs);
 }
 
 /// Reach issue, IPv6: two hosts on IPv6-only networks (global addresses, no NAT) behind
@@ -1032,7 +1021,6 @@ fn ipv6_homes(test: &str, relay_only: bool) {
         }
     }
     a_file_arrives(&h2, flags, &mut a, &dir, &link, 4 * 1024 * 1024);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Reach issue, IPv6: a dual-stack host (IPv4 behind a NAT, global IPv6 behind the same

@@ -119,7 +119,6 @@ fn a_64_mib_file_arrives_intact_with_bounded_sender_memory() {
         peak < 64 * 1024,
         "sender peak RSS {peak} KiB: memory not bounded"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -231,14 +230,11 @@ fn a_receiver_vanishing_mid_transfer_fails_the_send() {
     let status = sender.wait();
     assert!(!status.success(), "{:?}", sender.seen);
     assert!(sender.stderr().contains("failed"), "{}", sender.stderr());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn tempdir(tag: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("burrow-test-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A folder for one test, removed when the test ends, however it ends.
+fn tempdir(tag: &str) -> burrow_tests::TempDir {
+    burrow_tests::TempDir::new(&format!("test-{tag}"))
 }
 
 /// A `burrow` process in human mode (no `--json`): its stdout as raw bytes, to check what a
@@ -389,7 +385,6 @@ fn quitting_mid_transfer_leaves_no_part_file() {
     assert_eq!(parts(), 0, "no .part file left in {}", inbox.display());
     stop(&sender, libc::SIGCONT);
     sender.kill();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A file announced larger than the receiver's free disk space (a sparse 1 TiB file, read as
@@ -428,7 +423,6 @@ fn a_file_larger_than_the_free_disk_is_refused_up_front() {
     );
     let left: Vec<_> = std::fs::read_dir(&inbox).unwrap().collect();
     assert!(left.is_empty(), "nothing written: {left:?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A small disk: the receiver's folder is a 3 MiB tmpfs in a mount namespace of its own (only
@@ -511,7 +505,6 @@ fn a_small_disk_takes_what_fits_and_refuses_the_rest_with_the_reason() {
     assert_eq!(got["sha256"], want.as_str());
     assert!(sender.wait().success());
     drop(receiver);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `--max-file-size`: a file announced larger is refused before a byte is written (the sender
@@ -560,7 +553,6 @@ fn a_file_over_max_file_size_is_refused_and_one_within_it_arrives() {
     let got = receiver.expect_event("file_received", &[]);
     assert_eq!(got["sha256"], want.as_str());
     assert!(sender.wait().success());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A file whose name is near the file system's 255-byte limit arrives, its name cut to fit
@@ -583,5 +575,4 @@ fn a_file_with_a_250_byte_name_arrives_intact() {
     assert_eq!(got["sha256"], want.as_str());
     assert_eq!(sha256_file(&inbox.join(&kept)), want);
     assert!(sender.wait().success(), "the sender got its verdict");
-    let _ = std::fs::remove_dir_all(&dir);
 }

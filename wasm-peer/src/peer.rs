@@ -9,7 +9,7 @@ use peer_core::channels::{ControlMessage, CONTROL_LABEL, FILE_LABEL};
 use peer_core::control::{Control, Heard, Offer};
 use peer_core::driver::{Connection, Driver, Signaling};
 use peer_core::negotiation::DescriptionKind;
-use peer_core::path::{PathKind, PathNews};
+use peer_core::path::PathNews;
 use peer_core::room::LinkState;
 use serde::Serialize;
 use signal_protocol::{ClientMessage, PeerSignal};
@@ -39,8 +39,8 @@ pub(crate) trait Host {
     fn transfer_id(&self) -> u32;
     /// A peer connection changed state.
     fn on_link(self: Rc<Self>, peer: &str, state: LinkState);
-    /// A peer's selected path was read: through a TURN relay or not.
-    fn set_relayed(&self, peer: &str, relayed: bool);
+    /// A peer's selected path was read (the room's rules want to know: `Room::on_path`).
+    fn on_path(&self, peer: &str, path: &peer_core::path::SelectedPath);
     /// The peer opened a file channel.
     fn file_channel(&self, peer: Rc<Peer>, dc: RtcDataChannel);
 }
@@ -444,7 +444,7 @@ impl Peer {
                         peer.send_control(msg);
                     }
                     if let (Some(path), Some(room)) = (&reading.path, peer.room.upgrade()) {
-                        room.set_relayed(&peer.id, path.kind == PathKind::Relayed);
+                        room.on_path(&peer.id, path);
                     }
                     let id = peer.id.clone();
                     let report = reading.path.into();

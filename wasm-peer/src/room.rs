@@ -484,8 +484,8 @@ impl Host for Inner {
         Inner::voice_sending(self)
     }
 
-    fn set_relayed(&self, peer: &str, relayed: bool) {
-        self.room.borrow_mut().set_relayed(peer, relayed);
+    fn on_path(&self, peer: &str, path: &peer_core::path::SelectedPath) {
+        self.room.borrow_mut().on_path(peer, path);
     }
 
     fn send(&self, msg: &ClientMessage) {
